@@ -1,0 +1,144 @@
+"""The ``clientbase`` command: demo, run, backfill, docs.
+
+Runs without any Prefect server: flows start Prefect's ephemeral API in-process. Errors the user can fix are
+printed as one line naming the file/key, with a non-zero exit code; previous marts are never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Nightly client-base economics from bank statements and CRM dumps.")
+
+DEFAULT_HOME = Path("clientbase-home")
+
+
+def prefect_defaults() -> None:
+    """Settings that make the ephemeral Prefect API usable on small machines and offline."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+def _fail(exc: Exception) -> None:
+    from clientbase.errors import ClientbaseError
+
+    code = exc.exit_code if isinstance(exc, ClientbaseError) else 1
+    typer.echo(f"clientbase: error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def _print_summary(summary: dict) -> None:
+    typer.echo(f"run {summary['run_id']} ({summary['command']}, as of {summary['as_of']}): published")
+    typer.echo(f"  marts:  {summary['marts_dir']}  rows: {summary.get('rows_marts')}")
+    typer.echo(f"  report: {summary.get('report')}")
+    typer.echo(f"  new files: {summary.get('files_new')}, raw rows: {summary.get('rows_raw')}, "
+               f"quarantined: {summary.get('rows_quarantined')}, staged: {summary.get('rows_staged')}, "
+               f"duplicates: {summary.get('duplicates')}")
+
+
+def _run(home: Path, inbox: Path | None, as_of: dt.date | None, config: Path | None, command: str) -> None:
+    from clientbase.config import load_settings
+    from clientbase.errors import ClientbaseError
+
+    try:
+        load_settings(home, inbox=inbox, as_of=as_of, config_file=config)  # fail fast, before Prefect starts
+        from flows.pipeline import nightly
+
+        summary = nightly(home=str(home.absolute()), inbox=str(inbox.absolute()) if inbox else None, as_of=as_of,
+                          config_file=str(config.absolute()) if config else None, command=command)
+    except ClientbaseError as exc:
+        _fail(exc)
+    _print_summary(summary)
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date as YYYY-MM-DD") from None
+
+
+@app.command()
+def demo(
+    home: Annotated[Path, typer.Option(help="Where inbox, warehouse, marts and reports go.")] = DEFAULT_HOME,
+    scale: Annotated[int | None, typer.Option(help="Target number of bank transactions (benchmarks).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 42,
+    generate_only: Annotated[bool, typer.Option(help="Write the demo inbox and stop.")] = False,
+) -> None:
+    """Generate a realistic synthetic company into HOME/inbox and run the whole pipeline on it."""
+    from clientbase.demo import DemoSpec, generate
+
+    spec = DemoSpec(seed=seed, scale=scale)
+    summary = generate(home.absolute() / "inbox", spec)
+    typer.echo(f"demo data: {summary.clients} clients, {summary.months} months, "
+               f"{summary.bank_transactions} bank transactions, {len(summary.files)} files in {summary.inbox}")
+    if not generate_only:
+        _run(home, None, spec.end, None, "demo")
+
+
+@app.command()
+def run(
+    home: Annotated[Path, typer.Option(help="The clientbase home (warehouse, marts, reports).")],
+    inbox: Annotated[Path | None, typer.Option(help="Defaults to HOME/inbox.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Last day included, YYYY-MM-DD (default: today).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (default: INBOX/config.yaml if present).")] = None,
+) -> None:
+    """Ingest what is new in the inbox and rebuild the marts."""
+    _run(home, inbox, _date(as_of), config, "run")
+
+
+@app.command()
+def backfill(
+    home: Annotated[Path, typer.Option(help="The clientbase home.")],
+    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")],
+    end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")],
+    config: Annotated[Path | None, typer.Option(help="YAML config.")] = None,
+) -> None:
+    """Recompute the marts for the months START..END from the warehouse (other months are kept)."""
+    from clientbase.config import load_settings
+    from clientbase.errors import ClientbaseError
+
+    try:
+        load_settings(home, config_file=config)
+        from flows.pipeline import backfill as backfill_flow
+        from flows.steps import month_range
+
+        month_range(start, end)
+        summary = backfill_flow(home=str(home.absolute()), start=start, end=end,
+                                config_file=str(config.absolute()) if config else None)
+    except ClientbaseError as exc:
+        _fail(exc)
+    _print_summary(summary)
+
+
+@app.command()
+def docs(out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("docs/data_dictionary.md")) -> None:
+    """Write the data dictionary generated from the mart modules' declared grain and schema."""
+    from clientbase.dictionary import render
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(), encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    prefect_defaults()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""One typed settings object, built once at the entry point (CLI or Prefect deployment).
+
+``HOME/inbox/config.yaml`` (or ``--config FILE``) is optional; every key has a default. Unknown keys and bad
+values are errors that name the key and the file, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clientbase.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassificationConfig(_Strict):
+    """Which bank transactions are client payments (DOMAIN §1, §9)."""
+
+    own_accounts: tuple[str, ...] = Field(
+        default=(), description="IBANs/account numbers of our own accounts: transfers between them are not revenue."
+    )
+    excluded_counterparty_ids: tuple[str, ...] = Field(
+        default=(), description="Tax ids or accounts of tax authorities, payroll, banks: never clients."
+    )
+    excluded_purpose_keywords: tuple[str, ...] = Field(
+        default=(), description="Case-insensitive words in the payment purpose that mark a non-client payment."
+    )
+
+
+class Settings(_Strict):
+    """Everything a run needs. Paths are derived from ``home``; nothing else reads the environment."""
+
+    home: Path
+    inbox: Path | None = Field(default=None, description="Defaults to HOME/inbox.")
+    as_of: dt.date | None = Field(default=None, description="Last day included; defaults to today.")
+    reporting_currency: str = Field(default="EUR", description="ISO 4217 code every amount is reported in.")
+    activity_window_days: int = Field(default=365, ge=1, le=3650)
+    classification: ClassificationConfig = ClassificationConfig()
+    keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if len(value) != 3 or not value.isalpha() or not value.isupper():
+            raise ValueError("must be a three-letter upper-case ISO 4217 code such as EUR")
+        return value
+
+    # ---- derived paths -------------------------------------------------------------------------------
+    @property
+    def inbox_dir(self) -> Path:
+        return self.inbox if self.inbox is not None else self.home / "inbox"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def marts_dir(self) -> Path:
+        return self.home / "marts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def dq_dir(self) -> Path:
+        return self.home / "dq"
+
+    @property
+    def effective_as_of(self) -> dt.date:
+        return self.as_of if self.as_of is not None else dt.date.today()
+
+
+# Keys of the YAML file that map onto Settings; home/inbox/as_of come from the command line.
+_FILE_KEYS = set(Settings.model_fields) - {"home", "inbox", "as_of"}
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(_FILE_KEYS))
+            parts.append(f"unknown key '{loc}' (allowed top-level keys: {allowed})")
+        else:
+            parts.append(f"key '{loc}': {e['msg']} (got {e.get('input')!r})")
+    return f"{path}: invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(
+    home: Path,
+    *,
+    inbox: Path | None = None,
+    as_of: dt.date | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build the settings from the command line plus the optional YAML file.
+
+    The file is ``config_file`` if given (it must exist), else ``<inbox>/config.yaml`` if present.
+    """
+    home = Path(home).absolute()
+    inbox = Path(inbox).absolute() if inbox is not None else None
+    data: dict[str, Any] = {}
+    candidate = config_file if config_file is not None else (inbox or home / "inbox") / "config.yaml"
+    candidate = Path(candidate)
+    if config_file is not None and not candidate.is_file():
+        raise ConfigError(f"{candidate}: config file not found; pass an existing YAML file to --config")
+    if candidate.is_file():
+        try:
+            loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{candidate}: not valid YAML: {exc}".replace("\n", " ")) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{candidate}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        for key in ("home", "inbox", "as_of"):
+            if key in loaded:
+                raise ConfigError(f"{candidate}: key '{key}' is set on the command line, not in the config file")
+        data.update(loaded)
+    try:
+        return Settings(home=home, inbox=inbox, as_of=as_of, **data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(candidate, exc)) from None

@@ -1,0 +1,86 @@
+"""The Great Expectations suites of the three gates, as code.
+
+Each gate maps a dataset name to its expectations. Cross-table rules (nothing lost, reconciliation) are
+expressed as small derived datasets with a ``diff`` column that must be zero, so every rule — per-row and
+cross-table — is a GX expectation and lands in ``dq_results`` the same way.
+GX is imported lazily: the import alone costs several seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transforms import metrics as m
+from transforms.marts import client_month, run_log
+
+Suite = dict[str, list[Any]]
+
+
+def _gx():
+    import great_expectations as gx
+
+    return gx.expectations
+
+
+def raw_suite() -> Suite:
+    """Raw gate: what this run ingested is parseable and complete."""
+    E = _gx()
+    return {
+        "raw.bank_transaction": [
+            *(E.ExpectColumnValuesToNotBeNull(column=c) for c in
+              ("file_hash", "source_file", "record_number", "own_account", "booking_date", "amount", "currency")),
+            E.ExpectColumnValuesToMatchRegex(column="currency", regex=r"^[A-Z]{3}$"),
+            E.ExpectColumnValuesToBeInSet(column="status", value_set=["BOOK", "PDNG", "INFO"]),
+            E.ExpectCompoundColumnsToBeUnique(column_list=["file_hash", "record_number"]),
+        ],
+        # rows in = rows raw + rows quarantined, per file (nothing lost)
+        "file_accounting": [
+            E.ExpectColumnValuesToBeBetween(column="unaccounted", min_value=0, max_value=0),
+        ],
+        # opening + sum of booked entries = closing, per statement that has both balances
+        "statement_reconciliation": [
+            E.ExpectColumnValuesToBeBetween(column="diff", min_value=0, max_value=0),
+        ],
+    }
+
+
+def staged_suite(reporting_currency: str) -> Suite:
+    E = _gx()
+    client_txn = 'category in ("client_payment", "refund")'
+    return {
+        "staging.bank_transaction": [
+            E.ExpectColumnValuesToBeUnique(column="txn_key"),
+            E.ExpectColumnValuesToBeInSet(column="category", value_set=list(m.CATEGORIES)),
+            E.ExpectColumnValuesToNotBeNull(column="client_id", row_condition=client_txn,
+                                            condition_parser="pandas"),
+            # a missing FX rate leaves amount_reporting null: fail naming the currency, never assume 1.0
+            E.ExpectColumnValuesToNotBeNull(column="amount_reporting", row_condition=client_txn,
+                                            condition_parser="pandas"),
+        ],
+        "staging.client": [
+            E.ExpectColumnValuesToBeUnique(column="client_id"),
+            E.ExpectColumnValuesToNotBeNull(column="client_id"),
+        ],
+    }
+
+
+def marts_suite() -> Suite:
+    E = _gx()
+    return {
+        client_month.NAME: [
+            E.ExpectTableColumnsToMatchOrderedList(column_list=list(client_month.SCHEMA)),
+            E.ExpectCompoundColumnsToBeUnique(column_list=list(client_month.KEY)),
+            *(E.ExpectColumnValuesToNotBeNull(column=c) for c in client_month.SCHEMA),
+            E.ExpectColumnValuesToBeBetween(column="revenue", min_value=0),
+            E.ExpectColumnValuesToBeBetween(column="refunds", min_value=0),
+            E.ExpectColumnValuesToBeBetween(column="purchases", min_value=0),
+        ],
+        run_log.NAME: [
+            E.ExpectTableColumnsToMatchOrderedList(column_list=list(run_log.SCHEMA)),
+            E.ExpectColumnValuesToBeUnique(column="run_id"),
+        ],
+        # sum of client revenue in the mart = sum of classified incoming payments in staging, to the cent
+        "revenue_reconciliation": [
+            E.ExpectColumnValuesToBeBetween(column="diff", min_value=0, max_value=0),
+        ],
+    }

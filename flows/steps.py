@@ -1,0 +1,300 @@
+"""The pipeline's steps as plain functions (no Prefect): each does one I/O or checkpoint step.
+
+``flows/pipeline.py`` wraps each in a task; tests call them directly. Every step opens and closes its own
+DuckDB connection (one writer per file), and passes paths and small summaries, never big frames.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from clientbase.config import Settings
+from clientbase.errors import GateFailed, InboxError, ParseError
+from expectations import suites
+from expectations.gate import GateOutcome, run_gate
+from sources import registry
+from transforms import staging
+from transforms.marts import MARTS, client_month, run_log
+from warehouse import publish
+from warehouse.db import connect, query_polars, quote_ident, quote_literal, replace_table
+from warehouse.load import FileStats, file_sha256, ingest_records, known_hashes
+
+log = logging.getLogger("clientbase")
+
+INBOX_KINDS = ("bank", "crm")
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: str  # absolute
+    relative: str  # to the inbox: what run_log and quarantine show
+    kind: str
+    sha256: str
+    size_bytes: int
+
+
+# ---- ingest ----------------------------------------------------------------------------------------------
+
+def discover(settings: Settings) -> tuple[list[InboxFile], int]:
+    """New files in ``inbox/bank`` and ``inbox/crm`` (by content hash), and how many were already ingested."""
+    inbox = settings.inbox_dir
+    if not inbox.is_dir():
+        raise InboxError(f"{inbox}: inbox directory not found; create it with bank/ and crm/ subdirectories")
+    files: list[tuple[Path, str]] = []
+    for kind in INBOX_KINDS:
+        folder = inbox / kind
+        if folder.is_dir():
+            files += [(p, kind) for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    if not files:
+        raise InboxError(f"{inbox}: inbox is empty; put bank statements in {inbox / 'bank'} "
+                         f"and CRM dumps in {inbox / 'crm'}")
+    with connect(settings.warehouse_path) as con:
+        seen = known_hashes(con)
+    new: list[InboxFile] = []
+    skipped = 0
+    for path, kind in files:
+        try:
+            digest, size = file_sha256(path), path.stat().st_size
+        except OSError as exc:
+            raise InboxError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
+        if digest in seen:
+            skipped += 1
+            continue
+        seen.add(digest)  # the same content twice in one inbox is ingested once
+        new.append(InboxFile(str(path), str(path.relative_to(inbox)), kind, digest, size))
+    return new, skipped
+
+
+def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
+    """Detect the format, parse and load one file (all or nothing)."""
+    path = Path(item.path)
+    reader = registry.detect(path, item.kind)
+    stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
+    with connect(settings.warehouse_path) as con:
+        try:
+            ingest_records(con, reader.read(path), stats=stats, kind=item.kind, size_bytes=item.size_bytes,
+                           run_id=run_id)
+        except ParseError as exc:
+            if exc.path is None:
+                exc = ParseError(exc.reason, path=item.path, record=exc.record, field=exc.field)
+            raise exc from None
+    return stats
+
+
+# ---- gates -----------------------------------------------------------------------------------------------
+
+def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
+    with connect(settings.warehouse_path) as con:
+        if outcome.results:
+            frame = pl.DataFrame(outcome.results)
+            con.register("_dq", frame.to_arrow())
+            try:
+                con.execute("INSERT INTO ops.dq_results BY NAME SELECT * FROM _dq")
+            finally:
+                con.unregister("_dq")
+    if not outcome.passed:
+        raise GateFailed(outcome.gate, outcome.failures)
+    return outcome
+
+
+def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
+    """Validate what this run ingested (older files passed their own gate when they arrived)."""
+    with connect(settings.warehouse_path) as con:
+        txns = query_polars(con, "SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
+                            [new_hashes])
+        accounting = query_polars(con, """
+            SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
+                   f.records_in - f.rows_raw - f.rows_quarantined AS unaccounted
+            FROM ops.ingested_file f WHERE list_contains(?, f.file_hash)""", [new_hashes])
+        reconciliation = query_polars(con, """
+            SELECT source_file, statement_id, own_account, balance_date, opening, closing, entries_total,
+                   opening + entries_total - closing AS diff
+            FROM raw.statement_balance
+            WHERE list_contains(?, file_hash) AND opening IS NOT NULL AND closing IS NOT NULL""", [new_hashes])
+    outcome = run_gate("raw", run_id, {
+        "raw.bank_transaction": txns, "file_accounting": accounting, "statement_reconciliation": reconciliation,
+    }, suites.raw_suite())
+    return _record_gate(settings, outcome)
+
+
+def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
+    with connect(settings.warehouse_path) as con:
+        txns = query_polars(con, "SELECT txn_key, category, client_id, amount_reporting, currency "
+                                 "FROM staging.bank_transaction")
+        clients = query_polars(con, "SELECT client_id FROM staging.client")
+    outcome = run_gate("staged", run_id, {"staging.bank_transaction": txns, "staging.client": clients},
+                       suites.staged_suite(settings.reporting_currency))
+    if not outcome.passed:
+        missing = txns.filter(pl.col("category").is_in(["client_payment", "refund"])
+                              & pl.col("amount_reporting").is_null())
+        if missing.height:
+            currencies = ", ".join(sorted(missing["currency"].unique().to_list()))
+            outcome.failures.insert(0, f"no FX rate to {settings.reporting_currency} for {currencies} "
+                                       f"({missing.height} client transactions)")
+    return _record_gate(settings, outcome)
+
+
+# ---- stage -----------------------------------------------------------------------------------------------
+
+@dataclass
+class StageStats:
+    rows_raw_total: int
+    rows_staged: int
+    duplicates: int
+    clients: int
+
+
+def stage(settings: Settings) -> StageStats:
+    """Rebuild the staging tables from the whole raw layer (deterministic: same raw -> same staging)."""
+    cfg = settings.classification
+    with connect(settings.warehouse_path) as con:
+        raw = query_polars(con, "SELECT * FROM raw.bank_transaction").lazy()
+        manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file").lazy()
+        raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+        crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest)
+                       if raw_clients.height else None)
+        keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest)
+        staged = staging.classify_and_resolve(
+            keyed, crm_clients, reporting_currency=settings.reporting_currency,
+            own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
+            excluded_keywords=cfg.excluded_purpose_keywords,
+        ).collect()
+        clients = staging.stage_clients(staged.lazy(), crm_clients).collect()
+        replace_table(con, "staging.bank_transaction", staged)
+        replace_table(con, "staging.client", clients)
+        raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
+    return StageStats(rows_raw_total=raw_rows, rows_staged=staged.height, duplicates=raw_rows - staged.height,
+                      clients=clients.height)
+
+
+# ---- marts -----------------------------------------------------------------------------------------------
+
+def month_range(start: str, end: str) -> tuple[dt.date, dt.date]:
+    """'YYYY-MM' pair -> first days of both months; a bad value is a clear error."""
+    def parse(value: str, name: str) -> dt.date:
+        try:
+            return dt.datetime.strptime(value, "%Y-%m").date()
+        except ValueError:
+            raise InboxError(f"--{name} {value!r}: expected a month as YYYY-MM, e.g. 2025-03") from None
+    first, last = parse(start, "start"), parse(end, "end")
+    if first > last:
+        raise InboxError(f"--start {start} is after --end {end}")
+    return first, last
+
+
+def build_marts(settings: Settings, run_id: str, as_of: dt.date,
+                months: tuple[dt.date, dt.date] | None = None) -> tuple[str, dict[str, int]]:
+    """Write every mart into a new, unpublished version directory; return it with row counts.
+
+    With ``months`` (backfill) only those months of month-partitioned marts are recomputed; the other
+    months' files are carried over from the published version.
+    """
+    version_dir = publish.new_version_dir(settings.home, run_id)
+    with connect(settings.warehouse_path) as con:
+        staged = query_polars(con, "SELECT * FROM staging.bank_transaction").lazy()
+        log_rows = query_polars(con, "SELECT * FROM ops.run_log").lazy()
+    frames = {
+        client_month.NAME: client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
+                                              months=months).collect(),
+        # this run is published only if the marts gate passes; the mart says so (the warehouse table keeps
+        # the live status and the finish time)
+        run_log.NAME: run_log.build(log_rows.with_columns(
+            status=pl.when(pl.col("run_id") == run_id).then(pl.lit("published")).otherwise(pl.col("status")),
+            published_version=pl.when(pl.col("run_id") == run_id).then(pl.lit(run_id))
+            .otherwise(pl.col("published_version")),
+        )).collect(),
+    }
+    previous = publish.current_version_dir(settings.home)
+    rows: dict[str, int] = {}
+    for mart in MARTS:
+        frame = frames[mart.NAME]
+        written = publish.write_mart(version_dir, mart.NAME, frame, mart.PARTITION_BY)
+        if months is not None and mart.PARTITION_BY is not None:
+            # file names are '<column>=<ISO date>.parquet', so they sort like the months they hold
+            lo, hi = (f"{mart.PARTITION_BY}={d}.parquet" for d in months)
+            publish.carry_over(version_dir, previous, mart.NAME, lambda name, lo=lo, hi=hi: not lo <= name <= hi)
+        rows[mart.NAME] = sum(written.values())
+    return str(version_dir), rows
+
+
+def read_mart(version_dir: Path, mart) -> pl.DataFrame:
+    files = sorted((version_dir / mart.NAME).glob("*.parquet"))
+    empty = pl.DataFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()})
+    non_empty = [pl.read_parquet(f) for f in files]
+    return pl.concat([empty, *non_empty], how="vertical_relaxed") if non_empty else empty
+
+
+def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date) -> GateOutcome:
+    """Audit the written (not yet published) marts, reading back the files themselves."""
+    version = Path(version_dir)
+    marts = {mart.NAME: read_mart(version, mart) for mart in MARTS}
+    with connect(settings.warehouse_path) as con:
+        staged_by_month = query_polars(con, """
+            SELECT date_trunc('month', booking_date)::DATE AS month,
+                   coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0) AS staged_revenue
+            FROM staging.bank_transaction
+            WHERE status = 'BOOK' AND category IN ('client_payment', 'refund') AND booking_date <= ?
+            GROUP BY ALL""", [as_of])
+    mart_by_month = marts[client_month.NAME].group_by("month").agg(pl.col("revenue").sum().alias("mart_revenue"))
+    reconciliation = (
+        staged_by_month.join(mart_by_month, on="month", how="full", coalesce=True)
+        .with_columns(pl.col("staged_revenue", "mart_revenue").fill_null(0).cast(pl.Decimal(38, 2)))
+        .with_columns(diff=pl.col("staged_revenue") - pl.col("mart_revenue"))
+        .sort("month")
+    )
+    outcome = run_gate("marts", run_id, {**marts, "revenue_reconciliation": reconciliation}, suites.marts_suite())
+    return _record_gate(settings, outcome)
+
+
+def publish_marts(settings: Settings, version_dir: str) -> Path:
+    """Switch HOME/marts to the audited version and (re)create the ``marts.<name>`` views."""
+    link = publish.publish(settings.home, Path(version_dir), keep=settings.keep_versions)
+    with connect(settings.warehouse_path) as con:
+        for mart in MARTS:
+            glob = str(link / mart.NAME / "*.parquet")
+            con.execute(f"CREATE OR REPLACE VIEW marts.{quote_ident(mart.NAME)} AS "
+                        f"SELECT * FROM read_parquet({quote_literal(glob)})")
+    return link
+
+
+# ---- run log ---------------------------------------------------------------------------------------------
+
+def start_run_log(settings: Settings, run_id: str, command: str, as_of: dt.date) -> dt.datetime:
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with connect(settings.warehouse_path) as con:
+        con.execute("INSERT INTO ops.run_log (run_id, command, as_of, started_at, status) VALUES (?, ?, ?, ?, ?)",
+                    [run_id, command, as_of, started, "running"])
+    return started
+
+
+def finish_run_log(settings: Settings, run_id: str, started: dt.datetime, **fields) -> None:
+    finished = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    values = {"finished_at": finished, "duration_s": (finished - started).total_seconds(), **fields}
+    for key in ("input_files", "rows_marts", "gates"):
+        if key in values and not isinstance(values[key], str | type(None)):
+            values[key] = json.dumps(values[key], default=str)
+    assignments = ", ".join(f"{quote_ident(k)} = ?" for k in values)
+    with connect(settings.warehouse_path) as con:
+        con.execute(f"UPDATE ops.run_log SET {assignments} WHERE run_id = ?", [*values.values(), run_id])
+
+
+def file_summaries(stats: list[FileStats]) -> list[dict]:
+    return [asdict(s) for s in stats]
+
+
+def last_published_as_of(settings: Settings) -> dt.date | None:
+    with connect(settings.warehouse_path) as con:
+        row = con.execute("SELECT as_of FROM ops.run_log WHERE status = 'published' "
+                          "ORDER BY started_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None

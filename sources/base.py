@@ -1,0 +1,115 @@
+"""What every reader produces, and the contract between readers and the warehouse loader.
+
+A reader is a module with ``NAME``, ``KIND`` ('bank' or 'crm'), ``sniff(head: bytes, filename: str) -> bool`` and
+``read(path: Path) -> Iterator[Record]``. Readers stream: they yield one record at a time and never hold a file.
+Money is ``Decimal`` (never float); dates are ``datetime.date``.
+
+A record is one of:
+- ``BankTxn``: one booked or pending movement on one of our accounts (raw layer, as parsed);
+- ``Balance``: an opening/closing balance of a statement, for reconciliation;
+- ``CrmRow``: one row of a CRM entity, canonical columns as strings plus the untouched extra columns;
+- ``Rejected``: a record that could not be parsed; it goes to quarantine with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from clientbase.errors import ParseError
+
+MAX_AMOUNT_SCALE = 5  # camt allows up to 5 decimals; raw stores DECIMAL(23,5)
+
+
+@dataclass(slots=True)
+class BankTxn:
+    record_number: int
+    source_line: int | None
+    own_account: str
+    booking_date: dt.date
+    amount: Decimal  # signed: + money in, - money out
+    currency: str
+    value_date: dt.date | None = None
+    counterparty_name: str | None = None
+    counterparty_tax_id: str | None = None
+    counterparty_account: str | None = None
+    counterparty_bic: str | None = None
+    purpose: str | None = None
+    bank_reference: str | None = None
+    end_to_end_id: str | None = None
+    status: str = "BOOK"  # BOOK | PDNG | INFO
+    is_reversal: bool = False
+
+
+@dataclass(slots=True)
+class Balance:
+    record_number: int
+    own_account: str
+    statement_id: str | None
+    balance_date: dt.date
+    opening: Decimal | None
+    closing: Decimal | None
+    currency: str
+    entries_total: Decimal  # sum of the statement's booked entries, as parsed, for reconciliation
+
+
+@dataclass(slots=True)
+class CrmRow:
+    entity: str
+    record_number: int
+    values: dict[str, str | None]
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Rejected:
+    record_number: int
+    source_line: int | None
+    reason: str
+    raw: str | None = None
+
+
+Record = BankTxn | Balance | CrmRow | Rejected
+
+
+def parse_decimal(text: str, *, path: str, record: int, field_name: str, decimal: str = ".",
+                  thousands: str | None = None) -> Decimal:
+    """Parse a money amount exactly. ``"82 604,01"`` with decimal=',' thousands=' ' -> Decimal('82604.01')."""
+    cleaned = text.strip().replace("\u00a0", " ").replace("\u202f", " ")
+    if thousands:
+        cleaned = cleaned.replace(thousands, "")
+    if thousands != " ":
+        cleaned = cleaned.replace(" ", "")
+    if decimal != ".":
+        if "." in cleaned and thousands != ".":
+            raise ParseError(f"amount {text!r} has '.' but the layout's decimal separator is {decimal!r}",
+                             path=path, record=record, field=field_name)
+        cleaned = cleaned.replace(decimal, ".")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise ParseError(f"amount {text!r} is not a number", path=path, record=record, field=field_name) from None
+    if not value.is_finite():
+        raise ParseError(f"amount {text!r} is not a finite number", path=path, record=record, field=field_name)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_AMOUNT_SCALE:
+        raise ParseError(f"amount {text!r} has more than {MAX_AMOUNT_SCALE} decimals", path=path, record=record,
+                         field=field_name)
+    return value
+
+
+def parse_date(text: str, fmt: str, *, path: str, record: int, field_name: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(text.strip(), fmt).date()
+    except ValueError:
+        raise ParseError(f"date {text!r} does not match the format {fmt!r}", path=path, record=record,
+                         field=field_name) from None
+
+
+def clean(text: str | None) -> str | None:
+    """Collapse whitespace; empty -> None."""
+    if text is None:
+        return None
+    folded = " ".join(text.split())
+    return folded or None

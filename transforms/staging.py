@@ -1,0 +1,231 @@
+"""raw -> staging: type, deduplicate, convert to the reporting currency, classify, resolve to a client.
+
+Pure ``LazyFrame -> LazyFrame`` functions; no I/O. Staging only renames, casts, dedupes and labels: it never
+aggregates (marts do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from transforms import metrics as m
+
+STAGED_BANK_COLUMNS = (
+    "txn_key", "key_method", "own_account", "booking_date", "value_date", "amount", "currency", "amount_reporting",
+    "status", "is_reversal", "counterparty_name", "counterparty_tax_id", "counterparty_account", "counterparty_bic",
+    "purpose", "bank_reference", "end_to_end_id", "category", "client_id", "match_method", "file_hash",
+    "source_file", "record_number",
+)
+
+
+def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """A stable key per transaction, the same whichever file (or format) it arrived in.
+
+    In order: the bank's own reference (AcctSvcrRef / FITID) per account; else the end-to-end id with date and
+    amount; else the content itself plus its occurrence number inside its file, so two identical payments on
+    one day in one statement stay two, while the same statement exported twice collapses to one.
+    """
+    sep = pl.lit("|")
+    content = pl.concat_str(
+        [pl.col("own_account"), pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String),
+         pl.col("currency"), pl.col("counterparty_account").fill_null(""), pl.col("counterparty_name").fill_null(""),
+         pl.col("purpose").fill_null("")],
+        separator="|",
+    )
+    return (
+        raw.with_columns(_content=content)
+        .with_columns(_occurrence=pl.int_range(pl.len()).over(["file_hash", "_content"], order_by="record_number"))
+        .with_columns(
+            key_method=pl.when(pl.col("bank_reference").is_not_null()).then(pl.lit("bank_reference"))
+            .when(pl.col("end_to_end_id").is_not_null()).then(pl.lit("end_to_end_id"))
+            .otherwise(pl.lit("content")),
+        )
+        .with_columns(
+            txn_key=pl.when(pl.col("key_method") == "bank_reference")
+            .then(pl.concat_str([pl.lit("ref"), pl.col("own_account"), pl.col("bank_reference")], separator="|"))
+            .when(pl.col("key_method") == "end_to_end_id")
+            .then(pl.concat_str([pl.lit("e2e"), pl.col("own_account"), pl.col("end_to_end_id"),
+                                 pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String)],
+                                separator="|"))
+            .otherwise(pl.concat_str([pl.lit("content"), pl.col("_content"), sep,
+                                      pl.col("_occurrence").cast(pl.String)]))
+        )
+        .drop("_content", "_occurrence")
+    )
+
+
+def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per ``txn_key``: the copy from the earliest-ingested file wins (deterministic across runs)."""
+    return (
+        keyed.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left")
+        .sort("ingest_seq", "record_number")
+        .unique(subset="txn_key", keep="first", maintain_order=True)
+        .drop("ingest_seq")
+    )
+
+
+def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """Typed CRM clients from the most recently ingested dump (a CRM dump is a snapshot, not a delta)."""
+    latest = (
+        raw_clients.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left")
+        .filter(pl.col("ingest_seq") == pl.col("ingest_seq").max())
+    )
+    return latest.select(
+        pl.col("client_id").str.strip_chars(),
+        pl.col("name"),
+        pl.col("tax_id"),
+        m.normalise_tax_id(pl.col("tax_id")).alias("tax_id_key"),
+        pl.col("accounts").str.split(";").list.eval(m.normalise_account(pl.element()))
+        .list.drop_nulls().alias("account_keys"),
+        pl.col("industry"),
+        pl.col("region"),
+        pl.col("manager_id"),
+        pl.col("referred_by_client_id"),
+        pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
+    ).unique(subset="client_id", keep="first", maintain_order=True)
+
+
+def _unique_lookup(frame: pl.LazyFrame, key: str, method: str) -> pl.LazyFrame:
+    """key -> client_id where the key points at exactly one client (ambiguous keys are not matches)."""
+    return (
+        frame.filter(pl.col(key).is_not_null())
+        .group_by(key)
+        .agg(pl.col("client_id").unique().alias("_ids"))
+        .filter(pl.col("_ids").list.len() == 1)
+        .select(pl.col(key), pl.col("_ids").list.first().alias(f"_client_{method}"))
+    )
+
+
+def classify_and_resolve(
+    txns: pl.LazyFrame,
+    crm_clients: pl.LazyFrame | None,
+    *,
+    reporting_currency: str,
+    own_accounts: Sequence[str] = (),
+    excluded_ids: Sequence[str] = (),
+    excluded_keywords: Sequence[str] = (),
+) -> pl.LazyFrame:
+    """Label every transaction with a category and, for client payments and refunds, a client.
+
+    Client resolution (issue 4 will add fuzzy names and overrides): the CRM client whose tax id, else whose
+    account, equals the counterparty's; a counterparty not in the CRM (or every counterparty in bank-only mode)
+    is its own client, keyed ``bank:<tax id | account | normalised name>``.
+    Categories: own transfers and configured exclusions first; money in from an identified counterparty is a
+    client payment; money out to a client (CRM-matched, or a counterparty that has paid us) is a refund.
+    """
+    own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
+    excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
+    keywords = [k.lower() for k in excluded_keywords if k.strip()]
+
+    frame = txns.with_columns(
+        _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
+        _acct=m.normalise_account(pl.col("counterparty_account")),
+        _name=m.normalise_name(pl.col("counterparty_name")),
+        _own=m.normalise_account(pl.col("own_account")),
+    )
+    # our own accounts: configured ones plus every account a statement was issued for
+    own_keys = pl.concat([
+        frame.select(pl.col("_own").alias("_acct")),
+        pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
+    ]).drop_nulls().unique().with_columns(_own_transfer=pl.lit(True))
+    frame = frame.join(own_keys, on="_acct", how="left")
+
+    if crm_clients is not None:
+        by_tax = _unique_lookup(crm_clients.select("client_id", "tax_id_key"), "tax_id_key", "tax")
+        by_acct = _unique_lookup(
+            crm_clients.select("client_id", "account_keys").explode("account_keys"), "account_keys", "acct")
+        frame = (
+            frame.join(by_tax, left_on="_tax", right_on="tax_id_key", how="left")
+            .join(by_acct, left_on="_acct", right_on="account_keys", how="left")
+        )
+    else:
+        frame = frame.with_columns(_client_tax=pl.lit(None, pl.String), _client_acct=pl.lit(None, pl.String))
+
+    bank_key = pl.coalesce(
+        pl.concat_str([pl.lit("bank:tax:"), pl.col("_tax")]),
+        pl.concat_str([pl.lit("bank:acct:"), pl.col("_acct")]),
+        pl.concat_str([pl.lit("bank:name:"), pl.col("_name")]),
+    )
+    purpose = pl.col("purpose").fill_null("").str.to_lowercase()
+    is_excluded = (
+        pl.col("_tax").is_in(excluded) | pl.col("_acct").is_in(excluded)
+        | pl.any_horizontal([purpose.str.contains(k, literal=True) for k in keywords] or [pl.lit(False)])
+    )
+    frame = frame.with_columns(
+        client_id=pl.coalesce("_client_tax", "_client_acct", bank_key),
+        match_method=pl.when(pl.col("_client_tax").is_not_null()).then(pl.lit("tax_id"))
+        .when(pl.col("_client_acct").is_not_null()).then(pl.lit("account"))
+        .when(bank_key.is_not_null()).then(pl.lit("bank_counterparty")),
+        _excluded=is_excluded.fill_null(False),
+        _own_transfer=pl.col("_own_transfer").fill_null(False),
+    )
+    has_paid_us = (
+        ((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).any().over("client_id")
+    )
+    is_crm = pl.col("match_method").is_in(["tax_id", "account"])
+    category = (
+        pl.when(pl.col("_own_transfer")).then(pl.lit(m.OWN_TRANSFER))
+        .when(pl.col("_excluded")).then(pl.lit(m.EXCLUDED))
+        .when((pl.col("amount") > 0) & pl.col("client_id").is_not_null()).then(pl.lit(m.CLIENT_PAYMENT))
+        .when(pl.col("amount") > 0).then(pl.lit(m.UNIDENTIFIED_INCOMING))
+        .when(pl.col("client_id").is_not_null() & (is_crm | has_paid_us)).then(pl.lit(m.REFUND))
+        .otherwise(pl.lit(m.OTHER_OUTGOING))
+    )
+    is_client_txn = pl.col("category").is_in([m.CLIENT_PAYMENT, m.REFUND])
+    return (
+        frame.with_columns(category=category)
+        .with_columns(
+            client_id=pl.when(is_client_txn).then(pl.col("client_id")),
+            match_method=pl.when(is_client_txn).then(pl.col("match_method")),
+            # FX arrives with issue 4; until then only the reporting currency converts, anything else stays
+            # null and the staged gate names the currency (never a silent rate of 1.0).
+            amount_reporting=pl.when(pl.col("currency") == reporting_currency)
+            .then(pl.col("amount").round(2).cast(m.MONEY)),
+        )
+        .select(STAGED_BANK_COLUMNS)
+    )
+
+
+def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -> pl.LazyFrame:
+    """The client dimension: every CRM client plus every bank counterparty that became a client.
+
+    One row per client_id; ``source`` tells where it comes from; ``first_payment_date`` from booked payments.
+    """
+    payments = (
+        staged_txns.filter(m.is_client_payment() & m.is_booked())
+        .group_by("client_id")
+        .agg(
+            pl.col("booking_date").min().alias("first_payment_date"),
+            pl.col("counterparty_name").drop_nulls().mode().sort().first().alias("_bank_name"),
+        )
+    )
+    bank_clients = (
+        staged_txns.filter(pl.col("client_id").str.starts_with("bank:"))
+        .select("client_id").unique()
+        .with_columns(source=pl.lit("bank"))
+    )
+    if crm_clients is not None:
+        dim = pl.concat([
+            crm_clients.select("client_id", "name", "tax_id", "industry", "region", "manager_id",
+                               "referred_by_client_id", "created_date").with_columns(source=pl.lit("crm")),
+            bank_clients,
+        ], how="diagonal")
+    else:
+        dim = bank_clients.with_columns(
+            name=pl.lit(None, pl.String), tax_id=pl.lit(None, pl.String), industry=pl.lit(None, pl.String),
+            region=pl.lit(None, pl.String), manager_id=pl.lit(None, pl.String),
+            referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date))
+    return (
+        dim.join(payments, on="client_id", how="left")
+        .with_columns(name=pl.coalesce("name", "_bank_name"))
+        .drop("_bank_name")
+        .select("client_id", "name", "source", "tax_id", "industry", "region", "manager_id",
+                "referred_by_client_id", "created_date", "first_payment_date")
+        .sort("client_id")
+    )
+
+
+def _norm(value: str) -> str:
+    return "".join(ch for ch in value.upper() if ch.isalnum())

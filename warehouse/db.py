@@ -1,0 +1,99 @@
+"""The embedded DuckDB warehouse at ``HOME/warehouse.duckdb``: connecting, schema, the HOME lock.
+
+DuckDB allows one writing process per file, so every pipeline step opens, uses and closes its own connection,
+and a run holds an exclusive lock on HOME so a second run exits clearly instead of fighting over the file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from clientbase.errors import LockedError
+from sources import crm
+
+
+def _sql(name: str) -> str:
+    return resources.files("warehouse").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """For DDL that cannot take bound parameters (view definitions over file paths)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def crm_table_ddl() -> list[str]:
+    """raw.crm_<entity>: canonical columns as text (typed in staging), extra columns kept as JSON."""
+    statements = []
+    for entity in crm.ENTITIES:
+        cols = ",\n    ".join(f"{quote_ident(c)} VARCHAR" for c in crm.columns(entity))
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS raw.{quote_ident('crm_' + entity)} (\n"
+            "    file_hash VARCHAR NOT NULL, source_file VARCHAR NOT NULL, record_number INTEGER NOT NULL,\n"
+            f"    {cols},\n    extra JSON\n)"
+        )
+    return statements
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(_sql("schema.sql"))
+    for statement in crm_table_ddl():
+        con.execute(statement)
+
+
+@contextmanager
+def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        if not read_only:
+            ensure_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+def query_polars(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Materialise a polars frame as a warehouse table (staging is rebuilt whole by each run)."""
+    schema, name = table.split(".")
+    arrow = frame.to_arrow()
+    con.register("_frame", arrow)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {quote_ident(schema)}.{quote_ident(name)} AS SELECT * FROM _frame")
+    finally:
+        con.unregister("_frame")
+
+
+@contextmanager
+def home_lock(home: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on HOME for the whole run."""
+    home.mkdir(parents=True, exist_ok=True)
+    lock_path = home / ".clientbase.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_path.read_text().strip() or "unknown"
+            raise LockedError(f"{home}: another clientbase run (pid {holder}) is using this home; "
+                              "wait for it to finish and run again") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
