@@ -45,12 +45,20 @@ def _print_summary(summary: dict) -> None:
                f"duplicates: {summary.get('duplicates')}")
 
 
+def precheck_inbox(inbox: Path) -> None:
+    """The cheap inbox checks (exists, not empty), so a typo fails in a second, not after Prefect starts."""
+    from flows.steps import INBOX_KINDS, inbox_files
+
+    inbox_files(inbox, INBOX_KINDS)
+
+
 def _run(home: Path, inbox: Path | None, as_of: dt.date | None, config: Path | None, command: str) -> None:
     from clientbase.config import load_settings
     from clientbase.errors import ClientbaseError
 
     try:
-        load_settings(home, inbox=inbox, as_of=as_of, config_file=config)  # fail fast, before Prefect starts
+        settings = load_settings(home, inbox=inbox, as_of=as_of, config_file=config)
+        precheck_inbox(settings.inbox_dir)  # fail fast, before the Prefect API starts
         from flows.pipeline import nightly
 
         summary = nightly(home=str(home.absolute()), inbox=str(inbox.absolute()) if inbox else None, as_of=as_of,

@@ -53,11 +53,15 @@ class DemoSpec:
     seed: int = 42
     scale: int | None = None  # target bank transactions; sets the client count
 
+    def __post_init__(self) -> None:
+        if self.months < 6 or self.clients < 10:
+            raise ValueError("the demo needs at least 6 months and 10 clients")
+
     def client_count(self) -> int:
         if self.scale is None:
             return self.clients
-        # about 0.55 client payments per client-month plus overheads
-        return max(self.clients, int(self.scale / (self.months * 0.62)))
+        # measured: about 0.41 bank transactions per client-month (payments, refunds, overheads)
+        return max(self.clients, int(self.scale / (self.months * 0.41)))
 
 
 @dataclass

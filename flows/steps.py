@@ -46,19 +46,25 @@ class InboxFile:
 
 # ---- ingest ----------------------------------------------------------------------------------------------
 
-def discover(settings: Settings) -> tuple[list[InboxFile], int]:
-    """New files in ``inbox/bank`` and ``inbox/crm`` (by content hash), and how many were already ingested."""
-    inbox = settings.inbox_dir
+def inbox_files(inbox: Path, kinds: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """Every file under ``inbox/<kind>/`` (hidden files skipped), sorted; an empty inbox is an error."""
     if not inbox.is_dir():
         raise InboxError(f"{inbox}: inbox directory not found; create it with bank/ and crm/ subdirectories")
     files: list[tuple[Path, str]] = []
-    for kind in INBOX_KINDS:
+    for kind in kinds:
         folder = inbox / kind
         if folder.is_dir():
             files += [(p, kind) for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     if not files:
         raise InboxError(f"{inbox}: inbox is empty; put bank statements in {inbox / 'bank'} "
                          f"and CRM dumps in {inbox / 'crm'}")
+    return files
+
+
+def discover(settings: Settings) -> tuple[list[InboxFile], int]:
+    """New files in ``inbox/bank`` and ``inbox/crm`` (by content hash), and how many were already ingested."""
+    inbox = settings.inbox_dir
+    files = inbox_files(inbox, INBOX_KINDS)
     with connect(settings.warehouse_path) as con:
         seen = known_hashes(con)
     new: list[InboxFile] = []
@@ -263,7 +269,8 @@ def publish_marts(settings: Settings, version_dir: str) -> Path:
     with connect(settings.warehouse_path) as con:
         for mart in MARTS:
             glob = str(link / mart.NAME / "*.parquet")
-            con.execute(f"CREATE OR REPLACE VIEW marts.{quote_ident(mart.NAME)} AS "
+            # DDL takes no bound parameters: the path is quoted as a literal, the name is a code constant
+            con.execute(f"CREATE OR REPLACE VIEW marts.{quote_ident(mart.NAME)} AS "  # noqa: S608
                         f"SELECT * FROM read_parquet({quote_literal(glob)})")
     return link
 
@@ -284,9 +291,13 @@ def finish_run_log(settings: Settings, run_id: str, started: dt.datetime, **fiel
     for key in ("input_files", "rows_marts", "gates"):
         if key in values and not isinstance(values[key], str | type(None)):
             values[key] = json.dumps(values[key], default=str)
-    assignments = ", ".join(f"{quote_ident(k)} = ?" for k in values)
+    unknown = set(values) - set(run_log.SCHEMA)
+    if unknown:
+        raise ValueError(f"not run_log columns: {sorted(unknown)}")
+    assignments = ", ".join(f"{quote_ident(k)} = ?" for k in values)  # column names checked above; values bound
     with connect(settings.warehouse_path) as con:
-        con.execute(f"UPDATE ops.run_log SET {assignments} WHERE run_id = ?", [*values.values(), run_id])
+        con.execute(f"UPDATE ops.run_log SET {assignments} WHERE run_id = ?",  # noqa: S608
+                    [*values.values(), run_id])
 
 
 def file_summaries(stats: list[FileStats]) -> list[dict]:

@@ -119,14 +119,15 @@ def read(path: Path) -> Iterator[Record]:
                 code = _text(el, "Tp", "CdOrPrtry", "Cd")
                 amt_el = _child(el, "Amt")
                 if code in {"OPBD", "PRCD", "CLBD"} and amt_el is not None:
-                    record += 1
                     try:
-                        value = _signed(parse_decimal(amt_el.text or "", path=name, record=record, field_name="Bal/Amt"),
-                                        _text(el, "CdtDbtInd"), f"line {el.sourceline}", name, record)
+                        value = _signed(
+                            parse_decimal(amt_el.text or "", path=name, record=record + 1, field_name="Bal/Amt"),
+                            _text(el, "CdtDbtInd"), f"line {el.sourceline}", name, record + 1)
                         balances["open" if code in {"OPBD", "PRCD"} else "close"] = (
                             value, _date(_child(el, "Dt")), amt_el.get("Ccy") or statement_currency or "")
                     except ParseError as exc:
-                        yield Rejected(record, el.sourceline, exc.reason)
+                        record += 1
+                        yield Rejected(record, el.sourceline, f"balance {code}: {exc.reason}")
             elif tag == "Ntry":
                 for rec in _entry(el, name, record, account, statement_currency):
                     record = rec.record_number

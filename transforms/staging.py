@@ -27,7 +27,10 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
     amount; else the content itself plus its occurrence number inside its file, so two identical payments on
     one day in one statement stay two, while the same statement exported twice collapses to one.
     """
-    sep = pl.lit("|")
+    raw = raw.with_columns(  # banks write this placeholder when the payer gave no end-to-end id
+        end_to_end_id=pl.when(pl.col("end_to_end_id").str.to_uppercase() != "NOTPROVIDED")
+        .then(pl.col("end_to_end_id")),
+    )
     content = pl.concat_str(
         [pl.col("own_account"), pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String),
          pl.col("currency"), pl.col("counterparty_account").fill_null(""), pl.col("counterparty_name").fill_null(""),
@@ -49,8 +52,8 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
             .then(pl.concat_str([pl.lit("e2e"), pl.col("own_account"), pl.col("end_to_end_id"),
                                  pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String)],
                                 separator="|"))
-            .otherwise(pl.concat_str([pl.lit("content"), pl.col("_content"), sep,
-                                      pl.col("_occurrence").cast(pl.String)]))
+            .otherwise(pl.concat_str([pl.lit("content"), pl.col("_content"), pl.col("_occurrence").cast(pl.String)],
+                                     separator="|"))
         )
         .drop("_content", "_occurrence")
     )
@@ -59,7 +62,7 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
 def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """One row per ``txn_key``: the copy from the earliest-ingested file wins (deterministic across runs)."""
     return (
-        keyed.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left")
+        keyed.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
         .sort("ingest_seq", "record_number")
         .unique(subset="txn_key", keep="first", maintain_order=True)
         .drop("ingest_seq")
@@ -69,7 +72,7 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """Typed CRM clients from the most recently ingested dump (a CRM dump is a snapshot, not a delta)."""
     latest = (
-        raw_clients.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left")
+        raw_clients.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
         .filter(pl.col("ingest_seq") == pl.col("ingest_seq").max())
     )
     return latest.select(
@@ -84,7 +87,9 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
-    ).unique(subset="client_id", keep="first", maintain_order=True)
+        pl.col("record_number"),
+    ).sort("client_id", "record_number").unique(subset="client_id", keep="first", maintain_order=True).drop(
+        "record_number")
 
 
 def _unique_lookup(frame: pl.LazyFrame, key: str, method: str) -> pl.LazyFrame:
@@ -130,15 +135,15 @@ def classify_and_resolve(
         frame.select(pl.col("_own").alias("_acct")),
         pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
     ]).drop_nulls().unique().with_columns(_own_transfer=pl.lit(True))
-    frame = frame.join(own_keys, on="_acct", how="left")
+    frame = frame.join(own_keys, on="_acct", how="left", maintain_order="left")
 
     if crm_clients is not None:
         by_tax = _unique_lookup(crm_clients.select("client_id", "tax_id_key"), "tax_id_key", "tax")
         by_acct = _unique_lookup(
             crm_clients.select("client_id", "account_keys").explode("account_keys"), "account_keys", "acct")
         frame = (
-            frame.join(by_tax, left_on="_tax", right_on="tax_id_key", how="left")
-            .join(by_acct, left_on="_acct", right_on="account_keys", how="left")
+            frame.join(by_tax, left_on="_tax", right_on="tax_id_key", how="left", maintain_order="left")
+            .join(by_acct, left_on="_acct", right_on="account_keys", how="left", maintain_order="left")
         )
     else:
         frame = frame.with_columns(_client_tax=pl.lit(None, pl.String), _client_acct=pl.lit(None, pl.String))
@@ -218,7 +223,7 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
             region=pl.lit(None, pl.String), manager_id=pl.lit(None, pl.String),
             referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date))
     return (
-        dim.join(payments, on="client_id", how="left")
+        dim.join(payments, on="client_id", how="left", maintain_order="left")
         .with_columns(name=pl.coalesce("name", "_bank_name"))
         .drop("_bank_name")
         .select("client_id", "name", "source", "tax_id", "industry", "region", "manager_id",

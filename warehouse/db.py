@@ -74,7 +74,8 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
     arrow = frame.to_arrow()
     con.register("_frame", arrow)
     try:
-        con.execute(f"CREATE OR REPLACE TABLE {quote_ident(schema)}.{quote_ident(name)} AS SELECT * FROM _frame")
+        # the table name is a code constant (staging.*), quoted as an identifier
+        con.execute(f"CREATE OR REPLACE TABLE {quote_ident(schema)}.{quote_ident(name)} AS SELECT * FROM _frame")  # noqa: S608
     finally:
         con.unregister("_frame")
 

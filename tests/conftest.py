@@ -1,0 +1,34 @@
+"""Test session setup: a private PREFECT_HOME, offline Prefect settings, one ephemeral API for flow tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Must happen before anything imports prefect: its settings are read at import time.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="clientbase-test-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["PREFECT_UI_ENABLED"] = "false"
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """Start Prefect's temporary API server once for the whole session (it takes ~20-30 s on 2 cores)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    return FIXTURES

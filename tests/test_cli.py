@@ -1,0 +1,56 @@
+"""The CLI's error paths: one clear line, the right exit code, fast (they fail before Prefect starts)."""
+
+import subprocess
+import sys
+
+
+def clientbase(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "clientbase.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_config_error_exits_2_with_one_line(tmp_path):
+    (tmp_path / "inbox" / "bank").mkdir(parents=True)
+    (tmp_path / "inbox" / "config.yaml").write_text("reporting_currency: 42\n")
+    result = clientbase("run", "--home", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"clientbase: error: {tmp_path / 'inbox' / 'config.yaml'}: invalid configuration")
+
+
+def test_empty_inbox_exits_3(tmp_path):
+    (tmp_path / "inbox" / "bank").mkdir(parents=True)
+    result = clientbase("run", "--home", str(tmp_path))
+    assert result.returncode == 3
+    assert result.stderr.strip() == (f"clientbase: error: {tmp_path / 'inbox'}: inbox is empty; put bank statements "
+                                     f"in {tmp_path / 'inbox' / 'bank'} and CRM dumps in {tmp_path / 'inbox' / 'crm'}")
+
+
+def test_missing_inbox(tmp_path):
+    result = clientbase("run", "--home", str(tmp_path), "--inbox", str(tmp_path / "nope"))
+    assert result.returncode == 3
+    assert "inbox directory not found" in result.stderr
+
+
+def test_bad_backfill_month(tmp_path):
+    result = clientbase("backfill", "--home", str(tmp_path), "--start", "2025-13", "--end", "2025-12")
+    assert result.returncode == 3
+    assert "--start '2025-13': expected a month as YYYY-MM" in result.stderr
+
+
+def test_docs_are_generated_from_mart_modules(tmp_path):
+    out = tmp_path / "dd.md"
+    result = clientbase("docs", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "## client_month" in text and "| net_revenue | Decimal(precision=18, scale=2) | revenue - refunds |" in text
+
+
+def test_committed_data_dictionary_is_current():
+    from pathlib import Path
+
+    from clientbase.dictionary import render
+
+    committed = Path(__file__).parent.parent / "docs" / "data_dictionary.md"
+    assert committed.read_text(encoding="utf-8") == render(), "run `clientbase docs` and commit the result"

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from clientbase.config import load_settings
+from clientbase.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    path = tmp_path / "inbox" / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_config_file(tmp_path):
+    settings = load_settings(tmp_path)
+    assert settings.reporting_currency == "EUR"
+    assert settings.activity_window_days == 365
+    assert settings.inbox_dir == tmp_path / "inbox"
+    assert settings.warehouse_path == tmp_path / "warehouse.duckdb"
+    assert settings.marts_dir == tmp_path / "marts"
+
+
+def test_inbox_config_is_read(tmp_path):
+    write(tmp_path, "reporting_currency: USD\nclassification:\n  own_accounts: [DE89370400440532013000]\n")
+    settings = load_settings(tmp_path)
+    assert settings.reporting_currency == "USD"
+    assert settings.classification.own_accounts == ("DE89370400440532013000",)
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write(tmp_path, "reporting_curency: USD\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert str(path) in str(err.value)
+    assert "unknown key 'reporting_curency'" in str(err.value)
+
+
+def test_bad_value_is_named(tmp_path):
+    write(tmp_path, "reporting_currency: euro\n")
+    with pytest.raises(ConfigError, match=r"key 'reporting_currency': .*ISO 4217.*'euro'"):
+        load_settings(tmp_path)
+
+
+def test_nested_bad_value_is_named(tmp_path):
+    write(tmp_path, "activity_window_days: 0\n")
+    with pytest.raises(ConfigError, match="key 'activity_window_days'"):
+        load_settings(tmp_path)
+
+
+def test_not_a_mapping(tmp_path):
+    write(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_settings(tmp_path)
+
+
+def test_broken_yaml(tmp_path):
+    write(tmp_path, "reporting_currency: [EUR\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(tmp_path)
+
+
+def test_missing_explicit_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path, config_file=tmp_path / "nope.yaml")
+
+
+def test_command_line_keys_are_refused_in_the_file(tmp_path):
+    write(tmp_path, "home: /elsewhere\n")
+    with pytest.raises(ConfigError, match="key 'home' is set on the command line"):
+        load_settings(tmp_path)

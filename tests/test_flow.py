@@ -1,0 +1,155 @@
+"""End to end through real Prefect flow runs (one ephemeral API for the whole session).
+
+One small demo home is built once; tests that break things work on copies of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from clientbase.demo import DemoSpec, generate
+from clientbase.errors import GateFailed, LockedError, UnknownFormatError
+from warehouse.db import home_lock
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_api")]
+
+SPEC = DemoSpec(clients=60, months=14, seed=7)
+
+
+def run(home: Path, **kwargs):
+    from flows.pipeline import nightly
+
+    return nightly(home=str(home), as_of=SPEC.end, **kwargs)
+
+
+def mart_digest(home: Path, mart: str) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((home / "marts" / mart).glob("*.parquet"))}
+
+
+def query(home: Path, sql: str):
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> tuple[Path, dict]:
+    home = tmp_path_factory.mktemp("demo-home")
+    generate(home / "inbox", SPEC)
+    summary = run(home, command="demo")
+    return home, summary
+
+
+def copy_home(home: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "home"
+    shutil.copytree(home, target, symlinks=True)
+    return target
+
+
+def test_demo_publishes_marts_views_and_report(home):
+    home, summary = home
+    files = sorted(p for p in (home / "inbox").rglob("*") if p.is_file())
+    assert summary["files_new"] == len(files)
+    assert summary["rows_quarantined"] == 0
+    assert summary["gates"] == {"raw": "passed", "staged": "passed", "marts": "passed"}
+    assert (home / "marts").is_symlink()
+    assert Path(summary["report"]).is_file()
+    assert "Client base as of" in Path(summary["report"]).read_text()
+
+    months = len(list((home / "marts" / "client_month").glob("month=*.parquet")))
+    assert months == SPEC.months
+    # the published view, the parquet files and staging agree to the cent
+    (view_total,), = query(home, "SELECT sum(revenue) FROM marts.client_month")
+    parquet_total = pl.read_parquet(home / "marts" / "client_month" / "*.parquet")["revenue"].sum()
+    (staged_total,), = query(home, "SELECT sum(amount_reporting) FROM staging.bank_transaction "
+                                   "WHERE category = 'client_payment' AND status = 'BOOK'")
+    assert view_total == parquet_total == staged_total > 0
+    (status, files_new, gates), = query(home, "SELECT status, files_new, gates FROM ops.run_log")
+    assert (status, files_new) == ("published", len(files))
+    assert gates == '{"raw": "passed", "staged": "passed", "marts": "passed"}'
+    log = pl.read_parquet(home / "marts" / "run_log" / "*.parquet")
+    assert log.select("status", "published_version").rows() == [("published", summary["run_id"])]
+
+
+def test_a_real_flow_run_was_recorded_by_prefect(home):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    assert any(r.state is not None and r.state.is_completed() for r in runs)
+
+
+def test_second_run_ingests_nothing_and_gives_identical_marts(home, tmp_path):
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    before = mart_digest(work, "client_month")
+    summary = run(work)
+    assert summary["files_new"] == 0
+    assert mart_digest(work, "client_month") == before
+    assert [r[0] for r in query(work, "SELECT status FROM ops.run_log ORDER BY started_at")] == ["published"] * 2
+
+
+def test_backfill_equals_full_rebuild_for_its_months(home, tmp_path):
+    from flows.pipeline import backfill
+
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    before = mart_digest(work, "client_month")
+    summary = backfill(home=str(work), start="2026-03", end="2026-04")
+    assert summary["command"] == "backfill" and summary["as_of"] == SPEC.end.isoformat()
+    assert summary["rows_marts"]["client_month"] > 0
+    assert mart_digest(work, "client_month") == before  # same months, same bytes; others carried over
+
+
+def test_failed_gate_publishes_nothing(home, tmp_path):
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    published = os.readlink(work / "marts")
+    before = mart_digest(work, "client_month")
+    # a USD client payment with no FX rate: the staged gate must stop the run, naming the currency
+    (work / "inbox" / "bank" / "usd.csv").write_text(
+        "account,booking_date,amount,currency,counterparty_name\n"
+        "US12345,2026-10-02,100.00,USD,Acme Inc\n", encoding="utf-8")
+    with pytest.raises(GateFailed) as err:
+        run(work)
+    assert err.value.gate == "staged"
+    assert "no FX rate to EUR for USD (1 client transactions)" in str(err.value)
+    assert os.readlink(work / "marts") == published
+    assert mart_digest(work, "client_month") == before
+    (status, gates), = query(work, "SELECT status, gates FROM ops.run_log ORDER BY started_at DESC LIMIT 1")
+    assert (status, gates) == ("gate_failed", '{"raw": "passed", "staged": "failed"}')
+    failed = query(work, "SELECT dataset, column_name FROM ops.dq_results WHERE NOT success")
+    assert ("staging.bank_transaction", "amount_reporting") in failed
+    versions = sorted(p.name for p in (work / ".marts_versions").iterdir())
+    assert versions == [published.split("/")[-1]]  # the unpublished version was discarded
+
+
+def test_unreadable_file_stops_with_its_path(home, tmp_path):
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    before = mart_digest(work, "client_month")
+    junk = work / "inbox" / "bank" / "statement.pdf"
+    junk.write_bytes(b"%PDF-1.7\n" + bytes(range(256)))
+    with pytest.raises(UnknownFormatError) as err:
+        run(work)
+    assert str(err.value).startswith(f"{junk}: unrecognised bank file format")
+    assert mart_digest(work, "client_month") == before
+    (status,), = query(work, "SELECT status FROM ops.run_log ORDER BY started_at DESC LIMIT 1")
+    assert status == "failed"
+
+
+def test_second_run_on_a_locked_home_exits_clearly(home, tmp_path):
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    with home_lock(work), pytest.raises(LockedError, match="another clientbase run"):
+        run(work)

@@ -1,0 +1,127 @@
+import datetime as dt
+from decimal import Decimal
+
+import polars as pl
+
+from transforms import staging
+
+RAW_COLUMNS = {
+    "file_hash": pl.String, "source_file": pl.String, "record_number": pl.Int32, "own_account": pl.String,
+    "booking_date": pl.Date, "value_date": pl.Date, "amount": pl.Decimal(23, 5), "currency": pl.String,
+    "counterparty_name": pl.String, "counterparty_tax_id": pl.String, "counterparty_account": pl.String,
+    "counterparty_bic": pl.String, "purpose": pl.String, "bank_reference": pl.String, "end_to_end_id": pl.String,
+    "status": pl.String, "is_reversal": pl.Boolean,
+}
+OWN = "DE89370400440532013000"
+D = dt.date(2025, 3, 3)
+
+
+def raw(rows: list[dict]) -> pl.LazyFrame:
+    base = {c: None for c in RAW_COLUMNS} | {"own_account": OWN, "booking_date": D, "currency": "EUR",
+                                             "status": "BOOK", "is_reversal": False, "source_file": "f"}
+    full = [base | {"amount": Decimal(str(r.pop("amount")))} | r for r in rows]
+    return pl.DataFrame(full, schema=RAW_COLUMNS).lazy()
+
+
+def manifest(*hashes: str) -> pl.LazyFrame:
+    return pl.LazyFrame({"file_hash": list(hashes), "ingest_seq": list(range(1, len(hashes) + 1))})
+
+
+def test_keys_prefer_bank_reference_then_e2e_then_content():
+    keyed = staging.transaction_keys(raw([
+        {"file_hash": "a", "record_number": 1, "amount": 10, "bank_reference": "R1", "end_to_end_id": "E1"},
+        {"file_hash": "a", "record_number": 2, "amount": 10, "end_to_end_id": "E1"},
+        {"file_hash": "a", "record_number": 3, "amount": 10, "end_to_end_id": "NOTPROVIDED", "purpose": "x"},
+    ])).collect()
+    assert keyed["key_method"].to_list() == ["bank_reference", "end_to_end_id", "content"]
+    assert keyed["txn_key"].to_list() == [
+        f"ref|{OWN}|R1",
+        f"e2e|{OWN}|E1|2025-03-03|10.00000",
+        f"content|{OWN}|2025-03-03|10.00000|EUR|||x|0",
+    ]
+
+
+def test_same_statement_twice_collapses_but_twin_payments_stay():
+    twins = [
+        {"record_number": 1, "amount": 99, "counterparty_name": "ACME", "purpose": "rent"},
+        {"record_number": 2, "amount": 99, "counterparty_name": "ACME", "purpose": "rent"},
+    ]
+    frame = raw([{"file_hash": "a", **r} for r in [dict(t) for t in twins]]
+                + [{"file_hash": "b", **r} for r in [dict(t) for t in twins]])
+    deduped = staging.dedupe_transactions(staging.transaction_keys(frame), manifest("a", "b")).collect()
+    assert deduped.height == 2  # two real payments, the second file was a re-export
+    assert deduped["file_hash"].to_list() == ["a", "a"]  # the earliest-ingested copy wins
+
+
+def crm_clients() -> pl.LazyFrame:
+    raw_clients = pl.LazyFrame({
+        "file_hash": ["c", "c"], "record_number": [1, 2], "client_id": ["C1", "C2"], "name": ["Müller GmbH", "Baltic UAB"],
+        "tax_id": ["DE 136 695 976", None], "accounts": [None, "LT12 1000 0101 2345 678;LT00 0000"],
+        "industry": ["retail", "transport"], "region": [None, None], "manager_id": ["M1", "M2"],
+        "referred_by_client_id": [None, "C1"], "created_date": ["2020-01-31", "bad"],
+    })
+    return staging.stage_crm_clients(raw_clients, manifest("c"))
+
+
+def test_crm_clients_typed():
+    clients = crm_clients().collect()
+    assert clients["tax_id_key"].to_list() == ["DE136695976", None]
+    assert clients["account_keys"].to_list() == [None, ["LT12100001012345678", "LT000000"]]
+    assert clients["created_date"].to_list() == [dt.date(2020, 1, 31), None]
+
+
+def classify(rows, crm=True, **kwargs):
+    keyed = staging.transaction_keys(raw([{"file_hash": "a", "record_number": i, **r}
+                                          for i, r in enumerate(rows, start=1)]))
+    return staging.classify_and_resolve(keyed, crm_clients() if crm else None, reporting_currency="EUR",
+                                        **kwargs).collect()
+
+
+def test_classification_and_resolution():
+    out = classify([
+        {"amount": "100.005", "counterparty_tax_id": "de136695976", "counterparty_name": "MUELLER"},  # tax id
+        {"amount": 50, "counterparty_account": "LT121000010123456 78"},                            # account
+        {"amount": -20, "counterparty_account": "LT12100001012345678"},                             # refund
+        {"amount": 70, "counterparty_name": "Walk-in Shop e.K."},                                    # bank client
+        {"amount": -700, "counterparty_name": "Finanzamt", "counterparty_tax_id": "DE811208257"},   # excluded id
+        {"amount": -5000, "counterparty_account": "DE02120300000000202051"},                        # own account
+        {"amount": -300, "counterparty_name": "Supplier AG"},                                       # supplier
+        {"amount": 12, "purpose": "Zinsen"},                                                        # no party
+        {"amount": -9, "counterparty_name": "X", "purpose": "Gehalt März"},                         # keyword
+    ], own_accounts=["DE02 1203 0000 0000 2020 51"], excluded_ids=["DE811208257"], excluded_keywords=["GEHALT"])
+    assert out["category"].to_list() == [
+        "client_payment", "client_payment", "refund", "client_payment", "excluded", "own_transfer",
+        "other_outgoing", "unidentified_incoming", "excluded"]
+    assert out["client_id"].to_list() == ["C1", "C2", "C2", "bank:name:walk in shop e k", None, None, None, None,
+                                          None]
+    assert out["match_method"].to_list()[:4] == ["tax_id", "account", "account", "bank_counterparty"]
+    assert out["amount_reporting"][0] == Decimal("100.00")  # rounded half to even, to the cent
+
+
+def test_bank_only_mode_refund_needs_a_paying_counterparty():
+    out = classify([
+        {"amount": 100, "counterparty_account": "EE471000001020145685", "counterparty_name": "Tallinn OÜ"},
+        {"amount": -10, "counterparty_account": "EE471000001020145685", "counterparty_name": "Tallinn OÜ"},
+        {"amount": -10, "counterparty_account": "EE000000000000000001", "counterparty_name": "Landlord"},
+    ], crm=False)
+    assert out["category"].to_list() == ["client_payment", "refund", "other_outgoing"]
+    assert out["client_id"].to_list() == ["bank:acct:EE471000001020145685"] * 2 + [None]
+
+
+def test_foreign_currency_is_not_silently_converted():
+    out = classify([{"amount": 10, "currency": "USD", "counterparty_name": "US Corp"}])
+    assert out["category"][0] == "client_payment"
+    assert out["amount_reporting"][0] is None  # the staged gate fails on this, naming USD
+
+
+def test_the_own_statement_account_is_an_own_transfer_even_unconfigured():
+    out = classify([{"amount": -1, "counterparty_account": OWN}])
+    assert out["category"].to_list() == ["own_transfer"]
+
+
+def test_client_dimension_bank_only():
+    staged = classify([{"amount": 100, "counterparty_name": "Walk-in Shop e.K."},
+                       {"amount": 50, "counterparty_name": "Walk-in Shop e.K."}], crm=False)
+    dim = staging.stage_clients(staged.lazy(), None).collect()
+    assert dim.select("client_id", "name", "source", "first_payment_date").rows() == [
+        ("bank:name:walk in shop e k", "Walk-in Shop e.K.", "bank", D)]
