@@ -53,60 +53,62 @@ publish_marts = task(steps.publish_marts, name="publish", cache_policy=NO_CACHE,
 
 def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                  months: tuple[dt.date, dt.date] | None = None, as_of: dt.date | None = None) -> dict[str, Any]:
-    """The body shared by every flow. Holds the HOME lock; records the run in ``ops.run_log``."""
+    """The body shared by every flow; the caller holds the HOME lock. Records the run in ``ops.run_log``."""
     logger = get_run_logger()
     run_id = steps.new_run_id()
     as_of = as_of or settings.effective_as_of
     summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {}}
-    with home_lock(settings.home):
-        started = steps.start_run_log(settings, run_id, command, as_of)
-        version_dir: str | None = None
-        fields: dict[str, Any] = {}
-        try:
-            if ingest:
-                files, skipped = discover(settings)
-                logger.info("inbox: %d new file(s), %d already ingested", len(files), skipped)
-                stats = []
-                for n, item in enumerate(files, start=1):
-                    s = ingest_file(settings, item, run_id)
-                    logger.info("[%d/%d] %s (%s): %d rows, %d quarantined", n, len(files), s.path, s.reader,
-                                s.rows_raw, s.rows_quarantined)
-                    stats.append(s)
-                fields.update(input_files=steps.file_summaries(stats), files_new=len(stats),
-                              rows_raw=sum(s.rows_raw for s in stats),
-                              rows_quarantined=sum(s.rows_quarantined for s in stats))
-                if stats:
-                    gate_raw(settings, run_id, [s.sha256 for s in stats])
-                    summary["gates"]["raw"] = "passed"
-            stage_stats = stage(settings)
-            logger.info("staged %d transactions (%d duplicates dropped), %d clients", stage_stats.rows_staged,
-                        stage_stats.duplicates, stage_stats.clients)
-            fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
-            gate_staged(settings, run_id)
-            summary["gates"]["staged"] = "passed"
-            version_dir, rows = build_marts(settings, run_id, as_of, months)
-            fields["rows_marts"] = rows
-            gate_marts(settings, run_id, version_dir, as_of)
-            summary["gates"]["marts"] = "passed"
-            link = publish_marts(settings, version_dir)
-            logger.info("published marts version %s at %s", run_id, link)
-            fields.update(status="published", published_version=run_id)
-            summary["report"] = str(report(link, settings.reports_dir, as_of, settings.reporting_currency))
-            summary.update(marts_dir=str(link), rows_marts=rows, version=run_id, **{
-                k: fields.get(k) for k in ("files_new", "rows_raw", "rows_quarantined", "rows_staged", "duplicates")})
-            return summary
-        except GateFailed as exc:
-            summary["gates"][exc.gate] = "failed"
-            fields.update(status="gate_failed", error=str(exc))
-            raise
-        except BaseException as exc:
-            fields.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if version_dir is not None and fields.get("status") != "published":
-                publish.discard(Path(version_dir))
-            fields["gates"] = summary["gates"]
-            steps.finish_run_log(settings, run_id, started, **fields)
+    started = steps.start_run_log(settings, run_id, command, as_of)
+    version_dir: str | None = None
+    published = False
+    fields: dict[str, Any] = {}
+    try:
+        if ingest:
+            files, skipped = discover(settings)
+            logger.info("inbox: %d new file(s), %d already ingested", len(files), skipped)
+            stats = []
+            for n, item in enumerate(files, start=1):
+                loaded = ingest_file(settings, item, run_id)
+                logger.info("[%d/%d] %s (%s): %d rows, %d quarantined", n, len(files), loaded.path,
+                            loaded.reader, loaded.rows_raw, loaded.rows_quarantined)
+                stats.append(loaded)
+            fields.update(input_files=steps.file_summaries(stats), files_new=len(stats),
+                          rows_raw=sum(s.rows_raw for s in stats),
+                          rows_quarantined=sum(s.rows_quarantined for s in stats))
+            if stats:
+                gate_raw(settings, run_id, [s.sha256 for s in stats])
+                summary["gates"]["raw"] = "passed"
+        stage_stats = stage(settings)
+        logger.info("staged %d transactions (%d duplicates dropped), %d clients", stage_stats.rows_staged,
+                    stage_stats.duplicates, stage_stats.clients)
+        fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
+        gate_staged(settings, run_id)
+        summary["gates"]["staged"] = "passed"
+        version_dir, rows = build_marts(settings, run_id, as_of, months)
+        fields["rows_marts"] = rows
+        gate_marts(settings, run_id, version_dir, as_of)
+        summary["gates"]["marts"] = "passed"
+        link = publish_marts(settings, version_dir)
+        published = True
+        logger.info("published marts version %s at %s", run_id, link)
+        fields.update(status="published", published_version=run_id)
+        summary["report"] = str(report(link, settings.reports_dir, as_of, settings.reporting_currency))
+        summary.update(marts_dir=str(link), rows_marts=rows, version=run_id, **{
+            k: fields.get(k) for k in ("files_new", "rows_raw", "rows_quarantined", "rows_staged", "duplicates")})
+        return summary
+    except GateFailed as exc:
+        summary["gates"][exc.gate] = "failed"
+        fields.update(status="gate_failed", error=str(exc))
+        raise
+    except BaseException as exc:
+        # after publishing (the report failed), the marts are live: the run log must say so
+        fields.update(status="published" if published else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if version_dir is not None and not published:
+            publish.discard(Path(version_dir))
+        fields["gates"] = summary["gates"]
+        steps.finish_run_log(settings, run_id, started, **fields)
 
 
 @flow(name="clientbase-nightly", log_prints=True)
@@ -115,7 +117,8 @@ def nightly(home: str, inbox: str | None = None, as_of: dt.date | None = None, c
     """Ingest what is new in the inbox and rebuild every mart as of ``as_of`` (default: today)."""
     settings = load_settings(Path(home), inbox=Path(inbox) if inbox else None, as_of=as_of,
                              config_file=Path(config_file) if config_file else None)
-    return run_pipeline(settings, command=command)
+    with home_lock(settings.home):
+        return run_pipeline(settings, command=command)
 
 
 @flow(name="clientbase-backfill", log_prints=True)
@@ -127,7 +130,8 @@ def backfill(home: str, start: str, end: str, config_file: str | None = None) ->
     """
     settings = load_settings(Path(home), config_file=Path(config_file) if config_file else None)
     months = steps.month_range(start, end)
-    as_of = steps.last_published_as_of(settings)
-    if as_of is None:
-        raise InboxError(f"{settings.home}: nothing published yet; run 'clientbase run' before a backfill")
-    return run_pipeline(settings, command="backfill", ingest=False, months=months, as_of=as_of)
+    with home_lock(settings.home):
+        as_of = steps.last_published_as_of(settings)
+        if as_of is None:
+            raise InboxError(f"{settings.home}: nothing published yet; run 'clientbase run' before a backfill")
+        return run_pipeline(settings, command="backfill", ingest=False, months=months, as_of=as_of)

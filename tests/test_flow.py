@@ -153,3 +153,24 @@ def test_second_run_on_a_locked_home_exits_clearly(home, tmp_path):
     work = copy_home(home, tmp_path)
     with home_lock(work), pytest.raises(LockedError, match="another clientbase run"):
         run(work)
+
+
+def test_report_failure_after_publish_keeps_the_published_marts(home, tmp_path, monkeypatch):
+    from prefect import task
+
+    import flows.pipeline as pipeline
+
+    @task
+    def broken_report(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    monkeypatch.setattr(pipeline, "report", broken_report)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(work)
+    (status, version, error), = query(work, "SELECT status, published_version, error FROM ops.run_log "
+                                            "ORDER BY started_at DESC LIMIT 1")
+    assert (status, error) == ("published", "RuntimeError: disk full")
+    assert os.readlink(work / "marts").endswith(version)
+    assert (work / ".marts_versions" / version / "client_month").is_dir()
