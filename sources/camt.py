@@ -31,17 +31,30 @@ def sniff(head: bytes, filename: str) -> bool:
     return "urn:iso:std:iso:20022:tech:xsd:camt.05" in text
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def _local(tag: object) -> str:
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
+    """Local name of a tag ('{urn:...}Ntry' -> 'Ntry'); comments/PIs have non-string tags."""
+    if not isinstance(tag, str):
+        return ""
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        name = _LOCAL_NAMES[tag] = tag.rpartition("}")[2]
+    return name
+
+
+_PATHS: dict[tuple[str, ...], str] = {}
 
 
 def _child(el: etree._Element | None, *path: str) -> etree._Element | None:
-    """Follow local names; None if any step is missing."""
-    for name in path:
-        if el is None:
-            return None
-        el = next((c for c in el if _local(c.tag) == name), None)
-    return el
+    """Follow local names in any namespace (lxml's C ElementPath with '{*}'); None if any step is missing."""
+    if el is None:
+        return None
+    xpath = _PATHS.get(path)
+    if xpath is None:
+        xpath = _PATHS[path] = "/".join(f"{{*}}{name}" for name in path)
+    return el.find(xpath)
 
 
 def _first(*elements: etree._Element | None) -> etree._Element | None:
@@ -50,7 +63,7 @@ def _first(*elements: etree._Element | None) -> etree._Element | None:
 
 
 def _children(el: etree._Element | None, name: str) -> list[etree._Element]:
-    return [c for c in el if _local(c.tag) == name] if el is not None else []
+    return el.findall(f"{{*}}{name}") if el is not None else []
 
 
 def _text(el: etree._Element | None, *path: str) -> str | None:
@@ -78,6 +91,24 @@ def _party_tax_id(party: etree._Element | None) -> str | None:
     return _text(org, "Othr", "Id")
 
 
+_EVENT_TAGS = tuple(f"{{*}}{t}" for t in ("Acct", "Bal", "Ntry", *sorted(_CONTAINERS)))
+
+
+def _refuse_dtd(el: etree._Element, name: str) -> None:
+    if el.getroottree().docinfo.doctype:
+        raise ParseError("XML with a DOCTYPE/DTD is refused (possible XXE or entity bomb); "
+                         "export the statement again without a DTD", path=name)
+
+
+def _release(el: etree._Element) -> None:
+    """Free a handled element and the (already handled) siblings before it: flat memory for any file size."""
+    el.clear(keep_tail=False)
+    parent = el.getparent()
+    if parent is not None:
+        while el.getprevious() is not None:
+            del parent[0]
+
+
 def _signed(amount: Decimal, indicator: str | None, where: str, path: str, record: int) -> Decimal:
     if indicator == "CRDT":
         return amount
@@ -97,24 +128,21 @@ def read(path: Path) -> Iterator[Record]:
     entries_total = Decimal(0)
     try:
         context = etree.iterparse(
-            str(path), events=("start", "end"), resolve_entities=False, no_network=True, load_dtd=False,
-            huge_tree=False, remove_comments=True, remove_pis=True,
+            str(path), events=("end",), tag=_EVENT_TAGS, resolve_entities=False, no_network=True,
+            load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True,
         )
-        first = True
-        for event, el in context:
-            if first:
-                first = False
-                if el.getroottree().docinfo.doctype:
-                    raise ParseError("XML with a DOCTYPE/DTD is refused (possible XXE or entity bomb); "
-                                     "export the statement again without a DTD", path=name)
-            if event == "start":
-                continue
+        checked = False
+        for _, el in context:
+            if not checked:
+                _refuse_dtd(el, name)
+                checked = True
             tag = _local(el.tag)
-            if tag == "Acct" and _local(el.getparent().tag) in _CONTAINERS:
-                account = _account(el)
-                statement_currency = _text(el, "Ccy")
-            elif tag == "Id" and _local(el.getparent().tag) in _CONTAINERS:
-                statement_id = clean(el.text)
+            if tag == "Acct":
+                container = el.getparent()
+                if _local(container.tag) in _CONTAINERS:
+                    account = _account(el)
+                    statement_currency = _text(el, "Ccy")
+                    statement_id = _text(container, "Id")  # Id precedes Acct in every version
             elif tag == "Bal":
                 code = _text(el, "Tp", "CdOrPrtry", "Cd")
                 amt_el = _child(el, "Amt")
@@ -135,7 +163,7 @@ def read(path: Path) -> Iterator[Record]:
                         # a split entry's parts add up to the entry amount, so summing parts is the entry total
                         entries_total += rec.amount
                     yield rec
-                el.clear(keep_tail=False)
+                _release(el)
             elif tag in _CONTAINERS:
                 if account is None:
                     raise ParseError(f"statement at line {el.sourceline} has no Acct/Id: cannot tell whose "
@@ -155,7 +183,9 @@ def read(path: Path) -> Iterator[Record]:
                 account = statement_currency = statement_id = None
                 balances = {}
                 entries_total = Decimal(0)
-                el.clear(keep_tail=False)
+                _release(el)
+        if not checked and getattr(context, "root", None) is not None:
+            _refuse_dtd(context.root, name)
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"not well-formed XML ({exc.msg}); the file is damaged or truncated", path=name,
                          record=record or None) from None
@@ -185,7 +215,7 @@ def _entry(ntry: etree._Element, name: str, last_record: int, account: str | Non
         value_date = _date(_child(ntry, "ValDt"))
         reversal = (_text(ntry, "RvslInd") or "").lower() == "true"
         entry_ref = _text(ntry, "AcctSvcrRef") or _text(ntry, "NtryRef")
-        details = [tx for dtls in ntry if _local(dtls.tag) == "NtryDtls" for tx in dtls if _local(tx.tag) == "TxDtls"]
+        details = ntry.findall("{*}NtryDtls/{*}TxDtls")
     except ParseError as exc:
         yield Rejected(record + 1, line, exc.reason)
         return
