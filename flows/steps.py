@@ -23,7 +23,7 @@ from sources import registry
 from transforms import staging
 from transforms.marts import MARTS, client_month, run_log
 from warehouse import publish
-from warehouse.db import connect, query_polars, quote_ident, quote_literal, replace_table
+from warehouse.db import connect, query_polars, quote_ident, quote_literal, read_frames, replace_table
 from warehouse.load import FileStats, file_sha256, ingest_records, known_hashes
 
 log = logging.getLogger("clientbase")
@@ -87,14 +87,15 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
     path = Path(item.path)
     reader = registry.detect(path, item.kind)
     stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
-    with connect(settings.warehouse_path) as con:
-        try:
+    error: ParseError | None = None
+    try:
+        with connect(settings.warehouse_path) as con:
             ingest_records(con, reader.read(path), stats=stats, kind=item.kind, size_bytes=item.size_bytes,
                            run_id=run_id)
-        except ParseError as exc:
-            if exc.path is None:
-                exc = ParseError(exc.reason, path=item.path, record=exc.record, field=exc.field)
-            raise exc from None
+    except ParseError as exc:
+        error = ParseError(exc.reason, path=exc.path or item.path, record=exc.record, field=exc.field)
+    if error is not None:
+        raise error  # outside the except block: the traceback holds no connection
     return stats
 
 
@@ -116,31 +117,31 @@ def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
 
 def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
     """Validate what this run ingested (older files passed their own gate when they arrived)."""
-    with connect(settings.warehouse_path) as con:
-        txns = query_polars(con, "SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
-                            [new_hashes])
-        accounting = query_polars(con, """
+    datasets = read_frames(settings.warehouse_path, {
+        "raw.bank_transaction": ("SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
+                                 [new_hashes]),
+        "file_accounting": ("""
             SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
                    f.records_in - f.rows_raw - f.rows_quarantined AS unaccounted
-            FROM ops.ingested_file f WHERE list_contains(?, f.file_hash)""", [new_hashes])
-        reconciliation = query_polars(con, """
+            FROM ops.ingested_file f WHERE list_contains(?, f.file_hash)""", [new_hashes]),
+        "statement_reconciliation": ("""
             SELECT source_file, statement_id, own_account, balance_date, opening, closing, entries_total,
                    opening + entries_total - closing AS diff
             FROM raw.statement_balance
-            WHERE list_contains(?, file_hash) AND opening IS NOT NULL AND closing IS NOT NULL""", [new_hashes])
-    outcome = run_gate("raw", run_id, {
-        "raw.bank_transaction": txns, "file_accounting": accounting, "statement_reconciliation": reconciliation,
-    }, suites.raw_suite())
+            WHERE list_contains(?, file_hash) AND opening IS NOT NULL AND closing IS NOT NULL""", [new_hashes]),
+    })
+    outcome = run_gate("raw", run_id, datasets, suites.raw_suite())
     return _record_gate(settings, outcome)
 
 
 def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
-    with connect(settings.warehouse_path) as con:
-        txns = query_polars(con, "SELECT txn_key, category, client_id, amount_reporting, currency "
-                                 "FROM staging.bank_transaction")
-        clients = query_polars(con, "SELECT client_id FROM staging.client")
-    outcome = run_gate("staged", run_id, {"staging.bank_transaction": txns, "staging.client": clients},
-                       suites.staged_suite(settings.reporting_currency))
+    datasets = read_frames(settings.warehouse_path, {
+        "staging.bank_transaction": "SELECT txn_key, category, client_id, amount_reporting, currency "
+                                    "FROM staging.bank_transaction",
+        "staging.client": "SELECT client_id FROM staging.client",
+    })
+    txns = datasets["staging.bank_transaction"]
+    outcome = run_gate("staged", run_id, datasets, suites.staged_suite(settings.reporting_currency))
     if not outcome.passed:
         missing = txns.filter(pl.col("category").is_in(["client_payment", "refund"])
                               & pl.col("amount_reporting").is_null())
@@ -207,9 +208,9 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     months' files are carried over from the published version.
     """
     version_dir = publish.new_version_dir(settings.home, run_id)
-    with connect(settings.warehouse_path) as con:
-        staged = query_polars(con, "SELECT * FROM staging.bank_transaction").lazy()
-        log_rows = query_polars(con, "SELECT * FROM ops.run_log").lazy()
+    inputs = read_frames(settings.warehouse_path, {"staged": "SELECT * FROM staging.bank_transaction",
+                                                   "log": "SELECT * FROM ops.run_log"})
+    staged, log_rows = inputs["staged"].lazy(), inputs["log"].lazy()
     frames = {
         client_month.NAME: client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
                                               months=months).collect(),
@@ -245,13 +246,12 @@ def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date
     """Audit the written (not yet published) marts, reading back the files themselves."""
     version = Path(version_dir)
     marts = {mart.NAME: read_mart(version, mart) for mart in MARTS}
-    with connect(settings.warehouse_path) as con:
-        staged_by_month = query_polars(con, """
+    staged_by_month = read_frames(settings.warehouse_path, {"by_month": ("""
             SELECT date_trunc('month', booking_date)::DATE AS month,
                    coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0) AS staged_revenue
             FROM staging.bank_transaction
             WHERE status = 'BOOK' AND category IN ('client_payment', 'refund') AND booking_date <= ?
-            GROUP BY ALL""", [as_of])
+            GROUP BY ALL""", [as_of])})["by_month"]
     mart_by_month = marts[client_month.NAME].group_by("month").agg(pl.col("revenue").sum().alias("mart_revenue"))
     reconciliation = (
         staged_by_month.join(mart_by_month, on="month", how="full", coalesce=True)

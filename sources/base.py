@@ -8,7 +8,8 @@ A record is one of:
 - ``BankTxn``: one booked or pending movement on one of our accounts (raw layer, as parsed);
 - ``Balance``: an opening/closing balance of a statement, for reconciliation;
 - ``CrmRow``: one row of a CRM entity, canonical columns as strings plus the untouched extra columns;
-- ``Rejected``: a record that could not be parsed; it goes to quarantine with the reason.
+- ``Rejected``: a record that could not be parsed; it goes to quarantine with the reason;
+- ``FileInfo``: facts about the whole file (its text encoding), recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class CrmRow:
 
 
 @dataclass(slots=True)
+class FileInfo:
+    """Facts about the whole file a reader found out (yielded first, at most once)."""
+
+    encoding: str | None = None
+
+
+@dataclass(slots=True)
 class Rejected:
     record_number: int
     source_line: int | None
@@ -70,7 +78,7 @@ class Rejected:
     raw: str | None = None
 
 
-Record = BankTxn | Balance | CrmRow | Rejected
+Record = BankTxn | Balance | CrmRow | Rejected | FileInfo
 
 
 def parse_decimal(text: str, *, path: str, record: int, field_name: str, decimal: str = ".",

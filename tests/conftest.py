@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,3 +33,25 @@ def prefect_api():
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Exit without interpreter teardown once pytest has reported.
+
+    After a flow run fails inside the Prefect test harness, DuckDB's nanobind bindings print dozens of
+    "leaked instance" lines at interpreter shutdown, after pytest's summary (the objects are module-level
+    enums still referenced during finalisation; nothing leaks during the run). They would bury the summary
+    that CI reads, so the test process ends here with pytest's own exit status.
+    """
+    if _EXIT_STATUS and os.environ.get("CLIENTBASE_TEST_FULL_TEARDOWN") != "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[0])

@@ -68,6 +68,16 @@ def query_polars(con: duckdb.DuckDBPyConnection, sql: str, params: list | None =
     return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
 
 
+def read_frames(path: Path, queries: dict[str, str | tuple[str, list]]) -> dict[str, pl.DataFrame]:
+    """Run named queries on a short-lived connection and return polars frames.
+
+    The connection lives only in this frame, so an error raised later by the caller (a failed gate) does not
+    keep a DuckDB object alive through its traceback.
+    """
+    with connect(path) as con:
+        return {name: query_polars(con, *((q,) if isinstance(q, str) else q)) for name, q in queries.items()}
+
+
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Materialise a polars frame as a warehouse table (staging is rebuilt whole by each run)."""
     schema, name = table.split(".")

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from sources import crm
-from sources.base import Balance, BankTxn, CrmRow, Rejected
+from sources.base import Balance, BankTxn, CrmRow, FileInfo, Rejected
 
 BATCH_ROWS = 50_000
 MONEY = pa.decimal128(23, 5)
@@ -55,6 +55,7 @@ class FileStats:
     path: str
     sha256: str
     reader: str
+    encoding: str | None = None
     records_in: int = 0
     rows_raw: int = 0
     rows_quarantined: int = 0
@@ -121,6 +122,8 @@ def ingest_records(
                 crm_buffers[rec.entity].add({**origin, "record_number": rec.record_number, **rec.values,
                                              "extra": json.dumps(rec.extra, ensure_ascii=False) if rec.extra
                                              else None})
+            elif isinstance(rec, FileInfo):
+                stats.encoding = "utf-8" if rec.encoding == "utf-8-sig" else rec.encoding
             elif isinstance(rec, Rejected):
                 stats.records_in += 1
                 stats.rows_quarantined += 1
@@ -131,10 +134,11 @@ def ingest_records(
         for buffer in (bank, balances, quarantine, *crm_buffers.values()):
             buffer.flush()
         con.execute(
-            "INSERT INTO ops.ingested_file VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "(SELECT coalesce(max(ingest_seq), 0) + 1 FROM ops.ingested_file), ?)",
+            "INSERT INTO ops.ingested_file (file_hash, path, kind, reader, size_bytes, records_in, rows_raw, "
+            "rows_quarantined, run_id, ingest_seq, ingested_at, encoding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT coalesce(max(ingest_seq), 0) + 1 FROM ops.ingested_file), ?, ?)",
             [stats.sha256, stats.path, kind, stats.reader, size_bytes, stats.records_in, stats.rows_raw,
-             stats.rows_quarantined, run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+             stats.rows_quarantined, run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), stats.encoding],
         )
         con.execute("COMMIT")
     except BaseException:

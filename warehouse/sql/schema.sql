@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS ops.ingested_file (
     ingested_at      TIMESTAMP NOT NULL
 );
 
+-- added after the first release: warehouses created before get the column here
+ALTER TABLE ops.ingested_file ADD COLUMN IF NOT EXISTS encoding VARCHAR;  -- text encoding the reader used
+
 CREATE TABLE IF NOT EXISTS raw.bank_transaction (
     file_hash            VARCHAR NOT NULL,
     source_file          VARCHAR NOT NULL,

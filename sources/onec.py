@@ -1,0 +1,204 @@
+"""1CClientBankExchange: the Russian/CIS accounting exchange format (bank <-> 1C:Enterprise).
+
+Text of ``Key=Value`` lines: a header, ``СекцияРасчСчет … КонецРасчСчет`` balance sections,
+``СекцияДокумент=<type> … КонецДокумента`` documents, and ``КонецФайла``. Rules:
+
+- encoding from ``Кодировка=`` (Windows -> cp1251, DOS -> cp866, UTF-8), verified against the bytes;
+- keys are matched case-insensitively (banks differ);
+- a document's direction comes from comparing the payer/payee accounts with the file's own accounts
+  (``РасчСчет``), never from which date field is filled;
+- the currency comes from the own account number (digits 6-8 of a 20-digit account: 810/643 RUB, 840 USD…);
+- a file without ``КонецФайла`` is truncated: an error, not a partial load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from clientbase.errors import ParseError
+from sources import text
+from sources.base import Balance, BankTxn, FileInfo, Record, Rejected, clean, parse_date, parse_decimal
+
+NAME = "1c"
+KIND = "bank"
+MAGIC = "1CClientBankExchange"
+MAX_LINE_CHARS = 10_000
+_ENCODINGS = {"windows": "cp1251", "dos": "cp866", "utf-8": "utf-8", "utf8": "utf-8"}
+_CURRENCY_CODES = {"810": "RUB", "643": "RUB", "840": "USD", "978": "EUR", "156": "CNY", "398": "KZT",
+                   "933": "BYN", "980": "UAH", "826": "GBP", "756": "CHF", "417": "KGS", "860": "UZS"}
+_INN_PREFIX = re.compile(r"^ИНН\s*\d{10,12}\s*", re.IGNORECASE)
+
+
+def sniff(head: bytes, filename: str) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf").lstrip().startswith(MAGIC.encode())
+
+
+def _declared_encoding(head: bytes, path: str) -> str:
+    for candidate in ("cp1251", "cp866", "utf-8"):
+        sample = head.decode(candidate, errors="ignore")
+        match = re.search(r"^кодировка=(.*)$", sample, re.IGNORECASE | re.MULTILINE)
+        if match:
+            value = match.group(1).strip().lower()
+            if value not in _ENCODINGS:
+                raise ParseError(f"unknown Кодировка={match.group(1).strip()!r} (expected Windows, DOS or UTF-8)",
+                                 path=path, field="Кодировка")
+            return _ENCODINGS[value]
+    raise ParseError("no Кодировка= line in the header: cannot tell the file's encoding", path=path,
+                     field="Кодировка")
+
+
+def currency_of(account: str, path: str) -> str:
+    digits = account.strip()
+    if len(digits) == 20 and digits.isdigit():
+        code = digits[5:8]
+        if code in _CURRENCY_CODES:
+            return _CURRENCY_CODES[code]
+        raise ParseError(f"account {digits}: currency code {code} (digits 6-8) is not one this reader knows",
+                         path=path, field="РасчСчет")
+    raise ParseError(f"account {digits!r} is not a 20-digit account number: cannot tell its currency",
+                     path=path, field="РасчСчет")
+
+
+@dataclass
+class _Section:
+    account: str
+    start: dt.date | None
+    end: dt.date | None
+    opening: Decimal | None
+    closing: Decimal | None
+    line: int
+    total: Decimal = field(default=Decimal(0))
+
+
+def read(path: Path) -> Iterator[Record]:
+    name = str(path)
+    with path.open("rb") as fh:
+        head = fh.read(text.SAMPLE_BYTES)
+    encoding = text.detect(head, name, declared=_declared_encoding(head[:65536], name))
+    yield FileInfo(encoding=encoding)
+    own: set[str] = set()
+    sections: list[_Section] = []
+    current: dict[str, str] | None = None  # the open section's keys
+    started_at = 0
+    record = 0
+    finished = False
+    with path.open("r", encoding=encoding, errors="strict", newline="") as fh:
+        try:
+            for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE_CHARS + 1), ""), start=1):
+                if len(line) > MAX_LINE_CHARS:
+                    raise ParseError(f"line {number} is longer than {MAX_LINE_CHARS} characters", path=name)
+                line = line.strip().lstrip("\ufeff")
+                if not line:
+                    continue
+                if number == 1 and line != MAGIC:
+                    raise ParseError(f"the first line must be {MAGIC}", path=name)
+                key, _, value = line.partition("=")
+                key = key.strip().casefold()
+                value = value.strip()
+                if finished:
+                    raise ParseError(f"line {number}: content after КонецФайла", path=name)
+                if key == "секциярасчсчет":
+                    current, started_at = {}, number
+                elif key == "конецрасчсчет":
+                    sections.append(_section(current or {}, started_at, name))
+                    own.add(sections[-1].account)
+                    current = None
+                elif key == "секциядокумент":
+                    current, started_at = {"_type": value}, number
+                elif key == "конецдокумента":
+                    for rec in _document(current or {}, own, sections, name, record, started_at):
+                        record = rec.record_number
+                        yield rec
+                    current = None
+                elif key == "конецфайла":
+                    finished = True
+                elif current is not None:
+                    if key.startswith("назначениеплатежа") and key != "назначениеплатежа" and value:
+                        current["назначениеплатежа"] = f"{current.get('назначениеплатежа', '')} {value}".strip()
+                    else:
+                        current.setdefault(key, value)
+                elif key == "расчсчет" and value:
+                    own.add(value)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"not valid {encoding} ({exc.reason}) although the header declares it", path=name) \
+                from None
+    if not finished:
+        raise ParseError("the file ends without КонецФайла: it is truncated; export it again", path=name,
+                         record=record or None)
+    for section in sections:
+        record += 1
+        yield Balance(record_number=record, own_account=section.account, statement_id=None,
+                      balance_date=section.end or section.start or dt.date.min, opening=section.opening,
+                      closing=section.closing, currency=currency_of(section.account, name),
+                      entries_total=section.total)
+
+
+def _money(value: str | None, name: str, record: int, field_name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    return parse_decimal(value, path=name, record=record, field_name=field_name,
+                         decimal="," if "," in value and "." not in value else ".")
+
+
+def _day(value: str | None, name: str, record: int, field_name: str) -> dt.date | None:
+    return parse_date(value, "%d.%m.%Y", path=name, record=record, field_name=field_name) if value else None
+
+
+def _section(keys: dict[str, str], line: int, name: str) -> _Section:
+    account = keys.get("расчсчет")
+    if not account:
+        raise ParseError(f"СекцияРасчСчет at line {line} has no РасчСчет", path=name, field="РасчСчет")
+    return _Section(account=account, start=_day(keys.get("датаначала"), name, 0, "ДатаНачала"),
+                    end=_day(keys.get("датаконца"), name, 0, "ДатаКонца"),
+                    opening=_money(keys.get("начальныйостаток"), name, 0, "НачальныйОстаток"),
+                    closing=_money(keys.get("конечныйостаток"), name, 0, "КонечныйОстаток"), line=line)
+
+
+def _party(keys: dict[str, str], role: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(account, name, INN, BIC) of 'плательщик' or 'получатель'."""
+    account = keys.get(f"{role}счет") or keys.get(f"{role}расчсчет")
+    name = keys.get(f"{role}1") or _INN_PREFIX.sub("", keys.get(role, "")) or None
+    return account, clean(name), keys.get(f"{role}инн") or None, keys.get(f"{role}бик") or None
+
+
+def _document(keys: dict[str, str], own: set[str], sections: list[_Section], name: str, last: int,
+              line: int) -> Iterator[Record]:
+    record = last + 1
+    try:
+        amount = _money(keys.get("сумма"), name, record, "Сумма")
+        if amount is None:
+            raise ParseError("document has no Сумма", path=name, record=record, field="Сумма")
+        payer = _party(keys, "плательщик")
+        payee = _party(keys, "получатель")
+        directions = []
+        if payer[0] in own:
+            directions.append((payer[0], -amount, payee, keys.get("датасписано")))
+        if payee[0] in own:
+            directions.append((payee[0], amount, payer, keys.get("датапоступило")))
+        if not directions:
+            raise ParseError(f"neither the payer account {payer[0]!r} nor the payee account {payee[0]!r} is one "
+                             "of the file's own accounts (РасчСчет)", path=name, record=record,
+                             field="ПлательщикСчет/ПолучательСчет")
+        doc_date = _day(keys.get("дата"), name, record, "Дата")
+        for offset, (account, signed, party, booked) in enumerate(directions):
+            booking = _day(booked, name, record + offset, "ДатаСписано/ДатаПоступило") or doc_date
+            if booking is None:
+                raise ParseError("document has no date", path=name, record=record + offset, field="Дата")
+            for section in sections:
+                if section.account == account and (section.start or booking) <= booking <= (section.end or booking):
+                    section.total += signed
+            yield BankTxn(
+                record_number=record + offset, source_line=line, own_account=account, booking_date=booking,
+                value_date=doc_date, amount=signed, currency=currency_of(account, name),
+                counterparty_name=party[1], counterparty_tax_id=party[2], counterparty_account=party[0],
+                counterparty_bic=party[3], purpose=clean(keys.get("назначениеплатежа")), bank_reference=None,
+                end_to_end_id=None, status="BOOK",
+            )
+    except ParseError as exc:
+        raw = "; ".join(f"{k}={v}" for k, v in keys.items())
+        yield Rejected(record, line, exc.reason, raw=raw[:2000])

@@ -1,0 +1,97 @@
+"""Turning a statement's bytes into text without guessing silently.
+
+UTF-8 (with or without BOM) is taken as is. Anything else must be one of the single-byte encodings banks in
+our markets use, and the rule that picks it is deterministic and explained:
+
+- Cyrillic text (cp1251 / cp866) shows up as *runs* of high bytes (whole words), while Western text
+  (cp1252: German umlauts, Scandinavian and Baltic letters) shows *isolated* high bytes inside Latin words;
+- between cp1251 and cp866 the right one maps every high byte to a Cyrillic letter or common punctuation.
+
+If the rule cannot decide, the file is rejected with a message asking for a UTF-8 export. A file that
+already contains U+FFFD replacement characters was mangled by an earlier conversion and is rejected.
+The encoding used is returned so the manifest records it.
+"""
+
+from __future__ import annotations
+
+from clientbase.errors import ParseError
+
+REPLACEMENT_UTF8 = "\ufffd".encode()
+_CYRILLIC_EXTRA = set("ЁёІіЇїЄєЎўҐґ№«»–—…")
+
+
+def _is_cyrillic(ch: str) -> bool:
+    return "\u0410" <= ch <= "\u044f" or ch in _CYRILLIC_EXTRA
+
+
+def _cyrillic_share(text: str) -> float:
+    high = [c for c in text if ord(c) > 127]
+    return sum(map(_is_cyrillic, high)) / len(high) if high else 1.0
+
+
+def _run_share(data: bytes) -> float:
+    """Share of high bytes that sit next to another high byte (words of non-Latin script)."""
+    high = [i for i, b in enumerate(data) if b > 127]
+    if not high:
+        return 0.0
+    positions = set(high)
+    return sum(1 for i in high if i - 1 in positions or i + 1 in positions) / len(high)
+
+
+SAMPLE_BYTES = 1 << 20
+
+
+def detect(sample: bytes, path: str, *, declared: str | None = None) -> str:
+    """The encoding of a file from its first bytes. ``declared`` (a 1C header) is verified, not trusted."""
+    if REPLACEMENT_UTF8 in sample:
+        raise ParseError("the file contains U+FFFD replacement characters: it was already damaged by a "
+                         "wrong encoding conversion; export it again from the bank", path=path)
+    if declared is not None:
+        try:
+            text = _decode_prefix(sample, declared)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"the file declares encoding {declared} but byte {exc.start} is not valid in it",
+                             path=path) from None
+        if declared in ("cp1251", "cp866") and _cyrillic_share(text) < 0.9:
+            raise ParseError(f"the file declares {declared} but its text does not read as Cyrillic in it; "
+                             "check the export settings", path=path)
+        return declared
+    try:
+        _decode_prefix(sample, "utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError:
+        pass
+    if _run_share(sample) >= 0.6:
+        scored = sorted(((_cyrillic_share(sample.decode(enc, errors="replace")), enc)
+                         for enc in ("cp1251", "cp866")), reverse=True)
+        (best, enc), (other, _) = scored
+        if best >= 0.95 and best - other >= 0.2:
+            return enc
+        raise ParseError("the file is neither UTF-8 nor clearly cp1251 or cp866 Cyrillic; export it as UTF-8",
+                         path=path)
+    try:
+        sample.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"byte {exc.start} is not valid UTF-8 or cp1252; export the file as UTF-8",
+                         path=path) from None
+    return "cp1252"
+
+
+def _decode_prefix(sample: bytes, encoding: str) -> str:
+    """Decode a sample that may end inside a multi-byte character."""
+    try:
+        return sample.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(sample) - 3 and encoding.startswith("utf"):
+            return sample[: exc.start].decode(encoding)
+        raise
+
+
+def decode(data: bytes, path: str, *, declared: str | None = None) -> tuple[str, str]:
+    """Return (text, encoding) for a whole (small) file."""
+    encoding = detect(data[:SAMPLE_BYTES], path, declared=declared)
+    try:
+        return data.decode(encoding).lstrip("\ufeff"), encoding
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"byte {exc.start} is not valid {encoding} (detected from the start of the file); "
+                         "export the file as UTF-8", path=path) from None

@@ -1,0 +1,85 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from clientbase.errors import ParseError
+from sources import mt940, registry
+from sources.base import Balance, BankTxn, FileInfo, Rejected
+
+
+def parse(path):
+    return list(mt940.read(path))
+
+
+def test_german_structured_86_in_cp1252(fixtures):
+    path = fixtures / "bank" / "mt940_de_sparkasse.sta"
+    assert registry.detect(path, "bank") is mt940
+    recs = parse(path)
+    assert recs[0] == FileInfo(encoding="cp1252")
+    credit, debit, interest = (r for r in recs if isinstance(r, BankTxn))
+    assert (credit.own_account, credit.booking_date, credit.amount, credit.currency) == (
+        "10020030/1234567", dt.date(2025, 3, 3), Decimal("1500.00"), "EUR")
+    assert (credit.counterparty_name, credit.counterparty_account, credit.counterparty_bic) == (
+        "Müller und Söhne GmbH", "DE02120300000000202051", "BYLADEM1001")
+    # ?21/?22 continue the purpose across the 65-character line wrap without a space
+    assert credit.purpose == "Rechnung 2025-0042 Kunde 4711"
+    assert (credit.end_to_end_id, credit.bank_reference) == ("INV-2025-0042", "025030312345")
+    assert (debit.amount, debit.counterparty_name, debit.purpose) == (Decimal("-82.60"), "Stadtwerke Köln",
+                                                                       "Strom 01/2025")
+    assert (interest.amount, interest.purpose) == (Decimal("0.50"), "ZINSEN")  # posting text as purpose
+    balance = next(r for r in recs if isinstance(r, Balance))
+    assert (balance.opening, balance.closing, balance.entries_total) == (
+        Decimal("1000.00"), Decimal("2417.90"), Decimal("1417.90"))
+
+
+def test_dutch_name_remi_style_in_swift_envelope(fixtures):
+    recs = parse(fixtures / "bank" / "mt940_nl_rabobank.swi")
+    credit, tax = (r for r in recs if isinstance(r, BankTxn))
+    assert (credit.own_account, credit.currency) == ("NL91RABO0315273637", "EUR")
+    assert (credit.counterparty_name, credit.counterparty_account, credit.counterparty_bic) == (
+        "Bakkerij de Gouden Korenaar B.V.", "NL20INGB0001234567", "INGBNL2A")
+    assert (credit.purpose, credit.end_to_end_id) == ("Factuur 2025-118 klantnr 88", "E2E-NL-0001")
+    assert (tax.amount, tax.counterparty_name, tax.purpose) == (Decimal("-1000.00"), "Belastingdienst", "BTW Q4 2024")
+    balance = next(r for r in recs if isinstance(r, Balance))
+    assert balance.opening + balance.entries_total == balance.closing == Decimal("11250.00")
+
+
+def test_mt942_cyrillic_cp1251_comes_out_right(fixtures):
+    recs = parse(fixtures / "bank" / "mt942_ru_cp1251.txt")
+    assert recs[0] == FileInfo(encoding="cp1251")
+    (txn,) = (r for r in recs if isinstance(r, BankTxn))
+    assert txn.purpose.startswith('ООО "Ромашка" ИНН 7707083893 Оплата по счету')
+    assert (txn.counterparty_tax_id, txn.currency, txn.amount, txn.bank_reference) == (
+        "7707083893", "RUB", Decimal("125000.00"), "PP-77")
+    assert not any(isinstance(r, Balance) for r in recs)  # an interim report has no balances
+
+
+def test_cp866_is_told_apart_from_cp1251(fixtures, tmp_path):
+    source = (fixtures / "bank" / "mt942_ru_cp1251.txt").read_bytes().decode("cp1251")
+    path = tmp_path / "dos.txt"
+    path.write_bytes(source.encode("cp866"))
+    recs = parse(path)
+    assert recs[0] == FileInfo(encoding="cp866")
+    assert next(r for r in recs if isinstance(r, BankTxn)).purpose.startswith('ООО "Ромашка"')
+
+
+def test_malformed_message_is_quarantined(tmp_path):
+    path = tmp_path / "bad.sta"
+    path.write_text(":20:A\n:25:DE89370400440532013000\n:28C:1\n:60F:C250301EUR10,00\n"
+                    ":61:2503XX0303CR1,00NTRFNONREF\n:62F:C250305EUR11,00\n-\n"
+                    ":20:B\n:25:DE89370400440532013000\n:28C:2\n:60F:C250305EUR11,00\n"
+                    ":61:2503060306CR2,00NTRFNONREF\n:86:ok\n:62F:C250306EUR13,00\n-\n")
+    recs = parse(path)
+    kinds = [type(r).__name__ for r in recs]
+    assert kinds.count("BankTxn") == 1
+    assert kinds.count("Rejected") == 1
+    rejected = next(r for r in recs if isinstance(r, Rejected))
+    assert rejected.source_line == 1 and rejected.reason.startswith("malformed MT940 message")
+
+
+def test_overlong_line_is_refused(tmp_path):
+    path = tmp_path / "long.sta"
+    path.write_text(":20:A\n:25:X\n:61:" + "9" * 20_000 + "\n")
+    with pytest.raises(ParseError, match="longer than 10000 characters"):
+        parse(path)
