@@ -28,5 +28,5 @@ def detect(path: Path, kind: str) -> ModuleType:
     tried = ", ".join(r.NAME for r in candidates)
     hint = ""
     if kind == "bank":
-        hint = " " + bank_csv.explain_no_match(head, path.name)
+        hint = " " + bank_csv.explain_bytes(head)
     raise UnknownFormatError(f"unrecognised {kind} file format (tried: {tried}).{hint}", path=str(path))

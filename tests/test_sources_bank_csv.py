@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from clientbase.errors import UnknownFormatError
+from clientbase.errors import ParseError, UnknownFormatError
 from sources import bank_csv, registry
 from sources.base import BankTxn, Rejected, parse_decimal
 
@@ -44,7 +44,8 @@ def test_unknown_layout_lists_closest_profiles(tmp_path):
     message = str(err.value)
     assert str(path) in message
     assert "no bank CSV profile matches" in message
-    assert "de_sparkasse_csv_camt_v2" in message and "generic_signed.yaml" in message
+    assert "Closest: nl_ing (missing headers: Af Bij" in message  # shares the "Datum" header
+    assert "generic_signed.yaml" in message
 
 
 @pytest.mark.parametrize(("text", "decimal", "thousands", "expected"), [
@@ -66,3 +67,83 @@ def test_amount_rejections(text):
     with pytest.raises(ParseError):
         parse_decimal(text, path="f", record=1, field_name="amount", decimal=",",
                       thousands=" " if text != "1.5" else None)
+
+
+GOLDEN = [
+    # file, profile, encoding, [(amount, counterparty, own account, status)], extra checks on record 1
+    ("dkb.csv", "de_dkb", "utf-8-sig",
+     [("5000.01", "Müller & Söhne GmbH", "BOOK"), ("-82.60", "Stadtwerke Köln", "BOOK"),
+      ("1234.50", "Weiß Logistik KG", "PDNG")],
+     {"own_account": "DE12120300001020304050", "currency": "EUR", "end_to_end_id": "RE2025001"}),
+    ("ing.csv", "nl_ing", "utf-8-sig",
+     [("250.00", "Bakkerij de Gouden Korenaar B.V.", "BOOK"), ("-1000.00", "Belastingdienst", "BOOK")],
+     {"own_account": "NL91INGB0001234567", "counterparty_account": "NL20RABO0123456789"}),
+    ("rabobank.csv", "nl_rabobank", "utf-8-sig",
+     [("1250.00", "Van der Berg Transport B.V.", "BOOK"), ("-19.95", None, "BOOK")],
+     {"purpose": "Factuur 2025-0042 deel 2 van 2", "bank_reference": "000000000000007213",
+      "end_to_end_id": "E2E-0042", "counterparty_bic": "INGBNL2A"}),
+    ("csob_cp1250.csv", "cz_csob_cp1250", "cp1250",
+     [("82604.01", "Žluťoučký kůň s.r.o.", "BOOK"), ("-1500.00", "Poplatky", "BOOK")],
+     {"currency": "CZK", "purpose": "20250042 Faktura č. 42", "bank_reference": "9876543210"}),
+    ("swedbank_lv.csv", "baltic_swedbank", "cp1257",
+     [("120.00", "SIA Rīgas Koks", "BOOK"), ("-300.00", "Valsts ieņēmumu dienests", "BOOK")],
+     {"purpose": "Rēķins 2025/17", "end_to_end_id": "RF18539007547034", "source_line": 3}),
+    ("sberbank_cp1251.csv", "ru_sberbank_business", "cp1251",
+     [("125000.00", 'ООО "Ромашка"', "BOOK"), ("-30000.00", "УФК по г. Санкт-Петербургу", "BOOK")],
+     {"own_account": "40702810900000012345", "currency": "RUB", "counterparty_tax_id": "7707083893",
+      "source_line": 6}),
+    ("alfa_cp1251.csv", "ru_alfa", "cp1251",
+     [("5000.00", "ИП Иванов Иван Иванович", "BOOK"), ("-1200.50", "ПАО Ростелеком", "BOOK")],
+     {"counterparty_bic": "044525593", "counterparty_tax_id": "500100732259"}),
+    ("vtb_cp1251.csv", "ru_vtb", "cp1251",
+     [("-82604.01", 'АО "Поставщик"', "BOOK"), ("1000000.00", 'ООО "Крупный Клиент"', "BOOK")],
+     {"currency": "RUB"}),
+    ("generic_debit_credit.csv", "generic_debit_credit", "utf-8-sig",
+     [("1500.00", "Kowalski Sp. z o.o.", "BOOK"), ("-99.99", "Orange Polska", "BOOK")],
+     {"currency": "PLN", "counterparty_tax_id": "5260250274"}),
+    ("generic_direction.csv", "generic_direction", "utf-8-sig",
+     [("2500.00", "Tallinn Trade OÜ", "BOOK"), ("-12.00", "Bank", "BOOK")], {"bank_reference": "X1"}),
+]
+
+
+@pytest.mark.parametrize(("name", "profile", "encoding", "rows", "first"), GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_shipped_profiles_golden(fixtures, name, profile, encoding, rows, first):
+    path = fixtures / "bank" / "csv" / name
+    assert registry.detect(path, "bank") is bank_csv
+    layout = bank_csv.layout_for(path.read_bytes()[:65536])
+    assert (layout.profile.name, layout.encoding) == (profile, encoding)
+    recs = list(bank_csv.read(path))
+    assert all(isinstance(r, BankTxn) for r in recs), [r for r in recs if isinstance(r, Rejected)]
+    assert [(str(r.amount), r.counterparty_name, r.status) for r in recs] == [
+        (str(Decimal(a)), c, s) for a, c, s in rows]
+    for field_name, expected in first.items():
+        assert getattr(recs[0], field_name) == expected, field_name
+
+
+def test_every_shipped_profile_has_a_golden_file():
+    assert {p.name for p in bank_csv.profiles()} == {g[1] for g in GOLDEN} | {
+        "de_sparkasse_csv_camt_v2", "generic_signed"}
+    assert len(bank_csv.profiles()) >= 12
+
+
+def test_debit_and_credit_both_filled_is_quarantined(tmp_path):
+    path = tmp_path / "dc.csv"
+    path.write_text("account,date,debit,credit,currency,counterparty\nA1,2025-03-03,1.00,2.00,EUR,X\n")
+    (rec,) = bank_csv.read(path)
+    assert isinstance(rec, Rejected) and rec.reason == "exactly one of the debit and credit columns must be filled"
+
+
+def test_unknown_direction_mark_is_quarantined(fixtures, tmp_path):
+    text = (fixtures / "bank" / "csv" / "generic_direction.csv").read_text(encoding="utf-8")
+    path = tmp_path / "dir.csv"
+    path.write_text(text.replace(";C;", ";X;"), encoding="utf-8")
+    rec = next(iter(bank_csv.read(path)))
+    assert isinstance(rec, Rejected) and rec.reason == "direction 'X' is not one of ['C', 'D']"
+
+
+def test_missing_preamble_account_is_a_clear_error(fixtures, tmp_path):
+    data = (fixtures / "bank" / "csv" / "dkb.csv").read_text(encoding="utf-8-sig")
+    path = tmp_path / "dkb.csv"
+    path.write_text(data.replace('"Girokonto";"DE12 1203 0000 1020 3040 50"', '"Konto";""'), encoding="utf-8")
+    with pytest.raises(ParseError, match="own_account_pattern"):
+        list(bank_csv.read(path))
