@@ -19,7 +19,7 @@ from clientbase.config import Settings
 from clientbase.errors import GateFailed, InboxError, ParseError
 from expectations import suites
 from expectations.gate import GateOutcome, run_gate
-from sources import registry
+from sources import archive, registry
 from transforms import staging
 from transforms.marts import MARTS, client_month, run_log
 from warehouse import publish
@@ -69,7 +69,7 @@ def discover(settings: Settings) -> tuple[list[InboxFile], int]:
         seen = known_hashes(con)
     new: list[InboxFile] = []
     skipped = 0
-    for path, kind in files:
+    for path, kind, relative in _expand_archives(settings, files):
         try:
             digest, size = file_sha256(path), path.stat().st_size
         except OSError as exc:
@@ -78,22 +78,42 @@ def discover(settings: Settings) -> tuple[list[InboxFile], int]:
             skipped += 1
             continue
         seen.add(digest)  # the same content twice in one inbox is ingested once
-        new.append(InboxFile(str(path), str(path.relative_to(inbox)), kind, digest, size))
+        new.append(InboxFile(str(path), relative, kind, digest, size))
     return new, skipped
+
+
+def _expand_archives(settings: Settings, files: list[tuple[Path, str]]) -> list[tuple[Path, str, str]]:
+    """(path, kind, name shown to users) for every file, with ZIP archives replaced by their members."""
+    out = []
+    for path, kind in files:
+        relative = str(path.relative_to(settings.inbox_dir))
+        try:
+            is_zip = archive.is_archive(path)
+        except OSError as exc:
+            raise InboxError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
+        if not is_zip:
+            out.append((path, kind, relative))
+            continue
+        target = settings.home / ".unpacked" / file_sha256(path)[:32]
+        for member_path, member in archive.extract(path, target):
+            out.append((member_path, kind, f"{relative}!{member}"))
+    return out
 
 
 def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
     """Detect the format, parse and load one file (all or nothing)."""
     path = Path(item.path)
-    reader = registry.detect(path, item.kind)
-    stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
+    shown = str(settings.inbox_dir / item.relative)  # archive members read as 'bank/x.zip!member.xml'
     error: ParseError | None = None
     try:
+        reader = registry.detect(path, item.kind)
+        stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
         with connect(settings.warehouse_path) as con:
             ingest_records(con, reader.read(path), stats=stats, kind=item.kind, size_bytes=item.size_bytes,
                            run_id=run_id)
     except ParseError as exc:
-        error = ParseError(exc.reason, path=exc.path or item.path, record=exc.record, field=exc.field)
+        where = shown if exc.path in (None, item.path) else exc.path.replace(item.path, shown)
+        error = type(exc)(exc.reason, path=where, record=exc.record, field=exc.field)
     if error is not None:
         raise error  # outside the except block: the traceback holds no connection
     return stats

@@ -148,7 +148,7 @@ def match_header_rows(rows: list[list[str]], profile: Profile) -> int | None:
 
 
 def layout_for(head: bytes, name: str = "") -> Layout | None:
-    """The most specific profile whose headers the file has (ties between profiles are an error)."""
+    """The most specific profile whose headers the CSV file has (ties between profiles are an error)."""
     matches: list[Layout] = []
     for profile in profiles():
         for encoding in profile.encoding:
@@ -160,6 +160,21 @@ def layout_for(head: bytes, name: str = "") -> Layout | None:
             if found is not None:
                 matches.append(Layout(profile, encoding, found, rows[found], lines[:found]))
                 break
+    return most_specific(matches, name)
+
+
+def layout_for_rows(rows: list[list[str]], name: str = "") -> Layout | None:
+    """The same choice for a spreadsheet's first rows (cells already decoded)."""
+    matches = []
+    for profile in profiles():
+        found = match_header_rows(rows, profile)
+        if found is not None:
+            preamble = [profile.delimiter.join(row) for row in rows[:found]]
+            matches.append(Layout(profile, "xlsx", found, rows[found], preamble))
+    return most_specific(matches, name)
+
+
+def most_specific(matches: list[Layout], name: str) -> Layout | None:
     if not matches:
         return None
     matches.sort(key=lambda m: len(m.profile.required_headers), reverse=True)

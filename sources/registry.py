@@ -10,9 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 from clientbase.errors import UnknownFormatError
-from sources import bank_csv, camt, crm, mt940, ofx, onec
+from sources import bank_csv, bank_xlsx, camt, crm, mt940, ofx, onec
 
-READERS: tuple[ModuleType, ...] = (camt, ofx, mt940, onec, bank_csv, crm)
+READERS: tuple[ModuleType, ...] = (camt, ofx, mt940, onec, bank_xlsx, bank_csv, crm)
 HEAD_BYTES = 65536
 
 
