@@ -112,11 +112,21 @@ def _date(value: dt.date | None) -> dt.date | None:
     return dt.date(value.year, value.month, value.day) if value is not None else None
 
 
+def german_iban(blz: str, account: str) -> str:
+    """ISO 13616 IBAN of a German BLZ + account number (check digits by MOD 97-10)."""
+    bban = blz + account.zfill(10)
+    check = 98 - int(bban + "131400") % 97  # 'DE' -> 13 14, then '00'
+    return f"DE{check:02d}{bban}"
+
+
 def _own_account(raw: str | None) -> tuple[str | None, str | None]:
     """':25:' -> (account, currency suffix if any): 'NL91RABO0315273637EUR' -> ('NL91RABO0315273637', 'EUR')."""
     if not raw:
         return None, None
     value = raw.strip()
+    german = re.fullmatch(r"(\d{8})/(\d{1,10})(?:[A-Z]{3})?", value)
+    if german:  # BLZ/Kontonummer: the same account as the IBAN other formats show
+        return german_iban(german.group(1), german.group(2)), value[-3:] if value[-3:].isalpha() else None
     match = re.fullmatch(r"([A-Z]{2}\d{2}[A-Z0-9]{10,30}?)([A-Z]{3})", value)
     return (match.group(1), match.group(2)) if match else (value, None)
 

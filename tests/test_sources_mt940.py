@@ -19,7 +19,7 @@ def test_german_structured_86_in_cp1252(fixtures):
     assert recs[0] == FileInfo(encoding="cp1252")
     credit, debit, interest = (r for r in recs if isinstance(r, BankTxn))
     assert (credit.own_account, credit.booking_date, credit.amount, credit.currency) == (
-        "10020030/1234567", dt.date(2025, 3, 3), Decimal("1500.00"), "EUR")
+        "DE73100200300001234567", dt.date(2025, 3, 3), Decimal("1500.00"), "EUR")  # BLZ/Konto as IBAN
     assert (credit.counterparty_name, credit.counterparty_account, credit.counterparty_bic) == (
         "Müller und Söhne GmbH", "DE02120300000000202051", "BYLADEM1001")
     # ?21/?22 continue the purpose across the 65-character line wrap without a space
@@ -83,3 +83,8 @@ def test_overlong_line_is_refused(tmp_path):
     path.write_text(":20:A\n:25:X\n:61:" + "9" * 20_000 + "\n")
     with pytest.raises(ParseError, match="longer than 10000 characters"):
         parse(path)
+
+
+def test_german_iban_from_blz_and_account():
+    # the textbook example IBAN (Commerzbank Köln)
+    assert mt940.german_iban("37040044", "532013000") == "DE89370400440532013000"

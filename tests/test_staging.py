@@ -27,30 +27,50 @@ def manifest(*hashes: str) -> pl.LazyFrame:
     return pl.LazyFrame({"file_hash": list(hashes), "ingest_seq": list(range(1, len(hashes) + 1))})
 
 
-def test_keys_prefer_bank_reference_then_e2e_then_content():
+def test_keys_prefer_bank_reference_then_fingerprint():
     keyed = staging.transaction_keys(raw([
         {"file_hash": "a", "record_number": 1, "amount": 10, "bank_reference": "R1", "end_to_end_id": "E1"},
-        {"file_hash": "a", "record_number": 2, "amount": 10, "end_to_end_id": "E1"},
-        {"file_hash": "a", "record_number": 3, "amount": 10, "end_to_end_id": "NOTPROVIDED", "purpose": "x"},
+        {"file_hash": "a", "record_number": 2, "amount": 10, "end_to_end_id": "NOTPROVIDED", "purpose": "x"},
+        {"file_hash": "a", "record_number": 3, "amount": 10, "purpose": "y"},
     ])).collect()
-    assert keyed["key_method"].to_list() == ["bank_reference", "end_to_end_id", "content"]
-    assert keyed["txn_key"].to_list() == [
-        f"ref|{OWN}|R1",
-        f"e2e|{OWN}|E1|2025-03-03|10.00000",
-        f"content|{OWN}|2025-03-03|10.00000|EUR|||x|0",
-    ]
+    assert keyed["key_method"].to_list() == ["bank_reference", "fingerprint", "fingerprint"]
+    assert keyed["fingerprint"].to_list() == [f"{OWN}|2025-03-03|10.00000|EUR|{i}" for i in range(3)]
+    assert keyed["txn_key"].to_list() == [f"ref|{OWN}|R1", f"fp|{OWN}|2025-03-03|10.00000|EUR|1",
+                                          f"fp|{OWN}|2025-03-03|10.00000|EUR|2"]
+    assert keyed["end_to_end_id"].to_list() == ["E1", None, None]
+
+
+def dedupe(rows, *hashes):
+    frame = raw([{"record_number": i, **r} for i, r in enumerate(rows, start=1)])
+    return staging.dedupe_transactions(staging.transaction_keys(frame), manifest(*hashes)).collect()
 
 
 def test_same_statement_twice_collapses_but_twin_payments_stay():
-    twins = [
-        {"record_number": 1, "amount": 99, "counterparty_name": "ACME", "purpose": "rent"},
-        {"record_number": 2, "amount": 99, "counterparty_name": "ACME", "purpose": "rent"},
-    ]
-    frame = raw([{"file_hash": "a", **r} for r in [dict(t) for t in twins]]
-                + [{"file_hash": "b", **r} for r in [dict(t) for t in twins]])
-    deduped = staging.dedupe_transactions(staging.transaction_keys(frame), manifest("a", "b")).collect()
-    assert deduped.height == 2  # two real payments, the second file was a re-export
-    assert deduped["file_hash"].to_list() == ["a", "a"]  # the earliest-ingested copy wins
+    twin = {"amount": 99, "counterparty_name": "ACME", "purpose": "rent"}
+    out = dedupe([{"file_hash": "a", **twin}, {"file_hash": "a", **twin},
+                  {"file_hash": "b", **twin}, {"file_hash": "b", **twin}], "a", "b")
+    assert out.height == 2  # two real payments; the second file was a re-export
+    assert out["file_hash"].to_list() == ["a", "a"]  # the earliest-ingested copy wins
+
+
+def test_camt_with_references_and_csv_without_are_one_transaction():
+    out = dedupe([
+        {"file_hash": "csv", "amount": 100, "counterparty_name": "ACME GMBH"},          # CSV, no reference
+        {"file_hash": "camt", "amount": 100, "counterparty_name": "Acme GmbH", "bank_reference": "R9"},
+        {"file_hash": "camt", "amount": 55, "bank_reference": "R10"},
+    ], "csv", "camt")
+    assert sorted(out["txn_key"].to_list()) == [f"ref|{OWN}|R10", f"ref|{OWN}|R9"]
+    assert out.height == 2
+
+
+def test_daily_report_and_monthly_statement_keep_the_booked_copy():
+    out = dedupe([
+        {"file_hash": "camt052", "amount": 70, "bank_reference": "R1", "status": "PDNG"},
+        {"file_hash": "camt053", "amount": 70, "bank_reference": "R1", "status": "BOOK"},
+        {"file_hash": "camt053", "amount": 70, "bank_reference": "R2", "status": "BOOK"},  # same amount, other ref
+    ], "camt052", "camt053")
+    assert out.select("bank_reference", "status", "file_hash").rows() == [
+        ("R1", "BOOK", "camt053"), ("R2", "BOOK", "camt053")]
 
 
 def crm_clients() -> pl.LazyFrame:

@@ -13,7 +13,7 @@ import polars as pl
 from transforms import metrics as m
 
 STAGED_BANK_COLUMNS = (
-    "txn_key", "key_method", "own_account", "booking_date", "value_date", "amount", "currency", "amount_reporting",
+    "txn_key", "key_method", "fingerprint", "own_account", "booking_date", "value_date", "amount", "currency", "amount_reporting",
     "status", "is_reversal", "counterparty_name", "counterparty_tax_id", "counterparty_account", "counterparty_bic",
     "purpose", "bank_reference", "end_to_end_id", "category", "client_id", "match_method", "file_hash",
     "source_file", "record_number",
@@ -21,52 +21,63 @@ STAGED_BANK_COLUMNS = (
 
 
 def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """A stable key per transaction, the same whichever file (or format) it arrived in.
+    """Two keys per transaction, the same whichever file (or format) it arrived in.
 
-    In order: the bank's own reference (AcctSvcrRef / FITID) per account; else the end-to-end id with date and
-    amount; else the content itself plus its occurrence number inside its file, so two identical payments on
-    one day in one statement stay two, while the same statement exported twice collapses to one.
+    - ``txn_key``: the bank's own reference (AcctSvcrRef / FITID / :61: reference) per account when there is
+      one, else the fingerprint;
+    - ``fingerprint``: account, booking date, amount, currency and the occurrence number of that combination
+      inside its file. Two identical payments on one day in one statement stay two (occurrences 0 and 1), while
+      the same day exported twice — as camt.052 and camt.053, or as camt and a CSV without references —
+      collapses to one.
     """
-    raw = raw.with_columns(  # banks write this placeholder when the payer gave no end-to-end id
-        end_to_end_id=pl.when(pl.col("end_to_end_id").str.to_uppercase() != "NOTPROVIDED")
-        .then(pl.col("end_to_end_id")),
-    )
-    content = pl.concat_str(
-        [pl.col("own_account"), pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String),
-         pl.col("currency"), pl.col("counterparty_account").fill_null(""), pl.col("counterparty_name").fill_null(""),
-         pl.col("purpose").fill_null("")],
-        separator="|",
-    )
+    account = m.normalise_account(pl.col("own_account"))
+    amount = pl.col("amount").cast(pl.String)
+    day = pl.col("booking_date").cast(pl.String)
     return (
-        raw.with_columns(_content=content)
-        .with_columns(_occurrence=pl.int_range(pl.len()).over(["file_hash", "_content"], order_by="record_number"))
+        raw.with_columns(  # banks write this placeholder when the payer gave no end-to-end id
+            end_to_end_id=pl.when(pl.col("end_to_end_id").str.to_uppercase() != "NOTPROVIDED")
+            .then(pl.col("end_to_end_id")),
+            _account=account,
+        )
+        .with_columns(_occurrence=pl.int_range(pl.len()).over(
+            ["file_hash", "_account", "booking_date", "amount", "currency"], order_by="record_number"))
         .with_columns(
+            fingerprint=pl.concat_str([pl.col("_account"), day, amount, pl.col("currency"),
+                                       pl.col("_occurrence").cast(pl.String)], separator="|"),
             key_method=pl.when(pl.col("bank_reference").is_not_null()).then(pl.lit("bank_reference"))
-            .when(pl.col("end_to_end_id").is_not_null()).then(pl.lit("end_to_end_id"))
-            .otherwise(pl.lit("content")),
+            .otherwise(pl.lit("fingerprint")),
         )
         .with_columns(
             txn_key=pl.when(pl.col("key_method") == "bank_reference")
-            .then(pl.concat_str([pl.lit("ref"), pl.col("own_account"), pl.col("bank_reference")], separator="|"))
-            .when(pl.col("key_method") == "end_to_end_id")
-            .then(pl.concat_str([pl.lit("e2e"), pl.col("own_account"), pl.col("end_to_end_id"),
-                                 pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String)],
-                                separator="|"))
-            .otherwise(pl.concat_str([pl.lit("content"), pl.col("_content"), pl.col("_occurrence").cast(pl.String)],
-                                     separator="|"))
+            .then(pl.concat_str([pl.lit("ref"), pl.col("_account"), pl.col("bank_reference")], separator="|"))
+            .otherwise(pl.concat_str([pl.lit("fp"), pl.col("fingerprint")], separator="|"))
         )
-        .drop("_content", "_occurrence")
+        .drop("_account", "_occurrence")
     )
 
 
 def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per ``txn_key``: the copy from the earliest-ingested file wins (deterministic across runs)."""
-    return (
+    """One row per transaction, deterministically: booked copies beat pending ones, then the earliest-ingested
+    file wins, then the first record.
+
+    Rows with a bank reference are one transaction per reference. A row without one is a duplicate when its
+    fingerprint matches a kept row of another file (with or without a reference).
+    """
+    ordered = (
         keyed.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
-        .sort("ingest_seq", "record_number")
-        .unique(subset="txn_key", keep="first", maintain_order=True)
-        .drop("ingest_seq")
+        .sort(pl.col("status") != m.BOOKED, "ingest_seq", "record_number")
     )
+    by_key = ordered.unique(subset="txn_key", keep="first", maintain_order=True)
+    with_ref = by_key.filter(pl.col("key_method") == "bank_reference")
+    referenced = with_ref.select("fingerprint", pl.col("file_hash").alias("_ref_file")).unique(
+        subset="fingerprint", keep="first", maintain_order=True)
+    without_ref = (
+        by_key.filter(pl.col("key_method") == "fingerprint")
+        .join(referenced, on="fingerprint", how="left", maintain_order="left")
+        .filter(pl.col("_ref_file").is_null() | (pl.col("_ref_file") == pl.col("file_hash")))
+        .drop("_ref_file")
+    )
+    return pl.concat([with_ref, without_ref]).sort("ingest_seq", "record_number").drop("ingest_seq")
 
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
