@@ -151,6 +151,15 @@ def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutc
             WHERE list_contains(?, file_hash) AND opening IS NOT NULL AND closing IS NOT NULL""", [new_hashes]),
     })
     outcome = run_gate("raw", run_id, datasets, suites.raw_suite())
+    if not outcome.passed:  # name the files, not only the check
+        for row in datasets["statement_reconciliation"].filter(pl.col("diff") != 0).iter_rows(named=True):
+            outcome.failures.insert(0, (
+                f"{settings.inbox_dir / row['source_file']}: statement {row['statement_id'] or ''} of account "
+                f"{row['own_account']} does not reconcile: opening {row['opening']} + entries "
+                f"{row['entries_total']} != closing {row['closing']} (difference {row['diff']})"))
+        for row in datasets["file_accounting"].filter(pl.col("unaccounted") != 0).iter_rows(named=True):
+            outcome.failures.insert(0, f"{settings.inbox_dir / row['path']}: {row['unaccounted']} records neither "
+                                       "loaded nor quarantined")
     return _record_gate(settings, outcome)
 
 

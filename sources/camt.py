@@ -74,7 +74,12 @@ def _text(el: etree._Element | None, *path: str) -> str | None:
 def _date(el: etree._Element | None) -> dt.date | None:
     """``<Dt>`` or ``<DtTm>`` below ``el``."""
     raw = _text(el, "Dt") or _text(el, "DtTm")
-    return dt.date.fromisoformat(raw[:10]) if raw else None
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw[:10])
+    except ValueError:
+        raise ParseError(f"date {raw!r} is not an ISO date (YYYY-MM-DD)", field="Dt") from None
 
 
 def _account(acct: etree._Element | None) -> str | None:

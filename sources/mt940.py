@@ -14,6 +14,7 @@ The encoding is detected by the deterministic rule in ``sources/text.py`` and re
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -26,6 +27,9 @@ from mt940.options import Options
 from clientbase.errors import ParseError
 from sources import text
 from sources.base import Balance, BankTxn, FileInfo, Record, Rejected, clean
+
+# the library logs every tag it fails to match at ERROR level; a bad record is reported once, via quarantine
+logging.getLogger("mt940").setLevel(logging.CRITICAL)
 
 NAME = "mt940"
 KIND = "bank"

@@ -40,7 +40,10 @@ def _local_days(source: str) -> dict[str, dt.date]:
         fitid, posted = (_FIELD[k].search(block) for k in ("FITID", "DTPOSTED"))
         if fitid and posted and re.match(r"\d{8}", posted.group(1).strip()):
             raw = posted.group(1).strip()
-            days[fitid.group(1).strip()] = dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:8]))
+            try:
+                days[fitid.group(1).strip()] = dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:8]))
+            except ValueError:
+                continue  # not a date: ofxparse rejects the transaction itself
     return days
 
 

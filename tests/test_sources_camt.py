@@ -87,3 +87,12 @@ def test_truncated_file_is_a_clear_error(fixtures, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ParseError, match="not well-formed XML .* damaged or truncated"):
         records(cut)
+
+
+def test_bad_dates_are_quarantined(fixtures, tmp_path):
+    data = (fixtures / "bank" / "camt053_v08_pty.xml").read_text(encoding="utf-8")
+    path = tmp_path / "bad-date.xml"
+    path.write_text(data.replace("<BookgDt><Dt>2025-03-14", "<BookgDt><Dt>2025-0[-14"), encoding="utf-8")
+    recs = records(path)
+    (rejected,) = (r for r in recs if isinstance(r, Rejected))
+    assert rejected.reason == "date '2025-0[-14' is not an ISO date (YYYY-MM-DD)"

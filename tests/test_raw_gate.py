@@ -1,0 +1,41 @@
+"""The raw gate on real ingested files (steps called directly, no Prefect)."""
+
+import pytest
+
+from clientbase.config import load_settings
+from clientbase.errors import GateFailed
+from flows import steps
+from warehouse.db import read_frames
+
+
+def ingest(tmp_path, name, data: bytes):
+    bank = tmp_path / "inbox" / "bank"
+    bank.mkdir(parents=True, exist_ok=True)
+    (bank / name).write_bytes(data)
+    settings = load_settings(tmp_path)
+    files, _ = steps.discover(settings)
+    return settings, [steps.ingest_file(settings, f, "run-1") for f in files]
+
+
+def test_balanced_statements_pass_and_record_results(tmp_path, fixtures):
+    settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
+    assert [(s.rows_raw, s.rows_quarantined, s.records_in) for s in stats] == [(6, 1, 7)]
+    outcome = steps.gate_raw(settings, "run-1", [s.sha256 for s in stats])
+    assert outcome.passed
+    results = read_frames(settings.warehouse_path, {"r": "SELECT dataset, success FROM ops.dq_results"})["r"]
+    assert results.height > 5 and results["success"].all()
+    quarantined = read_frames(settings.warehouse_path, {"q": "SELECT source_file, record_number, reason "
+                                                             "FROM ops.quarantine"})["q"]
+    assert quarantined.rows() == [("bank/s.xml", 8, "amount '12,00' is not a number")]
+
+
+def test_unbalanced_statement_fails_naming_the_file(tmp_path, fixtures):
+    data = (fixtures / "bank" / "camt053_v08_pty.xml").read_bytes().replace(b">70.00<", b">70.01<")
+    settings, stats = ingest(tmp_path, "march.xml", data)
+    with pytest.raises(GateFailed) as err:
+        steps.gate_raw(settings, "run-1", [s.sha256 for s in stats])
+    message = str(err.value)
+    assert message.startswith("gate 'raw' failed")
+    assert (f"{tmp_path / 'inbox' / 'bank' / 'march.xml'}: statement S-2025-03 of account LV80BANK0000435195001 "
+            "does not reconcile: opening -50.00000 + entries 120.00000 != closing 70.01000 (difference -0.01000)"
+            ) in message
