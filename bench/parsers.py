@@ -1,0 +1,164 @@
+"""Parser throughput per input format, as a ratio to DuckDB's own read_csv on the same rows.
+
+    uv run python bench/parsers.py --records 200000
+
+For each format it writes N synthetic records (bench/out/), then measures on this machine:
+- parse: the reader's records/s (parsing only, one core);
+- load: parse plus loading into a scratch DuckDB raw table;
+- reference: DuckDB read_csv of the same rows as a plain UTF-8 CSV (all cores), the speed of light here.
+Targets from the bank-ingestion issue are printed beside the measurements. Nothing here is a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import duckdb  # noqa: E402
+
+from sources import registry  # noqa: E402
+from warehouse.db import connect  # noqa: E402
+from warehouse.load import FileStats, ingest_records  # noqa: E402
+
+OUT = Path(__file__).with_name("out")
+TARGETS = {"bank_csv": 1_000_000, "sparkasse_csv": 1_000_000, "1c": 200_000, "mt940": 200_000,
+           "camt": 100_000}
+
+
+def rows(n: int, seed: int = 1):
+    rng = random.Random(seed)
+    day0 = dt.date(2024, 1, 1)
+    for i in range(n):
+        amount = Decimal(rng.randint(-500_000, 900_000)) / 100
+        yield (day0 + dt.timedelta(days=i * 730 // max(n, 1)), amount, f"Client {rng.randint(1, 5000)} GmbH",
+               f"DE{rng.randint(10, 99)}{rng.randint(10**17, 10**18 - 1)}", f"Invoice {i}", f"R{i}")
+
+
+def write_generic(path: Path, n: int) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("account,booking_date,value_date,amount,currency,counterparty_name,counterparty_account,purpose,"
+                 "reference\n")
+        for day, amount, name, iban, purpose, ref in rows(n):
+            fh.write(f"DE89370400440532013000,{day},{day},{amount},EUR,{name},{iban},{purpose},{ref}\n")
+
+
+def write_sparkasse(path: Path, n: int) -> None:
+    with path.open("w", encoding="cp1252", newline="") as fh:
+        fh.write('"Auftragskonto";"Buchungstag";"Valutadatum";"Buchungstext";"Verwendungszweck";"Glaeubiger ID";'
+                 '"Mandatsreferenz";"Kundenreferenz (End-to-End)";"Sammlerreferenz";"Lastschrift Ursprungsbetrag";'
+                 '"Auslagenersatz Ruecklastschrift";"Beguenstigter/Zahlungspflichtiger";"Kontonummer/IBAN";'
+                 '"BIC (SWIFT-Code)";"Betrag";"Waehrung";"Info"\r\n')
+        for day, amount, name, iban, purpose, ref in rows(n):
+            fh.write(f'"DE02120300000000202051";"{day:%d.%m.%y}";"{day:%d.%m.%y}";"GUTSCHR.";"{purpose}";"";"";'
+                     f'"{ref}";"";"";"";"Müller {name}";"{iban}";"";"{str(amount).replace(".", ",")}";"EUR";'
+                     '"Umsatz gebucht"\r\n')
+
+
+def write_camt(path: Path, n: int) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write('<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.'
+                 '001.08"><BkToCstmrStmt><Stmt><Id>S1</Id><Acct><Id><IBAN>DE89370400440532013000</IBAN></Id>'
+                 '<Ccy>EUR</Ccy></Acct>\n')
+        for day, amount, name, iban, purpose, ref in rows(n):
+            ind = "CRDT" if amount >= 0 else "DBIT"
+            role = "Dbtr" if amount >= 0 else "Cdtr"
+            fh.write(f'<Ntry><Amt Ccy="EUR">{abs(amount)}</Amt><CdtDbtInd>{ind}</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>'
+                     f'<BookgDt><Dt>{day}</Dt></BookgDt><ValDt><Dt>{day}</Dt></ValDt><AcctSvcrRef>{ref}</AcctSvcrRef>'
+                     f'<NtryDtls><TxDtls><Refs><EndToEndId>{ref}</EndToEndId></Refs><RltdPties><{role}><Pty><Nm>'
+                     f'{name}</Nm></Pty></{role}><{role}Acct><Id><IBAN>{iban}</IBAN></Id></{role}Acct></RltdPties>'
+                     f'<RmtInf><Ustrd>{purpose}</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>\n')
+        fh.write("</Stmt></BkToCstmrStmt></Document>\n")
+
+
+def write_mt940(path: Path, n: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        for start in range(0, n, 500):
+            fh.write(f":20:STMT{start}\r\n:25:DE89370400440532013000\r\n:28C:{start // 500 + 1}/1\r\n"
+                     ":60F:C240101EUR0,00\r\n")
+            for day, amount, name, iban, purpose, ref in _ROWS[start:min(start + 500, n)]:
+                mark = "C" if amount >= 0 else "D"
+                fh.write(f":61:{day:%y%m%d}{day:%m%d}{mark}{str(abs(amount)).replace('.', ',')}NTRFNONREF//{ref}\r\n"
+                         f":86:166?00GUTSCHRIFT?20SVWZ+{purpose}?30COBADEFFXXX?31{iban}?32{name}\r\n")
+            fh.write(":62F:C240101EUR0,00\r\n-\r\n")
+
+
+_ROWS: list = []  # the rows of this run, shared by the writers that need slices
+
+def write_onec(path: Path, n: int) -> None:
+    own = "40702810900000012345"
+    with path.open("w", encoding="cp1251", newline="") as fh:
+        fh.write(f"1CClientBankExchange\r\nВерсияФормата=1.03\r\nКодировка=Windows\r\nРасчСчет={own}\r\n")
+        for day, amount, name, _iban, purpose, ref in rows(n):
+            payer, payee = ("40702810400000067890", own) if amount >= 0 else (own, "40702810400000067890")
+            date_key = "ДатаПоступило" if amount >= 0 else "ДатаСписано"
+            fh.write(f"СекцияДокумент=Платежное поручение\r\nНомер={ref}\r\nДата={day:%d.%m.%Y}\r\n"
+                     f"Сумма={abs(amount)}\r\nПлательщикСчет={payer}\r\nПлательщик1=ООО {name}\r\n"
+                     f"ПлательщикИНН=7707083893\r\nПолучательСчет={payee}\r\nПолучатель1=ООО Получатель\r\n"
+                     f"{date_key}={day:%d.%m.%Y}\r\nНазначениеПлатежа={purpose}\r\nКонецДокумента\r\n")
+        fh.write("КонецФайла\r\n")
+
+
+WRITERS = {"bank_csv": ("generic.csv", write_generic), "sparkasse_csv": ("sparkasse.csv", write_sparkasse),
+           "camt": ("camt053.xml", write_camt), "mt940": ("mt940.sta", write_mt940), "1c": ("1c.txt", write_onec)}
+
+
+def measure(path: Path, scratch: Path) -> tuple[int, float, float]:
+    reader = registry.detect(path, "bank")
+    start = time.perf_counter()
+    count = sum(1 for _ in reader.read(path))
+    parse_s = time.perf_counter() - start
+    db = scratch / f"{path.stem}.duckdb"
+    start = time.perf_counter()
+    with connect(db) as con:
+        stats = FileStats(path=path.name, sha256=path.name, reader=reader.NAME)
+        ingest_records(con, reader.read(path), stats=stats, kind="bank", size_bytes=path.stat().st_size,
+                       run_id="bench")
+    load_s = time.perf_counter() - start
+    return count, parse_s, load_s
+
+
+def reference(path: Path) -> tuple[int, float]:
+    con = duckdb.connect()
+    start = time.perf_counter()
+    (count,), = con.execute("SELECT count(*) FROM (SELECT account, booking_date::DATE, amount::DECIMAL(23,5), "
+                            "counterparty_name FROM read_csv(?, header=true, all_varchar=true))",
+                            [str(path)]).fetchall()
+    return count, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--formats", default=",".join(WRITERS))
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    _ROWS[:] = list(rows(args.records))
+    ref_path = OUT / "reference.csv"
+    write_generic(ref_path, args.records)
+    ref_count, ref_s = reference(ref_path)
+    print(f"machine: {os.cpu_count()} cores; records per format: {args.records}")
+    print(f"reference: DuckDB read_csv (typed) {ref_count} rows in {ref_s:.2f} s = {ref_count / ref_s:,.0f} rows/s")
+    print(f"{'format':14} {'records':>9} {'parse rec/s':>12} {'load rec/s':>11} {'vs DuckDB':>10} {'target':>10}  met")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.formats.split(","):
+            filename, writer = WRITERS[name]
+            path = OUT / filename
+            writer(path, args.records)
+            count, parse_s, load_s = measure(path, Path(scratch))
+            rate, load_rate = count / parse_s, count / load_s
+            target = TARGETS[name]
+            print(f"{name:14} {count:>9} {rate:>12,.0f} {load_rate:>11,.0f} {rate / (ref_count / ref_s):>9.3f}x "
+                  f"{target:>10,}  {'yes' if rate >= target else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
