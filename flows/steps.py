@@ -24,7 +24,7 @@ from transforms import staging
 from transforms.marts import MARTS, client_month, run_log
 from warehouse import publish
 from warehouse.db import connect, query_polars, quote_ident, quote_literal, read_frames, replace_table
-from warehouse.load import FileStats, file_sha256, ingest_records, known_hashes
+from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
 
 log = logging.getLogger("clientbase")
 
@@ -109,8 +109,15 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
         reader = registry.detect(path, item.kind)
         stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
         with connect(settings.warehouse_path) as con:
-            ingest_records(con, reader.read(path), stats=stats, kind=item.kind, size_bytes=item.size_bytes,
-                           run_id=run_id)
+            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV)
+                scratch = settings.home / ".tmp"
+                scratch.mkdir(exist_ok=True)
+                ingest_bulk(con, lambda c: reader.load_bulk(c, path, file_hash=item.sha256, source_file=item.relative,
+                                                            run_id=run_id, scratch=scratch),
+                            stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id)
+            else:
+                ingest_records(con, reader.read(path), stats=stats, kind=item.kind, size_bytes=item.size_bytes,
+                               run_id=run_id)
     except ParseError as exc:
         where = shown if exc.path in (None, item.path) else exc.path.replace(item.path, shown)
         error = type(exc)(exc.reason, path=where, record=exc.record, field=exc.field)

@@ -5,13 +5,14 @@ import pytest
 
 from clientbase.errors import ParseError, UnknownFormatError
 from sources import bank_csv, registry
-from sources.base import BankTxn, Rejected, parse_decimal
+from sources.base import BankTxn, FileInfo, Rejected, parse_decimal
 
 
 def test_sparkasse_cp1252_golden(fixtures):
     path = fixtures / "bank" / "sparkasse_cp1252.csv"
     assert registry.detect(path, "bank") is bank_csv
-    recs = list(bank_csv.read(path))
+    info, *recs = bank_csv.read(path)
+    assert info == FileInfo(encoding="cp1252")
     assert [type(r).__name__ for r in recs] == ["BankTxn", "BankTxn", "Rejected", "BankTxn"]
     first = recs[0]
     assert isinstance(first, BankTxn)
@@ -29,7 +30,7 @@ def test_sparkasse_cp1252_golden(fixtures):
 
 
 def test_generic_signed(fixtures):
-    recs = list(bank_csv.read(fixtures / "bank" / "generic_signed.csv"))
+    recs = [r for r in bank_csv.read(fixtures / "bank" / "generic_signed.csv") if not isinstance(r, FileInfo)]
     assert [r.amount for r in recs] == [Decimal("250.00"), Decimal("250.00"), Decimal("-12.5")]
     assert recs[0].counterparty_tax_id == "EE100931558"
     assert recs[0].purpose == "Invoice 17, January"
@@ -112,7 +113,7 @@ def test_shipped_profiles_golden(fixtures, name, profile, encoding, rows, first)
     assert registry.detect(path, "bank") is bank_csv
     layout = bank_csv.layout_for(path.read_bytes()[:65536])
     assert (layout.profile.name, layout.encoding) == (profile, encoding)
-    recs = list(bank_csv.read(path))
+    recs = [r for r in bank_csv.read(path) if not isinstance(r, FileInfo)]
     assert all(isinstance(r, BankTxn) for r in recs), [r for r in recs if isinstance(r, Rejected)]
     assert [(str(r.amount), r.counterparty_name, r.status) for r in recs] == [
         (str(Decimal(a)), c, s) for a, c, s in rows]
@@ -129,7 +130,7 @@ def test_every_shipped_profile_has_a_golden_file():
 def test_debit_and_credit_both_filled_is_quarantined(tmp_path):
     path = tmp_path / "dc.csv"
     path.write_text("account,date,debit,credit,currency,counterparty\nA1,2025-03-03,1.00,2.00,EUR,X\n")
-    (rec,) = bank_csv.read(path)
+    (rec,) = (r for r in bank_csv.read(path) if not isinstance(r, FileInfo))
     assert isinstance(rec, Rejected) and rec.reason == "exactly one of the debit and credit columns must be filled"
 
 
@@ -137,7 +138,7 @@ def test_unknown_direction_mark_is_quarantined(fixtures, tmp_path):
     text = (fixtures / "bank" / "csv" / "generic_direction.csv").read_text(encoding="utf-8")
     path = tmp_path / "dir.csv"
     path.write_text(text.replace(";C;", ";X;"), encoding="utf-8")
-    rec = next(iter(bank_csv.read(path)))
+    rec = next(r for r in bank_csv.read(path) if not isinstance(r, FileInfo))
     assert isinstance(rec, Rejected) and rec.reason == "direction 'X' is not one of ['C', 'D']"
 
 

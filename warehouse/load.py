@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -85,6 +86,26 @@ class _Buffer:
         self.rows.clear()
 
 
+@contextmanager
+def _file_transaction(con: duckdb.DuckDBPyConnection, stats: FileStats, kind: str, size_bytes: int,
+                      run_id: str) -> Iterator[None]:
+    """One file's rows and its manifest entry commit together, or nothing does."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute(
+            "INSERT INTO ops.ingested_file (file_hash, path, kind, reader, size_bytes, records_in, rows_raw, "
+            "rows_quarantined, run_id, ingest_seq, ingested_at, encoding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT coalesce(max(ingest_seq), 0) + 1 FROM ops.ingested_file), ?, ?)",
+            [stats.sha256, stats.path, kind, stats.reader, size_bytes, stats.records_in, stats.rows_raw,
+             stats.rows_quarantined, run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), stats.encoding],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def ingest_records(
     con: duckdb.DuckDBPyConnection,
     records: Iterable[object],
@@ -94,10 +115,9 @@ def ingest_records(
     size_bytes: int,
     run_id: str,
 ) -> FileStats:
-    """Write one file's records and its manifest row in one transaction."""
+    """Write one file's records (streamed from a reader) and its manifest row in one transaction."""
     origin = {"file_hash": stats.sha256, "source_file": stats.path}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with _file_transaction(con, stats, kind, size_bytes, run_id):
         bank = _Buffer(con, "raw.bank_transaction", _BANK_SCHEMA)
         balances = _Buffer(con, "raw.statement_balance", _BALANCE_SCHEMA)
         quarantine = _Buffer(con, "ops.quarantine", _QUARANTINE_SCHEMA)
@@ -133,17 +153,28 @@ def ingest_records(
                 raise TypeError(f"reader {stats.reader} yielded {type(rec).__name__}")
         for buffer in (bank, balances, quarantine, *crm_buffers.values()):
             buffer.flush()
-        con.execute(
-            "INSERT INTO ops.ingested_file (file_hash, path, kind, reader, size_bytes, records_in, rows_raw, "
-            "rows_quarantined, run_id, ingest_seq, ingested_at, encoding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "(SELECT coalesce(max(ingest_seq), 0) + 1 FROM ops.ingested_file), ?, ?)",
-            [stats.sha256, stats.path, kind, stats.reader, size_bytes, stats.records_in, stats.rows_raw,
-             stats.rows_quarantined, run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), stats.encoding],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    return stats
+
+
+def ingest_bulk(
+    con: duckdb.DuckDBPyConnection,
+    load: Callable[[duckdb.DuckDBPyConnection], object],
+    *,
+    stats: FileStats,
+    kind: str,
+    size_bytes: int,
+    run_id: str,
+) -> FileStats:
+    """Run a reader's set-based loader (it inserts raw and quarantine rows itself) in the file's transaction.
+
+    ``load(con)`` returns an object with ``loaded``, ``quarantined`` and ``encoding``.
+    """
+    with _file_transaction(con, stats, kind, size_bytes, run_id):
+        result = load(con)
+        stats.rows_raw = result.loaded
+        stats.rows_quarantined = result.quarantined
+        stats.records_in = result.loaded + result.quarantined
+        stats.encoding = result.encoding
     return stats
 
 
