@@ -5,7 +5,8 @@
 For each format it writes N synthetic records (bench/out/), then measures on this machine:
 - parse: the reader's records/s (parsing only, one core);
 - load: parse plus loading into a scratch DuckDB raw table;
-- reference: DuckDB read_csv of the same rows as a plain UTF-8 CSV (all cores), the speed of light here.
+- reference: DuckDB read_csv of the same rows as a plain UTF-8 CSV (all cores), the speed of light here;
+- peak RSS of the measuring process, and its growth during parse + load (flat growth = streaming).
 Targets from the bank-ingestion issue are printed beside the measurements. Nothing here is a unit test.
 """
 
@@ -143,29 +144,55 @@ def reference(path: Path) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
+def one(name: str, records: int) -> None:
+    """Measure one format in this (fresh) process and print a JSON line, peak memory included."""
+    import json
+    import resource
+
+    _ROWS[:] = list(rows(records))
+    filename, writer = WRITERS[name]
+    path = OUT / filename
+    writer(path, records)
+    _ROWS.clear()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as scratch:
+        count, parse_s, load_s = measure(path, Path(scratch))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"format": name, "records": count, "parse_s": parse_s, "load_s": load_s,
+                      "file_mb": path.stat().st_size / 1e6, "peak_rss_mb": peak / 1024,
+                      "rss_before_mb": before / 1024}))
+
+
 def main() -> None:
+    import json
+    import subprocess
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--formats", default=",".join(WRITERS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
-    _ROWS[:] = list(rows(args.records))
+    if args.one:
+        one(args.one, args.records)
+        return
     ref_path = OUT / "reference.csv"
     write_generic(ref_path, args.records)
     ref_count, ref_s = reference(ref_path)
+    ref_rate = ref_count / ref_s
     print(f"machine: {os.cpu_count()} cores; records per format: {args.records}")
-    print(f"reference: DuckDB read_csv (typed) {ref_count} rows in {ref_s:.2f} s = {ref_count / ref_s:,.0f} rows/s")
-    print(f"{'format':14} {'records':>9} {'parse rec/s':>12} {'load rec/s':>11} {'vs DuckDB':>10} {'target':>10}  met")
-    with tempfile.TemporaryDirectory() as scratch:
-        for name in args.formats.split(","):
-            filename, writer = WRITERS[name]
-            path = OUT / filename
-            writer(path, args.records)
-            count, parse_s, load_s = measure(path, Path(scratch))
-            rate, load_rate = count / parse_s, count / load_s
-            target = TARGETS[name]
-            print(f"{name:14} {count:>9} {rate:>12,.0f} {load_rate:>11,.0f} {rate / (ref_count / ref_s):>9.3f}x "
-                  f"{target:>10,}  {'yes' if rate >= target else 'NO'}")
+    print(f"reference: DuckDB read_csv (typed) {ref_count} rows in {ref_s:.2f} s = {ref_rate:,.0f} rows/s")
+    print(f"{'format':14} {'records':>9} {'file MB':>8} {'parse rec/s':>12} {'load rec/s':>11} {'vs DuckDB':>10} "
+          f"{'peak RSS MB':>12} {'RSS growth':>11} {'target':>10}  met")
+    for name in args.formats.split(","):
+        out = subprocess.run([sys.executable, __file__, "--one", name, "--records", str(args.records)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rate, load_rate = r["records"] / r["parse_s"], r["records"] / r["load_s"]
+        print(f"{name:14} {r['records']:>9} {r['file_mb']:>8.1f} {rate:>12,.0f} {load_rate:>11,.0f} "
+              f"{rate / ref_rate:>9.3f}x {r['peak_rss_mb']:>12,.0f} {r['peak_rss_mb'] - r['rss_before_mb']:>11,.0f} "
+              f"{TARGETS[name]:>10,}  "
+              f"{'yes' if rate >= TARGETS[name] else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -99,8 +99,8 @@ def _party_tax_id(party: etree._Element | None) -> str | None:
 _EVENT_TAGS = tuple(f"{{*}}{t}" for t in ("Acct", "Bal", "Ntry", *sorted(_CONTAINERS)))
 
 
-def _refuse_dtd(el: etree._Element, name: str) -> None:
-    if el.getroottree().docinfo.doctype:
+def _refuse_dtd(el: etree._Element | None, name: str) -> None:
+    if el is None or el.getroottree().docinfo.doctype:
         raise ParseError("XML with a DOCTYPE/DTD is refused (possible XXE or entity bomb); "
                          "export the statement again without a DTD", path=name)
 
@@ -131,6 +131,10 @@ def read(path: Path) -> Iterator[Record]:
     statement_id: str | None = None
     balances: dict[str, tuple[Decimal, dt.date | None, str]] = {}
     entries_total = Decimal(0)
+    with path.open("rb") as fh:
+        prolog = fh.read(65536)
+    if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+        _refuse_dtd(None, name)
     try:
         context = etree.iterparse(
             str(path), events=("end",), tag=_EVENT_TAGS, resolve_entities=False, no_network=True,

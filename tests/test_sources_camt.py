@@ -96,3 +96,14 @@ def test_bad_dates_are_quarantined(fixtures, tmp_path):
     recs = records(path)
     (rejected,) = (r for r in recs if isinstance(r, Rejected))
     assert rejected.reason == "date '2025-0[-14' is not an ISO date (YYYY-MM-DD)"
+
+
+def test_billion_laughs_is_refused_without_expanding(tmp_path):
+    lol = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+           + "".join(f'<!ENTITY lol{i} "{"&lol{};".format(i - 1 if i > 1 else "") * 10}">' for i in range(1, 10))
+           + ']><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"><BkToCstmrStmt><Stmt><Id>&lol9;'
+           + "</Id></Stmt></BkToCstmrStmt></Document>")
+    path = tmp_path / "lol.xml"
+    path.write_text(lol)
+    with pytest.raises(ParseError, match="DOCTYPE/DTD is refused"):
+        records(path)
