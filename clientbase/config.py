@@ -34,6 +34,26 @@ class ClassificationConfig(_Strict):
     )
 
 
+class IdentityConfig(_Strict):
+    """Matching bank counterparties to CRM clients (issue 4)."""
+
+    fuzzy_threshold: float = Field(default=90.0, ge=50, le=100,
+                                   description="Minimum rapidfuzz token_sort_ratio for a name match.")
+    overrides_file: str = Field(default="client_overrides.csv",
+                                description="CSV counterparty_key,client_id (relative to the inbox); applied first.")
+    unmatched_min_amount: float = Field(default=0.0, ge=0,
+                                        description="Counterparties paying less than this stay out of the "
+                                                    "unmatched_counterparties mart.")
+
+
+class FxConfig(_Strict):
+    rates_file: str = Field(default="fx_rates.csv",
+                            description="CSV date,currency,rate (reporting-currency units per unit), relative to "
+                                        "the inbox.")
+    max_rate_age_days: int = Field(default=7, ge=0, le=366,
+                                   description="How old the latest rate may be on a booking day.")
+
+
 class Settings(_Strict):
     """Everything a run needs. Paths are derived from ``home``; nothing else reads the environment."""
 
@@ -43,6 +63,8 @@ class Settings(_Strict):
     reporting_currency: str = Field(default="EUR", description="ISO 4217 code every amount is reported in.")
     activity_window_days: int = Field(default=365, ge=1, le=3650)
     classification: ClassificationConfig = ClassificationConfig()
+    identity: IdentityConfig = IdentityConfig()
+    fx: FxConfig = FxConfig()
     keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
 
     @field_validator("reporting_currency")

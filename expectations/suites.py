@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from transforms import metrics as m
-from transforms.marts import client_month, run_log
+from transforms.marts import client_month, run_log, unmatched_counterparties
 
 Suite = dict[str, list[Any]]
 
@@ -57,6 +57,12 @@ def staged_suite(reporting_currency: str) -> Suite:
             E.ExpectColumnValuesToNotBeNull(column="amount_reporting", row_condition=client_txn,
                                             condition_parser="pandas"),
         ],
+        "staging.client_match": [
+            E.ExpectColumnValuesToBeUnique(column="counterparty_key"),
+            E.ExpectColumnValuesToBeInSet(column="method", value_set=[
+                "override", "tax_id", "account", "name_exact", "name_fuzzy", "bank_counterparty", "ambiguous"]),
+            E.ExpectColumnValuesToBeBetween(column="confidence", min_value=0, max_value=1),
+        ],
         "staging.client": [
             E.ExpectColumnValuesToBeUnique(column="client_id"),
             E.ExpectColumnValuesToNotBeNull(column="client_id"),
@@ -74,6 +80,11 @@ def marts_suite() -> Suite:
             E.ExpectColumnValuesToBeBetween(column="revenue", min_value=0),
             E.ExpectColumnValuesToBeBetween(column="refunds", min_value=0),
             E.ExpectColumnValuesToBeBetween(column="purchases", min_value=0),
+        ],
+        unmatched_counterparties.NAME: [
+            E.ExpectTableColumnsToMatchOrderedList(column_list=list(unmatched_counterparties.SCHEMA)),
+            E.ExpectColumnValuesToBeUnique(column="counterparty_key"),
+            E.ExpectColumnValuesToBeInSet(column="status", value_set=["unmatched", "ambiguous"]),
         ],
         run_log.NAME: [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(run_log.SCHEMA)),

@@ -16,12 +16,12 @@ from pathlib import Path
 import polars as pl
 
 from clientbase.config import Settings
-from clientbase.errors import GateFailed, InboxError, ParseError
+from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
 from expectations import suites
 from expectations.gate import GateOutcome, run_gate
 from sources import archive, registry
-from transforms import staging
-from transforms.marts import MARTS, client_month, run_log
+from transforms import identity, staging
+from transforms.marts import MARTS, client_month, run_log, unmatched_counterparties
 from warehouse import publish
 from warehouse.db import connect, query_polars, quote_ident, quote_literal, read_frames, replace_table
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
@@ -172,19 +172,23 @@ def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutc
 
 def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
     datasets = read_frames(settings.warehouse_path, {
-        "staging.bank_transaction": "SELECT txn_key, category, client_id, amount_reporting, currency "
-                                    "FROM staging.bank_transaction",
+        "staging.bank_transaction": "SELECT txn_key, category, client_id, amount_reporting, currency, "
+                                    "booking_date FROM staging.bank_transaction",
         "staging.client": "SELECT client_id FROM staging.client",
+        "staging.client_match": "SELECT counterparty_key, method, confidence FROM staging.client_match",
     })
     txns = datasets["staging.bank_transaction"]
     outcome = run_gate("staged", run_id, datasets, suites.staged_suite(settings.reporting_currency))
     if not outcome.passed:
         missing = txns.filter(pl.col("category").is_in(["client_payment", "refund"])
                               & pl.col("amount_reporting").is_null())
-        if missing.height:
-            currencies = ", ".join(sorted(missing["currency"].unique().to_list()))
-            outcome.failures.insert(0, f"no FX rate to {settings.reporting_currency} for {currencies} "
-                                       f"({missing.height} client transactions)")
+        for (currency,), rows in sorted(missing.group_by("currency"), key=lambda g: g[0]):
+            days = sorted(rows["booking_date"].unique().to_list())
+            shown = ", ".join(d.isoformat() for d in days[:5]) + (f" and {len(days) - 5} more days"
+                                                                   if len(days) > 5 else "")
+            outcome.failures.insert(0, f"no FX rate to {settings.reporting_currency} for {currency} on {shown} "
+                                       f"({rows.height} client transactions); add them to "
+                                       f"{settings.inbox_dir / settings.fx.rates_file}")
     return _record_gate(settings, outcome)
 
 
@@ -198,9 +202,45 @@ class StageStats:
     clients: int
 
 
+def _inbox_table(settings: Settings, name: str, schema: dict[str, pl.DataType], what: str) -> pl.LazyFrame | None:
+    """A small user-maintained CSV in the inbox (FX rates, client overrides); None when absent."""
+    path = settings.inbox_dir / name
+    if not path.is_file():
+        return None
+    try:
+        frame = pl.read_csv(path, schema_overrides={c: pl.String for c in schema}, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} file ({exc}); expected CSV columns "
+                          f"{', '.join(schema)}") from None
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{path}: the {what} file lacks column(s) {', '.join(missing)}; expected "
+                          f"{', '.join(schema)}")
+    typed = frame.select(list(schema)).with_row_index("line", offset=2)
+    try:
+        converted = typed.with_columns(
+            pl.col(c).str.strip_chars().str.to_date("%Y-%m-%d") if t == pl.Date
+            else pl.col(c).str.strip_chars().cast(t) for c, t in schema.items())
+    except pl.exceptions.PolarsError:
+        bad = typed.with_columns(
+            (pl.col(c).str.strip_chars().str.to_date("%Y-%m-%d", strict=False).is_null() if t == pl.Date
+             else pl.col(c).str.strip_chars().cast(t, strict=False).is_null()).alias(f"_bad_{c}")
+            for c, t in schema.items()).filter(pl.any_horizontal(pl.col("^_bad_.*$"))).head(1)
+        line = bad["line"][0] if bad.height else "?"
+        raise ConfigError(f"{path}, line {line}: a value of the {what} file is not valid; expected "
+                          f"{', '.join(f'{c} ({t})' for c, t in schema.items())}") from None
+    return converted.drop("line").lazy()
+
+
 def stage(settings: Settings) -> StageStats:
     """Rebuild the staging tables from the whole raw layer (deterministic: same raw -> same staging)."""
     cfg = settings.classification
+    fx_rates = _inbox_table(settings, settings.fx.rates_file,
+                            {"date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)}, "FX rates")
+    if fx_rates is not None:
+        fx_rates = fx_rates.rename({"date": "rate_date"}).with_columns(pl.col("currency").str.to_uppercase())
+    overrides = _inbox_table(settings, settings.identity.overrides_file,
+                             {"counterparty_key": pl.String, "client_id": pl.String}, "client overrides")
     with connect(settings.warehouse_path) as con:
         raw = query_polars(con, "SELECT * FROM raw.bank_transaction").lazy()
         manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file").lazy()
@@ -208,14 +248,17 @@ def stage(settings: Settings) -> StageStats:
         crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest)
                        if raw_clients.height else None)
         keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest)
-        staged = staging.classify_and_resolve(
-            keyed, crm_clients, reporting_currency=settings.reporting_currency,
-            own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
-            excluded_keywords=cfg.excluded_purpose_keywords,
-        ).collect()
+        labelled = staging.label_counterparties(
+            keyed, own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
+            excluded_keywords=cfg.excluded_purpose_keywords).collect().lazy()
+        client_match = identity.resolve(staging.counterparties(labelled), crm_clients, overrides,
+                                        threshold=settings.identity.fuzzy_threshold).collect()
+        staged = staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
+                                  fx_rates=fx_rates).collect()
         clients = staging.stage_clients(staged.lazy(), crm_clients).collect()
         replace_table(con, "staging.bank_transaction", staged)
         replace_table(con, "staging.client", clients)
+        replace_table(con, "staging.client_match", client_match)
         raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
     return StageStats(rows_raw_total=raw_rows, rows_staged=staged.height, duplicates=raw_rows - staged.height,
                       clients=clients.height)
@@ -244,14 +287,20 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     months' files are carried over from the published version.
     """
     version_dir = publish.new_version_dir(settings.home, run_id)
-    inputs = read_frames(settings.warehouse_path, {"staged": "SELECT * FROM staging.bank_transaction",
-                                                   "log": "SELECT * FROM ops.run_log"})
+    inputs = read_frames(settings.warehouse_path, {
+        "staged": "SELECT * FROM staging.bank_transaction", "log": "SELECT * FROM ops.run_log",
+        "match": "SELECT * FROM staging.client_match",
+        "crm": "SELECT count(*) > 0 AS crm FROM staging.client WHERE source = 'crm'"})
     staged, log_rows = inputs["staged"].lazy(), inputs["log"].lazy()
     frames = {
         client_month.NAME: client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
                                               months=months).collect(),
         # this run is published only if the marts gate passes; the mart says so (the warehouse table keeps
         # the live status and the finish time)
+        unmatched_counterparties.NAME: unmatched_counterparties.build(
+            staged, inputs["match"].lazy(), crm_present=bool(inputs["crm"]["crm"][0]),
+            min_amount=settings.identity.unmatched_min_amount,
+            reporting_currency=settings.reporting_currency).collect(),
         run_log.NAME: run_log.build(log_rows.with_columns(
             status=pl.when(pl.col("run_id") == run_id).then(pl.lit("published")).otherwise(pl.col("status")),
             published_version=pl.when(pl.col("run_id") == run_id).then(pl.lit(run_id))

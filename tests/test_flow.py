@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -77,6 +78,13 @@ def test_demo_publishes_marts_views_and_report(home):
     (status, files_new, gates), = query(home, "SELECT status, files_new, gates FROM ops.run_log")
     assert (status, files_new) == ("published", len(files))
     assert gates == '{"raw": "passed", "staged": "passed", "marts": "passed"}'
+    # the walk-in payers the generator keeps out of the CRM are listed for a person to map
+    unmatched = pl.read_parquet(home / "marts" / "unmatched_counterparties" / "*.parquet")
+    assert unmatched.height >= 1
+    assert unmatched["names_seen"].str.contains("Einzelhandel").all()
+    assert set(unmatched["status"]) == {"unmatched"}
+    (matched,), = query(home, "SELECT count(*) FROM staging.client_match WHERE method IN ('tax_id', 'account')")
+    assert matched >= 40
     log = pl.read_parquet(home / "marts" / "run_log" / "*.parquet")
     assert log.select("status", "published_version").rows() == [("published", summary["run_id"])]
 
@@ -123,7 +131,7 @@ def test_failed_gate_publishes_nothing(home, tmp_path):
     with pytest.raises(GateFailed) as err:
         run(work)
     assert err.value.gate == "staged"
-    assert "no FX rate to EUR for USD (1 client transactions)" in str(err.value)
+    assert f"no FX rate to EUR for USD on 2026-10-02 (1 client transactions); add them to {work / 'inbox' / 'fx_rates.csv'}" in str(err.value)
     assert os.readlink(work / "marts") == published
     assert mart_digest(work, "client_month") == before
     (status, gates), = query(work, "SELECT status, gates FROM ops.run_log ORDER BY started_at DESC LIMIT 1")
@@ -132,6 +140,16 @@ def test_failed_gate_publishes_nothing(home, tmp_path):
     assert ("staging.bank_transaction", "amount_reporting") in failed
     versions = sorted(p.name for p in (work / ".marts_versions").iterdir())
     assert versions == [published.split("/")[-1]]  # the unpublished version was discarded
+
+    # the fix the message asks for: a rate file; the next run converts and publishes
+    (work / "inbox" / "fx_rates.csv").write_text("date,currency,rate\n2026-09-30,USD,0.92\n")
+    summary = run(work)
+    assert summary["gates"]["staged"] == "passed" and summary["files_new"] == 0  # already in raw
+    assert query(work, "SELECT amount_reporting, fx_rate FROM staging.bank_transaction WHERE currency = 'USD'") == [
+        (Decimal("92.00"), Decimal("0.92000000"))]
+    unmatched = pl.read_parquet(work / "marts" / "unmatched_counterparties" / "*.parquet")
+    acme = unmatched.filter(pl.col("counterparty_key") == "name:acme").row(0, named=True)
+    assert (acme["status"], acme["total_amount"], acme["names_seen"]) == ("unmatched", Decimal("92.00"), "Acme Inc")
 
 
 def test_unreadable_file_stops_with_its_path(home, tmp_path):

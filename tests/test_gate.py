@@ -15,16 +15,20 @@ def test_marts_gate_passes_clean_and_fails_broken_data():
         "reporting_currency": ["EUR"],
     }, schema_overrides={"purchases": pl.Int32})
     log = pl.DataFrame({c: [] for c in suites.run_log.SCHEMA})
+    unmatched = pl.DataFrame(schema={c: t for c, (t, _) in suites.unmatched_counterparties.SCHEMA.items()})
     recon_ok = pl.DataFrame({"month": [dt.date(2025, 1, 1)], "diff": [Decimal("0.00")]})
-    ok = run_gate("marts", "r1", {"client_month": good, "run_log": log, "revenue_reconciliation": recon_ok},
+    ok = run_gate("marts", "r1", {"client_month": good, "run_log": log, "unmatched_counterparties": unmatched,
+                   "revenue_reconciliation": recon_ok},
                   suites.marts_suite())
     assert ok.passed, ok.failures
     assert all(r["success"] for r in ok.results)
-    assert {r["dataset"] for r in ok.results} == {"client_month", "run_log", "revenue_reconciliation"}
+    assert {r["dataset"] for r in ok.results} == {"client_month", "run_log", "unmatched_counterparties",
+                                                  "revenue_reconciliation"}
 
     broken = pl.concat([good, good.with_columns(revenue=pl.lit(Decimal("-5.00")))])
     recon_bad = pl.DataFrame({"month": [dt.date(2025, 1, 1)], "diff": [Decimal("0.01")]})
-    bad = run_gate("marts", "r2", {"client_month": broken, "run_log": log, "revenue_reconciliation": recon_bad},
+    bad = run_gate("marts", "r2", {"client_month": broken, "run_log": log,
+                                    "unmatched_counterparties": unmatched, "revenue_reconciliation": recon_bad},
                    suites.marts_suite())
     assert not bad.passed
     failed = {(r["dataset"], r["check_name"], r["column_name"]) for r in bad.results if not r["success"]}

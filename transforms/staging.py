@@ -6,17 +6,19 @@ aggregates (marts do).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import polars as pl
 
+from transforms import identity
 from transforms import metrics as m
 
 STAGED_BANK_COLUMNS = (
-    "txn_key", "key_method", "fingerprint", "own_account", "booking_date", "value_date", "amount", "currency", "amount_reporting",
-    "status", "is_reversal", "counterparty_name", "counterparty_tax_id", "counterparty_account", "counterparty_bic",
-    "purpose", "bank_reference", "end_to_end_id", "category", "client_id", "match_method", "file_hash",
-    "source_file", "record_number",
+    "txn_key", "key_method", "fingerprint", "own_account", "booking_date", "value_date", "amount", "currency",
+    "fx_rate", "amount_reporting", "status", "is_reversal", "counterparty_name", "counterparty_tax_id",
+    "counterparty_account", "counterparty_bic", "purpose", "bank_reference", "end_to_end_id", "counterparty_key",
+    "category", "client_id", "match_method", "file_hash", "source_file", "record_number",
 )
 
 
@@ -89,6 +91,7 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
     return latest.select(
         pl.col("client_id").str.strip_chars(),
         pl.col("name"),
+        identity.normalise_company_name(pl.col("name")).alias("name_key"),
         pl.col("tax_id"),
         m.normalise_tax_id(pl.col("tax_id")).alias("tax_id_key"),
         pl.col("accounts").str.split(";").list.eval(m.normalise_account(pl.element()))
@@ -103,15 +106,114 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         "record_number")
 
 
-def _unique_lookup(frame: pl.LazyFrame, key: str, method: str) -> pl.LazyFrame:
-    """key -> client_id where the key points at exactly one client (ambiguous keys are not matches)."""
-    return (
-        frame.filter(pl.col(key).is_not_null())
-        .group_by(key)
-        .agg(pl.col("client_id").unique().alias("_ids"))
-        .filter(pl.col("_ids").list.len() == 1)
-        .select(pl.col(key), pl.col("_ids").list.first().alias(f"_client_{method}"))
+def label_counterparties(
+    txns: pl.LazyFrame,
+    *,
+    own_accounts: Sequence[str] = (),
+    excluded_ids: Sequence[str] = (),
+    excluded_keywords: Sequence[str] = (),
+) -> pl.LazyFrame:
+    """Add normalised counterparty keys and the own-transfer / exclusion flags (DOMAIN §1, §9).
+
+    Own accounts are the configured ones plus every account a statement was issued for.
+    """
+    own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
+    excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
+    keywords = [k.lower() for k in excluded_keywords if k.strip()]
+    frame = txns.with_columns(
+        _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
+        _acct=m.normalise_account(pl.col("counterparty_account")),
+        _name=identity.normalise_company_name(pl.col("counterparty_name")),
+        _own=m.normalise_account(pl.col("own_account")),
+    ).with_columns(counterparty_key=identity.counterparty_key())
+    own_keys = pl.concat([
+        frame.select(pl.col("_own").alias("_acct")),
+        pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
+    ]).drop_nulls().unique().with_columns(_own_transfer=pl.lit(True))
+    purpose = pl.col("purpose").fill_null("").str.to_lowercase()
+    is_excluded = (
+        pl.col("_tax").is_in(excluded) | pl.col("_acct").is_in(excluded)
+        | pl.any_horizontal([purpose.str.contains(k, literal=True) for k in keywords] or [pl.lit(False)])
     )
+    return (
+        frame.join(own_keys, on="_acct", how="left", maintain_order="left")
+        .with_columns(_own_transfer=pl.col("_own_transfer").fill_null(False), _excluded=is_excluded.fill_null(False))
+    )
+
+
+def counterparties(labelled: pl.LazyFrame) -> pl.LazyFrame:
+    """The distinct counterparties that could be clients (not our own accounts, not excluded)."""
+    return (
+        labelled.filter(pl.col("counterparty_key").is_not_null() & ~pl.col("_own_transfer") & ~pl.col("_excluded"))
+        .select("counterparty_key", "_tax", "_acct", "_name")
+        .unique(subset="counterparty_key", keep="first", maintain_order=True)
+    )
+
+
+def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_currency: str,
+               max_rate_age_days: int = 7) -> pl.LazyFrame:
+    """amount_reporting = amount x the latest rate of its currency on or before the booking day.
+
+    ``fx_rates``: ``rate_date, currency, rate`` (units of reporting currency per unit). The reporting currency
+    converts at 1; a currency without a rate within ``max_rate_age_days`` stays null, so the staged gate names
+    the currency and day (never a silent 1.0).
+    """
+    same = pl.col("currency") == reporting_currency
+    if fx_rates is None:
+        return frame.with_columns(
+            fx_rate=pl.when(same).then(pl.lit(1, pl.Decimal(18, 8))),
+            amount_reporting=pl.when(same).then(pl.col("amount").round(2).cast(m.MONEY)),
+        )
+    rates = (fx_rates.select(pl.col("rate_date").alias("_rate_date"), "currency",
+                             pl.col("rate").cast(pl.Decimal(18, 8)).alias("_rate"))
+             .sort("_rate_date"))
+    joined = (
+        frame.with_row_index("_order").sort("booking_date")
+        .join_asof(rates, left_on="booking_date", right_on="_rate_date", by="currency", strategy="backward",
+                   tolerance=dt.timedelta(days=max_rate_age_days), check_sortedness=False)
+        .sort("_order").drop("_order")
+    )
+    rate = pl.when(same).then(pl.lit(1, pl.Decimal(18, 8))).otherwise(pl.col("_rate"))
+    return joined.with_columns(fx_rate=rate).with_columns(
+        amount_reporting=(pl.col("amount") * pl.col("fx_rate")).round(2).cast(m.MONEY),
+    ).drop("_rate", "_rate_date")
+
+
+def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_currency: str,
+             fx_rates: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """Label every transaction with a category and, for client payments and refunds, a client.
+
+    A counterparty matched to the CRM is that client; otherwise (or in bank-only mode) the counterparty is its
+    own client, ``bank:<counterparty key>``. Money in from an identified counterparty is a client payment;
+    money out to a client (CRM-matched, or a counterparty that has paid us) is a refund.
+    """
+    frame = labelled.join(client_match.select("counterparty_key", pl.col("client_id").alias("_crm_client"),
+                                              pl.col("method").alias("_method")),
+                          on="counterparty_key", how="left", maintain_order="left")
+    is_crm = pl.col("_method").is_in(list(identity.METHODS_CRM))
+    frame = frame.with_columns(
+        client_id=pl.when(is_crm).then(pl.col("_crm_client"))
+        .otherwise(pl.concat_str([pl.lit("bank:"), pl.col("counterparty_key")])),
+        match_method=pl.when(is_crm).then(pl.col("_method"))
+        .when(pl.col("counterparty_key").is_not_null()).then(pl.lit("bank_counterparty")),
+    )
+    has_paid_us = (
+        ((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).any().over("client_id")
+    )
+    category = (
+        pl.when(pl.col("_own_transfer")).then(pl.lit(m.OWN_TRANSFER))
+        .when(pl.col("_excluded")).then(pl.lit(m.EXCLUDED))
+        .when((pl.col("amount") > 0) & pl.col("client_id").is_not_null()).then(pl.lit(m.CLIENT_PAYMENT))
+        .when(pl.col("amount") > 0).then(pl.lit(m.UNIDENTIFIED_INCOMING))
+        .when(pl.col("client_id").is_not_null() & (is_crm | has_paid_us)).then(pl.lit(m.REFUND))
+        .otherwise(pl.lit(m.OTHER_OUTGOING))
+    )
+    is_client_txn = pl.col("category").is_in([m.CLIENT_PAYMENT, m.REFUND])
+    labelled_frame = frame.with_columns(category=category).with_columns(
+        client_id=pl.when(is_client_txn).then(pl.col("client_id")),
+        match_method=pl.when(is_client_txn).then(pl.col("match_method")),
+    )
+    return fx_convert(labelled_frame, fx_rates, reporting_currency=reporting_currency).select(STAGED_BANK_COLUMNS)
 
 
 def classify_and_resolve(
@@ -122,86 +224,15 @@ def classify_and_resolve(
     own_accounts: Sequence[str] = (),
     excluded_ids: Sequence[str] = (),
     excluded_keywords: Sequence[str] = (),
+    overrides: pl.LazyFrame | None = None,
+    fx_rates: pl.LazyFrame | None = None,
+    fuzzy_threshold: float = 90.0,
 ) -> pl.LazyFrame:
-    """Label every transaction with a category and, for client payments and refunds, a client.
-
-    Client resolution (issue 4 will add fuzzy names and overrides): the CRM client whose tax id, else whose
-    account, equals the counterparty's; a counterparty not in the CRM (or every counterparty in bank-only mode)
-    is its own client, keyed ``bank:<tax id | account | normalised name>``.
-    Categories: own transfers and configured exclusions first; money in from an identified counterparty is a
-    client payment; money out to a client (CRM-matched, or a counterparty that has paid us) is a refund.
-    """
-    own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
-    excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
-    keywords = [k.lower() for k in excluded_keywords if k.strip()]
-
-    frame = txns.with_columns(
-        _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
-        _acct=m.normalise_account(pl.col("counterparty_account")),
-        _name=m.normalise_name(pl.col("counterparty_name")),
-        _own=m.normalise_account(pl.col("own_account")),
-    )
-    # our own accounts: configured ones plus every account a statement was issued for
-    own_keys = pl.concat([
-        frame.select(pl.col("_own").alias("_acct")),
-        pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
-    ]).drop_nulls().unique().with_columns(_own_transfer=pl.lit(True))
-    frame = frame.join(own_keys, on="_acct", how="left", maintain_order="left")
-
-    if crm_clients is not None:
-        by_tax = _unique_lookup(crm_clients.select("client_id", "tax_id_key"), "tax_id_key", "tax")
-        by_acct = _unique_lookup(
-            crm_clients.select("client_id", "account_keys").explode("account_keys"), "account_keys", "acct")
-        frame = (
-            frame.join(by_tax, left_on="_tax", right_on="tax_id_key", how="left", maintain_order="left")
-            .join(by_acct, left_on="_acct", right_on="account_keys", how="left", maintain_order="left")
-        )
-    else:
-        frame = frame.with_columns(_client_tax=pl.lit(None, pl.String), _client_acct=pl.lit(None, pl.String))
-
-    bank_key = pl.coalesce(
-        pl.concat_str([pl.lit("bank:tax:"), pl.col("_tax")]),
-        pl.concat_str([pl.lit("bank:acct:"), pl.col("_acct")]),
-        pl.concat_str([pl.lit("bank:name:"), pl.col("_name")]),
-    )
-    purpose = pl.col("purpose").fill_null("").str.to_lowercase()
-    is_excluded = (
-        pl.col("_tax").is_in(excluded) | pl.col("_acct").is_in(excluded)
-        | pl.any_horizontal([purpose.str.contains(k, literal=True) for k in keywords] or [pl.lit(False)])
-    )
-    frame = frame.with_columns(
-        client_id=pl.coalesce("_client_tax", "_client_acct", bank_key),
-        match_method=pl.when(pl.col("_client_tax").is_not_null()).then(pl.lit("tax_id"))
-        .when(pl.col("_client_acct").is_not_null()).then(pl.lit("account"))
-        .when(bank_key.is_not_null()).then(pl.lit("bank_counterparty")),
-        _excluded=is_excluded.fill_null(False),
-        _own_transfer=pl.col("_own_transfer").fill_null(False),
-    )
-    has_paid_us = (
-        ((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).any().over("client_id")
-    )
-    is_crm = pl.col("match_method").is_in(["tax_id", "account"])
-    category = (
-        pl.when(pl.col("_own_transfer")).then(pl.lit(m.OWN_TRANSFER))
-        .when(pl.col("_excluded")).then(pl.lit(m.EXCLUDED))
-        .when((pl.col("amount") > 0) & pl.col("client_id").is_not_null()).then(pl.lit(m.CLIENT_PAYMENT))
-        .when(pl.col("amount") > 0).then(pl.lit(m.UNIDENTIFIED_INCOMING))
-        .when(pl.col("client_id").is_not_null() & (is_crm | has_paid_us)).then(pl.lit(m.REFUND))
-        .otherwise(pl.lit(m.OTHER_OUTGOING))
-    )
-    is_client_txn = pl.col("category").is_in([m.CLIENT_PAYMENT, m.REFUND])
-    return (
-        frame.with_columns(category=category)
-        .with_columns(
-            client_id=pl.when(is_client_txn).then(pl.col("client_id")),
-            match_method=pl.when(is_client_txn).then(pl.col("match_method")),
-            # FX arrives with issue 4; until then only the reporting currency converts, anything else stays
-            # null and the staged gate names the currency (never a silent rate of 1.0).
-            amount_reporting=pl.when(pl.col("currency") == reporting_currency)
-            .then(pl.col("amount").round(2).cast(m.MONEY)),
-        )
-        .select(STAGED_BANK_COLUMNS)
-    )
+    """label_counterparties -> identity.resolve -> classify, for callers that do not need the match table."""
+    labelled = label_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
+                                    excluded_keywords=excluded_keywords)
+    match = identity.resolve(counterparties(labelled), crm_clients, overrides, threshold=fuzzy_threshold)
+    return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates)
 
 
 def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -> pl.LazyFrame:

@@ -1,0 +1,104 @@
+import datetime as dt
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from transforms import identity, staging
+
+
+@pytest.mark.parametrize(("name", "key"), [
+    ("Müller & Söhne GmbH & Co. KG", "mueller soehne"),
+    ("MUELLER UND SOEHNE GMBH", "mueller soehne"),
+    ("Alpen Logistik Gesellschaft mbH", "alpen logistik"),
+    ("Bakkerij de Gouden Korenaar B.V.", "bakkerij de gouden korenaar"),
+    ("Kowalski Sp. z o.o.", "kowalski"),
+    ("Žluťoučký kůň s.r.o.", "žluťoučký kůň"),
+    ('SIA "Rīgas Koks"', "rīgas koks"),
+    ("Tallinn Trade OÜ", "tallinn trade"),
+    ("UAB „Vilniaus prekyba“", "vilniaus prekyba"),
+    ('ООО "Ромашка"', "ромашка"),
+    ("ПАО «Ростелеком»", "ростелеком"),
+    ("北京小米科技有限责任公司", "北京小米科技"),
+    ("Acme Inc.", "acme"),
+    ("GmbH", None),
+])
+def test_company_names_fold_legal_forms_in_many_languages(name, key):
+    out = pl.select(identity.normalise_company_name(pl.lit(name))).item()
+    assert out == key
+
+
+@pytest.mark.parametrize(("tax_id", "valid"), [
+    ("DE136695976", True), ("DE136695977", False), ("LV40003245752", True), ("EE100931558", True),
+    ("7707083893", True), ("7707083894", False), ("500100732259", True), ("5260250274", True),
+    ("91110000600037341L", True), ("123", False),
+])
+def test_tax_id_checksums(tax_id, valid):
+    assert identity.valid_tax_id(tax_id) is valid
+
+
+CLIENTS = pl.LazyFrame({
+    "client_id": ["C1", "C2", "C3", "C4", "C5", "C6"],
+    "tax_id_key": ["DE136695976", None, "7707083893", None, "DE136695977", None],
+    "account_keys": [None, ["LT121000010123456789"], None, None, None, None],
+    "name_key": ["mueller soehne", "baltic logistics", "ромашка", "北京小米科技", "falsche steuer", "nord handel"],
+})
+
+
+def match(rows: list[dict], overrides=None, **kwargs) -> dict[str, tuple]:
+    cps = pl.LazyFrame(rows, schema={"counterparty_key": pl.String, "_tax": pl.String, "_acct": pl.String,
+                                     "_name": pl.String})
+    out = identity.resolve(cps, CLIENTS, overrides, **kwargs).collect()
+    return {r["counterparty_key"]: (r["client_id"], r["method"], r["confidence"]) for r in out.iter_rows(named=True)}
+
+
+def test_resolution_order_and_methods():
+    result = match([
+        {"counterparty_key": "k1", "_tax": "DE136695976", "_name": "something else"},        # tax id
+        {"counterparty_key": "k2", "_acct": "LT121000010123456789", "_name": "x"},           # account
+        {"counterparty_key": "k3", "_name": "ромашка"},                                      # exact name, Cyrillic
+        {"counterparty_key": "k4", "_name": "北京小米科技"},                                   # exact name, Chinese
+        {"counterparty_key": "k5", "_name": "muller soehne"},                                # fuzzy
+        {"counterparty_key": "k6", "_tax": "DE136695977", "_name": "unknown shop"},         # invalid tax id
+        {"counterparty_key": "k7", "_name": "completely different"},                          # nothing
+    ])
+    assert result["k1"] == ("C1", "tax_id", 1.0)
+    assert result["k2"] == ("C2", "account", 1.0)
+    assert result["k3"] == ("C3", "name_exact", 1.0)
+    assert result["k4"] == ("C4", "name_exact", 1.0)
+    client, method, confidence = result["k5"]
+    assert (client, method) == ("C1", "name_fuzzy") and 0.9 <= confidence < 1.0
+    # the CRM's own tax id for C5 fails its checksum, so it is never used to match
+    assert result["k6"][:2] == (None, "bank_counterparty")
+    assert result["k7"][:2] == (None, "bank_counterparty")
+
+
+def test_close_runner_up_is_ambiguous_not_a_match():
+    clients = pl.LazyFrame({"client_id": ["A", "B"], "tax_id_key": [None, None], "account_keys": [None, None],
+                            "name_key": ["nord handel nord", "nord handel sued"]})
+    cps = pl.LazyFrame({"counterparty_key": ["k"], "_tax": [None], "_acct": [None], "_name": ["nord handel"]},
+                       schema={"counterparty_key": pl.String, "_tax": pl.String, "_acct": pl.String, "_name": pl.String})
+    (row,) = identity.resolve(cps, clients, threshold=70).collect().iter_rows(named=True)
+    assert (row["client_id"], row["method"]) == (None, "ambiguous")
+    assert row["candidates"].startswith("A:") and "; B:" in row["candidates"]
+
+
+def test_override_wins_and_unknown_override_target_is_ignored():
+    overrides = pl.LazyFrame({"counterparty_key": ["k1", "k2"], "client_id": ["C6", "NOPE"]})
+    result = match([{"counterparty_key": "k1", "_tax": "DE136695976"},
+                    {"counterparty_key": "k2", "_name": "ромашка"}], overrides)
+    assert result["k1"] == ("C6", "override", 1.0)
+    assert result["k2"] == ("C3", "name_exact", 1.0)
+
+
+def test_fx_conversion_uses_the_latest_rate_and_never_guesses():
+    frame = pl.LazyFrame({
+        "booking_date": [dt.date(2025, 3, 3), dt.date(2025, 3, 10), dt.date(2025, 3, 3), dt.date(2025, 4, 30)],
+        "currency": ["USD", "USD", "EUR", "USD"],
+        "amount": [Decimal("100.00"), Decimal("-10.00"), Decimal("5.555"), Decimal("1.00")],
+    }, schema={"booking_date": pl.Date, "currency": pl.String, "amount": pl.Decimal(23, 5)})
+    rates = pl.LazyFrame({"rate_date": [dt.date(2025, 3, 1), dt.date(2025, 3, 7)], "currency": ["USD", "USD"],
+                          "rate": ["0.92", "0.9"]}).with_columns(pl.col("rate").cast(pl.Decimal(18, 8)))
+    out = staging.fx_convert(frame, rates, reporting_currency="EUR").collect()
+    assert out["amount_reporting"].to_list() == [Decimal("92.00"), Decimal("-9.00"), Decimal("5.56"), None]
+    assert out["fx_rate"].to_list()[:3] == [Decimal("0.92"), Decimal("0.9"), Decimal("1")]
