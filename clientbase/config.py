@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clientbase.errors import ConfigError
+from sources.crm import Preset
 
 
 class _Strict(BaseModel):
@@ -54,6 +55,12 @@ class FxConfig(_Strict):
                                    description="How old the latest rate may be on a booking day.")
 
 
+class CrmConfig(_Strict):
+    mappings: tuple[Preset, ...] = Field(
+        default=(), description="Your own CRM export mappings (same shape as sources/crm_presets/*.yaml); tried "
+                                "before the vendor presets.")
+
+
 class Settings(_Strict):
     """Everything a run needs. Paths are derived from ``home``; nothing else reads the environment."""
 
@@ -65,6 +72,7 @@ class Settings(_Strict):
     classification: ClassificationConfig = ClassificationConfig()
     identity: IdentityConfig = IdentityConfig()
     fx: FxConfig = FxConfig()
+    crm: CrmConfig = CrmConfig()
     keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
 
     @field_validator("reporting_currency")

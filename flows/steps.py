@@ -116,8 +116,9 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
                                                             run_id=run_id, scratch=scratch),
                             stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id)
             else:
-                ingest_records(con, reader.read(path), stats=stats, kind=item.kind, size_bytes=item.size_bytes,
-                               run_id=run_id)
+                records = (reader.read(path, user_presets=settings.crm.mappings) if item.kind == "crm"
+                           else reader.read(path))
+                ingest_records(con, records, stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id)
     except ParseError as exc:
         where = shown if exc.path in (None, item.path) else exc.path.replace(item.path, shown)
         error = type(exc)(exc.reason, path=where, record=exc.record, field=exc.field)

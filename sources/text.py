@@ -5,7 +5,8 @@ our markets use, and the rule that picks it is deterministic and explained:
 
 - Cyrillic text (cp1251 / cp866) shows up as *runs* of high bytes (whole words), while Western text
   (cp1252: German umlauts, Scandinavian and Baltic letters) shows *isolated* high bytes inside Latin words;
-- between cp1251 and cp866 the right one maps every high byte to a Cyrillic letter or common punctuation.
+- between cp1251 and cp866 the right one reads as plausible Cyrillic words (case patterns intact); the wrong
+  one breaks words with box-drawing characters and symbols.
 
 If the rule cannot decide, the file is rejected with a message asking for a UTF-8 export. A file that
 already contains U+FFFD replacement characters was mangled by an earlier conversion and is rejected.
@@ -13,6 +14,8 @@ The encoding used is returned so the manifest records it.
 """
 
 from __future__ import annotations
+
+import re
 
 from clientbase.errors import ParseError
 
@@ -27,6 +30,21 @@ def _is_cyrillic(ch: str) -> bool:
 def _cyrillic_share(text: str) -> float:
     high = [c for c in text if ord(c) > 127]
     return sum(map(_is_cyrillic, high)) / len(high) if high else 1.0
+
+
+_WORD = re.compile(r"[А-яЁёІіЇїЄєҐґЎў]{2,}")
+_PLAUSIBLE = re.compile(r"[А-ЯЁІЇЄҐЎ]?[а-яёіїєґў]+|[А-ЯЁІЇЄҐЎ]+")
+
+
+def _word_share(text: str) -> float:
+    """Share of non-ASCII characters that sit in plausible Cyrillic words (Capitalised, lower or UPPER case).
+
+    Text decoded with the wrong Cyrillic code page breaks words with box-drawing characters and symbols and
+    mixes cases inside words, so this tells cp1251 from cp866 where letter counts alone do not.
+    """
+    high = sum(1 for c in text if ord(c) > 127)
+    good = sum(len(m.group()) for m in _WORD.finditer(text) if _PLAUSIBLE.fullmatch(m.group()))
+    return good / high if high else 0.0
 
 
 def _run_share(data: bytes) -> float:
@@ -62,10 +80,10 @@ def detect(sample: bytes, path: str, *, declared: str | None = None) -> str:
     except UnicodeDecodeError:
         pass
     if _run_share(sample) >= 0.6:
-        scored = sorted(((_cyrillic_share(sample.decode(enc, errors="replace")), enc)
+        scored = sorted(((_word_share(sample.decode(enc, errors="replace")), enc)
                          for enc in ("cp1251", "cp866")), reverse=True)
         (best, enc), (other, _) = scored
-        if best >= 0.95 and best - other >= 0.2:
+        if best >= 0.3 and best >= 2 * other and _cyrillic_share(sample.decode(enc, errors="replace")) >= 0.9:
             return enc
         raise ParseError("the file is neither UTF-8 nor clearly cp1251 or cp866 Cyrillic; export it as UTF-8",
                          path=path)
