@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+from sources.crm import ENTITIES, vendor_presets
 from transforms.marts import MARTS
+
+CRM_MEANING = {
+    "client_id": "The CRM's id of the client company", "name": "Company name", "tax_id": "Tax id (VAT, INN, ...)",
+    "accounts": "IBANs / account numbers of the client, ';'-separated", "industry": "Industry / niche",
+    "size_band": "Size band (employees or turnover class)", "region": "Region or country",
+    "acquisition_channel": "How the client came to us", "created_date": "Date the client was created (YYYY-MM-DD)",
+    "manager_id": "Responsible manager", "referred_by_client_id": "Client that recommended this one",
+    "is_potential": "CRM flag: could buy much more (true/false)", "is_reference": "CRM flag: famous name",
+    "is_innovator": "CRM flag: innovator", "is_demanding": "CRM flag: demanding client",
+    "satisfaction": "Satisfaction score", "share_of_wallet": "Our share of the client's spend (0..1)",
+    "is_exclusive": "Buys this category only from us (true/false)", "lead_stage": "Awareness / lead stage",
+    "department": "Department of the manager", "hourly_cost": "Fully loaded cost of one hour of the manager",
+    "currency": "ISO 4217 code", "activity_id": "Activity id", "activity_type": "call | meeting | email | task",
+    "started_at": "Start (YYYY-MM-DDTHH:MM)", "duration_minutes": "Duration in minutes",
+    "ticket_id": "Ticket id", "opened_at": "Opened (date or date-time)", "closed_at": "Closed",
+    "minutes_spent": "Minutes our people spent on the ticket", "invoice_id": "Invoice or deal number",
+    "issue_date": "Issue (or close) date", "due_date": "Payment due date", "amount": "Amount",
+    "cost": "Cost of goods / delivery", "margin": "Gross margin (amount - cost), if given instead of cost",
+    "status": "won | lost | open", "period": "Month (YYYY-MM)", "spend_type": "acquisition | retention",
+}
+
+
+def _cell(text: str) -> str:
+    """Markdown table cell: a literal '|' would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def render() -> str:
@@ -14,6 +40,15 @@ def render() -> str:
         if mart.PARTITION_BY:
             lines += [f"Files: one parquet file per `{mart.PARTITION_BY}`.", ""]
         lines += ["| column | type | meaning |", "| --- | --- | --- |"]
-        lines += [f"| {name} | {dtype} | {meaning} |" for name, (dtype, meaning) in mart.SCHEMA.items()]
+        lines += [f"| {name} | {dtype} | {_cell(meaning)} |" for name, (dtype, meaning) in mart.SCHEMA.items()]
+        lines.append("")
+    lines += ["# CRM input schema", "", "CRM dump files in `inbox/crm/` (CSV, JSON/NDJSON, XLSX) are mapped onto these "
+              "entities, by their column names or by a vendor preset (" + ", ".join(sorted({p.vendor for p in
+              vendor_presets()})) + ") or your own `crm.mappings` in config.yaml. Columns in **bold** are "
+              "required.", ""]
+    for entity, (required, optional) in ENTITIES.items():
+        lines += [f"## {entity}", "", "| column | meaning |", "| --- | --- |"]
+        lines += [f"| **{c}** | {_cell(CRM_MEANING.get(c, ''))} |" for c in required]
+        lines += [f"| {c} | {_cell(CRM_MEANING.get(c, ''))} |" for c in optional]
         lines.append("")
     return "\n".join(lines)

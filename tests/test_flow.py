@@ -192,3 +192,22 @@ def test_report_failure_after_publish_keeps_the_published_marts(home, tmp_path, 
     assert (status, error) == ("published", "RuntimeError: disk full")
     assert os.readlink(work / "marts").endswith(version)
     assert (work / ".marts_versions" / version / "client_month").is_dir()
+
+
+def test_bank_only_mode_end_to_end(home, tmp_path):
+    """No CRM at all: counterparties are the clients, and the marts still publish."""
+    home, _ = home
+    bank_only = tmp_path / "bank-only"
+    shutil.copytree(home / "inbox" / "bank", bank_only / "inbox" / "bank")
+    summary = run(bank_only)
+    assert summary["gates"] == {"raw": "passed", "staged": "passed", "marts": "passed"}
+    months = pl.read_parquet(bank_only / "marts" / "client_month" / "*.parquet")
+    assert months["client_id"].str.starts_with("bank:").all()
+    # the same money as with the CRM: identity changes who, not how much
+    with_crm = pl.read_parquet(home / "marts" / "client_month" / "*.parquet")
+    assert months["revenue"].sum() == with_crm["revenue"].sum()
+    assert pl.read_parquet(bank_only / "marts" / "unmatched_counterparties" / "*.parquet").height == 0
+    # salaries, tax office, suppliers and bank fees never paid us: they are not clients
+    (clients,), = query(bank_only, "SELECT count(*) FROM staging.client WHERE name ILIKE '%Finanzamt%' "
+                                   "OR name ILIKE '%Gehalt%' OR name ILIKE '%Metallwerke%'")
+    assert clients == 0

@@ -115,14 +115,30 @@ class _FuzzyIndex:
                 self.by_token[token].append(i)
         limit = max(50, int(len(names) * max_share))
         self.common = {t for t, rows in self.by_token.items() if len(rows) > limit}
+        self._pairs: dict[tuple[str, ...], set[int]] = {}
+
+    def _shared(self, tokens: tuple[str, ...]) -> set[int]:
+        """Clients holding all of ``tokens`` (cached: a few hundred token pairs cover most queries)."""
+        cached = self._pairs.get(tokens)
+        if cached is None:
+            cached = set(self.by_token[tokens[0]])
+            for token in tokens[1:]:
+                cached &= set(self.by_token[token])
+            self._pairs[tokens] = cached
+        return cached
 
     def best(self, query: str, limit: int = 3) -> list[tuple[str, float]]:
         from rapidfuzz import fuzz, process
 
+        tokens = [t for t in set(_tokens(query)) if t in self.by_token]
         candidates: set[int] = set()
-        for token in _tokens(query):
+        for token in tokens:
             if token not in self.common:
-                candidates.update(self.by_token.get(token, ()))
+                candidates.update(self.by_token[token])
+        if not candidates and tokens:
+            # every token is common ('nord', 'handel'): block on the names sharing the two rarest tokens
+            rarest = sorted(tokens, key=lambda t: (len(self.by_token[t]), t))[:2]
+            candidates = self._shared(tuple(rarest))
         if not candidates:
             return []
         pool = sorted(candidates)
