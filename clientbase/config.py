@@ -55,6 +55,30 @@ class FxConfig(_Strict):
                                    description="How old the latest rate may be on a booking day.")
 
 
+class EconomicsConfig(_Strict):
+    """Client profitability (DOMAIN §1-3). Money in the reporting currency, rates as fractions."""
+
+    default_margin: float = Field(default=0.30, ge=0, le=1,
+                                  description="Gross margin share of revenue when invoices carry no cost.")
+    margin_by_industry: dict[str, float] = Field(default={}, description="Default margin per CRM industry.")
+    default_hourly_cost: float = Field(default=50.0, ge=0,
+                                       description="Hourly cost of a person without one in the CRM.")
+    support_hourly_cost: float | None = Field(default=None, ge=0,
+                                              description="Hourly cost of support time (default: the ticket "
+                                                          "manager's, else default_hourly_cost).")
+    cost_of_capital: float = Field(default=0.10, ge=0, le=1,
+                                   description="Annual cost of capital for late payments.")
+    payment_terms_days: int = Field(default=30, ge=0, le=365,
+                                    description="Due date = issue date + this, when invoices have none.")
+    write_off_days: int = Field(default=180, ge=1, le=3650,
+                                description="Unpaid this many days past due = bad debt.")
+    window_months: int = Field(default=12, ge=1, le=120, description="Scorecard window: last N full months.")
+    abc_a: float = Field(default=0.80, gt=0, lt=1, description="A: cumulative share before the client < this.")
+    abc_b: float = Field(default=0.95, gt=0, lt=1, description="B: cumulative share before the client < this.")
+    top_share: float = Field(default=0.20, gt=0, lt=1, description="Pareto: share of the top clients.")
+    phase_out_bottom: tuple[int, ...] = Field(default=(5, 10), description="What-if: drop the bottom N by profit.")
+
+
 class CrmConfig(_Strict):
     mappings: tuple[Preset, ...] = Field(
         default=(), description="Your own CRM export mappings (same shape as sources/crm_presets/*.yaml); tried "
@@ -73,6 +97,7 @@ class Settings(_Strict):
     identity: IdentityConfig = IdentityConfig()
     fx: FxConfig = FxConfig()
     crm: CrmConfig = CrmConfig()
+    economics: EconomicsConfig = EconomicsConfig()
     keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
 
     @field_validator("reporting_currency")

@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from transforms import metrics as m
-from transforms.marts import client_month, run_log, unmatched_counterparties
+from transforms.marts import (
+    client_month,
+    client_scorecard,
+    pareto_summary,
+    phase_out_scenarios,
+    run_log,
+    unmatched_counterparties,
+    unprofitable_audit,
+    whale_curve,
+)
 
 Suite = dict[str, list[Any]]
 
@@ -80,6 +89,34 @@ def marts_suite() -> Suite:
             E.ExpectColumnValuesToBeBetween(column="revenue", min_value=0),
             E.ExpectColumnValuesToBeBetween(column="refunds", min_value=0),
             E.ExpectColumnValuesToBeBetween(column="purchases", min_value=0),
+        ],
+        client_scorecard.NAME: [
+            E.ExpectTableColumnsToMatchOrderedList(column_list=list(client_scorecard.SCHEMA)),
+            E.ExpectColumnValuesToBeUnique(column="client_id"),
+            E.ExpectColumnValuesToBeInSet(column="abc_revenue", value_set=["A", "B", "C", "D"]),
+            E.ExpectColumnValuesToBeInSet(column="abc_profit", value_set=["A", "B", "C", "D"]),
+            E.ExpectColumnValuesToBeUnique(column="revenue_rank"),
+            E.ExpectColumnValuesToBeBetween(column="revenue", min_value=0),
+            E.ExpectColumnValuesToBeBetween(column="hours_spent", min_value=0),
+        ],
+        pareto_summary.NAME: [
+            E.ExpectTableRowCountToEqual(value=2),
+            E.ExpectColumnValuesToBeInSet(column="measure", value_set=["revenue", "profit"]),
+            E.ExpectColumnValuesToBeBetween(column="gini", min_value=0, max_value=1),
+            E.ExpectColumnValuesToBeBetween(column="hhi", min_value=0, max_value=1),
+            E.ExpectColumnValuesToBeBetween(column="top_share", min_value=0, max_value=1),
+        ],
+        whale_curve.NAME: [
+            E.ExpectColumnValuesToBeUnique(column="profit_rank"),
+            E.ExpectColumnValuesToBeUnique(column="client_id"),
+        ],
+        unprofitable_audit.NAME: [
+            E.ExpectColumnValuesToBeUnique(column="client_id"),
+            E.ExpectColumnValuesToBeBetween(column="net_profit", max_value=0, strict_max=True),
+        ],
+        phase_out_scenarios.NAME: [
+            E.ExpectColumnValuesToBeUnique(column="scenario"),
+            E.ExpectColumnValuesToBeBetween(column="clients_dropped", min_value=0),
         ],
         unmatched_counterparties.NAME: [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(unmatched_counterparties.SCHEMA)),

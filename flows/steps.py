@@ -20,8 +20,19 @@ from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
 from expectations import suites
 from expectations.gate import GateOutcome, run_gate
 from sources import archive, registry
-from transforms import identity, staging
-from transforms.marts import MARTS, client_month, run_log, unmatched_counterparties
+from transforms import crm_staging, economics, identity, staging
+from transforms import metrics as m
+from transforms.marts import (
+    MARTS,
+    client_month,
+    client_scorecard,
+    pareto_summary,
+    phase_out_scenarios,
+    run_log,
+    unmatched_counterparties,
+    unprofitable_audit,
+    whale_curve,
+)
 from warehouse import publish
 from warehouse.db import connect, query_polars, quote_ident, quote_literal, read_frames, replace_table
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
@@ -255,8 +266,27 @@ def stage(settings: Settings) -> StageStats:
         client_match = identity.resolve(staging.counterparties(labelled), crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         staged = staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
-                                  fx_rates=fx_rates).collect()
+                                  fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days).collect()
         clients = staging.stage_clients(staged.lazy(), crm_clients).collect()
+        crm_tables = {}
+        for sql, table, stage_fn in (
+            ('SELECT * FROM raw."crm_managers"', "staging.manager", crm_staging.stage_managers),
+            ('SELECT * FROM raw."crm_activities"', "staging.activity", crm_staging.stage_activities),
+            ('SELECT * FROM raw."crm_tickets"', "staging.ticket", crm_staging.stage_tickets),
+        ):
+            crm_tables[table] = stage_fn(query_polars(con, sql).lazy(), manifest).collect()
+        raw_invoices = query_polars(con, 'SELECT * FROM raw."crm_invoices"').lazy()
+        invoices = crm_staging.stage_invoices(raw_invoices, manifest,
+                                              payment_terms_days=settings.economics.payment_terms_days)
+        crm_tables["staging.invoice"] = staging.fx_convert(
+            invoices.with_columns(booking_date=pl.col("issue_date")), fx_rates,
+            reporting_currency=settings.reporting_currency, max_rate_age_days=settings.fx.max_rate_age_days,
+        ).with_columns(
+            amount=pl.col("amount_reporting"),
+            cost=m.money(pl.col("cost").cast(pl.Float64) * pl.col("fx_rate").cast(pl.Float64)),
+        ).drop("booking_date", "amount_reporting").collect()
+        for table, frame in crm_tables.items():
+            replace_table(con, table, frame)
         replace_table(con, "staging.bank_transaction", staged)
         replace_table(con, "staging.client", clients)
         replace_table(con, "staging.client_match", client_match)
@@ -288,20 +318,48 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     months' files are carried over from the published version.
     """
     version_dir = publish.new_version_dir(settings.home, run_id)
+    eco = settings.economics
     inputs = read_frames(settings.warehouse_path, {
         "staged": "SELECT * FROM staging.bank_transaction", "log": "SELECT * FROM ops.run_log",
-        "match": "SELECT * FROM staging.client_match",
-        "crm": "SELECT count(*) > 0 AS crm FROM staging.client WHERE source = 'crm'"})
+        "match": "SELECT * FROM staging.client_match", "clients": "SELECT * FROM staging.client",
+        "managers": "SELECT * FROM staging.manager", "activities": "SELECT * FROM staging.activity",
+        "tickets": "SELECT * FROM staging.ticket", "invoices": "SELECT * FROM staging.invoice"})
     staged, log_rows = inputs["staged"].lazy(), inputs["log"].lazy()
+    clients = inputs["clients"].lazy()
+    payments = staged.filter((pl.col("category") == "client_payment") & (pl.col("status") == "BOOK")
+                             & (pl.col("booking_date") <= as_of))
+    settlement = economics.settle_invoices(
+        inputs["invoices"].lazy(), payments, as_of=as_of, cost_of_capital=eco.cost_of_capital,
+        write_off_days=eco.write_off_days).collect().lazy()
+    costs = economics.time_costs(
+        inputs["activities"].lazy(), inputs["tickets"].lazy(), inputs["managers"].lazy(), as_of=as_of,
+        default_hourly_cost=eco.default_hourly_cost, support_hourly_cost=eco.support_hourly_cost)
+    margins = economics.margin_rates(inputs["invoices"].lazy(), clients, default_margin=eco.default_margin,
+                                     margin_by_industry=eco.margin_by_industry)
+    # the whole history feeds the as-of marts; a backfill writes only its months of client_month
+    months_all = client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
+                                    costs=costs, settlement=settlement, margins=margins,
+                                    default_margin=eco.default_margin).collect()
+    scorecard = client_scorecard.build(months_all.lazy(), clients, settlement, as_of=as_of,
+                                       window_months=eco.window_months, reporting_currency=settings.reporting_currency,
+                                       abc_a=eco.abc_a, abc_b=eco.abc_b).collect()
+    audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
     frames = {
-        client_month.NAME: client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
-                                              months=months).collect(),
-        # this run is published only if the marts gate passes; the mart says so (the warehouse table keeps
-        # the live status and the finish time)
+        client_month.NAME: months_all if months is None else months_all.filter(
+            pl.col("month").is_between(months[0], months[1])),
+        client_scorecard.NAME: scorecard,
+        pareto_summary.NAME: pareto_summary.build(scorecard.lazy(), top_fraction=eco.top_share).collect(),
+        whale_curve.NAME: whale_curve.build(scorecard.lazy()).collect(),
+        unprofitable_audit.NAME: audit,
+        phase_out_scenarios.NAME: phase_out_scenarios.build(scorecard.lazy(), months_all.lazy(), as_of=as_of,
+                                                            bottom=eco.phase_out_bottom).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(
-            staged, inputs["match"].lazy(), crm_present=bool(inputs["crm"]["crm"][0]),
+            staged, inputs["match"].lazy(),
+            crm_present=bool(inputs["clients"].filter(pl.col("source") == "crm").height),
             min_amount=settings.identity.unmatched_min_amount,
             reporting_currency=settings.reporting_currency).collect(),
+        # this run is published only if the marts gate passes; the mart says so (the warehouse table keeps
+        # the live status and the finish time)
         run_log.NAME: run_log.build(log_rows.with_columns(
             status=pl.when(pl.col("run_id") == run_id).then(pl.lit("published")).otherwise(pl.col("status")),
             published_version=pl.when(pl.col("run_id") == run_id).then(pl.lit(run_id))

@@ -5,6 +5,8 @@ Money stays ``Decimal`` end to end: amounts in the reporting currency are ``Deci
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 MONEY = pl.Decimal(18, 2)
@@ -74,3 +76,124 @@ def normalise_name(expr: pl.Expr) -> pl.Expr:
         .str.strip_chars()
     )
     return pl.when(cleaned.str.len_chars() > 0).then(cleaned)
+
+
+
+# ---- profitability (DOMAIN §1) -------------------------------------------------------------------------------
+
+def money(expr: pl.Expr) -> pl.Expr:
+    """A float amount rounded to the cent, as money."""
+    return expr.round(2).cast(MONEY)
+
+
+def time_cost(minutes: str = "minutes", hourly_cost: str = "hourly_cost") -> pl.Expr:
+    """Time-driven activity-based costing: minutes / 60 x the hourly cost of the person who spent them."""
+    return pl.col(minutes) / 60 * pl.col(hourly_cost)
+
+
+def late_payment_cost(amount: str, days_late: str, annual_rate: float) -> pl.Expr:
+    """Financing cost of a late payment: amount x days late x annual cost of capital / 365 (early = 0)."""
+    return pl.col(amount).cast(pl.Float64) * pl.col(days_late).clip(lower_bound=0) * annual_rate / 365
+
+
+def net_profit() -> pl.Expr:
+    """Gross margin minus the cost to serve: communication, support, late payment, bad debt."""
+    return (pl.col("gross_margin") - pl.col("communication_cost") - pl.col("support_cost")
+            - pl.col("collection_cost") - pl.col("bad_debt")).cast(MONEY)
+
+
+def profit_margin(profit: str = "net_profit", revenue_col: str = "net_revenue") -> pl.Expr:
+    """Net profit as a share of net revenue; null without revenue."""
+    return pl.when(pl.col(revenue_col) > 0).then(
+        pl.col(profit).cast(pl.Float64) / pl.col(revenue_col).cast(pl.Float64))
+
+
+# ---- ABC and concentration (DOMAIN §2, §3) ----------------------------------------------------------------------
+# The frame must be sorted by the measure, largest first, ties by client id (``rank_order``): sorting inside
+# expressions is left out on purpose (an order that an optimiser may drop is an order nobody can rely on).
+
+def rank_order(measure: str) -> tuple[list[str], list[bool]]:
+    """Sort keys for ranking: measure descending, client id ascending (the DOMAIN's tie-break)."""
+    return [measure, "client_id"], [True, False]
+
+
+def cumulative_share_before(measure: str) -> pl.Expr:
+    """Sum of the positive measure of the clients above this one / total positive measure."""
+    positive = pl.col(measure).cast(pl.Float64).clip(lower_bound=0)
+    total = positive.sum()
+    return pl.when(total > 0).then((positive.cum_sum() - positive) / total).otherwise(0.0)
+
+
+def _cents(measure: str) -> pl.Expr:
+    """The positive part of a money column in integer cents (exact, for boundary comparisons)."""
+    return (pl.col(measure).cast(pl.Decimal(38, 2)) * 100).cast(pl.Int128).clip(lower_bound=0)
+
+
+def _share_before_below(measure: str, threshold: float) -> pl.Expr:
+    """Exact test 'cumulative share before the client < threshold' in integer arithmetic: float sums would
+    put a client sitting exactly on 80% on the wrong side (seed 004's example is exactly on the boundaries)."""
+    cents = _cents(measure)
+    micro = round(threshold * 1_000_000)
+    return (cents.cum_sum() - cents) * 1_000_000 < cents.sum() * micro
+
+
+def abc_category(measure: str, a: float = 0.80, b: float = 0.95) -> pl.Expr:
+    """A: share before < a (the client crossing a is A); B: < b; C: the rest with a positive measure;
+    D: measure <= 0. The measure is money (2 decimals)."""
+    return (pl.when(pl.col(measure) <= 0).then(pl.lit("D"))
+            .when(_share_before_below(measure, a)).then(pl.lit("A"))
+            .when(_share_before_below(measure, b)).then(pl.lit("B"))
+            .otherwise(pl.lit("C")))
+
+
+def _positive(measure: str) -> pl.Expr:
+    return pl.col(measure).cast(pl.Float64).clip(lower_bound=0)
+
+
+def top_share(measure: str, fraction: float) -> pl.Expr:
+    """Share of the positive total earned by the top ceil(fraction x n) clients (aggregation; frame sorted
+    by ``rank_order``)."""
+    x = _positive(measure)
+    k = (pl.len() * fraction).ceil().cast(pl.Int64).clip(lower_bound=1)
+    return pl.when(x.sum() > 0).then(x.filter(pl.int_range(pl.len()) < k).sum() / x.sum())
+
+
+def top_n_share(measure: str, n: int) -> pl.Expr:
+    """Share of the positive total earned by the first ``n`` clients (frame sorted by ``rank_order``)."""
+    x = _positive(measure)
+    return pl.when(x.sum() > 0).then(x.head(n).sum() / x.sum())
+
+
+def clients_share_for(measure: str, target: float = 0.80) -> pl.Expr:
+    """Smallest share of clients (largest first) whose measure reaches ``target`` of the positive total
+    (frame sorted by ``rank_order``)."""
+    x = _positive(measure)
+    reached = x.cum_sum() >= target * x.sum() - 1e-9
+    return pl.when(x.sum() > 0).then((reached.arg_max() + 1) / pl.len())
+
+
+def gini(measure: str) -> pl.Expr:
+    """Gini coefficient of the positive parts (frame sorted largest first, ``rank_order``):
+    sum((n + 1 - 2i) x_i) / (n sum x) with i = 1 for the largest — the usual ascending formula re-indexed."""
+    x = _positive(measure)
+    n = pl.len()
+    i = pl.int_range(1, n + 1)
+    return pl.when(x.sum() > 0).then(((n + 1 - 2 * i) * x).sum() / (n * x.sum()))
+
+
+def hhi(measure: str) -> pl.Expr:
+    """Herfindahl-Hirschman index of the positive parts, as a fraction (0..1; x 10,000 for the usual points)."""
+    x = _positive(measure)
+    return pl.when(x.sum() > 0).then(((x / x.sum()) ** 2).sum())
+
+
+def window_bounds(as_of: dt.date, months: int) -> tuple[dt.date, dt.date]:
+    """(first month, last month) of the last ``months`` full calendar months up to ``as_of``: the as-of month
+    counts when ``as_of`` is its last day."""
+    nxt = (as_of.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    last = as_of.replace(day=1) if as_of == nxt - dt.timedelta(days=1) else (
+        as_of.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    first = last
+    for _ in range(months - 1):
+        first = (first - dt.timedelta(days=1)).replace(day=1)
+    return first, last

@@ -180,7 +180,7 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
 
 
 def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_currency: str,
-             fx_rates: pl.LazyFrame | None = None) -> pl.LazyFrame:
+             fx_rates: pl.LazyFrame | None = None, max_rate_age_days: int = 7) -> pl.LazyFrame:
     """Label every transaction with a category and, for client payments and refunds, a client.
 
     A counterparty matched to the CRM is that client; otherwise (or in bank-only mode) the counterparty is its
@@ -213,7 +213,8 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
         client_id=pl.when(is_client_txn).then(pl.col("client_id")),
         match_method=pl.when(is_client_txn).then(pl.col("match_method")),
     )
-    return fx_convert(labelled_frame, fx_rates, reporting_currency=reporting_currency).select(STAGED_BANK_COLUMNS)
+    return fx_convert(labelled_frame, fx_rates, reporting_currency=reporting_currency,
+                      max_rate_age_days=max_rate_age_days).select(STAGED_BANK_COLUMNS)
 
 
 def classify_and_resolve(

@@ -1,6 +1,16 @@
 """The marts. Each module states NAME, GRAIN, KEY, PARTITION_BY and SCHEMA at its top; the data dictionary is
 generated from them (``clientbase docs``), never written twice."""
 
-from transforms.marts import client_month, run_log, unmatched_counterparties
+from transforms.marts import (
+    client_month,
+    client_scorecard,
+    pareto_summary,
+    phase_out_scenarios,
+    run_log,
+    unmatched_counterparties,
+    unprofitable_audit,
+    whale_curve,
+)
 
-MARTS = (client_month, unmatched_counterparties, run_log)
+MARTS = (client_month, client_scorecard, pareto_summary, whale_curve, unprofitable_audit, phase_out_scenarios,
+         unmatched_counterparties, run_log)

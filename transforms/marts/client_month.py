@@ -1,7 +1,7 @@
-"""client_month: the money each client brought, month by month.
+"""client_month: what each client brought and cost, month by month (DOMAIN §1).
 
-Grain: one row per client per calendar month in which the client made at least one booked payment or got a
-refund, up to the run's as-of date. Amounts are in the reporting currency.
+Grain: one row per client per calendar month in which the client paid, got a refund, took our people's time,
+or settled (or defaulted on) an invoice, up to the run's as-of date. Money in the reporting currency.
 """
 
 from __future__ import annotations
@@ -13,16 +13,26 @@ import polars as pl
 from transforms import metrics as m
 
 NAME = "client_month"
-GRAIN = "one row per client per calendar month with at least one booked client payment or refund (up to as-of)"
+GRAIN = ("one row per client per calendar month with a booked payment or refund, time spent by our people, "
+         "or an invoice settled or written off (up to as-of)")
 KEY = ("client_id", "month")
 PARTITION_BY = "month"  # one parquet file per month: a backfill rewrites only its months
 SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "client_id": (pl.String(), "Client: the CRM client_id, or 'bank:<tax|acct|name>:<key>' for a bank-only counterparty"),
     "month": (pl.Date(), "First day of the calendar month"),
-    "revenue": (m.MONEY, "Booked incoming payments from the client in the month (gross, reporting currency)"),
+    "revenue": (m.MONEY, "Booked incoming payments from the client in the month (gross)"),
     "refunds": (m.MONEY, "Booked payments back to the client in the month, as a positive amount"),
     "net_revenue": (m.MONEY, "revenue - refunds"),
     "purchases": (pl.Int32(), "Number of booked incoming payments from the client in the month"),
+    "gross_margin": (m.MONEY, "net_revenue x the client's margin rate (its invoices' cost, else the industry or "
+                              "overall default)"),
+    "communication_cost": (m.MONEY, "CRM activity minutes / 60 x the hourly cost of the manager who spent them"),
+    "support_cost": (m.MONEY, "Ticket minutes / 60 x the support hourly cost"),
+    "collection_cost": (m.MONEY, "Late payment financing cost: amount x days late x annual cost of capital / 365, "
+                                 "in the month the invoice was paid (open invoices: accrued to as-of)"),
+    "bad_debt": (m.MONEY, "Open amount of invoices written off this month (unpaid past the write-off horizon)"),
+    "net_profit": (m.MONEY, "gross_margin - communication_cost - support_cost - collection_cost - bad_debt"),
+    "hours_spent": (pl.Float64(), "Hours our people spent on the client (activities and tickets)"),
     "reporting_currency": (pl.String(), "ISO 4217 code of every amount in the row"),
 }
 
@@ -33,22 +43,60 @@ def build(
     as_of: dt.date,
     reporting_currency: str,
     months: tuple[dt.date, dt.date] | None = None,
+    costs: pl.LazyFrame | None = None,
+    settlement: pl.LazyFrame | None = None,
+    margins: pl.LazyFrame | None = None,
+    default_margin: float = 0.30,
 ) -> pl.LazyFrame:
-    """Aggregate staged bank transactions. ``months`` (first days, inclusive) limits a backfill."""
-    frame = staged_txns.filter(
-        m.is_booked()
-        & (m.is_client_payment() | m.is_refund())
-        & (pl.col("booking_date") <= as_of)
-    ).with_columns(month=m.month_start())
+    """Aggregate money and cost events per client and month. ``months`` (first days, inclusive) limits a backfill.
+
+    ``costs``: economics.time_costs; ``settlement``: economics.settle_invoices; ``margins``: economics.margin_rates.
+    """
+    money = (
+        staged_txns.filter(m.is_booked() & (m.is_client_payment() | m.is_refund()) & (pl.col("booking_date") <= as_of))
+        .with_columns(month=m.month_start())
+        .group_by("client_id", "month")
+        .agg(revenue=m.revenue(), refunds=m.refunds(), purchases=m.purchases())
+    )
+    parts = [money]
+    if costs is not None:
+        parts.append(costs.select("client_id", "month", "communication_cost", "support_cost",
+                                  (pl.col("minutes") / 60).alias("hours_spent")))
+    if settlement is not None:
+        parts.append(settlement.group_by("client_id", pl.col("event_month").alias("month"))
+                     .agg(pl.col("collection_cost").sum(), pl.col("bad_debt").sum().cast(pl.Float64)))
+    frame = pl.concat(parts, how="diagonal_relaxed")
     if months is not None:
         frame = frame.filter(pl.col("month").is_between(months[0], months[1]))
+    combined = frame.group_by("client_id", "month").agg(
+        pl.col("revenue").sum(), pl.col("refunds").sum(), pl.col("purchases").sum(),
+        *(pl.col(c).sum() for c in ("communication_cost", "support_cost", "collection_cost", "bad_debt",
+                                    "hours_spent") if c in frame.collect_schema()),
+    )
+    present = combined.collect_schema()
+    for column in ("communication_cost", "support_cost", "collection_cost", "bad_debt", "hours_spent"):
+        if column not in present:
+            combined = combined.with_columns(pl.lit(0.0).alias(column))
+    rate = pl.lit(default_margin)
+    if margins is not None:
+        combined = combined.join(margins.select("client_id", "margin_rate"), on="client_id", how="left")
+        rate = pl.col("margin_rate").fill_null(default_margin)
     return (
-        frame.group_by("client_id", "month")
-        .agg(revenue=m.revenue(), refunds=m.refunds(), purchases=m.purchases())
+        combined.with_columns(
+            revenue=pl.col("revenue").fill_null(0).cast(m.MONEY),
+            refunds=pl.col("refunds").fill_null(0).cast(m.MONEY),
+            purchases=pl.col("purchases").fill_null(0).cast(pl.Int32),
+        )
+        .with_columns(net_revenue=(pl.col("revenue") - pl.col("refunds")).cast(m.MONEY))
         .with_columns(
-            net_revenue=(pl.col("revenue") - pl.col("refunds")).cast(m.MONEY),
+            # exact: Decimal x Decimal, rounded half to even to the cent
+            gross_margin=(pl.col("net_revenue") * rate.cast(pl.Decimal(18, 8))).round(2).cast(m.MONEY),
+            **{c: m.money(pl.col(c).fill_null(0)) for c in ("communication_cost", "support_cost",
+                                                            "collection_cost", "bad_debt")},
+            hours_spent=pl.col("hours_spent").fill_null(0).round(4),
             reporting_currency=pl.lit(reporting_currency),
         )
+        .with_columns(net_profit=m.net_profit())
         .select(list(SCHEMA))
         .sort("month", "client_id")
     )

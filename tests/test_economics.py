@@ -1,0 +1,184 @@
+"""Hand-computed cases for every cost component and the concentration measures (DOMAIN §1-3)."""
+
+import datetime as dt
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from transforms import economics
+from transforms import metrics as m
+from transforms.marts import (
+    client_scorecard,
+    pareto_summary,
+    phase_out_scenarios,
+    unprofitable_audit,
+    whale_curve,
+)
+
+D = Decimal
+AS_OF = dt.date(2025, 6, 30)
+
+
+def invoices(rows):
+    return pl.DataFrame(rows, schema={"client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date,
+                                      "due_date": pl.Date, "amount": m.MONEY, "status": pl.String},
+                        orient="row").lazy()
+
+
+def payments(rows):
+    return pl.DataFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date,
+                                      "amount_reporting": m.MONEY}, orient="row").lazy()
+
+
+def test_settlement_first_in_first_out():
+    out = economics.settle_invoices(
+        invoices([
+            ("C1", "I1", dt.date(2025, 1, 1), dt.date(2025, 1, 31), D("1000.00"), "won"),
+            ("C1", "I2", dt.date(2025, 2, 1), dt.date(2025, 3, 3), D("500.00"), "won"),
+            ("C1", "I3", dt.date(2025, 3, 1), dt.date(2025, 3, 31), D("800.00"), "won"),
+            ("C1", "LOST", dt.date(2025, 3, 1), dt.date(2025, 3, 31), D("999.00"), "lost"),
+            ("C2", "J1", dt.date(2024, 10, 1), dt.date(2024, 10, 31), D("300.00"), "won"),
+        ]),
+        payments([
+            ("C1", dt.date(2025, 2, 10), D("1000.00")),   # pays I1, 10 days late
+            ("C1", dt.date(2025, 3, 3), D("300.00")),     # part of I2
+            ("C1", dt.date(2025, 3, 20), D("400.00")),    # completes I2 (17 days late), 200 towards I3
+            ("C2", dt.date(2024, 11, 5), D("100.00")),    # J1 never completed
+        ]),
+        as_of=AS_OF, cost_of_capital=0.365, write_off_days=180,
+    ).collect()
+    rows = {r["invoice_id"]: r for r in out.iter_rows(named=True)}
+    assert set(rows) == {"I1", "I2", "I3", "J1"}  # lost deals are not receivables
+    assert (rows["I1"]["paid_date"], rows["I1"]["days_late"], rows["I1"]["event_month"]) == (
+        dt.date(2025, 2, 10), 10, dt.date(2025, 2, 1))
+    # amount x days late x rate / 365 with rate 36.5%: 1000 x 10 x 0.001 = 10
+    assert rows["I1"]["collection_cost"] == pytest.approx(10.0)
+    assert (rows["I2"]["paid_date"], rows["I2"]["days_late"]) == (dt.date(2025, 3, 20), 17)
+    assert rows["I2"]["collection_cost"] == pytest.approx(8.5)
+    # I3: 600 still open, 91 days past due at as-of (not written off yet): accrued to the as-of month
+    assert (rows["I3"]["paid_date"], rows["I3"]["open_amount"], rows["I3"]["days_late"]) == (None, D("600.00"), 91)
+    assert rows["I3"]["collection_cost"] == pytest.approx(600 * 91 * 0.001)
+    assert (rows["I3"]["written_off"], rows["I3"]["bad_debt"], rows["I3"]["event_month"]) == (
+        False, D("0.00"), dt.date(2025, 6, 1))
+    # J1: 200 open, 242 days past due > 180: written off on due + 180 days, as bad debt, in that month
+    assert (rows["J1"]["written_off"], rows["J1"]["bad_debt"], rows["J1"]["event_month"]) == (
+        True, D("200.00"), dt.date(2025, 4, 1))
+    assert rows["J1"]["collection_cost"] == pytest.approx(200 * 180 * 0.001)
+
+
+def test_time_costs_use_each_persons_hourly_cost():
+    activities = pl.LazyFrame({
+        "client_id": ["C1", "C1", "C2"], "manager_id": ["M1", "M9", "M1"],
+        "started_at": [dt.datetime(2025, 1, 5, 10), dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 8, 1, 9)],
+        "duration_minutes": [30.0, 60.0, 600.0]})
+    tickets = pl.LazyFrame({"client_id": ["C1"], "manager_id": ["M1"], "opened_at": [dt.date(2025, 2, 3)],
+                            "minutes_spent": [90.0]})
+    managers = pl.LazyFrame({"manager_id": ["M1"], "hourly_cost": [D("60.00")]})
+    out = economics.time_costs(activities, tickets, managers, as_of=AS_OF, default_hourly_cost=40,
+                               support_hourly_cost=None).collect().sort("month")
+    # Jan: 30 min x 60/h + 60 min x 40/h (unknown manager: default) = 30 + 40; Feb: 90 min x 60/h = 90 support
+    # August is after as-of: not counted
+    assert out.rows() == [("C1", dt.date(2025, 1, 1), 70.0, 0.0, 90.0), ("C1", dt.date(2025, 2, 1), 0.0, 90.0, 90.0)]
+
+
+def test_margin_rates_invoices_then_industry_then_default():
+    inv = pl.LazyFrame({"client_id": ["C1", "C1", "C2"], "amount": [D("100.00"), D("300.00"), D("50.00")],
+                        "cost": [D("60.00"), D("180.00"), None], "status": ["won", "won", "won"]},
+                       schema_overrides={"amount": m.MONEY, "cost": m.MONEY})
+    clients = pl.LazyFrame({"client_id": ["C1", "C2", "C3"], "industry": ["retail", "transport", None]})
+    out = economics.margin_rates(inv, clients, default_margin=0.3, margin_by_industry={"transport": 0.12})
+    assert sorted(out.collect().rows()) == [("C1", 0.4, "invoices"), ("C2", 0.12, "industry"),
+                                            ("C3", 0.3, "default")]
+
+
+def scorecard_from(values: dict[str, Decimal], profits: dict[str, Decimal] | None = None) -> pl.DataFrame:
+    months = pl.DataFrame({
+        "client_id": list(values), "month": [dt.date(2025, 6, 1)] * len(values),
+        "revenue": list(values.values()), "refunds": [D("0")] * len(values), "net_revenue": list(values.values()),
+        "purchases": [1] * len(values),
+        "gross_margin": list((profits or values).values()),
+        **{c: [D("0")] * len(values) for c in ("communication_cost", "support_cost", "collection_cost", "bad_debt")},
+        "net_profit": list((profits or values).values()), "hours_spent": [1.0] * len(values),
+        "reporting_currency": ["EUR"] * len(values),
+    }).cast({c: m.MONEY for c in ("revenue", "refunds", "net_revenue", "gross_margin", "communication_cost",
+                                  "support_cost", "collection_cost", "bad_debt", "net_profit")})
+    clients = pl.DataFrame({"client_id": list(values), "name": list(values), "source": ["crm"] * len(values),
+                            "industry": [None] * len(values), "manager_id": [None] * len(values)},
+                           schema_overrides={"industry": pl.String, "manager_id": pl.String})
+    return client_scorecard.build(months.lazy(), clients.lazy(), None, as_of=AS_OF, window_months=12,
+                                  reporting_currency="EUR").collect()
+
+
+def test_seed_004_abc_on_ten_million():
+    # given in shuffled order: the ranking must not depend on the input order
+    card = scorecard_from({"e": D("300000"), "a": D("5000000"), "g": D("0"), "c": D("1000000"), "b": D("3000000"),
+                           "f": D("200000"), "d": D("500000")})
+    by_class = card.group_by("abc_revenue").agg(pl.col("net_revenue").sum()).sort("abc_revenue").rows()
+    assert by_class == [("A", D("8000000.00")), ("B", D("1500000.00")), ("C", D("500000.00")), ("D", D("0.00"))]
+    assert card.sort("revenue_rank")["client_id"].to_list() == list("abcdefg")
+
+
+def test_abc_ties_broken_by_client_id_and_losses_are_d():
+    card = scorecard_from({"b": D("10"), "a": D("10"), "c": D("5")},
+                          profits={"b": D("10"), "a": D("-3"), "c": D("0")})
+    assert card.sort("revenue_rank")["client_id"].to_list() == ["a", "b", "c"]
+    assert dict(card.select("client_id", "abc_profit").iter_rows()) == {"b": "A", "a": "D", "c": "D"}
+    assert dict(card.select("client_id", "is_unprofitable").iter_rows()) == {"b": False, "a": True, "c": False}
+
+
+def test_seed_000_twenty_of_hundred_bring_eighty_percent():
+    values = {f"c{i:03d}": D("4000") if i % 5 == 0 else D("250") for i in range(100)}  # top 20 interleaved
+    summary = pareto_summary.build(scorecard_from(values).lazy()).collect()
+    revenue = summary.filter(pl.col("measure") == "revenue").row(0, named=True)
+    assert (revenue["clients"], revenue["total"], revenue["top_share"]) == (100, D("100000.00"), pytest.approx(0.80))
+    assert revenue["clients_share_for_80"] == pytest.approx(0.20)
+    assert revenue["top1_share"] == pytest.approx(0.04)
+    assert revenue["top10_share"] == pytest.approx(0.40)
+
+
+def test_gini_and_hhi_hand_computed():
+    frame = pl.DataFrame({"v": [4.0, 3.0, 2.0, 1.0]})  # sorted largest first, as the marts do
+    # Gini = sum((2i - n - 1) x_i) / (n sum x) = (-3*1 - 1*2 + 1*3 + 3*4) / (4 * 10) = 10/40
+    assert frame.select(m.gini("v")).item() == pytest.approx(0.25)
+    # HHI = 0.1^2 + 0.2^2 + 0.3^2 + 0.4^2
+    assert frame.select(m.hhi("v")).item() == pytest.approx(0.30)
+    equal = pl.DataFrame({"v": [5.0] * 4})
+    assert equal.select(m.gini("v")).item() == pytest.approx(0.0)
+    assert equal.select(m.hhi("v")).item() == pytest.approx(0.25)
+
+
+def test_whale_curve_peaks_before_the_loss_makers():
+    card = scorecard_from({"c": D("100"), "a": D("100"), "d": D("100"), "b": D("100")},
+                          profits={"c": D("-10"), "a": D("60"), "d": D("-20"), "b": D("30")})
+    curve = whale_curve.build(card.lazy()).collect()
+    assert curve.select("client_id", "cumulative_profit", "is_peak").rows() == [
+        ("a", D("60.00"), False), ("b", D("90.00"), True), ("c", D("80.00"), False), ("d", D("60.00"), False)]
+    assert curve["cumulative_profit_share"].to_list() == pytest.approx([1.0, 1.5, 4 / 3, 1.0])
+
+
+def test_audit_and_phase_out_what_if():
+    card = scorecard_from({"a": D("1000"), "b": D("200"), "c": D("100")},
+                          profits={"a": D("300"), "b": D("-50"), "c": D("-20")})
+    card = card.with_columns(
+        support_cost=pl.when(pl.col("client_id") == "b").then(D("80")).otherwise(D("0")).cast(m.MONEY),
+        bad_debt=pl.when(pl.col("client_id") == "c").then(D("25")).otherwise(D("0")).cast(m.MONEY))
+    months = pl.DataFrame({"client_id": ["b", "c"], "month": [dt.date(2025, 5, 1)] * 2,
+                           "net_revenue": [D("40"), D("10")]}).cast({"net_revenue": m.MONEY})
+    audit = unprofitable_audit.build(card.lazy(), months.lazy(), as_of=AS_OF).collect()
+    assert audit.select("client_id", "main_reason", "revenue_last_3_months").rows() == [
+        ("b", "support_cost", D("40.00")), ("c", "bad_debt", D("10.00"))]
+    scenarios = phase_out_scenarios.build(card.lazy(), months.lazy(), as_of=AS_OF, bottom=(1,)).collect()
+    rows = {r["scenario"]: r for r in scenarios.iter_rows(named=True)}
+    assert (rows["bottom_1"]["clients_dropped"], rows["bottom_1"]["profit_change"]) == (1, D("50.00"))
+    everyone = rows["all_loss_makers"]
+    assert (everyone["clients_dropped"], everyone["revenue_lost"], everyone["profit_before"],
+            everyone["profit_after"], everyone["revenue_at_risk_short_term"]) == (
+        2, D("300.00"), D("230.00"), D("300.00"), D("50.00"))
+    assert everyone["top1_share_after"] == pytest.approx(1.0)  # one client left: full concentration
+
+
+def test_window_is_the_last_full_months():
+    assert m.window_bounds(dt.date(2025, 6, 30), 12) == (dt.date(2024, 7, 1), dt.date(2025, 6, 1))
+    assert m.window_bounds(dt.date(2025, 6, 15), 12) == (dt.date(2024, 6, 1), dt.date(2025, 5, 1))
+    assert m.window_bounds(dt.date(2024, 2, 29), 1) == (dt.date(2024, 2, 1), dt.date(2024, 2, 1))

@@ -1,0 +1,73 @@
+"""raw.crm_* -> staging: typed CRM entities.
+
+A CRM dump is a snapshot and several exports may feed one entity (calls from HubSpot, tasks from Salesforce),
+so every entity is the union of its files, one row per id, the most recently ingested version winning.
+Values that do not parse become null (the raw row stays in raw for inspection); staging never aggregates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from transforms import metrics as m
+
+_ID = {"managers": "manager_id", "activities": "activity_id", "tickets": "ticket_id", "invoices": "invoice_id",
+       "clients": "client_id"}
+
+
+def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.LazyFrame:
+    """One row per entity id from all dumps, the latest ingested file winning; rows without an id are kept."""
+    key = _ID[entity]
+    ordered = (raw.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
+               .sort("ingest_seq", "record_number", descending=[True, False]))
+    with_key = ordered.filter(pl.col(key).is_not_null()).unique(subset=key, keep="first", maintain_order=True)
+    without = ordered.filter(pl.col(key).is_null())
+    return pl.concat([with_key, without]).sort("ingest_seq", "record_number").drop("ingest_seq")
+
+
+def _money(column: str) -> pl.Expr:
+    text = pl.col(column).str.strip_chars().str.replace_all(" ", "").str.replace(",", ".", literal=True)
+    return text.cast(pl.Decimal(18, 2), strict=False)
+
+
+def _number(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars().str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+
+
+def _date(column: str) -> pl.Expr:
+    return pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+
+
+def stage_managers(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    return latest(raw, manifest, "managers").select(
+        "manager_id", "name", "department", _money("hourly_cost").alias("hourly_cost"),
+        pl.col("currency").str.to_uppercase())
+
+
+def stage_activities(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    started = pl.col("started_at").str.slice(0, 16).str.to_datetime("%Y-%m-%dT%H:%M", strict=False)
+    return latest(raw, manifest, "activities").select(
+        "activity_id", "client_id", "manager_id", pl.col("activity_type").str.to_lowercase(),
+        pl.coalesce(started, _date("started_at").cast(pl.Datetime("us"))).alias("started_at"),
+        _number("duration_minutes").alias("duration_minutes"))
+
+
+def stage_tickets(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    return latest(raw, manifest, "tickets").select(
+        "ticket_id", "client_id", "manager_id", _date("opened_at").alias("opened_at"),
+        _date("closed_at").alias("closed_at"), _number("minutes_spent").alias("minutes_spent"))
+
+
+def stage_invoices(raw: pl.LazyFrame, manifest: pl.LazyFrame, *, payment_terms_days: int) -> pl.LazyFrame:
+    """Invoices and won deals. ``due_date`` defaults to issue date + payment terms; ``cost`` from ``margin``."""
+    amount, cost, margin = _money("amount"), _money("cost"), _money("margin")
+    issue = _date("issue_date")
+    return latest(raw, manifest, "invoices").select(
+        "invoice_id", "client_id", issue.alias("issue_date"),
+        pl.coalesce(_date("due_date"), issue + dt.timedelta(days=payment_terms_days)).alias("due_date"),
+        amount.cast(m.MONEY).alias("amount"), pl.col("currency").str.to_uppercase(),
+        pl.coalesce(cost, amount - margin).cast(m.MONEY).alias("cost"),
+        pl.col("status").str.to_lowercase().fill_null("won").alias("status"),
+    )

@@ -1,0 +1,135 @@
+"""The cost of serving each client (DOMAIN §1), as events dated to a month. Pure functions, no I/O.
+
+- ``settle_invoices``: which payment settled which invoice, first in first out per client (oldest due invoice
+  is paid first, the usual accounting convention, and vectorised as an as-of join on cumulative amounts), and
+  from that the days late, the financing cost of lateness, overdue amounts and bad debt;
+- ``time_costs``: communication (CRM activities) and support (tickets) time, priced at the hourly cost of the
+  person who spent it (time-driven activity-based costing);
+- ``margin_rates``: each client's gross margin share from its invoices' cost, else the industry default, else
+  the overall default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from transforms import metrics as m
+
+SETTLEMENT_SCHEMA = {
+    "client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
+    "amount": m.MONEY, "paid_date": pl.Date, "open_amount": m.MONEY, "days_late": pl.Int32,
+    "collection_cost": pl.Float64, "bad_debt": m.MONEY, "event_month": pl.Date, "written_off": pl.Boolean,
+}
+
+
+def _cents(expr: pl.Expr) -> pl.Expr:
+    return (expr.cast(pl.Decimal(38, 2)) * 100).cast(pl.Int64)
+
+
+def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
+                    write_off_days: int) -> pl.LazyFrame:
+    """One row per won invoice issued up to ``as_of``.
+
+    ``invoices``: client_id, invoice_id, issue_date, due_date, amount (reporting currency), status.
+    ``payments``: client_id, booking_date, amount_reporting (booked incoming client payments up to as_of).
+    An invoice is settled on the day the client's cumulative payments first cover its cumulative invoiced
+    amount. Collection cost (amount x days late x rate / 365) falls in the month of payment; an invoice still
+    open accrues it to ``as_of``, or to its write-off day once it is ``write_off_days`` past due, when its open
+    amount becomes bad debt.
+    """
+    won = (
+        invoices.filter((pl.col("status") == "won") & (pl.col("issue_date") <= as_of) & (pl.col("amount") > 0)
+                        & pl.col("client_id").is_not_null())
+        .sort("client_id", "due_date", "issue_date", "invoice_id")
+        .with_columns(_end=_cents(pl.col("amount")).cum_sum().over("client_id"))
+        .with_columns(_start=pl.col("_end") - _cents(pl.col("amount")))
+    )
+    paid = (
+        payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum())
+        .sort("client_id", "booking_date")
+        .with_columns(_paid=_cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
+    )
+    totals = paid.group_by("client_id").agg(pl.col("_paid").max().alias("_total_paid"))
+    settled = (
+        won.sort("_end")
+        .join_asof(paid.select("client_id", "_paid", pl.col("booking_date").alias("paid_date")).sort("_paid"),
+                   left_on="_end", right_on="_paid", by="client_id", strategy="forward", check_sortedness=False)
+        .join(totals, on="client_id", how="left")
+        .with_columns(pl.col("_total_paid").fill_null(0))
+    )
+    open_cents = (pl.col("_end") - pl.max_horizontal("_start", "_total_paid")).clip(0, _cents(pl.col("amount")))
+    write_off_day = pl.col("due_date") + dt.timedelta(days=write_off_days)
+    is_open = pl.col("paid_date").is_null()
+    written_off = is_open & (write_off_day <= as_of)
+    days_late = (pl.when(~is_open).then(pl.col("paid_date") - pl.col("due_date"))
+                 .when(written_off).then(pl.lit(dt.timedelta(days=write_off_days)))
+                 .otherwise(pl.lit(as_of) - pl.col("due_date"))).dt.total_days().cast(pl.Int32)
+    return (
+        settled.with_columns(open_amount=(open_cents.cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY),
+                             days_late=days_late, written_off=written_off)
+        .with_columns(
+            collection_cost=pl.when(is_open)
+            .then(m.late_payment_cost("open_amount", "days_late", cost_of_capital))
+            .otherwise(m.late_payment_cost("amount", "days_late", cost_of_capital)),
+            bad_debt=pl.when(pl.col("written_off")).then(pl.col("open_amount")).otherwise(pl.lit(0)).cast(m.MONEY),
+            event_month=pl.when(~is_open).then(pl.col("paid_date")).when(pl.col("written_off")).then(write_off_day)
+            .otherwise(pl.lit(as_of)).dt.truncate("1mo"),
+        )
+        .select(list(SETTLEMENT_SCHEMA))
+        .sort("client_id", "due_date", "invoice_id")
+    )
+
+
+def time_costs(activities: pl.LazyFrame, tickets: pl.LazyFrame, managers: pl.LazyFrame, *, as_of: dt.date,
+               default_hourly_cost: float, support_hourly_cost: float | None) -> pl.LazyFrame:
+    """client_id, month, communication_cost, support_cost, minutes (all time spent on the client)."""
+    rates = managers.select("manager_id", pl.col("hourly_cost").cast(pl.Float64).alias("_rate"))
+    calls = (
+        activities.filter(pl.col("started_at").dt.date() <= as_of)
+        .join(rates, on="manager_id", how="left")
+        .select("client_id", pl.col("started_at").dt.date().dt.truncate("1mo").alias("month"),
+                pl.col("duration_minutes").fill_null(0).alias("minutes"),
+                pl.col("_rate").fill_null(default_hourly_cost).alias("hourly_cost"))
+        .with_columns(communication_cost=m.time_cost(), support_cost=pl.lit(0.0))
+    )
+    support_rate = (pl.lit(support_hourly_cost) if support_hourly_cost is not None
+                    else pl.col("_rate").fill_null(default_hourly_cost))
+    support = (
+        tickets.filter(pl.col("opened_at") <= as_of)
+        .join(rates, on="manager_id", how="left")
+        .select("client_id", pl.col("opened_at").dt.truncate("1mo").alias("month"),
+                pl.col("minutes_spent").fill_null(0).alias("minutes"), support_rate.cast(pl.Float64).alias("hourly_cost"))
+        .with_columns(communication_cost=pl.lit(0.0), support_cost=m.time_cost())
+    )
+    return (
+        pl.concat([calls, support], how="vertical_relaxed")
+        .filter(pl.col("client_id").is_not_null())
+        .group_by("client_id", "month")
+        .agg(pl.col("communication_cost").sum(), pl.col("support_cost").sum(), pl.col("minutes").sum())
+    )
+
+
+def margin_rates(invoices: pl.LazyFrame, clients: pl.LazyFrame, *, default_margin: float,
+                 margin_by_industry: dict[str, float]) -> pl.LazyFrame:
+    """client_id, margin_rate, margin_source (invoices | industry | default) for every known client."""
+    from_invoices = (
+        invoices.filter((pl.col("status") == "won") & pl.col("cost").is_not_null() & (pl.col("amount") > 0))
+        .group_by("client_id")
+        .agg(((pl.col("amount") - pl.col("cost")).sum().cast(pl.Float64)
+              / pl.col("amount").sum().cast(pl.Float64)).alias("_invoice_rate"))
+    )
+    industry = pl.LazyFrame({"industry": list(margin_by_industry), "_industry_rate": list(margin_by_industry.values())},
+                            schema={"industry": pl.String, "_industry_rate": pl.Float64})
+    everyone = pl.concat([clients.select("client_id", "industry"),
+                          from_invoices.select("client_id", pl.lit(None, pl.String).alias("industry"))]
+                         ).unique(subset="client_id", keep="first", maintain_order=True)
+    return (
+        everyone.join(from_invoices, on="client_id", how="left").join(industry, on="industry", how="left")
+        .select("client_id",
+                pl.coalesce("_invoice_rate", "_industry_rate", pl.lit(default_margin)).alias("margin_rate"),
+                pl.when(pl.col("_invoice_rate").is_not_null()).then(pl.lit("invoices"))
+                .when(pl.col("_industry_rate").is_not_null()).then(pl.lit("industry"))
+                .otherwise(pl.lit("default")).alias("margin_source"))
+    )

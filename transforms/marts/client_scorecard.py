@@ -1,0 +1,112 @@
+"""client_scorecard: every client on one line — money, cost to serve, profit, rank and ABC (DOMAIN §1-2).
+
+Grain: one row per client (CRM clients and bank counterparties that became clients) as of the run date, over
+the scorecard window (the last N full months, default 12).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from transforms import metrics as m
+
+NAME = "client_scorecard"
+GRAIN = "one row per client as of the run date, over the trailing window of full months (default 12)"
+KEY = ("client_id",)
+PARTITION_BY = None
+_MONEY_COLUMNS = ("revenue", "refunds", "net_revenue", "gross_margin", "communication_cost", "support_cost",
+                  "collection_cost", "bad_debt", "net_profit")
+SCHEMA: dict[str, tuple[pl.DataType, str]] = {
+    "client_id": (pl.String(), "Client id (CRM, or bank:... for a bank-only counterparty)"),
+    "name": (pl.String(), "Company name"),
+    "source": (pl.String(), "crm | bank"),
+    "industry": (pl.String(), "CRM industry"),
+    "manager_id": (pl.String(), "Responsible manager"),
+    "as_of": (pl.Date(), "Run date"),
+    "window_start": (pl.Date(), "First month of the window"),
+    "window_end": (pl.Date(), "Last month of the window"),
+    "revenue": (m.MONEY, "Incoming payments in the window"),
+    "refunds": (m.MONEY, "Refunds in the window"),
+    "net_revenue": (m.MONEY, "revenue - refunds"),
+    "purchases": (pl.Int32(), "Incoming payments (count)"),
+    "gross_margin": (m.MONEY, "Gross margin in the window"),
+    "communication_cost": (m.MONEY, "Activity time cost"),
+    "support_cost": (m.MONEY, "Ticket time cost"),
+    "collection_cost": (m.MONEY, "Late payment financing cost"),
+    "bad_debt": (m.MONEY, "Invoices written off"),
+    "cost_to_serve": (m.MONEY, "communication + support + collection + bad debt"),
+    "net_profit": (m.MONEY, "gross_margin - cost_to_serve"),
+    "profit_margin": (pl.Float64(), "net_profit / net_revenue (null without revenue)"),
+    "hours_spent": (pl.Float64(), "Hours our people spent on the client"),
+    "revenue_per_hour": (pl.Float64(), "net_revenue / hours_spent (null without hours)"),
+    "avg_days_late": (pl.Float64(), "Average days late of the invoices paid in the window (early counts as 0)"),
+    "overdue_amount": (m.MONEY, "Open invoice amounts past due at as-of, not yet written off"),
+    "revenue_rank": (pl.Int32(), "1 = largest net revenue (ties by client id)"),
+    "revenue_cumulative_share": (pl.Float64(), "Share of total net revenue of this client and all above it"),
+    "abc_revenue": (pl.String(), "A/B/C/D by net revenue (A: share before < 80%, B: < 95%, D: <= 0)"),
+    "profit_rank": (pl.Int32(), "1 = largest net profit"),
+    "profit_cumulative_share": (pl.Float64(), "Share of total positive profit of this client and all above it"),
+    "abc_profit": (pl.String(), "A/B/C/D by net profit (D: no profit or a loss)"),
+    "is_unprofitable": (pl.Boolean(), "Net profit below zero: revenue does not cover the cost of serving"),
+    "reporting_currency": (pl.String(), "ISO 4217 code of every amount"),
+}
+
+
+def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) -> pl.DataFrame:
+    """Rank, cumulative share and ABC class. Eager on purpose: one row per client, and the window
+    expressions need the rank order (see pareto_summary for the lazy-sort pitfall)."""
+    keys, descending = m.rank_order(measure)
+    share = m.cumulative_share_before(measure) + pl.col(measure).cast(pl.Float64).clip(lower_bound=0) / pl.col(
+        measure).cast(pl.Float64).clip(lower_bound=0).sum()
+    return frame.sort(keys, descending=descending).with_columns(
+        pl.int_range(1, pl.len() + 1).cast(pl.Int32).alias(f"{prefix}_rank"),
+        share.fill_nan(0.0).alias(f"{prefix}_cumulative_share"),
+        m.abc_category(measure, a, b).alias(f"abc_{prefix}"),
+    )
+
+
+def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.LazyFrame | None, *,
+          as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
+          abc_b: float = 0.95) -> pl.LazyFrame:
+    first, last = m.window_bounds(as_of, window_months)
+    sums = (
+        client_month.filter(pl.col("month").is_between(first, last))
+        .group_by("client_id")
+        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases", "hours_spent")))
+    )
+    dim = clients.select("client_id", "name", "source", "industry", "manager_id")
+    frame = (
+        dim.join(sums, on="client_id", how="full", coalesce=True)
+        .with_columns(*(pl.col(c).fill_null(0).cast(m.MONEY) for c in _MONEY_COLUMNS),
+                      pl.col("purchases").fill_null(0).cast(pl.Int32), pl.col("hours_spent").fill_null(0.0),
+                      pl.col("source").fill_null("crm"))
+        .with_columns(cost_to_serve=(pl.col("communication_cost") + pl.col("support_cost")
+                                     + pl.col("collection_cost") + pl.col("bad_debt")).cast(m.MONEY))
+    )
+    if settlement is not None:
+        lateness = (
+            settlement.filter(pl.col("paid_date").is_between(first, (last + dt.timedelta(days=31)).replace(day=1)
+                                                             - dt.timedelta(days=1)))
+            .group_by("client_id").agg(avg_days_late=pl.col("days_late").clip(lower_bound=0).mean())
+        )
+        overdue = (
+            settlement.filter((pl.col("open_amount") > 0) & ~pl.col("written_off") & (pl.col("due_date") < as_of))
+            .group_by("client_id").agg(overdue_amount=pl.col("open_amount").sum().cast(m.MONEY))
+        )
+        frame = frame.join(lateness, on="client_id", how="left").join(overdue, on="client_id", how="left")
+    else:
+        frame = frame.with_columns(avg_days_late=pl.lit(None, pl.Float64), overdue_amount=pl.lit(None, m.MONEY))
+    frame = frame.with_columns(
+        pl.col("overdue_amount").fill_null(0).cast(m.MONEY),
+        profit_margin=m.profit_margin(),
+        revenue_per_hour=pl.when(pl.col("hours_spent") > 0).then(
+            pl.col("net_revenue").cast(pl.Float64) / pl.col("hours_spent")),
+        is_unprofitable=pl.col("net_profit") < 0,
+        as_of=pl.lit(as_of), window_start=pl.lit(first), window_end=pl.lit(last),
+        reporting_currency=pl.lit(reporting_currency),
+    )
+    ranked = _ranked(frame.collect(), "net_profit", "profit", abc_a, abc_b)
+    ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
+    return ranked.select(list(SCHEMA)).lazy()
