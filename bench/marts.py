@@ -1,0 +1,224 @@
+"""Client-economics marts: the pipeline's polars transforms against a hand-written DuckDB SQL reference.
+
+    uv run python bench/marts.py --transactions 10000000
+
+Synthesises staged bank transactions, invoices (one per payment), CRM activities and tickets (vectorised, in
+memory), then in the same process times
+- ours: economics.settle_invoices + time_costs + margin_rates -> client_month -> client_scorecard -> pareto,
+  whale curve, audit and what-if (everything collected);
+- reference: the same numbers (client_month money and costs with FIFO settlement via ASOF JOIN, the scorecard
+  with ranks and ABC) in DuckDB SQL over the same Arrow data;
+and reports wall time, the ratio ours / reference, peak RSS, and that both give the same totals.
+Issue 5's target: ratio <= 1.5 and peak memory under 8 GB at 10M transactions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from transforms import economics  # noqa: E402
+from transforms import metrics as m  # noqa: E402
+from transforms.marts import (  # noqa: E402
+    client_month,
+    client_scorecard,
+    pareto_summary,
+    phase_out_scenarios,
+    unprofitable_audit,
+    whale_curve,
+)
+
+AS_OF = dt.date(2026, 10, 31)
+START = dt.date(2023, 11, 1)
+
+
+def synthesise(n: int, seed: int = 1) -> dict[str, pl.DataFrame]:
+    rng = np.random.default_rng(seed)
+    clients = max(100, n // 40)
+    days = (AS_OF - START).days + 1
+    size = (rng.pareto(1.2, clients) + 1) * 100
+    who = rng.choice(clients, n, p=size / size.sum())
+    day = rng.integers(0, days, n)
+    cents = np.maximum((size[who] * rng.lognormal(0, 0.5, n) * 100).astype(np.int64), 100)
+    refund = rng.random(n) < 0.03
+    ids = pl.Series("client_id", [f"C{i:07d}" for i in range(clients)])
+    staged = pl.DataFrame({"_who": who, "_day": day, "_cents": np.where(refund, -cents // 10, cents),
+                           "_refund": refund}).with_columns(
+        client_id=pl.col("_who").map_batches(lambda s: ids.gather(s)),
+        booking_date=pl.lit(START) + pl.duration(days=pl.col("_day")),
+        amount_reporting=(pl.col("_cents").cast(pl.Decimal(18, 0)) / 100).cast(m.MONEY),
+        category=pl.when(pl.col("_refund")).then(pl.lit("refund")).otherwise(pl.lit("client_payment")),
+        status=pl.lit("BOOK"),
+    ).drop("_who", "_day", "_cents", "_refund")
+    payments = staged.filter(pl.col("category") == "client_payment")
+    late = rng.integers(-10, 60, payments.height)
+    invoices = payments.select(
+        "client_id", pl.format("I{}", pl.int_range(pl.len())).alias("invoice_id"),
+        (pl.col("booking_date") - pl.duration(days=pl.Series(late + 30))).alias("issue_date"),
+        (pl.col("booking_date") - pl.duration(days=pl.Series(late))).alias("due_date"),
+        pl.col("amount_reporting").alias("amount"),
+        (pl.col("amount_reporting").cast(pl.Float64) * 0.7).round(2).cast(m.MONEY).alias("cost"),
+        pl.lit("won").alias("status"),
+    ).filter(pl.col("issue_date") <= AS_OF)
+    k = n // 2
+    activities = pl.DataFrame({"_who": rng.integers(0, clients, k), "_day": rng.integers(0, days, k),
+                               "duration_minutes": rng.integers(5, 90, k).astype(np.float64),
+                               "manager_id": [f"M{i:02d}" for i in rng.integers(0, 50, k)]}).with_columns(
+        client_id=pl.col("_who").map_batches(lambda s: ids.gather(s)),
+        started_at=(pl.lit(START) + pl.duration(days=pl.col("_day"))).cast(pl.Datetime("us")),
+    ).drop("_who", "_day")
+    t = n // 20
+    tickets = pl.DataFrame({"_who": rng.integers(0, clients, t), "_day": rng.integers(0, days, t),
+                            "minutes_spent": rng.integers(10, 240, t).astype(np.float64),
+                            "manager_id": [f"M{i:02d}" for i in rng.integers(0, 50, t)]}).with_columns(
+        client_id=pl.col("_who").map_batches(lambda s: ids.gather(s)),
+        opened_at=pl.lit(START) + pl.duration(days=pl.col("_day")),
+    ).drop("_who", "_day")
+    managers = pl.DataFrame({"manager_id": [f"M{i:02d}" for i in range(50)],
+                             "hourly_cost": [float(40 + i % 30) for i in range(50)]}).with_columns(
+        pl.col("hourly_cost").cast(m.MONEY))
+    dim = pl.DataFrame({"client_id": ids, "name": ids, "source": "crm", "industry": None,
+                        "manager_id": None}).cast({"industry": pl.String, "manager_id": pl.String})
+    return {"staged": staged, "invoices": invoices, "activities": activities, "tickets": tickets,
+            "managers": managers, "clients": dim}
+
+
+def ours(d: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    staged = d["staged"].lazy()
+    payments = staged.filter(pl.col("category") == "client_payment")
+    settlement = economics.settle_invoices(d["invoices"].lazy(), payments, as_of=AS_OF, cost_of_capital=0.1,
+                                           write_off_days=180).collect().lazy()
+    costs = economics.time_costs(d["activities"].lazy(), d["tickets"].lazy(), d["managers"].lazy(), as_of=AS_OF,
+                                 default_hourly_cost=50, support_hourly_cost=None)
+    margins = economics.margin_rates(d["invoices"].lazy(), d["clients"].lazy(), default_margin=0.3,
+                                     margin_by_industry={})
+    months = client_month.build(staged, as_of=AS_OF, reporting_currency="EUR", costs=costs,
+                                settlement=settlement, margins=margins).collect()
+    card = client_scorecard.build(months.lazy(), d["clients"].lazy(), settlement, as_of=AS_OF, window_months=12,
+                                  reporting_currency="EUR").collect()
+    audit = unprofitable_audit.build(card.lazy(), months.lazy(), as_of=AS_OF).collect()
+    return {"client_month": months, "scorecard": card, "pareto": pareto_summary.build(card.lazy()).collect(),
+            "whale": whale_curve.build(card.lazy()).collect(), "audit": audit,
+            "scenarios": phase_out_scenarios.build(card.lazy(), months.lazy(), as_of=AS_OF, bottom=(5, 10)).collect()}
+
+
+REFERENCE_SQL = """
+WITH money AS (
+    SELECT client_id, date_trunc('month', booking_date)::DATE AS month,
+           coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0) AS revenue,
+           coalesce(-sum(amount_reporting) FILTER (WHERE category = 'refund'), 0) AS refunds
+    FROM staged WHERE status = 'BOOK' AND booking_date <= $as_of GROUP BY ALL
+), won AS (
+    SELECT client_id, invoice_id, due_date, amount,
+           sum((amount * 100)::BIGINT) OVER (PARTITION BY client_id ORDER BY due_date, issue_date, invoice_id) AS c_end
+    FROM invoices WHERE status = 'won' AND issue_date <= $as_of AND amount > 0
+), paid AS (
+    SELECT client_id, booking_date,
+           sum(sum((amount_reporting * 100)::BIGINT)) OVER (PARTITION BY client_id ORDER BY booking_date) AS c_paid
+    FROM staged WHERE category = 'client_payment' AND status = 'BOOK' AND booking_date <= $as_of
+    GROUP BY client_id, booking_date
+), totals AS (SELECT client_id, max(c_paid) AS total_paid FROM paid GROUP BY ALL
+), settled AS (
+    SELECT w.*, p.booking_date AS paid_date, coalesce(t.total_paid, 0) AS total_paid
+    FROM won w ASOF LEFT JOIN paid p ON w.client_id = p.client_id AND w.c_end <= p.c_paid
+    LEFT JOIN totals t ON t.client_id = w.client_id
+), settlement AS (
+    SELECT client_id,
+           CASE WHEN paid_date IS NOT NULL THEN date_trunc('month', paid_date)
+                WHEN due_date + 180 <= $as_of THEN date_trunc('month', due_date + 180)
+                ELSE date_trunc('month', $as_of::DATE) END::DATE AS month,
+           CASE WHEN paid_date IS NOT NULL THEN amount::DOUBLE * greatest(paid_date - due_date, 0) * 0.1 / 365
+                ELSE greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
+                     * greatest(CASE WHEN due_date + 180 <= $as_of THEN 180 ELSE $as_of::DATE - due_date END, 0) * 0.1 / 365
+           END AS collection_cost,
+           CASE WHEN paid_date IS NULL AND due_date + 180 <= $as_of
+                THEN greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
+                ELSE 0 END AS bad_debt
+    FROM settled
+), time_cost AS (
+    SELECT a.client_id, date_trunc('month', a.started_at)::DATE AS month,
+           sum(a.duration_minutes / 60 * coalesce(mg.hourly_cost::DOUBLE, 50)) AS communication_cost, 0.0 AS support_cost,
+           sum(a.duration_minutes) AS minutes
+    FROM activities a LEFT JOIN managers mg USING (manager_id) WHERE a.started_at::DATE <= $as_of GROUP BY 1, 2
+    UNION ALL
+    SELECT t.client_id, date_trunc('month', t.opened_at)::DATE, 0.0,
+           sum(t.minutes_spent / 60 * coalesce(mg.hourly_cost::DOUBLE, 50)), sum(t.minutes_spent)
+    FROM tickets t LEFT JOIN managers mg USING (manager_id) WHERE t.opened_at <= $as_of GROUP BY 1, 2
+), margin AS (
+    SELECT client_id, (sum(amount - cost) / sum(amount))::DOUBLE AS rate FROM invoices
+    WHERE status = 'won' AND cost IS NOT NULL AND amount > 0 GROUP BY ALL
+), month_rows AS (
+    SELECT client_id, month, sum(revenue) AS revenue, sum(refunds) AS refunds, sum(cc) AS communication_cost,
+           sum(sc) AS support_cost, sum(col) AS collection_cost, sum(bd) AS bad_debt, sum(mins) / 60 AS hours
+    FROM (
+        SELECT client_id, month, revenue, refunds, 0 AS cc, 0 AS sc, 0 AS col, 0 AS bd, 0 AS mins FROM money
+        UNION ALL SELECT client_id, month, 0, 0, communication_cost, support_cost, 0, 0, minutes FROM time_cost
+        UNION ALL SELECT client_id, month, 0, 0, 0, 0, collection_cost, bad_debt, 0 FROM settlement
+    ) GROUP BY ALL
+), client_month AS (
+    SELECT r.*, round((r.revenue - r.refunds) * coalesce(mg.rate, 0.3), 2) AS gross_margin,
+           round((r.revenue - r.refunds) * coalesce(mg.rate, 0.3), 2) - round(communication_cost, 2)
+             - round(support_cost, 2) - round(collection_cost, 2) - round(bad_debt, 2) AS net_profit
+    FROM month_rows r LEFT JOIN margin mg USING (client_id)
+), card AS (
+    SELECT client_id, sum(revenue - refunds) AS net_revenue, sum(net_profit) AS net_profit, sum(hours) AS hours
+    FROM client_month WHERE month BETWEEN DATE '2025-11-01' AND DATE '2026-10-01' GROUP BY ALL
+), ranked AS (
+    SELECT *, row_number() OVER (ORDER BY net_revenue DESC, client_id) AS revenue_rank,
+           (sum(greatest(net_revenue, 0)) OVER (ORDER BY net_revenue DESC, client_id) - greatest(net_revenue, 0))
+             / sum(greatest(net_revenue, 0)) OVER () AS share_before
+    FROM card
+)
+SELECT (SELECT sum(revenue) FROM client_month) AS total_revenue,
+       (SELECT sum(net_profit) FROM client_month) AS total_profit,
+       count(*) FILTER (WHERE net_revenue > 0 AND share_before < 0.8) AS clients_a,
+       count(*) AS clients
+FROM ranked
+"""
+
+
+def reference(d: dict[str, pl.DataFrame]) -> tuple:
+    con = duckdb.connect()
+    for name in ("staged", "invoices", "activities", "tickets", "managers"):
+        con.register(name, d[name].to_arrow())
+    return con.execute(REFERENCE_SQL, {"as_of": AS_OF}).fetchone()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transactions", type=int, default=1_000_000)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    data = synthesise(args.transactions)
+    print(f"synthesised {args.transactions:,} transactions, {data['invoices'].height:,} invoices, "
+          f"{data['activities'].height:,} activities, {data['clients'].height:,} clients "
+          f"in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    result = ours(data)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ref = reference(data)
+    ref_s = time.perf_counter() - start
+    months, card = result["client_month"], result["scorecard"]
+    print(f"ours:      {ours_s:7.2f} s  ({months.height:,} client-months, {card.height:,} scorecard rows)")
+    print(f"reference: {ref_s:7.2f} s  (DuckDB SQL, same process)")
+    print(f"ratio ours / reference: {ours_s / ref_s:.2f}  (target <= 1.5)")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB  (target < 8,192)")
+    same = (months["revenue"].sum() == ref[0], card.filter(pl.col("abc_revenue") == "A").height == ref[2])
+    print(f"same numbers: revenue {months['revenue'].sum()} vs {ref[0]}; net profit {months['net_profit'].sum()} "
+          f"vs {ref[1]}; A clients {card.filter(pl.col('abc_revenue') == 'A').height} vs {ref[2]} -> "
+          f"{'yes' if all(same) else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
