@@ -28,11 +28,19 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from clientbase.errors import ParseError, UnknownFormatError
-from sources.base import BankTxn, FileInfo, Record, Rejected, clean, parse_date, parse_decimal
+from sources.base import (
+    BankTxn,
+    FileInfo,
+    Record,
+    Rejected,
+    clean,
+    load_yaml_models,
+    parse_date,
+    parse_decimal,
+)
 
 NAME = "bank_csv"
 KIND = "bank"
@@ -98,13 +106,7 @@ class Profile(BaseModel):
 
 @cache
 def profiles() -> tuple[Profile, ...]:
-    loaded = []
-    for path in sorted(PROFILE_DIR.glob("*.yaml")):
-        try:
-            loaded.append(Profile(**yaml.safe_load(path.read_text(encoding="utf-8"))))
-        except (ValidationError, TypeError, yaml.YAMLError) as exc:
-            raise ParseError(f"bank CSV profile is invalid: {exc}".replace("\n", " "), path=str(path)) from None
-    return tuple(loaded)
+    return load_yaml_models(PROFILE_DIR, Profile, "bank CSV profile")
 
 
 @dataclass
@@ -222,13 +224,24 @@ def own_account_from_preamble(layout: Layout, name: str) -> str | None:
                      "the export lacks the account number", path=name, field="own_account")
 
 
-def read(path: Path) -> Iterator[Record]:
-    name = str(path)
+def layout_of(path: Path) -> Layout:
+    """The profile layout of a file, or the 'no profile matches' error listing the closest ones."""
     with path.open("rb") as raw:
         head = raw.read(65536)
-    layout = layout_for(head, name)
+    layout = layout_for(head, str(path))
     if layout is None:
-        raise UnknownFormatError(explain_bytes(head), path=name)
+        raise UnknownFormatError(explain_bytes(head), path=str(path))
+    return layout
+
+
+def _encoding_error(layout: Layout, exc: UnicodeDecodeError, name: str) -> ParseError:
+    return ParseError(f"bytes not valid in the profile's encoding {layout.encoding} ({exc.reason}); check the "
+                      "export's encoding or the profile", path=name)
+
+
+def read(path: Path) -> Iterator[Record]:
+    name = str(path)
+    layout = layout_of(path)
     profile = layout.profile
     own_account = own_account_from_preamble(layout, name)
     yield FileInfo(encoding=layout.encoding)
@@ -241,8 +254,7 @@ def read(path: Path) -> Iterator[Record]:
             yield from rows_to_records(rows, layout, name, own_account,
                                        line_of=lambda: rows.line_num + layout.header_line + 1)
         except UnicodeDecodeError as exc:
-            raise ParseError(f"bytes not valid in the profile's encoding {layout.encoding} ({exc.reason}); "
-                             "check the export's encoding or the profile", path=name) from None
+            raise _encoding_error(layout, exc, name) from None
         except csv.Error as exc:
             raise ParseError(f"malformed CSV ({exc})", path=name) from None
 
@@ -342,16 +354,10 @@ def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str,
     """The fast path used by ingestion: DuckDB types the rows (see ``sources/bank_csv_bulk.py``)."""
     from sources import bank_csv_bulk
 
-    name = str(path)
-    with path.open("rb") as raw:
-        head = raw.read(65536)
-    layout = layout_for(head, name)
-    if layout is None:
-        raise UnknownFormatError(explain_bytes(head), path=name)
+    layout = layout_of(path)
     try:
         loaded, quarantined = bank_csv_bulk.load(con, path, layout, file_hash=file_hash, source_file=source_file,
                                                  run_id=run_id, scratch=scratch)
     except UnicodeDecodeError as exc:
-        raise ParseError(f"bytes not valid in the profile's encoding {layout.encoding} ({exc.reason}); "
-                         "check the export's encoding or the profile", path=name) from None
+        raise _encoding_error(layout, exc, str(path)) from None
     return BulkResult(loaded, quarantined, "utf-8" if layout.encoding == "utf-8-sig" else layout.encoding)

@@ -115,6 +115,20 @@ def parse_date(text: str, fmt: str, *, path: str, record: int, field_name: str) 
                          field=field_name) from None
 
 
+def load_yaml_models(folder, model, what: str) -> tuple:
+    """Every ``*.yaml`` in ``folder`` validated as ``model`` (profiles, presets); a bad file names itself."""
+    import yaml
+    from pydantic import ValidationError
+
+    loaded = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            loaded.append(model(**yaml.safe_load(path.read_text(encoding="utf-8"))))
+        except (ValidationError, TypeError, yaml.YAMLError) as exc:
+            raise ParseError(f"{what} is invalid: {exc}".replace("\n", " "), path=str(path)) from None
+    return tuple(loaded)
+
+
 def clean(text: str | None) -> str | None:
     """Collapse whitespace; empty -> None."""
     if text is None:

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from clientbase.errors import ParseError, UnknownFormatError
 from sources import text
-from sources.base import CrmRow, FileInfo, Record, Rejected, clean
+from sources.base import CrmRow, FileInfo, Record, Rejected, clean, load_yaml_models
 
 NAME = "crm"
 KIND = "crm"
@@ -161,12 +160,7 @@ def canonical_presets() -> list[Preset]:
 
 @cache
 def vendor_presets() -> tuple[Preset, ...]:
-    loaded = []
-    for path in sorted(PRESET_DIR.glob("*.yaml")):
-        try:
-            loaded.append(Preset(**yaml.safe_load(path.read_text(encoding="utf-8"))))
-        except (ValidationError, TypeError, yaml.YAMLError) as exc:
-            raise ParseError(f"CRM preset is invalid: {exc}".replace("\n", " "), path=str(path)) from None
+    loaded = load_yaml_models(PRESET_DIR, Preset, "CRM preset")
     for preset in loaded:
         missing = [c for c in ENTITIES[preset.entity][0] if c not in preset.columns and c not in preset.constants]
         if missing:

@@ -52,10 +52,11 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
         .with_columns(_paid=_cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
     )
     totals = paid.group_by("client_id").agg(pl.col("_paid").max().alias("_total_paid"))
+    # both sides are sorted by client, then by their cumulative amount (increasing within a client): that is
+    # the order join_asof needs within each 'by' group, so no global re-sort
     settled = (
-        won.sort("_end")
-        .join_asof(paid.select("client_id", "_paid", pl.col("booking_date").alias("paid_date")).sort("_paid"),
-                   left_on="_end", right_on="_paid", by="client_id", strategy="forward", check_sortedness=False)
+        won.join_asof(paid.select("client_id", "_paid", pl.col("booking_date").alias("paid_date")),
+                      left_on="_end", right_on="_paid", by="client_id", strategy="forward", check_sortedness=False)
         .join(totals, on="client_id", how="left")
         .with_columns(pl.col("_total_paid").fill_null(0))
     )
@@ -78,7 +79,6 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
             .otherwise(pl.lit(as_of)).dt.truncate("1mo"),
         )
         .select(list(SETTLEMENT_SCHEMA))
-        .sort("client_id", "due_date", "invoice_id")
     )
 
 
