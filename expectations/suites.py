@@ -72,6 +72,11 @@ def staged_suite(reporting_currency: str) -> Suite:
                 "override", "tax_id", "account", "name_exact", "name_fuzzy", "bank_counterparty", "ambiguous"]),
             E.ExpectColumnValuesToBeBetween(column="confidence", min_value=0, max_value=1),
         ],
+        # a won invoice in a currency without a rate would silently drop out of the economics
+        "staging.invoice": [
+            E.ExpectColumnValuesToNotBeNull(column="amount", row_condition='status == "won"',
+                                            condition_parser="pandas"),
+        ],
         "staging.client": [
             E.ExpectColumnValuesToBeUnique(column="client_id"),
             E.ExpectColumnValuesToNotBeNull(column="client_id"),

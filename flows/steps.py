@@ -188,6 +188,7 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
                                     "booking_date FROM staging.bank_transaction",
         "staging.client": "SELECT client_id FROM staging.client",
         "staging.client_match": "SELECT counterparty_key, method, confidence FROM staging.client_match",
+        "staging.invoice": "SELECT invoice_id, status, amount, currency, issue_date FROM staging.invoice",
     })
     txns = datasets["staging.bank_transaction"]
     outcome = run_gate("staged", run_id, datasets, suites.staged_suite(settings.reporting_currency))
@@ -200,6 +201,12 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
                                                                    if len(days) > 5 else "")
             outcome.failures.insert(0, f"no FX rate to {settings.reporting_currency} for {currency} on {shown} "
                                        f"({rows.height} client transactions); add them to "
+                                       f"{settings.inbox_dir / settings.fx.rates_file}")
+        invoices = datasets["staging.invoice"].filter((pl.col("status") == "won") & pl.col("amount").is_null())
+        for (currency,), rows in sorted(invoices.group_by("currency"), key=lambda g: str(g[0])):
+            outcome.failures.insert(0, f"{rows.height} won CRM invoice(s) in {currency} have no FX rate to "
+                                       f"{settings.reporting_currency} on their issue date (e.g. invoice "
+                                       f"{rows['invoice_id'][0]} of {rows['issue_date'][0]}); add the rates to "
                                        f"{settings.inbox_dir / settings.fx.rates_file}")
     return _record_gate(settings, outcome)
 

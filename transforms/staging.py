@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from transforms import identity
+from transforms import crm_staging, identity
 from transforms import metrics as m
 
 STAGED_BANK_COLUMNS = (
@@ -83,12 +83,8 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
 
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    """Typed CRM clients from the most recently ingested dump (a CRM dump is a snapshot, not a delta)."""
-    latest = (
-        raw_clients.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
-        .filter(pl.col("ingest_seq") == pl.col("ingest_seq").max())
-    )
-    return latest.select(
+    """Typed CRM clients: one row per client id over all dumps, the latest ingested version winning."""
+    return crm_staging.latest(raw_clients, manifest, "clients").filter(pl.col("client_id").is_not_null()).select(
         pl.col("client_id").str.strip_chars(),
         pl.col("name"),
         identity.normalise_company_name(pl.col("name")).alias("name_key"),
@@ -101,9 +97,7 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
-        pl.col("record_number"),
-    ).sort("client_id", "record_number").unique(subset="client_id", keep="first", maintain_order=True).drop(
-        "record_number")
+    ).sort("client_id")
 
 
 def label_counterparties(
