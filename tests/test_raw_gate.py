@@ -39,3 +39,16 @@ def test_unbalanced_statement_fails_naming_the_file(tmp_path, fixtures):
     assert (f"{tmp_path / 'inbox' / 'bank' / 'march.xml'}: statement S-2025-03 of account LV80BANK0000435195001 "
             "does not reconcile: opening -50.00000 + entries 120.00000 != closing 70.01000 (difference -0.01000)"
             ) in message
+
+
+def test_won_invoice_without_fx_rate_stops_the_staged_gate(tmp_path, fixtures):
+    crm = tmp_path / "inbox" / "crm"
+    crm.mkdir(parents=True)
+    (crm / "invoices.csv").write_text("invoice_id,client_id,issue_date,amount,currency,status\n"
+                                      "INV-9,C1,2025-03-02,100.00,USD,won\nINV-10,C1,2025-03-02,5.00,EUR,won\n")
+    settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v08_pty.xml").read_bytes())
+    steps.stage(settings)
+    with pytest.raises(GateFailed) as err:
+        steps.gate_staged(settings, "run-1")
+    assert ("1 won CRM invoice(s) in USD have no FX rate to EUR on their issue date (e.g. invoice INV-9 of "
+            "2025-03-02)") in str(err.value)
