@@ -77,6 +77,8 @@ class EconomicsConfig(_Strict):
     abc_b: float = Field(default=0.95, gt=0, lt=1, description="B: cumulative share before the client < this.")
     top_share: float = Field(default=0.20, gt=0, lt=1, description="Pareto: share of the top clients.")
     phase_out_bottom: tuple[int, ...] = Field(default=(5, 10), description="What-if: drop the bottom N by profit.")
+    xyz_x: float = Field(default=0.10, gt=0, description="X: coefficient of variation <= this.")
+    xyz_y: float = Field(default=0.25, gt=0, description="Y: coefficient of variation <= this (Z above).")
 
 
 class CrmConfig(_Strict):

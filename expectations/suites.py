@@ -12,10 +12,13 @@ from typing import Any
 
 from transforms import metrics as m
 from transforms.marts import (
+    abc_xyz_matrix,
     client_month,
     client_scorecard,
+    cohort_retention,
     pareto_summary,
     phase_out_scenarios,
+    retention_period,
     run_log,
     unmatched_counterparties,
     unprofitable_audit,
@@ -122,6 +125,19 @@ def marts_suite() -> Suite:
         phase_out_scenarios.NAME: [
             E.ExpectColumnValuesToBeUnique(column="scenario"),
             E.ExpectColumnValuesToBeBetween(column="clients_dropped", min_value=0),
+        ],
+        abc_xyz_matrix.NAME: [
+            E.ExpectTableRowCountToEqual(value=9),
+            E.ExpectColumnValuesToBeUnique(column="cell"),
+        ],
+        retention_period.NAME: [
+            E.ExpectCompoundColumnsToBeUnique(column_list=list(retention_period.KEY)),
+            E.ExpectColumnValuesToBeInSet(column="period_type", value_set=["month", "quarter", "year"]),
+            E.ExpectColumnValuesToBeBetween(column="churn_rate", min_value=0, max_value=1),
+        ],
+        cohort_retention.NAME: [
+            E.ExpectCompoundColumnsToBeUnique(column_list=list(cohort_retention.KEY)),
+            E.ExpectColumnValuesToBeBetween(column="retention_rate", min_value=0, max_value=1),
         ],
         unmatched_counterparties.NAME: [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(unmatched_counterparties.SCHEMA)),

@@ -20,14 +20,17 @@ from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
 from expectations import suites
 from expectations.gate import GateOutcome, run_gate
 from sources import archive, registry
-from transforms import crm_staging, economics, identity, staging
+from transforms import behaviour, crm_staging, economics, identity, staging
 from transforms import metrics as m
 from transforms.marts import (
     MARTS,
+    abc_xyz_matrix,
     client_month,
     client_scorecard,
+    cohort_retention,
     pareto_summary,
     phase_out_scenarios,
+    retention_period,
     run_log,
     unmatched_counterparties,
     unprofitable_audit,
@@ -347,9 +350,17 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     months_all = client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
                                     costs=costs, settlement=settlement, margins=margins,
                                     default_margin=eco.default_margin).collect()
+    first = behaviour.first_purchases(payments)
+    window = m.window_bounds(as_of, eco.window_months)
+    regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y)
     scorecard = client_scorecard.build(months_all.lazy(), clients, settlement, as_of=as_of,
                                        window_months=eco.window_months, reporting_currency=settings.reporting_currency,
-                                       abc_a=eco.abc_a, abc_b=eco.abc_b).collect()
+                                       abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity).collect()
+    first_payment = payments.select(pl.col("booking_date").min()).collect().item()
+    retention = (behaviour.retention(payments, behaviour.periods(first_payment.replace(day=1), window[1]),
+                                     window_days=settings.activity_window_days)
+                 if first_payment is not None else pl.LazyFrame(schema={
+                     c: t for c, (t, _) in retention_period.SCHEMA.items()}))
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
     frames = {
         client_month.NAME: months_all if months is None else months_all.filter(
@@ -360,6 +371,9 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         unprofitable_audit.NAME: audit,
         phase_out_scenarios.NAME: phase_out_scenarios.build(scorecard.lazy(), months_all.lazy(), as_of=as_of,
                                                             bottom=eco.phase_out_bottom).collect(),
+        abc_xyz_matrix.NAME: abc_xyz_matrix.build(scorecard.lazy()).collect(),
+        retention_period.NAME: retention_period.build(retention).collect(),
+        cohort_retention.NAME: cohort_retention.build(behaviour.cohorts(months_all.lazy(), first)).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(
             staged, inputs["match"].lazy(),
             crm_present=bool(inputs["clients"].filter(pl.col("source") == "crm").height),

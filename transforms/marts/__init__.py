@@ -2,10 +2,13 @@
 generated from them (``clientbase docs``), never written twice."""
 
 from transforms.marts import (
+    abc_xyz_matrix,
     client_month,
     client_scorecard,
+    cohort_retention,
     pareto_summary,
     phase_out_scenarios,
+    retention_period,
     run_log,
     unmatched_counterparties,
     unprofitable_audit,
@@ -13,4 +16,4 @@ from transforms.marts import (
 )
 
 MARTS = (client_month, client_scorecard, pareto_summary, whale_curve, unprofitable_audit, phase_out_scenarios,
-         unmatched_counterparties, run_log)
+         abc_xyz_matrix, retention_period, cohort_retention, unmatched_counterparties, run_log)

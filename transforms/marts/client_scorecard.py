@@ -50,6 +50,10 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "profit_cumulative_share": (pl.Float64(), "Share of total positive profit of this client and all above it"),
     "abc_profit": (pl.String(), "A/B/C/D by net profit (D: no profit or a loss)"),
     "is_unprofitable": (pl.Boolean(), "Net profit below zero: revenue does not cover the cost of serving"),
+    "xyz_months": (pl.Int32(), "Months observed for XYZ: from the later of window start and first purchase"),
+    "revenue_cv": (pl.Float64(), "Coefficient of variation of monthly net revenue (population std / mean)"),
+    "xyz": (pl.String(), "X (CV <= 0.10) | Y (<= 0.25) | Z; null with fewer than 3 months or no revenue"),
+    "abc_xyz": (pl.String(), "abc_revenue + xyz (AX .. CZ); null when either is missing or ABC is D"),
     "reporting_currency": (pl.String(), "ISO 4217 code of every amount"),
 }
 
@@ -69,7 +73,8 @@ def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) 
 
 def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.LazyFrame | None, *,
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
-          abc_b: float = 0.95) -> pl.LazyFrame:
+          abc_b: float = 0.95, xyz: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """``xyz``: behaviour.xyz over the same window (client_id, xyz_months, revenue_cv, xyz)."""
     first, last = m.window_bounds(as_of, window_months)
     sums = (
         client_month.filter(pl.col("month").is_between(first, last))
@@ -107,6 +112,15 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
         as_of=pl.lit(as_of), window_start=pl.lit(first), window_end=pl.lit(last),
         reporting_currency=pl.lit(reporting_currency),
     )
+    if xyz is not None:
+        frame = frame.join(xyz, on="client_id", how="left")
+    else:
+        frame = frame.with_columns(xyz_months=pl.lit(None, pl.Int32), revenue_cv=pl.lit(None, pl.Float64),
+                                   xyz=pl.lit(None, pl.String))
     ranked = _ranked(frame.collect(), "net_profit", "profit", abc_a, abc_b)
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
+    ranked = ranked.with_columns(
+        pl.col("xyz_months").fill_null(0).cast(pl.Int32),
+        abc_xyz=pl.when((pl.col("abc_revenue") != "D") & pl.col("xyz").is_not_null())
+        .then(pl.col("abc_revenue") + pl.col("xyz")))
     return ranked.select(list(SCHEMA)).lazy()

@@ -1,0 +1,90 @@
+"""XYZ, retention and cohorts on tiny hand-computed cases (DOMAIN §4-5)."""
+
+import datetime as dt
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from transforms import behaviour
+from transforms import metrics as m
+from transforms.marts import abc_xyz_matrix
+
+
+def months(rows):
+    return pl.DataFrame(rows, schema={"client_id": pl.String, "month": pl.Date, "net_revenue": pl.Float64,
+                                      "revenue": pl.Float64}, orient="row").lazy()
+
+
+FIRST = pl.LazyFrame({"client_id": ["steady", "wobbly", "new", "late"],
+                      "first_payment": [dt.date(2020, 5, 3), dt.date(2020, 5, 3), dt.date(2025, 5, 10),
+                                        dt.date(2025, 4, 2)]})
+WINDOW = (dt.date(2025, 1, 1), dt.date(2025, 6, 1))
+
+
+def test_xyz_from_the_monthly_coefficient_of_variation():
+    data = months(
+        [("steady", dt.date(2025, i, 1), 100.0, 100.0) for i in range(1, 7)]
+        + [("wobbly", dt.date(2025, i, 1), v, v) for i, v in zip(range(1, 7), [100, 120, 80, 100, 120, 80],
+                                                                strict=True)]
+        + [("new", dt.date(2025, 5, 1), 50.0, 50.0), ("new", dt.date(2025, 6, 1), 50.0, 50.0)]
+        + [("late", dt.date(2025, 4, 1), 90.0, 90.0), ("late", dt.date(2025, 6, 1), 30.0, 30.0)]
+    )
+    out = {r["client_id"]: r for r in behaviour.xyz(data, FIRST, window=WINDOW).collect().iter_rows(named=True)}
+    assert (out["steady"]["xyz"], out["steady"]["revenue_cv"]) == ("X", 0.0)
+    # mean 100, population std sqrt((0+400+400+0+400+400)/6) = 16.33: CV 0.163 -> Y
+    assert out["wobbly"]["revenue_cv"] == pytest.approx(16.3299 / 100, rel=1e-4)
+    assert out["wobbly"]["xyz"] == "Y"
+    # only two months since the first purchase: no class, not a guess
+    assert (out["new"]["xyz_months"], out["new"]["xyz"]) == (2, None)
+    # April-June with May at 0: values 90, 0, 30 -> mean 40, std 37.42 -> CV 0.935 -> Z
+    assert (out["late"]["xyz_months"], out["late"]["xyz"]) == (3, "Z")
+    assert out["late"]["revenue_cv"] == pytest.approx(37.4166 / 40, rel=1e-4)
+
+
+PAYMENTS = pl.LazyFrame({
+    "client_id": ["a", "a", "b", "c", "c"],
+    "booking_date": [dt.date(2024, 1, 10), dt.date(2024, 6, 1), dt.date(2024, 2, 5), dt.date(2023, 1, 1),
+                     dt.date(2024, 12, 20)],
+    "amount_reporting": [100.0, 50.0, 70.0, 10.0, 30.0]})
+
+
+def test_crr_churn_and_won_back_per_period():
+    frame = behaviour.retention(PAYMENTS, behaviour.periods(dt.date(2024, 1, 1), dt.date(2024, 12, 1)),
+                                window_days=365).collect()
+    row = {(r["period_type"], r["period_start"]): r for r in frame.iter_rows(named=True)}
+    year = row[("year", dt.date(2024, 1, 1))]
+    # S: c (paid 364 days before); E: a, b, c; N: a, b -> CRR = (3 - 2) / 1 x 100
+    assert (year["clients_start"], year["clients_end"], year["new_clients"], year["crr"]) == (1, 3, 2, 100.0)
+    assert (year["net_revenue_retention"], year["gross_revenue_retention"]) == (3.0, 1.0)  # c: 30 vs 10
+    q1 = row[("quarter", dt.date(2024, 1, 1))]
+    assert (q1["clients_start"], q1["clients_end"], q1["churned"], q1["crr"], q1["churn_rate"]) == (1, 2, 1, 0.0, 1.0)
+    q4 = row[("quarter", dt.date(2024, 10, 1))]
+    # a and b still active; c comes back in December after 20 months: won back
+    assert (q4["clients_start"], q4["clients_end"], q4["reactivated"], q4["crr"]) == (2, 3, 1, 150.0)
+    assert len([k for k in row if k[0] == "month"]) == 12
+
+
+def test_cohorts_by_first_purchase_month():
+    data = months([("a", dt.date(2024, 1, 1), 100.0, 100.0), ("a", dt.date(2024, 3, 1), 40.0, 40.0),
+                   ("b", dt.date(2024, 1, 1), 10.0, 10.0), ("c", dt.date(2024, 2, 1), 5.0, 5.0)])
+    first = pl.LazyFrame({"client_id": ["a", "b", "c"],
+                          "first_payment": [dt.date(2024, 1, 3), dt.date(2024, 1, 20), dt.date(2024, 2, 2)]})
+    out = behaviour.cohorts(data, first).collect()
+    assert out.rows() == [
+        (dt.date(2024, 1, 1), 0, 2, 2, 1.0, Decimal("110.00")),
+        (dt.date(2024, 1, 1), 2, 2, 1, 0.5, Decimal("40.00")),
+        (dt.date(2024, 2, 1), 0, 1, 1, 1.0, Decimal("5.00")),
+    ]
+
+
+def test_matrix_always_has_nine_cells():
+    card = pl.LazyFrame({"abc_revenue": ["A", "A", "C", "D"], "xyz": ["X", "X", "Z", None],
+                         "abc_xyz": ["AX", "AX", "CZ", None],
+                         "net_revenue": [Decimal("10"), Decimal("5"), Decimal("1"), Decimal("0")],
+                         "net_profit": [Decimal("3"), Decimal("1"), Decimal("-1"), Decimal("0")]},
+                        schema_overrides={"net_revenue": m.MONEY, "net_profit": m.MONEY})
+    out = abc_xyz_matrix.build(card).collect()
+    assert out["cell"].to_list() == ["AX", "AY", "AZ", "BX", "BY", "BZ", "CX", "CY", "CZ"]
+    assert out.filter(pl.col("cell") == "AX").select("clients", "net_revenue").row(0) == (2, Decimal("15.00"))
+    assert out["clients"].sum() == 3

@@ -1,0 +1,173 @@
+"""Client behaviour over time (DOMAIN §4-5): regularity (XYZ), activity and retention. Pure functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from transforms import metrics as m
+
+
+def first_purchases(payments: pl.LazyFrame) -> pl.LazyFrame:
+    """client_id, first_payment: each client's first booked incoming payment ever."""
+    return payments.group_by("client_id").agg(pl.col("booking_date").min().alias("first_payment"))
+
+
+def xyz(client_month: pl.LazyFrame, first: pl.LazyFrame, *, window: tuple[dt.date, dt.date], x: float = 0.10,
+        y: float = 0.25, min_months: int = 3) -> pl.LazyFrame:
+    """client_id, xyz_months, revenue_cv, xyz (DOMAIN §4).
+
+    Monthly net revenue from the later of the window start and the client's first purchase to the window end,
+    months without purchases counting as 0; CV = population standard deviation / mean. X: CV <= x, Y: <= y,
+    Z: above; fewer than ``min_months`` months, or no revenue at all, gives no class (null), not a guess.
+    """
+    start, end = window
+    grid = (
+        first.filter(pl.col("first_payment") <= (end + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1))
+        .with_columns(_from=pl.max_horizontal(pl.col("first_payment").dt.truncate("1mo"), pl.lit(start)))
+        .with_columns(month=pl.date_ranges("_from", pl.lit(end), interval="1mo"))
+        .explode("month")
+        .select("client_id", "month")
+    )
+    revenue = client_month.select("client_id", "month", pl.col("net_revenue").cast(pl.Float64))
+    per_client = (
+        grid.join(revenue, on=["client_id", "month"], how="left")
+        .with_columns(pl.col("net_revenue").fill_null(0.0))
+        .group_by("client_id")
+        .agg(xyz_months=pl.len().cast(pl.Int32), _mean=pl.col("net_revenue").mean(),
+             _std=pl.col("net_revenue").std(ddof=0))
+    )
+    cv = pl.when((pl.col("xyz_months") >= min_months) & (pl.col("_mean") > 0)).then(pl.col("_std") / pl.col("_mean"))
+    return per_client.with_columns(revenue_cv=cv).with_columns(
+        xyz=pl.when(pl.col("revenue_cv").is_null()).then(pl.lit(None, pl.String))
+        .when(pl.col("revenue_cv") <= x).then(pl.lit("X"))
+        .when(pl.col("revenue_cv") <= y).then(pl.lit("Y"))
+        .otherwise(pl.lit("Z"))
+    ).select("client_id", "xyz_months", "revenue_cv", "xyz")
+
+
+def periods(first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
+    """period_type (month | quarter | year), period_start, period_end for every full period in the range."""
+    months = pl.date_range(first_month, last_month, interval="1mo", eager=True)
+    rows = []
+    for kind, size in (("month", 1), ("quarter", 3), ("year", 12)):
+        for start in months:
+            if (kind == "quarter" and (start.month - 1) % 3) or (kind == "year" and start.month != 1):
+                continue
+            nxt = start
+            for _ in range(size):
+                nxt = (nxt + dt.timedelta(days=31)).replace(day=1)
+            if nxt - dt.timedelta(days=1) <= (last_month + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1):
+                rows.append((kind, start, nxt - dt.timedelta(days=1)))
+    return pl.LazyFrame(rows, schema={"period_type": pl.String, "period_start": pl.Date, "period_end": pl.Date},
+                        orient="row")
+
+
+def active_on(payments: pl.LazyFrame, days: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
+    """client_id, day, active: paid within ``window_days`` up to and including ``day`` (DOMAIN §5)."""
+    clients = payments.select("client_id").unique()
+    grid = clients.join(days.select("day"), how="cross").sort("day")
+    paid = payments.select("client_id", pl.col("booking_date").alias("_paid")).unique().sort("_paid")
+    return (
+        grid.join_asof(paid, left_on="day", right_on="_paid", by="client_id", strategy="backward",
+                       check_sortedness=False)
+        .with_columns(active=pl.col("_paid").is_not_null() & ((pl.col("day") - pl.col("_paid")).dt.total_days()
+                                                             < window_days))
+        .select("client_id", "day", "active")
+    )
+
+
+def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
+    """Per period: S, E, N, CRR, churned, reactivated, churn rate, gross and net revenue retention.
+
+    S: clients active at the end of the day before the period; E: active at its last day; N: clients whose
+    first ever payment falls inside it. CRR = (E - N) / S x 100. Churned: active at the start, not at the end;
+    reactivated: neither new nor active at the start, active at the end (won back). Revenue retention compares
+    what the S clients paid in the period with what they paid in the period before it (previous month,
+    quarter or year): net = sum(now) / sum(before); gross = sum(min(now, before)) / sum(before).
+    """
+    bounds = period_frame.with_columns(_before=pl.col("period_start") - dt.timedelta(days=1))
+    days = pl.concat([bounds.select(pl.col("_before").alias("day")), bounds.select(pl.col("period_end").alias("day"))]
+                     ).unique()
+    active = active_on(payments, days, window_days=window_days)
+    first = first_purchases(payments)
+    at_start = bounds.join(active, left_on="_before", right_on="day").rename({"active": "_s"})
+    flags = (
+        at_start.join(active.rename({"day": "period_end", "active": "_e"}), on=["client_id", "period_end"])
+        .join(first, on="client_id", how="left")
+        .with_columns(_n=pl.col("first_payment").is_between(pl.col("period_start"), pl.col("period_end")))
+    )
+    # revenue of each client in the period, and in the period just before it
+    revenue = _period_revenue(payments)
+    flags = (flags.join(revenue.rename({"_revenue": "_now"}), on=["period_type", "period_start", "client_id"],
+                        how="left")
+             .join(_shift_to_next_period(revenue).rename({"_revenue": "_prev"}),
+                   on=["period_type", "period_start", "client_id"], how="left")
+             .with_columns(pl.col("_now", "_prev").fill_null(0.0)))
+    s, e, n = pl.col("_s"), pl.col("_e"), pl.col("_n")
+    return (
+        flags.group_by("period_type", "period_start", "period_end")
+        .agg(
+            clients_start=s.sum().cast(pl.Int32), clients_end=e.sum().cast(pl.Int32),
+            new_clients=n.sum().cast(pl.Int32),
+            churned=(s & ~e).sum().cast(pl.Int32),
+            reactivated=(~s & e & ~n).sum().cast(pl.Int32),
+            _prev_s=pl.col("_prev").filter(s).sum(), _now_s=pl.col("_now").filter(s).sum(),
+            _kept_s=pl.min_horizontal("_now", "_prev").filter(s).sum(),
+        )
+        .with_columns(
+            crr=pl.when(pl.col("clients_start") > 0).then(
+                (pl.col("clients_end") - pl.col("new_clients")) / pl.col("clients_start") * 100),
+            churn_rate=pl.when(pl.col("clients_start") > 0).then(pl.col("churned") / pl.col("clients_start")),
+            net_revenue_retention=pl.when(pl.col("_prev_s") > 0).then(pl.col("_now_s") / pl.col("_prev_s")),
+            gross_revenue_retention=pl.when(pl.col("_prev_s") > 0).then(pl.col("_kept_s") / pl.col("_prev_s")),
+        )
+        .drop("_prev_s", "_now_s", "_kept_s")
+        .sort("period_type", "period_start")
+    )
+
+
+_EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
+
+
+def _period_revenue(payments: pl.LazyFrame) -> pl.LazyFrame:
+    """period_type, period_start, client_id, _revenue for every month, quarter and year a client paid in."""
+    return pl.concat([
+        payments.group_by(pl.lit(kind).alias("period_type"), pl.col("booking_date").dt.truncate(every)
+                          .alias("period_start"), "client_id")
+        .agg(pl.col("amount_reporting").sum().cast(pl.Float64).alias("_revenue"))
+        for kind, every in _EVERY.items()
+    ])
+
+
+def _shift_to_next_period(revenue: pl.LazyFrame) -> pl.LazyFrame:
+    """The same revenue keyed by the following period, to read 'the period before' with a join."""
+    return pl.concat([
+        revenue.filter(pl.col("period_type") == kind).with_columns(pl.col("period_start").dt.offset_by(every))
+        for kind, every in _EVERY.items()
+    ])
+
+
+def cohorts(client_month: pl.LazyFrame, first: pl.LazyFrame) -> pl.LazyFrame:
+    """cohort_month, months_since, cohort_size, active_clients, retention_rate, revenue.
+
+    Cohort: the month of the first ever payment; a client is active in a month when it paid in that month.
+    """
+    with_cohort = (
+        client_month.filter(pl.col("revenue") > 0)
+        .join(first.with_columns(cohort_month=pl.col("first_payment").dt.truncate("1mo")), on="client_id")
+        .with_columns(months_since=((pl.col("month").dt.year() - pl.col("cohort_month").dt.year()) * 12
+                                    + pl.col("month").dt.month() - pl.col("cohort_month").dt.month()).cast(pl.Int32))
+    )
+    sizes = first.group_by(pl.col("first_payment").dt.truncate("1mo").alias("cohort_month")).agg(
+        cohort_size=pl.len().cast(pl.Int32))
+    return (
+        with_cohort.group_by("cohort_month", "months_since")
+        .agg(active_clients=pl.col("client_id").n_unique().cast(pl.Int32),
+             revenue=pl.col("net_revenue").sum().cast(m.MONEY))
+        .join(sizes, on="cohort_month")
+        .with_columns(retention_rate=pl.col("active_clients") / pl.col("cohort_size"))
+        .select("cohort_month", "months_since", "cohort_size", "active_clients", "retention_rate", "revenue")
+        .sort("cohort_month", "months_since")
+    )
