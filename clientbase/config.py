@@ -81,6 +81,17 @@ class EconomicsConfig(_Strict):
     xyz_y: float = Field(default=0.25, gt=0, description="Y: coefficient of variation <= this (Z above).")
 
 
+class BehaviourConfig(_Strict):
+    """Slipping clients, key clients and dependency (DOMAIN §5, §7)."""
+
+    at_risk_factor: float = Field(default=2.0, gt=1, description="At risk: silent longer than this x its usual gap.")
+    key_client_share: float = Field(default=0.10, gt=0, lt=1, description="Key client: above this share of a unit.")
+    dependency_diversify: float = Field(default=0.20, gt=0, lt=1, description="Top client above this: diversify.")
+    dependency_severe: float = Field(default=0.40, gt=0, lt=1, description="Above this: severe dependency.")
+    dependency_critical: float = Field(default=0.50, gt=0, lt=1, description="Above this: critical dependency.")
+    max_key_clients_per_manager: int = Field(default=3, ge=1, description="More key clients is an overload.")
+
+
 class CrmConfig(_Strict):
     mappings: tuple[Preset, ...] = Field(
         default=(), description="Your own CRM export mappings (same shape as sources/crm_presets/*.yaml); tried "
@@ -100,6 +111,7 @@ class Settings(_Strict):
     fx: FxConfig = FxConfig()
     crm: CrmConfig = CrmConfig()
     economics: EconomicsConfig = EconomicsConfig()
+    behaviour: BehaviourConfig = BehaviourConfig()
     keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
 
     @field_validator("reporting_currency")

@@ -16,6 +16,9 @@ from transforms.marts import (
     client_month,
     client_scorecard,
     cohort_retention,
+    dependency,
+    key_clients,
+    manager_load,
     pareto_summary,
     phase_out_scenarios,
     retention_period,
@@ -139,6 +142,16 @@ def marts_suite() -> Suite:
             E.ExpectCompoundColumnsToBeUnique(column_list=list(cohort_retention.KEY)),
             E.ExpectColumnValuesToBeBetween(column="retention_rate", min_value=0, max_value=1),
         ],
+        key_clients.NAME: [
+            E.ExpectCompoundColumnsToBeUnique(column_list=list(key_clients.KEY)),
+            E.ExpectColumnValuesToBeInSet(column="level", value_set=["company", "department", "manager"]),
+        ],
+        dependency.NAME: [
+            E.ExpectCompoundColumnsToBeUnique(column_list=list(dependency.KEY)),
+            E.ExpectColumnValuesToBeInSet(column="dependency_level",
+                                          value_set=["ok", "diversify", "severe", "critical"]),
+        ],
+        manager_load.NAME: [E.ExpectColumnValuesToBeUnique(column="manager_id")],
         unmatched_counterparties.NAME: [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(unmatched_counterparties.SCHEMA)),
             E.ExpectColumnValuesToBeUnique(column="counterparty_key"),

@@ -28,6 +28,9 @@ from transforms.marts import (
     client_month,
     client_scorecard,
     cohort_retention,
+    dependency,
+    key_clients,
+    manager_load,
     pareto_summary,
     phase_out_scenarios,
     retention_period,
@@ -353,9 +356,15 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     first = behaviour.first_purchases(payments)
     window = m.window_bounds(as_of, eco.window_months)
     regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y)
-    scorecard = client_scorecard.build(months_all.lazy(), clients, settlement, as_of=as_of,
-                                       window_months=eco.window_months, reporting_currency=settings.reporting_currency,
-                                       abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity).collect()
+    beh = settings.behaviour
+    scorecard = client_scorecard.build(
+        months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
+        reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
+        activity=behaviour.activity(payments, as_of=as_of, at_risk_factor=beh.at_risk_factor,
+                                    window_days=settings.activity_window_days),
+        trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of)).collect()
+    managers = inputs["managers"].lazy()
+    key = key_clients.build(scorecard.lazy(), clients, managers, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
     retention = (behaviour.retention(payments, behaviour.periods(first_payment.replace(day=1), window[1]),
                                      window_days=settings.activity_window_days)
@@ -374,6 +383,12 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         abc_xyz_matrix.NAME: abc_xyz_matrix.build(scorecard.lazy()).collect(),
         retention_period.NAME: retention_period.build(retention).collect(),
         cohort_retention.NAME: cohort_retention.build(behaviour.cohorts(months_all.lazy(), first)).collect(),
+        key_clients.NAME: key,
+        dependency.NAME: dependency.build(
+            key_clients.units(scorecard.lazy(), clients, managers), diversify=beh.dependency_diversify,
+            severe=beh.dependency_severe, critical=beh.dependency_critical).collect(),
+        manager_load.NAME: manager_load.build(scorecard.lazy(), key.lazy(), managers,
+                                              limit=beh.max_key_clients_per_manager).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(
             staged, inputs["match"].lazy(),
             crm_present=bool(inputs["clients"].filter(pl.col("source") == "crm").height),

@@ -88,3 +88,64 @@ def test_matrix_always_has_nine_cells():
     assert out["cell"].to_list() == ["AX", "AY", "AZ", "BX", "BY", "BZ", "CX", "CY", "CZ"]
     assert out.filter(pl.col("cell") == "AX").select("clients", "net_revenue").row(0) == (2, Decimal("15.00"))
     assert out["clients"].sum() == 3
+
+
+def test_at_risk_is_silent_much_longer_than_its_own_cadence():
+    pays = pl.LazyFrame({
+        "client_id": ["monthly"] * 4 + ["quarterly"] * 3 + ["lost"] * 3 + ["twice"] * 2,
+        "booking_date": [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1), dt.date(2025, 4, 1),
+                         dt.date(2024, 10, 1), dt.date(2025, 1, 1), dt.date(2025, 4, 1),
+                         dt.date(2023, 1, 1), dt.date(2023, 2, 1), dt.date(2023, 3, 1),
+                         dt.date(2025, 1, 1), dt.date(2025, 4, 1)],
+        "amount_reporting": [1.0] * 12})
+    out = {r["client_id"]: r for r in behaviour.activity(pays, as_of=dt.date(2025, 6, 30), at_risk_factor=2.0,
+                                                         window_days=365).collect().iter_rows(named=True)}
+    # monthly payer silent 90 days (> 2 x 31): slipping
+    assert (out["monthly"]["usual_gap_days"], out["monthly"]["days_since_last_payment"],
+            out["monthly"]["is_at_risk"]) == (31.0, 90, True)
+    # quarterly payer silent 90 days: its normal rhythm
+    assert (out["quarterly"]["usual_gap_days"], out["quarterly"]["is_at_risk"]) == (91.0, False)  # 92, 90 days
+    # silent for two years: lost, not "at risk"; two payments: no usual gap yet
+    assert out["lost"]["is_at_risk"] is False
+    assert (out["twice"]["usual_gap_days"], out["twice"]["is_at_risk"]) == (None, False)
+
+
+def test_turnover_trend_compares_the_last_twelve_months_with_the_twelve_before():
+    data = months([("up", dt.date(2024, 3, 1), 10.0, 10.0), ("up", dt.date(2025, 3, 1), 30.0, 30.0),
+                   ("down", dt.date(2024, 6, 1), 50.0, 50.0), ("down", dt.date(2025, 6, 1), 20.0, 20.0),
+                   ("old", dt.date(2023, 6, 1), 99.0, 99.0)])
+    out = {r[0]: r[1:] for r in behaviour.turnover_trend(data.with_columns(pl.col("net_revenue").cast(m.MONEY)),
+                                                         as_of=dt.date(2025, 6, 30)).collect().rows()}
+    assert out["up"] == (Decimal("30.00"), Decimal("10.00"), True)
+    assert out["down"] == (Decimal("20.00"), Decimal("50.00"), False)
+    assert out["old"] == (Decimal("0.00"), Decimal("0.00"), False)
+
+
+def test_key_clients_dependency_and_manager_load():
+    from transforms.marts import dependency, key_clients, manager_load
+
+    card = pl.LazyFrame({
+        "client_id": ["big", "mid", "small", "tiny", "famous"],
+        "name": ["Big AG", "Mid GmbH", "Small KG", "Tiny e.K.", "Famous SE"],
+        "net_revenue": [Decimal("600"), Decimal("250"), Decimal("100"), Decimal("45"), Decimal("5")],
+        "manager_id": ["M1", "M1", "M2", "M2", "M2"],
+    }, schema_overrides={"net_revenue": m.MONEY})
+    clients = pl.LazyFrame({"client_id": ["famous"], "is_potential": [None], "is_reference": [True],
+                            "is_innovator": [None], "is_demanding": [None]},
+                           schema_overrides={"is_potential": pl.Boolean, "is_innovator": pl.Boolean,
+                                             "is_demanding": pl.Boolean})
+    managers = pl.LazyFrame({"manager_id": ["M1", "M2"], "department": ["Key Accounts", "SMB"]})
+    key = key_clients.build(card, clients, managers, share=0.10).collect()
+    company = key.filter(pl.col("level") == "company")
+    assert company.select("client_id", "reasons").rows() == [
+        ("big", "share > 10%"), ("mid", "share > 10%"), ("famous", "reference")]
+    # within manager M2 (150): small 100/150, tiny 45/150 are key there; famous 5/150 is not (flags: company only)
+    m2 = key.filter(pl.col("unit") == "M2")["client_id"].to_list()
+    assert m2 == ["small", "tiny"]
+    dep = {(r["level"], r["unit"]): r for r in dependency.build(key_clients.units(card, clients, managers)).collect()
+           .iter_rows(named=True)}
+    assert (dep[("company", "company")]["top_client_id"], dep[("company", "company")]["dependency_level"]) == (
+        "big", "critical")  # 600 / 1000 > 50%
+    assert dep[("manager", "M1")]["top_client_share"] == pytest.approx(600 / 850)
+    load = manager_load.build(card, key.lazy(), managers, limit=1).collect()
+    assert load.select("manager_id", "key_clients", "is_overloaded").rows() == [("M1", 2, True), ("M2", 1, False)]

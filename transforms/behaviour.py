@@ -171,3 +171,40 @@ def cohorts(client_month: pl.LazyFrame, first: pl.LazyFrame) -> pl.LazyFrame:
         .select("cohort_month", "months_since", "cohort_size", "active_clients", "retention_rate", "revenue")
         .sort("cohort_month", "months_since")
     )
+
+
+def activity(payments: pl.LazyFrame, *, as_of: dt.date, at_risk_factor: float, window_days: int) -> pl.LazyFrame:
+    """client_id, last_payment_date, days_since_last_payment, usual_gap_days, is_at_risk (DOMAIN §5).
+
+    The usual gap is the median number of days between a client's payment days (null with fewer than three
+    payment days). At risk: silent for more than ``at_risk_factor`` times its usual gap, yet still inside the
+    activity window — slipping, not yet lost.
+    """
+    days = payments.filter(pl.col("booking_date") <= as_of).select("client_id", "booking_date").unique()
+    gaps = (days.sort("client_id", "booking_date")
+            .with_columns(_gap=pl.col("booking_date").diff().over("client_id").dt.total_days()))
+    since = (pl.lit(as_of) - pl.col("last_payment_date")).dt.total_days().cast(pl.Int32)
+    return (
+        gaps.group_by("client_id")
+        .agg(last_payment_date=pl.col("booking_date").max(), _days=pl.len(), _median=pl.col("_gap").median())
+        .with_columns(days_since_last_payment=since,
+                      usual_gap_days=pl.when(pl.col("_days") >= 3).then(pl.col("_median")))
+        .with_columns(is_at_risk=(pl.col("usual_gap_days").is_not_null()
+                                  & (pl.col("days_since_last_payment") > at_risk_factor * pl.col("usual_gap_days"))
+                                  & (pl.col("days_since_last_payment") < window_days)))
+        .select("client_id", "last_payment_date", "days_since_last_payment", "usual_gap_days", "is_at_risk")
+    )
+
+
+def turnover_trend(client_month: pl.LazyFrame, *, as_of: dt.date) -> pl.LazyFrame:
+    """client_id, revenue_last_12m, revenue_prev_12m, is_growing (DOMAIN §8: last 12 months above the 12
+    before), over full months."""
+    last = m.window_bounds(as_of, 12)
+    before = m.window_bounds(last[0] - dt.timedelta(days=1), 12)
+    revenue = pl.col("net_revenue")
+    return (
+        client_month.group_by("client_id")
+        .agg(revenue_last_12m=revenue.filter(pl.col("month").is_between(*last)).sum().cast(m.MONEY),
+             revenue_prev_12m=revenue.filter(pl.col("month").is_between(*before)).sum().cast(m.MONEY))
+        .with_columns(is_growing=pl.col("revenue_last_12m") > pl.col("revenue_prev_12m"))
+    )

@@ -56,6 +56,13 @@ def purchases() -> pl.Expr:
     return is_client_payment().sum().cast(pl.Int32)
 
 
+def flag(column: str) -> pl.Expr:
+    """A CRM yes/no text as a boolean: true/yes/1/y/x/ja/да -> True, false/no/0/n/nein/нет -> False."""
+    text = pl.col(column).str.strip_chars().str.to_lowercase()
+    return (pl.when(text.is_in(["true", "yes", "1", "y", "x", "ja", "да", "wahr"])).then(True)
+            .when(text.is_in(["false", "no", "0", "n", "nein", "нет", "falsch", ""])).then(False))
+
+
 def normalise_account(expr: pl.Expr) -> pl.Expr:
     """IBAN/account number for matching: upper case, letters and digits only; empty -> null."""
     cleaned = expr.str.to_uppercase().str.replace_all(r"[^0-9A-Z]", "")

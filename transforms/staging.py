@@ -14,6 +14,7 @@ import polars as pl
 from transforms import crm_staging, identity
 from transforms import metrics as m
 
+CRM_FLAGS = ("is_potential", "is_reference", "is_innovator", "is_demanding")
 STAGED_BANK_COLUMNS = (
     "txn_key", "key_method", "fingerprint", "own_account", "booking_date", "value_date", "amount", "currency",
     "fx_rate", "amount_reporting", "status", "is_reversal", "counterparty_name", "counterparty_tax_id",
@@ -84,6 +85,8 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """Typed CRM clients: one row per client id over all dumps, the latest ingested version winning."""
+    present = set(raw_clients.collect_schema().names())
+    flags = [m.flag(c).alias(c) if c in present else pl.lit(None, pl.Boolean).alias(c) for c in CRM_FLAGS]
     return crm_staging.latest(raw_clients, manifest, "clients").filter(pl.col("client_id").is_not_null()).select(
         pl.col("client_id").str.strip_chars(),
         pl.col("name"),
@@ -97,6 +100,7 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
+        *flags,
     ).sort("client_id")
 
 
@@ -251,20 +255,22 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
     if crm_clients is not None:
         dim = pl.concat([
             crm_clients.select("client_id", "name", "tax_id", "industry", "region", "manager_id",
-                               "referred_by_client_id", "created_date").with_columns(source=pl.lit("crm")),
+                               "referred_by_client_id", "created_date", *CRM_FLAGS).with_columns(
+                source=pl.lit("crm")),
             bank_clients,
         ], how="diagonal")
     else:
         dim = bank_clients.with_columns(
             name=pl.lit(None, pl.String), tax_id=pl.lit(None, pl.String), industry=pl.lit(None, pl.String),
             region=pl.lit(None, pl.String), manager_id=pl.lit(None, pl.String),
-            referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date))
+            referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date),
+            **{c: pl.lit(None, pl.Boolean) for c in CRM_FLAGS})
     return (
         dim.join(payments, on="client_id", how="left", maintain_order="left")
         .with_columns(name=pl.coalesce("name", "_bank_name"))
         .drop("_bank_name")
         .select("client_id", "name", "source", "tax_id", "industry", "region", "manager_id",
-                "referred_by_client_id", "created_date", "first_payment_date")
+                "referred_by_client_id", "created_date", "first_payment_date", *CRM_FLAGS)
         .sort("client_id")
     )
 

@@ -6,6 +6,9 @@ from transforms.marts import (
     client_month,
     client_scorecard,
     cohort_retention,
+    dependency,
+    key_clients,
+    manager_load,
     pareto_summary,
     phase_out_scenarios,
     retention_period,
@@ -16,4 +19,5 @@ from transforms.marts import (
 )
 
 MARTS = (client_month, client_scorecard, pareto_summary, whale_curve, unprofitable_audit, phase_out_scenarios,
-         abc_xyz_matrix, retention_period, cohort_retention, unmatched_counterparties, run_log)
+         abc_xyz_matrix, retention_period, cohort_retention, key_clients, dependency, manager_load,
+         unmatched_counterparties, run_log)

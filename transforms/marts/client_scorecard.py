@@ -54,6 +54,13 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "revenue_cv": (pl.Float64(), "Coefficient of variation of monthly net revenue (population std / mean)"),
     "xyz": (pl.String(), "X (CV <= 0.10) | Y (<= 0.25) | Z; null with fewer than 3 months or no revenue"),
     "abc_xyz": (pl.String(), "abc_revenue + xyz (AX .. CZ); null when either is missing or ABC is D"),
+    "last_payment_date": (pl.Date(), "Last booked payment"),
+    "days_since_last_payment": (pl.Int32(), "Days from the last payment to as-of"),
+    "usual_gap_days": (pl.Float64(), "Median days between the client's payment days (null under 3 payment days)"),
+    "is_at_risk": (pl.Boolean(), "Silent longer than at_risk_factor x its usual gap, but not yet lost"),
+    "revenue_last_12m": (m.MONEY, "Net revenue of the last 12 full months"),
+    "revenue_prev_12m": (m.MONEY, "Net revenue of the 12 months before"),
+    "is_growing": (pl.Boolean(), "revenue_last_12m > revenue_prev_12m"),
     "reporting_currency": (pl.String(), "ISO 4217 code of every amount"),
 }
 
@@ -73,8 +80,9 @@ def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) 
 
 def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.LazyFrame | None, *,
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
-          abc_b: float = 0.95, xyz: pl.LazyFrame | None = None) -> pl.LazyFrame:
-    """``xyz``: behaviour.xyz over the same window (client_id, xyz_months, revenue_cv, xyz)."""
+          abc_b: float = 0.95, xyz: pl.LazyFrame | None = None, activity: pl.LazyFrame | None = None,
+          trend: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
     sums = (
         client_month.filter(pl.col("month").is_between(first, last))
@@ -117,10 +125,20 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     else:
         frame = frame.with_columns(xyz_months=pl.lit(None, pl.Int32), revenue_cv=pl.lit(None, pl.Float64),
                                    xyz=pl.lit(None, pl.String))
+    for extra, columns in ((activity, ("last_payment_date", "days_since_last_payment", "usual_gap_days",
+                                       "is_at_risk")),
+                           (trend, ("revenue_last_12m", "revenue_prev_12m", "is_growing"))):
+        if extra is not None:
+            frame = frame.join(extra.select("client_id", *columns), on="client_id", how="left")
+        else:
+            frame = frame.with_columns(pl.lit(None).alias(c) for c in columns)
+    frame = frame.with_columns(pl.col("is_at_risk").fill_null(False),
+                               pl.col("revenue_last_12m", "revenue_prev_12m").fill_null(0).cast(m.MONEY),
+                               pl.col("is_growing").fill_null(False))
     ranked = _ranked(frame.collect(), "net_profit", "profit", abc_a, abc_b)
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
     ranked = ranked.with_columns(
         pl.col("xyz_months").fill_null(0).cast(pl.Int32),
         abc_xyz=pl.when((pl.col("abc_revenue") != "D") & pl.col("xyz").is_not_null())
         .then(pl.col("abc_revenue") + pl.col("xyz")))
-    return ranked.select(list(SCHEMA)).lazy()
+    return ranked.select(list(SCHEMA)).cast({c: t for c, (t, _) in SCHEMA.items()}).lazy()

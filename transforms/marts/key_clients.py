@@ -1,0 +1,63 @@
+"""key_clients: the clients a unit depends on (DOMAIN §7).
+
+Grain: one row per level (company | department | manager), unit and key client. A client is key in a unit
+when it brings more than 10% (configurable) of the unit's net revenue over the scorecard window; at company
+level the CRM flags (potential, reference, innovator, demanding) are further reasons. A client's department
+is its manager's.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms import metrics as m
+
+NAME = "key_clients"
+GRAIN = "one row per level (company | department | manager), unit and key client"
+KEY = ("level", "unit", "client_id")
+PARTITION_BY = None
+SCHEMA: dict[str, tuple[pl.DataType, str]] = {
+    "level": (pl.String(), "company | department | manager"),
+    "unit": (pl.String(), "'company', the department, or the manager id"),
+    "client_id": (pl.String(), "The key client"),
+    "name": (pl.String(), "Company name"),
+    "net_revenue": (m.MONEY, "Its net revenue over the window"),
+    "unit_share": (pl.Float64(), "Its share of the unit's net revenue"),
+    "reasons": (pl.String(), "Why it is key: share > 10% | potential | reference | innovator | demanding"),
+}
+FLAGS = ("is_potential", "is_reference", "is_innovator", "is_demanding")
+
+
+def units(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame) -> pl.LazyFrame:
+    """client rows with their unit at each level: level, unit, client_id, name, net_revenue, unit_share."""
+    base = (scorecard.select("client_id", "name", "net_revenue", "manager_id")
+            .join(managers.select("manager_id", "department"), on="manager_id", how="left"))
+    levels = pl.concat([
+        base.with_columns(level=pl.lit("company"), unit=pl.lit("company")),
+        base.filter(pl.col("department").is_not_null()).with_columns(level=pl.lit("department"),
+                                                                       unit=pl.col("department")),
+        base.filter(pl.col("manager_id").is_not_null()).with_columns(level=pl.lit("manager"),
+                                                                       unit=pl.col("manager_id")),
+    ])
+    positive = pl.col("net_revenue").cast(pl.Float64).clip(lower_bound=0)
+    return levels.with_columns(
+        unit_share=pl.when(positive.sum().over("level", "unit") > 0)
+        .then(positive / positive.sum().over("level", "unit")).otherwise(0.0),
+    ).select("level", "unit", "client_id", "name", "net_revenue", "unit_share")
+
+
+def build(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame, *,
+          share: float = 0.10) -> pl.LazyFrame:
+    flags = clients.select("client_id", *FLAGS)
+    flag_reasons = [pl.when(pl.col(f).fill_null(False) & (pl.col("level") == "company"))
+                    .then(pl.lit(f.removeprefix("is_"))) for f in FLAGS]
+    reasons = pl.concat_list([pl.when(pl.col("unit_share") > share).then(pl.lit(f"share > {share:.0%}")),
+                              *flag_reasons]).list.drop_nulls().list.join(" | ")
+    return (
+        units(scorecard, clients, managers).join(flags, on="client_id", how="left")
+        .with_columns(reasons=reasons)
+        .filter(pl.col("reasons") != "")
+        .with_columns(pl.col("net_revenue").cast(m.MONEY))
+        .select(list(SCHEMA))
+        .sort(["level", "unit", "unit_share", "client_id"], descending=[False, False, True, False])
+    )
