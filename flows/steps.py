@@ -35,6 +35,7 @@ from transforms.marts import (
     phase_out_scenarios,
     retention_period,
     run_log,
+    target_portrait,
     unmatched_counterparties,
     unprofitable_audit,
     whale_curve,
@@ -387,6 +388,7 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         dependency.NAME: dependency.build(
             key_clients.units(scorecard.lazy(), clients, managers), diversify=beh.dependency_diversify,
             severe=beh.dependency_severe, critical=beh.dependency_critical).collect(),
+        target_portrait.NAME: target_portrait.build(scorecard.lazy(), clients).collect(),
         manager_load.NAME: manager_load.build(scorecard.lazy(), key.lazy(), managers,
                                               limit=beh.max_key_clients_per_manager).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(

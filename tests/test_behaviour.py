@@ -149,3 +149,37 @@ def test_key_clients_dependency_and_manager_load():
     assert dep[("manager", "M1")]["top_client_share"] == pytest.approx(600 / 850)
     load = manager_load.build(card, key.lazy(), managers, limit=1).collect()
     assert load.select("manager_id", "key_clients", "is_overloaded").rows() == [("M1", 2, True), ("M2", 1, False)]
+
+
+def test_ltv_factors_and_segment_lifetime():
+    data = pl.LazyFrame({
+        "client_id": ["a", "a", "a", "b", "c"],
+        "month": [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 4, 1), dt.date(2025, 3, 1),
+                  dt.date(2025, 3, 1)],
+        "net_revenue": [Decimal("100"), Decimal("100"), Decimal("200"), Decimal("50"), Decimal("10")],
+        "net_profit": [Decimal("20"), Decimal("20"), Decimal("40"), Decimal("-5"), Decimal("1")],
+        "purchases": [1, 1, 2, 1, 1]}, schema_overrides={"net_revenue": m.MONEY, "net_profit": m.MONEY})
+    segments = pl.LazyFrame({"client_id": ["a", "b", "c"], "segment": ["A", "A", "C"]})
+    out = {r["client_id"]: r for r in behaviour.ltv(data, segments, as_of=dt.date(2025, 6, 30), min_segment=2)
+           .collect().iter_rows(named=True)}
+    a = out["a"]
+    # S = 400 / 4 purchases; C = 4 purchases / 4 months (Jan-Apr); P = 80 / 400; T = mean span of A = (4 + 1) / 2
+    assert (a["ltv_s"], a["ltv_c"], a["ltv_p"], a["ltv_t"]) == (100.0, 1.0, 0.2, 2.5)
+    assert a["ltv"] == pytest.approx(50.0)
+    assert out["b"]["ltv"] == pytest.approx(50.0 * 1.0 * -0.1 * 2.5)  # a loss-maker's LTV is negative
+    # segment C has one client (< 2): T falls back to the mean over everyone, (4 + 1 + 1) / 3
+    assert out["c"]["ltv_t"] == pytest.approx(2.0)
+
+
+def test_target_portrait_lift():
+    from transforms.marts import target_portrait
+
+    card = pl.LazyFrame({"client_id": list("abcd"), "abc_revenue": ["A", "A", "B", "C"]})
+    clients = pl.LazyFrame({"client_id": list("abcd"), "industry": ["transport", "transport", "retail", None],
+                            "size_band": [None] * 4, "region": [None] * 4, "acquisition_channel": [None] * 4},
+                           schema_overrides={c: pl.String for c in ("size_band", "region", "acquisition_channel")})
+    out = target_portrait.build(card, clients).collect()
+    transport = out.filter((pl.col("attribute") == "industry") & (pl.col("value") == "transport")).row(0, named=True)
+    assert (transport["share_a"], transport["share_all"], transport["lift"]) == (1.0, 0.5, 2.0)
+    assert out.row(0, named=True)["value"] == "transport"  # the top of the table: what A clients share
+    assert out.filter(pl.col("value") == "(unknown)").height == 4  # one per attribute

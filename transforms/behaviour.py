@@ -208,3 +208,36 @@ def turnover_trend(client_month: pl.LazyFrame, *, as_of: dt.date) -> pl.LazyFram
              revenue_prev_12m=revenue.filter(pl.col("month").is_between(*before)).sum().cast(m.MONEY))
         .with_columns(is_growing=pl.col("revenue_last_12m") > pl.col("revenue_prev_12m"))
     )
+
+
+def ltv(client_month: pl.LazyFrame, segments: pl.LazyFrame, *, as_of: dt.date,
+        min_segment: int = 30) -> pl.LazyFrame:
+    """LTV = S x C x P x T per client (DOMAIN §5), over each client's whole history up to as-of.
+
+    S: average check (net revenue / purchases); C: purchases per month of the client's buying span (first to
+    last purchase month, inclusive); P: net profit / net revenue; T: the average buying span in months of the
+    clients of its segment (``segments``: client_id, segment), or of all clients when the segment has fewer
+    than ``min_segment`` clients.
+    """
+    months = pl.col("month")
+    life = (
+        client_month.filter(months <= as_of)
+        .group_by("client_id")
+        .agg(_revenue=pl.col("net_revenue").sum().cast(pl.Float64), _profit=pl.col("net_profit").sum().cast(pl.Float64),
+             _purchases=pl.col("purchases").sum(),
+             _first=months.filter(pl.col("purchases") > 0).min(), _last=months.filter(pl.col("purchases") > 0).max())
+        .filter(pl.col("_purchases") > 0)
+        .with_columns(span_months=((pl.col("_last").dt.year() - pl.col("_first").dt.year()) * 12
+                                   + pl.col("_last").dt.month() - pl.col("_first").dt.month() + 1).cast(pl.Int32))
+        .join(segments, on="client_id", how="left")
+    )
+    everyone = pl.col("span_months").mean()
+    t = (pl.when(pl.len().over("segment") >= min_segment).then(pl.col("span_months").mean().over("segment"))
+         .otherwise(everyone))
+    return life.with_columns(
+        ltv_s=pl.col("_revenue") / pl.col("_purchases"),
+        ltv_c=pl.col("_purchases") / pl.col("span_months"),
+        ltv_p=pl.when(pl.col("_revenue") > 0).then(pl.col("_profit") / pl.col("_revenue")),
+        ltv_t=t,
+    ).with_columns(ltv=pl.col("ltv_s") * pl.col("ltv_c") * pl.col("ltv_p") * pl.col("ltv_t")).select(
+        "client_id", "ltv_s", "ltv_c", "ltv_p", "ltv_t", "ltv")

@@ -97,6 +97,7 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         .list.drop_nulls().alias("account_keys"),
         pl.col("industry"),
         pl.col("region"),
+        *(pl.col(c) if c in present else pl.lit(None, pl.String).alias(c) for c in ("size_band", "acquisition_channel")),
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
@@ -254,23 +255,25 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
     )
     if crm_clients is not None:
         dim = pl.concat([
-            crm_clients.select("client_id", "name", "tax_id", "industry", "region", "manager_id",
-                               "referred_by_client_id", "created_date", *CRM_FLAGS).with_columns(
+            crm_clients.select("client_id", "name", "tax_id", "industry", "region", "size_band",
+                               "acquisition_channel", "manager_id", "referred_by_client_id", "created_date",
+                               *CRM_FLAGS).with_columns(
                 source=pl.lit("crm")),
             bank_clients,
         ], how="diagonal")
     else:
         dim = bank_clients.with_columns(
             name=pl.lit(None, pl.String), tax_id=pl.lit(None, pl.String), industry=pl.lit(None, pl.String),
-            region=pl.lit(None, pl.String), manager_id=pl.lit(None, pl.String),
+            region=pl.lit(None, pl.String), size_band=pl.lit(None, pl.String),
+            acquisition_channel=pl.lit(None, pl.String), manager_id=pl.lit(None, pl.String),
             referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date),
             **{c: pl.lit(None, pl.Boolean) for c in CRM_FLAGS})
     return (
         dim.join(payments, on="client_id", how="left", maintain_order="left")
         .with_columns(name=pl.coalesce("name", "_bank_name"))
         .drop("_bank_name")
-        .select("client_id", "name", "source", "tax_id", "industry", "region", "manager_id",
-                "referred_by_client_id", "created_date", "first_payment_date", *CRM_FLAGS)
+        .select("client_id", "name", "source", "tax_id", "industry", "region", "size_band", "acquisition_channel",
+                "manager_id", "referred_by_client_id", "created_date", "first_payment_date", *CRM_FLAGS)
         .sort("client_id")
     )
 

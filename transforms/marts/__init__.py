@@ -13,6 +13,7 @@ from transforms.marts import (
     phase_out_scenarios,
     retention_period,
     run_log,
+    target_portrait,
     unmatched_counterparties,
     unprofitable_audit,
     whale_curve,
@@ -20,4 +21,5 @@ from transforms.marts import (
 
 MARTS = (client_month, client_scorecard, pareto_summary, whale_curve, unprofitable_audit, phase_out_scenarios,
          abc_xyz_matrix, retention_period, cohort_retention, key_clients, dependency, manager_load,
+         target_portrait,
          unmatched_counterparties, run_log)

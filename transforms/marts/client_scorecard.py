@@ -10,6 +10,7 @@ import datetime as dt
 
 import polars as pl
 
+from transforms import behaviour
 from transforms import metrics as m
 
 NAME = "client_scorecard"
@@ -61,6 +62,11 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "revenue_last_12m": (m.MONEY, "Net revenue of the last 12 full months"),
     "revenue_prev_12m": (m.MONEY, "Net revenue of the 12 months before"),
     "is_growing": (pl.Boolean(), "revenue_last_12m > revenue_prev_12m"),
+    "ltv_s": (pl.Float64(), "LTV factor S: average check (net revenue / purchases, whole history)"),
+    "ltv_c": (pl.Float64(), "LTV factor C: purchases per month of the client's buying span"),
+    "ltv_p": (pl.Float64(), "LTV factor P: net profit / net revenue (whole history)"),
+    "ltv_t": (pl.Float64(), "LTV factor T: average buying span (months) of its ABC segment, or of all clients"),
+    "ltv": (pl.Float64(), "LTV = S x C x P x T"),
     "reporting_currency": (pl.String(), "ISO 4217 code of every amount"),
 }
 
@@ -81,7 +87,7 @@ def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) 
 def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.LazyFrame | None, *,
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
           abc_b: float = 0.95, xyz: pl.LazyFrame | None = None, activity: pl.LazyFrame | None = None,
-          trend: pl.LazyFrame | None = None) -> pl.LazyFrame:
+          trend: pl.LazyFrame | None = None, ltv_min_segment: int = 30) -> pl.LazyFrame:
     """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
     sums = (
@@ -137,6 +143,10 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
                                pl.col("is_growing").fill_null(False))
     ranked = _ranked(frame.collect(), "net_profit", "profit", abc_a, abc_b)
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
+    # LTV's T is the average lifetime of the client's segment: its ABC class, known only after ranking
+    segments = ranked.lazy().select("client_id", pl.col("abc_revenue").alias("segment"))
+    ranked = ranked.join(behaviour.ltv(client_month, segments, as_of=as_of, min_segment=ltv_min_segment).collect(),
+                         on="client_id", how="left")
     ranked = ranked.with_columns(
         pl.col("xyz_months").fill_null(0).cast(pl.Int32),
         abc_xyz=pl.when((pl.col("abc_revenue") != "D") & pl.col("xyz").is_not_null())
