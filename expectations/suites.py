@@ -18,6 +18,7 @@ from transforms.marts import (
     cohort_retention,
     dependency,
     key_clients,
+    ladder_transitions,
     manager_load,
     pareto_summary,
     phase_out_scenarios,
@@ -152,6 +153,11 @@ def marts_suite() -> Suite:
                                           value_set=["ok", "diversify", "severe", "critical"]),
         ],
         manager_load.NAME: [E.ExpectColumnValuesToBeUnique(column="manager_id")],
+        ladder_transitions.NAME: [
+            E.ExpectCompoundColumnsToBeUnique(column_list=list(ladder_transitions.KEY)),
+            E.ExpectColumnValuesToBeInSet(column="to_step", value_set=[
+                "first_purchase", "repeat", "regular", "adherent", "advocate", "lost"]),
+        ],
         unmatched_counterparties.NAME: [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(unmatched_counterparties.SCHEMA)),
             E.ExpectColumnValuesToBeUnique(column="counterparty_key"),

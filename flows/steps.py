@@ -30,6 +30,7 @@ from transforms.marts import (
     cohort_retention,
     dependency,
     key_clients,
+    ladder_transitions,
     manager_load,
     pareto_summary,
     phase_out_scenarios,
@@ -358,12 +359,16 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     window = m.window_bounds(as_of, eco.window_months)
     regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y)
     beh = settings.behaviour
+    ladder = behaviour.ladder_history(months_all.lazy(), payments, clients, as_of=as_of,
+                                      window_days=settings.activity_window_days, xyz_frame=regularity).collect()
     scorecard = client_scorecard.build(
         months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
         activity=behaviour.activity(payments, as_of=as_of, at_risk_factor=beh.at_risk_factor,
                                     window_days=settings.activity_window_days),
-        trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of)).collect()
+        trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of),
+        ladder=ladder.lazy().filter(pl.col("month") == as_of.replace(day=1)).select(
+            "client_id", pl.col("step_with_xyz").alias("ladder_stage"))).collect()
     managers = inputs["managers"].lazy()
     key = key_clients.build(scorecard.lazy(), clients, managers, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
@@ -389,6 +394,7 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
             key_clients.units(scorecard.lazy(), clients, managers), diversify=beh.dependency_diversify,
             severe=beh.dependency_severe, critical=beh.dependency_critical).collect(),
         target_portrait.NAME: target_portrait.build(scorecard.lazy(), clients).collect(),
+        ladder_transitions.NAME: ladder_transitions.build(behaviour.ladder_transitions(ladder.lazy())).collect(),
         manager_load.NAME: manager_load.build(scorecard.lazy(), key.lazy(), managers,
                                               limit=beh.max_key_clients_per_manager).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(

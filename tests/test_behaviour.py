@@ -183,3 +183,40 @@ def test_target_portrait_lift():
     assert (transport["share_a"], transport["share_all"], transport["lift"]) == (1.0, 0.5, 2.0)
     assert out.row(0, named=True)["value"] == "transport"  # the top of the table: what A clients share
     assert out.filter(pl.col("value") == "(unknown)").height == 4  # one per attribute
+
+
+def test_loyalty_ladder_history_and_moves():
+    pays = pl.LazyFrame({
+        "client_id": ["x", "x", "x", "y", "y", "z"],
+        "booking_date": [dt.date(2025, 1, 5), dt.date(2025, 2, 5), dt.date(2025, 3, 5), dt.date(2025, 1, 9),
+                         dt.date(2025, 3, 9), dt.date(2024, 1, 2)],
+        "amount_reporting": [10.0] * 6})
+    months_ = pl.LazyFrame({
+        "client_id": ["x", "x", "x", "y", "y", "z"],
+        "month": [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1), dt.date(2025, 1, 1),
+                  dt.date(2025, 3, 1), dt.date(2024, 1, 1)],
+        "purchases": [1, 1, 1, 1, 1, 1]})
+    clients = pl.LazyFrame({
+        "client_id": ["x", "y", "z", "w"], "referred_by_client_id": [None, None, None, "x"],
+        "share_of_wallet": [0.9, None, None, None], "is_exclusive": [None, None, None, None]},
+        schema_overrides={"referred_by_client_id": pl.String, "share_of_wallet": pl.Float64,
+                          "is_exclusive": pl.Boolean})
+    history = behaviour.ladder_history(months_, pays, clients, as_of=dt.date(2025, 3, 31), window_days=365).collect()
+    steps = {(r["client_id"], r["month"]): r["step"] for r in history.iter_rows(named=True)}
+    assert [steps[("x", dt.date(2025, m_, 1))] for m_ in (1, 2, 3)] == ["first_purchase", "repeat", "adherent"]
+    assert [steps[("y", dt.date(2025, m_, 1))] for m_ in (1, 2, 3)] == ["first_purchase", "first_purchase", "repeat"]
+    assert steps[("z", dt.date(2025, 3, 1))] == "lost"  # last paid 15 months ago
+    moves = behaviour.ladder_transitions(history.lazy()).collect()
+    march = {(r["from_step"], r["to_step"]): r["clients"] for r in moves.filter(
+        pl.col("month") == dt.date(2025, 3, 1)).iter_rows(named=True)}
+    assert march == {("repeat", "adherent"): 1, ("first_purchase", "repeat"): 1, ("lost", "lost"): 1}
+    january = moves.filter((pl.col("month") == dt.date(2025, 1, 1)) & (pl.col("from_step") == "new"))
+    assert january["clients"].sum() == 2  # x and y start on the ladder
+
+
+def test_advocate_needs_a_referred_client_who_paid():
+    stage = pl.select(behaviour.ladder_stage(pl.lit(5), pl.lit(4), pl.lit(False), pl.lit(False), pl.lit(True),
+                                             pl.lit(True))).item()
+    assert stage == "advocate"
+    assert pl.select(behaviour.ladder_stage(pl.lit(5), pl.lit(1), pl.lit(True), pl.lit(False), pl.lit(False),
+                                            pl.lit(True))).item() == "regular"  # regular through XYZ X/Y

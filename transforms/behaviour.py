@@ -241,3 +241,81 @@ def ltv(client_month: pl.LazyFrame, segments: pl.LazyFrame, *, as_of: dt.date,
         ltv_t=t,
     ).with_columns(ltv=pl.col("ltv_s") * pl.col("ltv_c") * pl.col("ltv_p") * pl.col("ltv_t")).select(
         "client_id", "ltv_s", "ltv_c", "ltv_p", "ltv_t", "ltv")
+
+
+LADDER = ("first_purchase", "repeat", "regular", "adherent", "advocate")
+
+
+def ladder_stage(purchases_total: pl.Expr, months_bought_6: pl.Expr, regular_by_xyz: pl.Expr, exclusive: pl.Expr,
+                 refers: pl.Expr, active: pl.Expr) -> pl.Expr:
+    """The loyalty ladder (DOMAIN §6), highest step met; 'lost' when no longer active.
+
+    first_purchase: one purchase; repeat: two or more; regular: purchases in at least 3 of the last 6 months
+    (or XYZ class X/Y); adherent: regular and exclusive (share of wallet >= 0.8 or an exclusive flag);
+    advocate: regular or adherent and named as referrer by a client who has paid us.
+    """
+    regular = (months_bought_6 >= 3) | regular_by_xyz.fill_null(False)
+    return (pl.when(purchases_total.fill_null(0) == 0).then(pl.lit(None, pl.String))
+            .when(~active).then(pl.lit("lost"))
+            .when(regular & refers.fill_null(False)).then(pl.lit("advocate"))
+            .when(regular & exclusive.fill_null(False)).then(pl.lit("adherent"))
+            .when(regular).then(pl.lit("regular"))
+            .when(purchases_total >= 2).then(pl.lit("repeat"))
+            .otherwise(pl.lit("first_purchase")))
+
+
+def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: pl.LazyFrame, *,
+                   as_of: dt.date, window_days: int, xyz_frame: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """client_id, month, step, step_with_xyz: each client's ladder step at the end of every month from its
+    first purchase to as-of. ``step`` uses the 3-of-6-months rule for 'regular' (the same rule every month, so
+    moves are comparable); ``step_with_xyz`` also counts XYZ class X or Y as regular (``xyz_frame``: client_id,
+    xyz — an as-of measure, so only its as-of month is meaningful: the scorecard's ladder stage)."""
+    month_end = pl.col("month").dt.offset_by("1mo") - dt.timedelta(days=1)
+    last_month = as_of.replace(day=1)
+    first = first_purchases(payments)
+    grid = (first.with_columns(month=pl.date_ranges(pl.col("first_payment").dt.truncate("1mo"), pl.lit(last_month),
+                                                    interval="1mo"))
+            .explode("month").select("client_id", "month"))
+    last_day = payments.group_by("client_id", pl.col("booking_date").dt.truncate("1mo").alias("month")).agg(
+        pl.col("booking_date").max().alias("_last_in_month"))
+    bought = client_month.select("client_id", "month", pl.col("purchases"))
+    referrers = (clients.filter(pl.col("referred_by_client_id").is_not_null())
+                 .join(first, on="client_id").group_by(pl.col("referred_by_client_id").alias("client_id"))
+                 .agg(pl.col("first_payment").min().alias("_referral_paid")))
+    wallet = clients.select("client_id", (pl.col("share_of_wallet").cast(pl.Float64, strict=False) >= 0.8)
+                            .fill_null(False) | pl.col("is_exclusive").fill_null(False)).rename(
+        {"share_of_wallet": "_exclusive"})
+    frame = (
+        grid.join(bought, on=["client_id", "month"], how="left")
+        .join(last_day, on=["client_id", "month"], how="left")
+        .join(referrers, on="client_id", how="left")
+        .join(wallet, on="client_id", how="left")
+        .join(xyz_frame.select("client_id", "xyz") if xyz_frame is not None
+              else first.select("client_id", pl.lit(None, pl.String).alias("xyz")), on="client_id", how="left")
+        .sort("client_id", "month")
+        .with_columns(pl.col("purchases").fill_null(0))
+        .with_columns(
+            _total=pl.col("purchases").cum_sum().over("client_id"),
+            _months6=(pl.col("purchases") > 0).cast(pl.Int32).rolling_sum(6, min_samples=1).over("client_id"),
+            _last=pl.col("_last_in_month").forward_fill().over("client_id"),
+        )
+        .with_columns(month_end=pl.min_horizontal(month_end, pl.lit(as_of)))
+    )
+    active = (pl.col("month_end") - pl.col("_last")).dt.total_days() < window_days
+    refers = pl.col("_referral_paid").is_not_null() & (pl.col("_referral_paid") <= pl.col("month_end"))
+    steps = {"step": pl.lit(False), "step_with_xyz": pl.col("xyz").is_in(["X", "Y"])}
+    return frame.select(
+        "client_id", "month",
+        *(ladder_stage(pl.col("_total"), pl.col("_months6"), by_xyz, pl.col("_exclusive"), refers, active)
+          .alias(name) for name, by_xyz in steps.items()),
+    )
+
+
+def ladder_transitions(history: pl.LazyFrame) -> pl.LazyFrame:
+    """month, from_step ('new' before a first purchase), to_step, clients, step_total (clients in to_step)."""
+    moves = (history.sort("client_id", "month")
+             .with_columns(from_step=pl.col("step").shift(1).over("client_id").fill_null("new"))
+             .rename({"step": "to_step"}))
+    return (moves.group_by("month", "from_step", "to_step").agg(clients=pl.len().cast(pl.Int32))
+            .with_columns(step_total=pl.col("clients").sum().over("month", "to_step").cast(pl.Int32))
+            .sort("month", "from_step", "to_step"))

@@ -14,7 +14,7 @@ import polars as pl
 from transforms import crm_staging, identity
 from transforms import metrics as m
 
-CRM_FLAGS = ("is_potential", "is_reference", "is_innovator", "is_demanding")
+CRM_FLAGS = ("is_potential", "is_reference", "is_innovator", "is_demanding", "is_exclusive")
 STAGED_BANK_COLUMNS = (
     "txn_key", "key_method", "fingerprint", "own_account", "booking_date", "value_date", "amount", "currency",
     "fx_rate", "amount_reporting", "status", "is_reversal", "counterparty_name", "counterparty_tax_id",
@@ -98,6 +98,8 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("industry"),
         pl.col("region"),
         *(pl.col(c) if c in present else pl.lit(None, pl.String).alias(c) for c in ("size_band", "acquisition_channel")),
+        (pl.col("share_of_wallet").str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+         if "share_of_wallet" in present else pl.lit(None, pl.Float64)).alias("share_of_wallet"),
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
@@ -256,8 +258,8 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
     if crm_clients is not None:
         dim = pl.concat([
             crm_clients.select("client_id", "name", "tax_id", "industry", "region", "size_band",
-                               "acquisition_channel", "manager_id", "referred_by_client_id", "created_date",
-                               *CRM_FLAGS).with_columns(
+                               "acquisition_channel", "share_of_wallet", "manager_id", "referred_by_client_id",
+                               "created_date", *CRM_FLAGS).with_columns(
                 source=pl.lit("crm")),
             bank_clients,
         ], how="diagonal")
@@ -265,7 +267,8 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
         dim = bank_clients.with_columns(
             name=pl.lit(None, pl.String), tax_id=pl.lit(None, pl.String), industry=pl.lit(None, pl.String),
             region=pl.lit(None, pl.String), size_band=pl.lit(None, pl.String),
-            acquisition_channel=pl.lit(None, pl.String), manager_id=pl.lit(None, pl.String),
+            acquisition_channel=pl.lit(None, pl.String), share_of_wallet=pl.lit(None, pl.Float64),
+            manager_id=pl.lit(None, pl.String),
             referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date),
             **{c: pl.lit(None, pl.Boolean) for c in CRM_FLAGS})
     return (
@@ -273,7 +276,8 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
         .with_columns(name=pl.coalesce("name", "_bank_name"))
         .drop("_bank_name")
         .select("client_id", "name", "source", "tax_id", "industry", "region", "size_band", "acquisition_channel",
-                "manager_id", "referred_by_client_id", "created_date", "first_payment_date", *CRM_FLAGS)
+                "share_of_wallet", "manager_id", "referred_by_client_id", "created_date", "first_payment_date",
+                *CRM_FLAGS)
         .sort("client_id")
     )
 

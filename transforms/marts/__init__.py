@@ -8,6 +8,7 @@ from transforms.marts import (
     cohort_retention,
     dependency,
     key_clients,
+    ladder_transitions,
     manager_load,
     pareto_summary,
     phase_out_scenarios,
@@ -21,5 +22,5 @@ from transforms.marts import (
 
 MARTS = (client_month, client_scorecard, pareto_summary, whale_curve, unprofitable_audit, phase_out_scenarios,
          abc_xyz_matrix, retention_period, cohort_retention, key_clients, dependency, manager_load,
-         target_portrait,
+         target_portrait, ladder_transitions,
          unmatched_counterparties, run_log)

@@ -62,6 +62,8 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "revenue_last_12m": (m.MONEY, "Net revenue of the last 12 full months"),
     "revenue_prev_12m": (m.MONEY, "Net revenue of the 12 months before"),
     "is_growing": (pl.Boolean(), "revenue_last_12m > revenue_prev_12m"),
+    "ladder_stage": (pl.String(), "Loyalty ladder at as-of: first_purchase | repeat | regular | adherent | advocate | "
+                                  "lost (null: never bought)"),
     "ltv_s": (pl.Float64(), "LTV factor S: average check (net revenue / purchases, whole history)"),
     "ltv_c": (pl.Float64(), "LTV factor C: purchases per month of the client's buying span"),
     "ltv_p": (pl.Float64(), "LTV factor P: net profit / net revenue (whole history)"),
@@ -87,7 +89,8 @@ def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) 
 def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.LazyFrame | None, *,
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
           abc_b: float = 0.95, xyz: pl.LazyFrame | None = None, activity: pl.LazyFrame | None = None,
-          trend: pl.LazyFrame | None = None, ltv_min_segment: int = 30) -> pl.LazyFrame:
+          trend: pl.LazyFrame | None = None, ladder: pl.LazyFrame | None = None,
+          ltv_min_segment: int = 30) -> pl.LazyFrame:
     """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
     sums = (
@@ -143,6 +146,8 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
                                pl.col("is_growing").fill_null(False))
     ranked = _ranked(frame.collect(), "net_profit", "profit", abc_a, abc_b)
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
+    ranked = (ranked.join(ladder.collect(), on="client_id", how="left") if ladder is not None
+              else ranked.with_columns(ladder_stage=pl.lit(None, pl.String)))
     # LTV's T is the average lifetime of the client's segment: its ABC class, known only after ranking
     segments = ranked.lazy().select("client_id", pl.col("abc_revenue").alias("segment"))
     ranked = ranked.join(behaviour.ltv(client_month, segments, as_of=as_of, min_segment=ltv_min_segment).collect(),
