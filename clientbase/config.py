@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -92,6 +92,40 @@ class BehaviourConfig(_Strict):
     max_key_clients_per_manager: int = Field(default=3, ge=1, description="More key clients is an overload.")
 
 
+class SegmentRule(_Strict):
+    """One ordered segment (DOMAIN §8.3): the first rule a client meets decides its segment."""
+
+    name: str
+    team: Literal["upsell", "win_back", "new_business"]
+    rule: str
+
+    @field_validator("rule")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        from transforms.marts.client_scorecard import rule_columns
+        from transforms.rules import RuleError, compile_rule
+
+        try:
+            compile_rule(value, rule_columns())
+        except RuleError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+DEFAULT_SEGMENTS = (
+    SegmentRule(name="Key accounts: A clients growing with us", team="upsell",
+                rule="abc_revenue == 'A' and is_growing and not is_at_risk"),
+    SegmentRule(name="Valuable clients slipping away", team="win_back",
+                rule="abc_revenue in ['A', 'B'] and is_at_risk"),
+    SegmentRule(name="A clients to protect", team="upsell", rule="abc_revenue == 'A'"),
+    SegmentRule(name="B clients with room to grow", team="upsell", rule="abc_revenue == 'B'"),
+    SegmentRule(name="Lost clients worth winning back", team="win_back",
+                rule="ladder_stage == 'lost' and revenue_prev_12m > 0"),
+    SegmentRule(name="Small current clients", team="upsell", rule="net_revenue > 0"),
+    SegmentRule(name="Never bought", team="new_business", rule="ladder_stage == None"),
+)
+
+
 class CrmConfig(_Strict):
     mappings: tuple[Preset, ...] = Field(
         default=(), description="Your own CRM export mappings (same shape as sources/crm_presets/*.yaml); tried "
@@ -112,6 +146,8 @@ class Settings(_Strict):
     crm: CrmConfig = CrmConfig()
     economics: EconomicsConfig = EconomicsConfig()
     behaviour: BehaviourConfig = BehaviourConfig()
+    segments: tuple[SegmentRule, ...] = Field(default=DEFAULT_SEGMENTS,
+                                              description="Ordered segment rules; the first match wins.")
     keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
 
     @field_validator("reporting_currency")

@@ -24,6 +24,7 @@ from transforms.marts import (
     phase_out_scenarios,
     retention_period,
     run_log,
+    segments,
     unmatched_counterparties,
     unprofitable_audit,
     whale_curve,
@@ -153,6 +154,7 @@ def marts_suite() -> Suite:
                                           value_set=["ok", "diversify", "severe", "critical"]),
         ],
         manager_load.NAME: [E.ExpectColumnValuesToBeUnique(column="manager_id")],
+        segments.NAME: [E.ExpectColumnValuesToBeUnique(column="priority")],
         ladder_transitions.NAME: [
             E.ExpectCompoundColumnsToBeUnique(column_list=list(ladder_transitions.KEY)),
             E.ExpectColumnValuesToBeInSet(column="to_step", value_set=[

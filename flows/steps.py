@@ -36,6 +36,7 @@ from transforms.marts import (
     phase_out_scenarios,
     retention_period,
     run_log,
+    segments,
     target_portrait,
     unmatched_counterparties,
     unprofitable_audit,
@@ -359,6 +360,7 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     window = m.window_bounds(as_of, eco.window_months)
     regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y)
     beh = settings.behaviour
+    segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
     ladder = behaviour.ladder_history(months_all.lazy(), payments, clients, as_of=as_of,
                                       window_days=settings.activity_window_days, xyz_frame=regularity).collect()
     scorecard = client_scorecard.build(
@@ -368,7 +370,8 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
                                     window_days=settings.activity_window_days),
         trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of),
         ladder=ladder.lazy().filter(pl.col("month") == as_of.replace(day=1)).select(
-            "client_id", pl.col("step_with_xyz").alias("ladder_stage"))).collect()
+            "client_id", pl.col("step_with_xyz").alias("ladder_stage")),
+        segments=segment_rules).collect()
     managers = inputs["managers"].lazy()
     key = key_clients.build(scorecard.lazy(), clients, managers, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
@@ -394,6 +397,7 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
             key_clients.units(scorecard.lazy(), clients, managers), diversify=beh.dependency_diversify,
             severe=beh.dependency_severe, critical=beh.dependency_critical).collect(),
         target_portrait.NAME: target_portrait.build(scorecard.lazy(), clients).collect(),
+        segments.NAME: segments.build(scorecard.lazy(), segment_rules).collect(),
         ladder_transitions.NAME: ladder_transitions.build(behaviour.ladder_transitions(ladder.lazy())).collect(),
         manager_load.NAME: manager_load.build(scorecard.lazy(), key.lazy(), managers,
                                               limit=beh.max_key_clients_per_manager).collect(),

@@ -70,3 +70,22 @@ def test_command_line_keys_are_refused_in_the_file(tmp_path):
     write(tmp_path, "home: /elsewhere\n")
     with pytest.raises(ConfigError, match="key 'home' is set on the command line"):
         load_settings(tmp_path)
+
+
+def test_segment_rules_are_validated_at_load(tmp_path):
+    write(tmp_path, "segments:\n  - name: Big\n    team: upsell\n    rule: \"turnover > 5\"\n")
+    with pytest.raises(ConfigError, match=r"key 'segments.0.rule'.*unknown column 'turnover'"):
+        load_settings(tmp_path)
+    write(tmp_path, "segments:\n  - name: Big\n    team: sales\n    rule: \"abc_revenue == 'A'\"\n")
+    with pytest.raises(ConfigError, match=r"key 'segments.0.team'"):
+        load_settings(tmp_path)
+    write(tmp_path, "segments:\n  - name: Transport A\n    team: upsell\n"
+                    "    rule: \"abc_revenue == 'A' and tenure_years > 5 and industry in ['transport']\"\n")
+    assert [s.name for s in load_settings(tmp_path).segments] == ["Transport A"]
+
+
+def test_default_segments_ship():
+    from clientbase.config import DEFAULT_SEGMENTS
+
+    assert [s.team for s in DEFAULT_SEGMENTS][:2] == ["upsell", "win_back"]
+    assert {s.team for s in DEFAULT_SEGMENTS} == {"upsell", "win_back", "new_business"}

@@ -98,8 +98,8 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("industry"),
         pl.col("region"),
         *(pl.col(c) if c in present else pl.lit(None, pl.String).alias(c) for c in ("size_band", "acquisition_channel")),
-        (pl.col("share_of_wallet").str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-         if "share_of_wallet" in present else pl.lit(None, pl.Float64)).alias("share_of_wallet"),
+        *((pl.col(c).str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+           if c in present else pl.lit(None, pl.Float64)).alias(c) for c in ("share_of_wallet", "satisfaction")),
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
@@ -258,7 +258,8 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
     if crm_clients is not None:
         dim = pl.concat([
             crm_clients.select("client_id", "name", "tax_id", "industry", "region", "size_band",
-                               "acquisition_channel", "share_of_wallet", "manager_id", "referred_by_client_id",
+                               "acquisition_channel", "share_of_wallet", "satisfaction", "manager_id",
+                               "referred_by_client_id",
                                "created_date", *CRM_FLAGS).with_columns(
                 source=pl.lit("crm")),
             bank_clients,
@@ -268,6 +269,7 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
             name=pl.lit(None, pl.String), tax_id=pl.lit(None, pl.String), industry=pl.lit(None, pl.String),
             region=pl.lit(None, pl.String), size_band=pl.lit(None, pl.String),
             acquisition_channel=pl.lit(None, pl.String), share_of_wallet=pl.lit(None, pl.Float64),
+            satisfaction=pl.lit(None, pl.Float64),
             manager_id=pl.lit(None, pl.String),
             referred_by_client_id=pl.lit(None, pl.String), created_date=pl.lit(None, pl.Date),
             **{c: pl.lit(None, pl.Boolean) for c in CRM_FLAGS})
@@ -276,7 +278,8 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
         .with_columns(name=pl.coalesce("name", "_bank_name"))
         .drop("_bank_name")
         .select("client_id", "name", "source", "tax_id", "industry", "region", "size_band", "acquisition_channel",
-                "share_of_wallet", "manager_id", "referred_by_client_id", "created_date", "first_payment_date",
+                "share_of_wallet", "satisfaction", "manager_id", "referred_by_client_id", "created_date",
+                "first_payment_date",
                 *CRM_FLAGS)
         .sort("client_id")
     )

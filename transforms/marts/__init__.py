@@ -14,6 +14,7 @@ from transforms.marts import (
     phase_out_scenarios,
     retention_period,
     run_log,
+    segments,
     target_portrait,
     unmatched_counterparties,
     unprofitable_audit,
@@ -22,5 +23,5 @@ from transforms.marts import (
 
 MARTS = (client_month, client_scorecard, pareto_summary, whale_curve, unprofitable_audit, phase_out_scenarios,
          abc_xyz_matrix, retention_period, cohort_retention, key_clients, dependency, manager_load,
-         target_portrait, ladder_transitions,
+         target_portrait, ladder_transitions, segments,
          unmatched_counterparties, run_log)

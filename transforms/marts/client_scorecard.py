@@ -25,6 +25,11 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "source": (pl.String(), "crm | bank"),
     "industry": (pl.String(), "CRM industry"),
     "manager_id": (pl.String(), "Responsible manager"),
+    "region": (pl.String(), "CRM region"),
+    "size_band": (pl.String(), "CRM size band"),
+    "acquisition_channel": (pl.String(), "CRM acquisition channel"),
+    "satisfaction": (pl.Float64(), "CRM satisfaction score"),
+    "tenure_years": (pl.Float64(), "Years since the client's first payment (or CRM creation date) to as-of"),
     "as_of": (pl.Date(), "Run date"),
     "window_start": (pl.Date(), "First month of the window"),
     "window_end": (pl.Date(), "Last month of the window"),
@@ -69,8 +74,12 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "ltv_p": (pl.Float64(), "LTV factor P: net profit / net revenue (whole history)"),
     "ltv_t": (pl.Float64(), "LTV factor T: average buying span (months) of its ABC segment, or of all clients"),
     "ltv": (pl.Float64(), "LTV = S x C x P x T"),
+    "segment_id": (pl.Int32(), "Priority of the first configured segment rule the client meets (1 = highest)"),
+    "segment_name": (pl.String(), "That segment's name"),
+    "team": (pl.String(), "The team that owns the segment: upsell | win_back | new_business"),
     "reporting_currency": (pl.String(), "ISO 4217 code of every amount"),
 }
+SEGMENT_COLUMNS = ("segment_id", "segment_name", "team")
 
 
 def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) -> pl.DataFrame:
@@ -90,7 +99,8 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
           abc_b: float = 0.95, xyz: pl.LazyFrame | None = None, activity: pl.LazyFrame | None = None,
           trend: pl.LazyFrame | None = None, ladder: pl.LazyFrame | None = None,
-          ltv_min_segment: int = 30) -> pl.LazyFrame:
+          ltv_min_segment: int = 30, segments: tuple = ()) -> pl.LazyFrame:
+    """``segments``: ordered (name, team, rule) triples; each client gets the first whose rule it meets."""
     """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
     sums = (
@@ -98,7 +108,16 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
         .group_by("client_id")
         .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases", "hours_spent")))
     )
-    dim = clients.select("client_id", "name", "source", "industry", "manager_id")
+    present = set(clients.collect_schema().names())
+
+    def optional(column: str, dtype: pl.DataType) -> pl.Expr:  # the CRM may not have it (bank-only mode)
+        return (pl.col(column) if column in present else pl.lit(None)).cast(dtype).alias(column)
+
+    since = pl.coalesce(optional("created_date", pl.Date()), optional("first_payment_date", pl.Date()))
+    dim = clients.select("client_id", "name", "source", "industry", "manager_id",
+                         *(optional(c, pl.String()) for c in ("region", "size_band", "acquisition_channel")),
+                         optional("satisfaction", pl.Float64()),
+                         ((pl.lit(as_of) - since).dt.total_days() / 365.25).alias("tenure_years"))
     frame = (
         dim.join(sums, on="client_id", how="full", coalesce=True)
         .with_columns(*(pl.col(c).fill_null(0).cast(m.MONEY) for c in _MONEY_COLUMNS),
@@ -149,11 +168,30 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     ranked = (ranked.join(ladder.collect(), on="client_id", how="left") if ladder is not None
               else ranked.with_columns(ladder_stage=pl.lit(None, pl.String)))
     # LTV's T is the average lifetime of the client's segment: its ABC class, known only after ranking
-    segments = ranked.lazy().select("client_id", pl.col("abc_revenue").alias("segment"))
-    ranked = ranked.join(behaviour.ltv(client_month, segments, as_of=as_of, min_segment=ltv_min_segment).collect(),
+    abc_segments = ranked.lazy().select("client_id", pl.col("abc_revenue").alias("segment"))
+    ranked = ranked.join(behaviour.ltv(client_month, abc_segments, as_of=as_of, min_segment=ltv_min_segment).collect(),
                          on="client_id", how="left")
     ranked = ranked.with_columns(
         pl.col("xyz_months").fill_null(0).cast(pl.Int32),
         abc_xyz=pl.when((pl.col("abc_revenue") != "D") & pl.col("xyz").is_not_null())
         .then(pl.col("abc_revenue") + pl.col("xyz")))
-    return ranked.select(list(SCHEMA)).cast({c: t for c, (t, _) in SCHEMA.items()}).lazy()
+    return assign_segments(ranked, segments).select(list(SCHEMA)).cast(
+        {c: t for c, (t, _) in SCHEMA.items()}).lazy()
+
+
+def rule_columns() -> list[str]:
+    """What segment rules may name: every scorecard column except the segment columns themselves."""
+    return [c for c in SCHEMA if c not in SEGMENT_COLUMNS]
+
+
+def assign_segments(card: pl.DataFrame, segments: tuple) -> pl.DataFrame:
+    """segment_id / segment_name / team of the first rule each client meets (DOMAIN §8.3)."""
+    from transforms.rules import compile_rule
+
+    ids, names, teams = pl.lit(None, pl.Int32), pl.lit(None, pl.String), pl.lit(None, pl.String)
+    for priority, (name, team, rule) in reversed(list(enumerate(segments, start=1))):
+        hit = compile_rule(rule, rule_columns())
+        ids = pl.when(hit).then(pl.lit(priority, pl.Int32)).otherwise(ids)
+        names = pl.when(hit).then(pl.lit(name)).otherwise(names)
+        teams = pl.when(hit).then(pl.lit(team)).otherwise(teams)
+    return card.with_columns(segment_id=ids, segment_name=names, team=teams)
