@@ -24,7 +24,7 @@ def xyz(client_month: pl.LazyFrame, first: pl.LazyFrame, *, window: tuple[dt.dat
     """
     start, end = window
     grid = (
-        first.filter(pl.col("first_payment") <= (end + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1))
+        first.filter(pl.col("first_payment") <= m.month_end(end))
         .with_columns(_from=pl.max_horizontal(pl.col("first_payment").dt.truncate("1mo"), pl.lit(start)))
         .with_columns(month=pl.date_ranges("_from", pl.lit(end), interval="1mo"))
         .explode("month")
@@ -57,8 +57,8 @@ def periods(first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
                 continue
             nxt = start
             for _ in range(size):
-                nxt = (nxt + dt.timedelta(days=31)).replace(day=1)
-            if nxt - dt.timedelta(days=1) <= (last_month + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1):
+                nxt = m.next_month(nxt)
+            if nxt <= m.next_month(last_month):
                 rows.append((kind, start, nxt - dt.timedelta(days=1)))
     return pl.LazyFrame(rows, schema={"period_type": pl.String, "period_start": pl.Date, "period_end": pl.Date},
                         orient="row")

@@ -194,11 +194,20 @@ def hhi(measure: str) -> pl.Expr:
     return pl.when(x.sum() > 0).then(((x / x.sum()) ** 2).sum())
 
 
+def next_month(month: dt.date) -> dt.date:
+    """First day of the month after ``month``."""
+    return (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def month_end(month: dt.date) -> dt.date:
+    """Last day of the month of ``month``."""
+    return next_month(month) - dt.timedelta(days=1)
+
+
 def window_bounds(as_of: dt.date, months: int) -> tuple[dt.date, dt.date]:
     """(first month, last month) of the last ``months`` full calendar months up to ``as_of``: the as-of month
     counts when ``as_of`` is its last day."""
-    nxt = (as_of.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    last = as_of.replace(day=1) if as_of == nxt - dt.timedelta(days=1) else (
+    last = as_of.replace(day=1) if as_of == month_end(as_of) else (
         as_of.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
     first = last
     for _ in range(months - 1):

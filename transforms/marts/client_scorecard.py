@@ -29,7 +29,7 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "size_band": (pl.String(), "CRM size band"),
     "acquisition_channel": (pl.String(), "CRM acquisition channel"),
     "satisfaction": (pl.Float64(), "CRM satisfaction score"),
-    "tenure_years": (pl.Float64(), "Years since the client's first payment (or CRM creation date) to as-of"),
+    "tenure_years": (pl.Float64(), "Years from the CRM creation date (else the first payment) to as-of"),
     "as_of": (pl.Date(), "Run date"),
     "window_start": (pl.Date(), "First month of the window"),
     "window_end": (pl.Date(), "Last month of the window"),
@@ -128,8 +128,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     )
     if settlement is not None:
         lateness = (
-            settlement.filter(pl.col("paid_date").is_between(first, (last + dt.timedelta(days=31)).replace(day=1)
-                                                             - dt.timedelta(days=1)))
+            settlement.filter(pl.col("paid_date").is_between(first, m.month_end(last)))
             .group_by("client_id").agg(avg_days_late=pl.col("days_late").clip(lower_bound=0).mean())
         )
         overdue = (
