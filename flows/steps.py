@@ -20,7 +20,7 @@ from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
 from expectations import suites
 from expectations.gate import GateOutcome, run_gate
 from sources import archive, registry
-from transforms import behaviour, crm_staging, economics, identity, staging
+from transforms import behaviour, clv, crm_staging, economics, identity, staging
 from transforms import metrics as m
 from transforms.marts import (
     MARTS,
@@ -371,7 +371,8 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of),
         ladder=ladder.lazy().filter(pl.col("month") == as_of.replace(day=1)).select(
             "client_id", pl.col("step_with_xyz").alias("ladder_stage")),
-        segments=segment_rules).collect()
+        segments=segment_rules,
+        clv=clv.scores(clv.client_summary(payments, as_of=as_of))).collect()
     managers = inputs["managers"].lazy()
     key = key_clients.build(scorecard.lazy(), clients, managers, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()

@@ -77,6 +77,10 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "segment_id": (pl.Int32(), "Priority of the first configured segment rule the client meets (1 = highest)"),
     "segment_name": (pl.String(), "That segment's name"),
     "team": (pl.String(), "The team that owns the segment: upsell | win_back | new_business"),
+    "clv_purchases_12m": (pl.Float64(), "BG/NBD expected purchase days in the next 12 months"),
+    "clv_p_alive": (pl.Float64(), "BG/NBD probability the client is still alive"),
+    "clv_expected_spend": (pl.Float64(), "Gamma-Gamma expected value of a purchase day"),
+    "clv_revenue_12m": (pl.Float64(), "Expected revenue of the next 12 months: purchases x spend"),
     "reporting_currency": (pl.String(), "ISO 4217 code of every amount"),
 }
 SEGMENT_COLUMNS = ("segment_id", "segment_name", "team")
@@ -99,7 +103,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
           abc_b: float = 0.95, xyz: pl.LazyFrame | None = None, activity: pl.LazyFrame | None = None,
           trend: pl.LazyFrame | None = None, ladder: pl.LazyFrame | None = None,
-          ltv_min_segment: int = 30, segments: tuple = ()) -> pl.LazyFrame:
+          ltv_min_segment: int = 30, segments: tuple = (), clv: pl.DataFrame | None = None) -> pl.LazyFrame:
     """``segments``: ordered (name, team, rule) triples; each client gets the first whose rule it meets."""
     """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
@@ -166,6 +170,9 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
     ranked = (ranked.join(ladder.collect(), on="client_id", how="left") if ladder is not None
               else ranked.with_columns(ladder_stage=pl.lit(None, pl.String)))
+    clv_columns = ("clv_purchases_12m", "clv_p_alive", "clv_expected_spend", "clv_revenue_12m")
+    ranked = (ranked.join(clv.select("client_id", *clv_columns), on="client_id", how="left") if clv is not None
+              else ranked.with_columns(pl.lit(None, pl.Float64).alias(c) for c in clv_columns))
     # LTV's T is the average lifetime of the client's segment: its ABC class, known only after ranking
     abc_segments = ranked.lazy().select("client_id", pl.col("abc_revenue").alias("segment"))
     ranked = ranked.join(behaviour.ltv(client_month, abc_segments, as_of=as_of, min_segment=ltv_min_segment).collect(),

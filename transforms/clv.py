@@ -1,0 +1,154 @@
+"""Probabilistic CLV: BG/NBD (Fader, Hardie & Lee 2005) for purchases and being alive, Gamma-Gamma for spend.
+
+Implemented with numpy/scipy (maximum likelihood on log-parameters) rather than PyMC-Marketing: the pipeline
+stays small and a fit on a few hundred thousand clients takes seconds. ``tests/test_clv.py`` reproduces the
+published CDNOW estimates (r = 0.243, alpha = 4.414, a = 0.793, b = 2.426).
+
+Inputs per client: ``x`` repeat purchases, ``t_x`` time of the last purchase and ``T`` time observed, both since
+the first purchase (any unit; the pipeline uses months), and ``zbar`` the average value of the repeat purchases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, special
+
+
+@dataclass(frozen=True)
+class BgNbd:
+    r: float
+    alpha: float
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class GammaGamma:
+    p: float
+    q: float
+    gamma: float
+
+
+def bgnbd_log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Per-customer log-likelihood of the BG/NBD model (equation 6 of the paper, in logs)."""
+    r, alpha, a, b = params
+    common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+    first = special.betaln(a, b + x) - special.betaln(a, b) - (r + x) * np.log(alpha + T)
+    with np.errstate(divide="ignore"):
+        second = np.where(x > 0, special.betaln(a + 1, np.maximum(b + x - 1, 1e-12)) - special.betaln(a, b)
+                          - (r + x) * np.log(alpha + t_x), -np.inf)
+    return common + np.logaddexp(first, second)
+
+
+def fit_bgnbd(x, t_x, T) -> BgNbd:
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+
+    def negative(log_params: np.ndarray) -> float:
+        return -bgnbd_log_likelihood(np.exp(log_params), x, t_x, T).sum()
+
+    result = optimize.minimize(negative, x0=np.zeros(4), method="Nelder-Mead",
+                               options={"xatol": 1e-7, "fatol": 1e-7, "maxiter": 20_000, "maxfev": 40_000})
+    if not result.success:
+        raise ValueError(f"BG/NBD fit did not converge: {result.message}")
+    return BgNbd(*np.exp(result.x))
+
+
+def p_alive(m: BgNbd, x, t_x, T) -> np.ndarray:
+    """Probability that the customer is still 'alive' (has not dropped out)."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        odds = np.where(x > 0, m.a / np.maximum(m.b + x - 1, 1e-12) * ((m.alpha + T) / (m.alpha + t_x)) ** (m.r + x),
+                        0.0)
+    return 1.0 / (1.0 + odds)
+
+
+def expected_purchases(m: BgNbd, t: float, x, t_x, T) -> np.ndarray:
+    """Expected purchases in the next ``t`` time units (equation 10 of the paper)."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    hyp = special.hyp2f1(m.r + x, m.b + x, m.a + m.b + x - 1, t / (m.alpha + T + t))
+    head = (m.a + m.b + x - 1) / (m.a - 1) * (1 - ((m.alpha + T) / (m.alpha + T + t)) ** (m.r + x) * hyp)
+    return head * p_alive(m, x, t_x, T)
+
+
+def gamma_gamma_log_likelihood(params: np.ndarray, x: np.ndarray, zbar: np.ndarray) -> np.ndarray:
+    p, q, gamma = params
+    return (special.gammaln(p * x + q) - special.gammaln(p * x) - special.gammaln(q) + q * np.log(gamma)
+            + (p * x - 1) * np.log(zbar) + p * x * np.log(x) - (p * x + q) * np.log(gamma + x * zbar))
+
+
+def fit_gamma_gamma(x, zbar) -> GammaGamma:
+    """Fit on customers with repeat purchases (x > 0) and a positive average spend."""
+    x, zbar = (np.asarray(v, dtype=float) for v in (x, zbar))
+    keep = (x > 0) & (zbar > 0)
+    x, zbar = x[keep], zbar[keep]
+
+    def negative(log_params: np.ndarray) -> float:
+        return -gamma_gamma_log_likelihood(np.exp(log_params), x, zbar).sum()
+
+    result = optimize.minimize(negative, x0=np.zeros(3), method="Nelder-Mead",
+                               options={"xatol": 1e-7, "fatol": 1e-7, "maxiter": 20_000, "maxfev": 40_000})
+    if not result.success:
+        raise ValueError(f"Gamma-Gamma fit did not converge: {result.message}")
+    return GammaGamma(*np.exp(result.x))
+
+
+def expected_spend(m: GammaGamma, x, zbar) -> np.ndarray:
+    """Expected average value of a customer's future purchases (population mean without repeat purchases)."""
+    x, zbar = (np.asarray(v, dtype=float) for v in (x, zbar))
+    population = m.p * m.gamma / (m.q - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conditional = (m.gamma + x * zbar) * m.p / (m.p * x + m.q - 1)
+    return np.where((x > 0) & (zbar > 0), conditional, population)
+
+
+DAYS_PER_MONTH = 30.4375
+
+
+def client_summary(payments, *, as_of):
+    """Per client from booked payments up to as-of (a polars LazyFrame in, out): x repeat purchases (payment
+    days after the first), t_x and T in months since the first payment, zbar the average repeat-purchase day
+    value."""
+    import polars as pl
+
+    days = (payments.filter(pl.col("booking_date") <= as_of)
+            .group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum().cast(pl.Float64).alias("_v"))
+            .sort("client_id", "booking_date"))
+    return (
+        days.group_by("client_id")
+        .agg(_first=pl.col("booking_date").first(), _last=pl.col("booking_date").last(), _n=pl.len(),
+             _total=pl.col("_v").sum(), _first_value=pl.col("_v").first())
+        .select("client_id",
+                (pl.col("_n") - 1).cast(pl.Float64).alias("x"),
+                ((pl.col("_last") - pl.col("_first")).dt.total_days() / DAYS_PER_MONTH).alias("t_x"),
+                ((pl.lit(as_of) - pl.col("_first")).dt.total_days() / DAYS_PER_MONTH).alias("T"),
+                pl.when(pl.col("_n") > 1).then((pl.col("_total") - pl.col("_first_value")) / (pl.col("_n") - 1))
+                .otherwise(0.0).alias("zbar"))
+    )
+
+
+def scores(summary, *, horizon_months: float = 12, min_repeaters: int = 20):
+    """client_id, clv_purchases_12m, clv_p_alive, clv_expected_spend, clv_revenue_12m (a polars DataFrame).
+
+    Null columns (not a guess) when fewer than ``min_repeaters`` clients bought twice or a fit does not converge.
+    """
+    import polars as pl
+
+    frame = summary.collect() if hasattr(summary, "collect") else summary
+    empty = frame.select("client_id").with_columns(
+        *(pl.lit(None, pl.Float64).alias(c) for c in ("clv_purchases_12m", "clv_p_alive", "clv_expected_spend",
+                                                       "clv_revenue_12m")))
+    x, t_x, T, zbar = (frame[c].to_numpy() for c in ("x", "t_x", "T", "zbar"))
+    if int((x > 0).sum()) < min_repeaters:
+        return empty
+    try:
+        purchases_model = fit_bgnbd(x, t_x, T)
+        spend_model = fit_gamma_gamma(x, zbar)
+    except (ValueError, FloatingPointError):
+        return empty
+    purchases = expected_purchases(purchases_model, horizon_months, x, t_x, T)
+    spend = expected_spend(spend_model, x, zbar)
+    return frame.select("client_id").with_columns(
+        clv_purchases_12m=pl.Series(purchases), clv_p_alive=pl.Series(p_alive(purchases_model, x, t_x, T)),
+        clv_expected_spend=pl.Series(spend), clv_revenue_12m=pl.Series(purchases * spend))
