@@ -372,7 +372,8 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         ladder=ladder.lazy().filter(pl.col("month") == as_of.replace(day=1)).select(
             "client_id", pl.col("step_with_xyz").alias("ladder_stage")),
         segments=segment_rules,
-        clv=clv.scores(clv.client_summary(payments, as_of=as_of))).collect()
+        clv=clv.scores(clv.client_summary(payments, as_of=as_of)), key_share=beh.key_client_share,
+        dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
     managers = inputs["managers"].lazy()
     key = key_clients.build(scorecard.lazy(), clients, managers, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()

@@ -220,3 +220,32 @@ def test_advocate_needs_a_referred_client_who_paid():
     assert stage == "advocate"
     assert pl.select(behaviour.ladder_stage(pl.lit(5), pl.lit(1), pl.lit(True), pl.lit(False), pl.lit(False),
                                             pl.lit(True))).item() == "regular"  # regular through XYZ X/Y
+
+
+def test_xyz_boundaries_are_inclusive():
+    boundary = months(
+        [("x", dt.date(2025, i, 1), v, v) for i, v in zip(range(1, 5), [90.0, 110.0, 90.0, 110.0], strict=True)]
+        + [("y", dt.date(2025, i, 1), v, v) for i, v in zip(range(1, 5), [75.0, 125.0, 75.0, 125.0], strict=True)])
+    first = pl.LazyFrame({"client_id": ["x", "y"], "first_payment": [dt.date(2025, 1, 1)] * 2})
+    out = dict(behaviour.xyz(boundary, first, window=(dt.date(2025, 1, 1), dt.date(2025, 4, 1))).collect()
+               .select("client_id", "xyz").iter_rows())
+    assert out == {"x": "X", "y": "Y"}  # CV exactly 0.10 is X, exactly 0.25 is Y
+
+
+def test_advocate_via_a_referred_client_who_paid():
+    pays = pl.LazyFrame({
+        "client_id": ["x", "x", "x", "w"],
+        "booking_date": [dt.date(2025, 1, 5), dt.date(2025, 2, 5), dt.date(2025, 3, 5), dt.date(2025, 3, 20)],
+        "amount_reporting": [10.0] * 4})
+    months_ = pl.LazyFrame({"client_id": ["x", "x", "x", "w"],
+                            "month": [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1),
+                                      dt.date(2025, 3, 1)], "purchases": [1, 1, 1, 1]})
+    clients = pl.LazyFrame({"client_id": ["x", "w"], "referred_by_client_id": [None, "x"],
+                            "share_of_wallet": [None, None], "is_exclusive": [None, None]},
+                           schema_overrides={"referred_by_client_id": pl.String, "share_of_wallet": pl.Float64,
+                                             "is_exclusive": pl.Boolean})
+    history = behaviour.ladder_history(months_, pays, clients, as_of=dt.date(2025, 3, 31), window_days=365).collect()
+    steps = {(r["client_id"], r["month"]): r["step"] for r in history.iter_rows(named=True)}
+    # x is regular in March (3 of the last 6 months) and w, who names x as referrer, paid on March 20th
+    assert steps[("x", dt.date(2025, 3, 1))] == "advocate"
+    assert steps[("x", dt.date(2025, 2, 1))] == "repeat"

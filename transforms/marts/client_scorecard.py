@@ -12,6 +12,7 @@ import polars as pl
 
 from transforms import behaviour
 from transforms import metrics as m
+from transforms.marts import dependency, key_clients
 
 NAME = "client_scorecard"
 GRAIN = "one row per client as of the run date, over the trailing window of full months (default 12)"
@@ -56,6 +57,11 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "profit_cumulative_share": (pl.Float64(), "Share of total positive profit of this client and all above it"),
     "abc_profit": (pl.String(), "A/B/C/D by net profit (D: no profit or a loss)"),
     "is_unprofitable": (pl.Boolean(), "Net profit below zero: revenue does not cover the cost of serving"),
+    "revenue_share": (pl.Float64(), "Share of the company's positive net revenue"),
+    "key_client_reasons": (pl.String(), "Why the client is key for the company: share > 10% | potential | "
+                                        "reference | innovator | demanding (null: not key)"),
+    "dependency_level": (pl.String(), "What the company's dependency on this client calls for: ok | diversify | "
+                                      "severe | critical"),
     "xyz_months": (pl.Int32(), "Months observed for XYZ: from the later of window start and first purchase"),
     "revenue_cv": (pl.Float64(), "Coefficient of variation of monthly net revenue (population std / mean)"),
     "xyz": (pl.String(), "X (CV <= 0.10) | Y (<= 0.25) | Z; null with fewer than 3 months or no revenue"),
@@ -103,7 +109,9 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
           as_of: dt.date, window_months: int, reporting_currency: str, abc_a: float = 0.80,
           abc_b: float = 0.95, xyz: pl.LazyFrame | None = None, activity: pl.LazyFrame | None = None,
           trend: pl.LazyFrame | None = None, ladder: pl.LazyFrame | None = None,
-          ltv_min_segment: int = 30, segments: tuple = (), clv: pl.DataFrame | None = None) -> pl.LazyFrame:
+          ltv_min_segment: int = 30, segments: tuple = (), clv: pl.DataFrame | None = None,
+          key_share: float = 0.10, dependency_levels: tuple[float, float, float] = (0.20, 0.40, 0.50)
+          ) -> pl.LazyFrame:
     """``segments``: ordered (name, team, rule) triples; each client gets the first whose rule it meets."""
     """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
@@ -170,6 +178,15 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
     ranked = (ranked.join(ladder.collect(), on="client_id", how="left") if ladder is not None
               else ranked.with_columns(ladder_stage=pl.lit(None, pl.String)))
+    positive = pl.col("net_revenue").cast(pl.Float64).clip(lower_bound=0)
+    share = pl.when(positive.sum() > 0).then(positive / positive.sum()).otherwise(0.0)
+    flags = [c for c in key_clients.FLAGS if c in present]
+    flag_table = clients.select("client_id", *flags).collect()
+    ranked = ranked.join(flag_table, on="client_id", how="left").with_columns(revenue_share=share)
+    ranked = ranked.with_columns(
+        key_client_reasons=key_clients.reasons(pl.col("revenue_share"), key_share, flags),
+        dependency_level=dependency.level_of(pl.col("revenue_share"), *dependency_levels),
+    ).drop(flags)
     clv_columns = ("clv_purchases_12m", "clv_p_alive", "clv_expected_spend", "clv_revenue_12m")
     ranked = (ranked.join(clv.select("client_id", *clv_columns), on="client_id", how="left") if clv is not None
               else ranked.with_columns(pl.lit(None, pl.Float64).alias(c) for c in clv_columns))

@@ -46,17 +46,24 @@ def units(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame
     ).select("level", "unit", "client_id", "name", "net_revenue", "unit_share")
 
 
+def reasons(share: pl.Expr, threshold: float, flags: list[str], flags_apply: pl.Expr | None = None) -> pl.Expr:
+    """'share > 10% | reference | ...' — why a client is key; null when it is not (DOMAIN §7). ``flags_apply``
+    limits where the CRM flags count (they are company-level reasons)."""
+    flags_apply = pl.lit(True) if flags_apply is None else flags_apply
+    parts = pl.concat_list([
+        pl.when(share > threshold).then(pl.lit(f"share > {threshold:.0%}")),
+        *(pl.when(pl.col(f).fill_null(False) & flags_apply).then(pl.lit(f.removeprefix("is_"))) for f in flags),
+    ]).list.drop_nulls()
+    return pl.when(parts.list.len() > 0).then(parts.list.join(" | "))
+
+
 def build(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame, *,
           share: float = 0.10) -> pl.LazyFrame:
     flags = clients.select("client_id", *FLAGS)
-    flag_reasons = [pl.when(pl.col(f).fill_null(False) & (pl.col("level") == "company"))
-                    .then(pl.lit(f.removeprefix("is_"))) for f in FLAGS]
-    reasons = pl.concat_list([pl.when(pl.col("unit_share") > share).then(pl.lit(f"share > {share:.0%}")),
-                              *flag_reasons]).list.drop_nulls().list.join(" | ")
     return (
         units(scorecard, clients, managers).join(flags, on="client_id", how="left")
-        .with_columns(reasons=reasons)
-        .filter(pl.col("reasons") != "")
+        .with_columns(reasons=reasons(pl.col("unit_share"), share, list(FLAGS), pl.col("level") == "company"))
+        .filter(pl.col("reasons").is_not_null())
         .with_columns(pl.col("net_revenue").cast(m.MONEY))
         .select(list(SCHEMA))
         .sort(["level", "unit", "unit_share", "client_id"], descending=[False, False, True, False])
