@@ -27,7 +27,7 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from transforms import economics  # noqa: E402
+from transforms import behaviour, economics  # noqa: E402
 from transforms import metrics as m  # noqa: E402
 from transforms.marts import (  # noqa: E402
     client_month,
@@ -194,6 +194,62 @@ def reference(d: dict[str, pl.DataFrame]) -> tuple:
     return con.execute(REFERENCE_SQL, {"as_of": AS_OF}).fetchone()
 
 
+def ours_behaviour(d: dict[str, pl.DataFrame], months: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    payments = d["staged"].lazy().filter(pl.col("category") == "client_payment")
+    first = behaviour.first_purchases(payments).collect().lazy()
+    window = m.window_bounds(AS_OF, 12)
+    return {
+        "xyz": behaviour.xyz(months.lazy(), first, window=window).collect(),
+        "cohorts": behaviour.cohorts(months.lazy(), first).collect(),
+        "retention": behaviour.retention(payments, behaviour.periods(START, window[1]).filter(
+            pl.col("period_type") == "month"), window_days=365).collect(),
+    }
+
+
+BEHAVIOUR_SQL = """
+WITH pay AS (SELECT client_id, booking_date FROM staged WHERE category = 'client_payment' AND status = 'BOOK'),
+first AS (SELECT client_id, min(booking_date) AS first_payment FROM pay GROUP BY client_id),
+grid AS (
+    SELECT f.client_id, g.month
+    FROM first f, LATERAL (SELECT unnest(generate_series(greatest(date_trunc('month', f.first_payment)::DATE,
+                                                                  DATE '2025-11-01'), DATE '2026-10-01',
+                                                         INTERVAL 1 MONTH))::DATE AS month) g
+    WHERE f.first_payment <= DATE '2026-10-31'
+), xyz AS (
+    SELECT g.client_id, count(*) AS months, avg(coalesce(cm.net_revenue::DOUBLE, 0)) AS mean,
+           stddev_pop(coalesce(cm.net_revenue::DOUBLE, 0)) AS sd
+    FROM grid g LEFT JOIN client_month cm ON cm.client_id = g.client_id AND cm.month = g.month GROUP BY g.client_id
+), cohorts AS (
+    SELECT date_trunc('month', f.first_payment)::DATE AS cohort, cm.month, count(DISTINCT cm.client_id) AS active
+    FROM client_month cm JOIN first f USING (client_id) WHERE cm.revenue > 0 GROUP BY ALL
+), days AS (SELECT DISTINCT client_id, booking_date FROM pay),
+bounds AS (SELECT unnest(generate_series(DATE '2023-11-01', DATE '2026-10-01', INTERVAL 1 MONTH))::DATE AS ps),
+ends AS (SELECT ps, (ps + INTERVAL 1 MONTH - INTERVAL 1 DAY)::DATE AS pe, (ps - INTERVAL 1 DAY)::DATE AS pb FROM bounds),
+act AS (
+    SELECT e.ps, f.client_id,
+           max(d.booking_date) FILTER (WHERE d.booking_date <= e.pb) AS last_before,
+           max(d.booking_date) FILTER (WHERE d.booking_date <= e.pe) AS last_end,
+           any_value(f.first_payment) AS first_payment, any_value(e.pe) AS pe, any_value(e.pb) AS pb
+    FROM ends e CROSS JOIN first f JOIN days d ON d.client_id = f.client_id AND d.booking_date <= e.pe
+    GROUP BY e.ps, f.client_id
+), retention AS (
+    SELECT ps, count(*) FILTER (WHERE pb - last_before < 365) AS s, count(*) FILTER (WHERE pe - last_end < 365) AS e,
+           count(*) FILTER (WHERE first_payment BETWEEN ps AND pe) AS n
+    FROM act GROUP BY ps
+)
+SELECT (SELECT count(*) FILTER (WHERE months >= 3 AND mean > 0 AND sd / mean <= 0.10) FROM xyz) AS x_clients,
+       (SELECT sum(active) FROM cohorts) AS cohort_active,
+       (SELECT sum(e) FROM retention) AS e_total
+"""
+
+
+def reference_behaviour(d: dict[str, pl.DataFrame], months: pl.DataFrame) -> tuple:
+    con = duckdb.connect()
+    con.register("staged", d["staged"].to_arrow())
+    con.register("client_month", months.to_arrow())
+    return con.execute(BEHAVIOUR_SQL).fetchone()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=1_000_000)
@@ -218,6 +274,17 @@ def main() -> None:
     print(f"same numbers: revenue {months['revenue'].sum()} vs {ref[0]}; net profit {months['net_profit'].sum()} "
           f"vs {ref[1]}; A clients {card.filter(pl.col('abc_revenue') == 'A').height} vs {ref[2]} -> "
           f"{'yes' if all(same) else 'NO'}")
+    start = time.perf_counter()
+    beh = ours_behaviour(data, months)
+    beh_s = time.perf_counter() - start
+    start = time.perf_counter()
+    beh_ref = reference_behaviour(data, months)
+    beh_ref_s = time.perf_counter() - start
+    ours_numbers = (beh["xyz"].filter(pl.col("xyz") == "X").height, beh["cohorts"]["active_clients"].sum(),
+                    beh["retention"]["clients_end"].sum())
+    print(f"behaviour (XYZ, cohorts, monthly retention): ours {beh_s:.2f} s, reference {beh_ref_s:.2f} s, "
+          f"ratio {beh_s / beh_ref_s:.2f} (target <= 1.5); X clients / cohort actives / retention E: "
+          f"{ours_numbers} vs {tuple(int(v) for v in beh_ref)} -> {'yes' if ours_numbers == tuple(beh_ref) else 'NO'}")
 
 
 if __name__ == "__main__":
