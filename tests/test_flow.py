@@ -211,3 +211,33 @@ def test_bank_only_mode_end_to_end(home, tmp_path):
     (clients,), = query(bank_only, "SELECT count(*) FROM staging.client WHERE name ILIKE '%Finanzamt%' "
                                    "OR name ILIKE '%Gehalt%' OR name ILIKE '%Metallwerke%'")
     assert clients == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(home, tmp_path):
+    """The report opens offline in a real browser without console errors and shows its charts; the screenshot
+    is kept as a test artifact (test-artifacts/report.png)."""
+    import subprocess
+
+    home, summary = home
+    report = Path(summary["report"])
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "error" in line.lower()]
+    assert console_errors == []
+    assert dom.stdout.count("<svg") >= 6  # Pareto, whale, ABC-XYZ, cohorts, CRR, ladder
+    for heading in ("Pareto curve", "Whale curve", "ABC-XYZ", "Cohort retention", "Loyalty ladder",
+                    "Unprofitable clients", "Segments"):
+        assert heading in dom.stdout
+    artifacts = Path(__file__).parent.parent / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = subprocess.run([CHROMIUM, *flags, "--window-size=1100,5600", f"--screenshot={artifacts / 'report.png'}",
+                           report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.returncode == 0 and (artifacts / "report.png").stat().st_size > 50_000
