@@ -26,6 +26,17 @@ CRM_MEANING = {
 }
 
 
+def catalog():
+    """The same dictionary as a table (``marts.catalog`` in the warehouse): one row per mart column."""
+    import polars as pl
+
+    return pl.DataFrame(
+        [(mart.NAME, mart.GRAIN, position, name, str(dtype), meaning)
+         for mart in MARTS for position, (name, (dtype, meaning)) in enumerate(mart.SCHEMA.items(), start=1)],
+        schema={"mart": pl.String, "grain": pl.String, "position": pl.Int32, "column_name": pl.String,
+                "data_type": pl.String, "meaning": pl.String}, orient="row")
+
+
 def _cell(text: str) -> str:
     """Markdown table cell: a literal '|' would end the cell."""
     return text.replace("|", "\\|")

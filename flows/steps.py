@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from clientbase.config import Settings
+from clientbase.dictionary import catalog
 from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
 from expectations import suites
 from expectations.gate import GateOutcome, run_gate
@@ -466,6 +467,7 @@ def publish_marts(settings: Settings, version_dir: str) -> Path:
             # DDL takes no bound parameters: the path is quoted as a literal, the name is a code constant
             con.execute(f"CREATE OR REPLACE VIEW marts.{quote_ident(mart.NAME)} AS "  # noqa: S608
                         f"SELECT * FROM read_parquet({quote_literal(glob)})")
+        replace_table(con, "marts.catalog", catalog())  # the data dictionary, for BI tools
     return link
 
 

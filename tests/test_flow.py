@@ -24,6 +24,12 @@ pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_api")]
 SPEC = DemoSpec(clients=60, months=14, seed=7)
 
 
+def client_month_schema():
+    from transforms.marts import client_month
+
+    return client_month.SCHEMA
+
+
 def run(home: Path, **kwargs):
     from flows.pipeline import nightly
 
@@ -75,6 +81,9 @@ def test_demo_publishes_marts_views_and_report(home):
     (staged_total,), = query(home, "SELECT sum(amount_reporting) FROM staging.bank_transaction "
                                    "WHERE category = 'client_payment' AND status = 'BOOK'")
     assert view_total == parquet_total == staged_total > 0
+    # the data dictionary as a table beside the views, for BI tools
+    (described,), = query(home, "SELECT count(*) FROM marts.catalog WHERE mart = 'client_month'")
+    assert described == len(client_month_schema())
     (status, files_new, gates), = query(home, "SELECT status, files_new, gates FROM ops.run_log")
     assert (status, files_new) == ("published", len(files))
     assert gates == '{"raw": "passed", "staged": "passed", "marts": "passed"}'
