@@ -15,13 +15,12 @@ from pathlib import Path
 
 import polars as pl
 
+from transforms.behaviour import LADDER
+from transforms.marts import MARTS
+from warehouse.publish import read_mart
+
 W, H, PAD, LEFT = 660, 260, 40, 90
 BLUE, RED, GREY, GREEN = "#2b6cb0", "#c53030", "#a0aec0", "#2f855a"
-
-
-def _read(marts_dir: Path, mart: str) -> pl.DataFrame:
-    files = sorted((marts_dir / mart).glob("*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else pl.DataFrame()
 
 
 def _esc(value: object) -> str:
@@ -126,18 +125,11 @@ def _table(frame: pl.DataFrame, columns: dict[str, tuple[str, object]], *, empty
 
 
 def render(marts_dir: Path, as_of: dt.date, currency: str) -> str:
-    card = _read(marts_dir, "client_scorecard")
-    pareto = _read(marts_dir, "pareto_summary")
-    whale = _read(marts_dir, "whale_curve")
-    matrix = _read(marts_dir, "abc_xyz_matrix")
-    cohorts = _read(marts_dir, "cohort_retention")
-    retention = _read(marts_dir, "retention_period")
-    ladder = _read(marts_dir, "ladder_transitions")
-    key = _read(marts_dir, "key_clients")
-    dependency = _read(marts_dir, "dependency")
-    audit = _read(marts_dir, "unprofitable_audit")
-    scenarios = _read(marts_dir, "phase_out_scenarios")
-    segments = _read(marts_dir, "segments")
+    published = {mart.NAME: read_mart(marts_dir, mart) for mart in MARTS}
+    card, pareto, whale = (published[n] for n in ("client_scorecard", "pareto_summary", "whale_curve"))
+    matrix, cohorts, retention = (published[n] for n in ("abc_xyz_matrix", "cohort_retention", "retention_period"))
+    ladder, key, dependency = (published[n] for n in ("ladder_transitions", "key_clients", "dependency"))
+    audit, scenarios, segments = (published[n] for n in ("unprofitable_audit", "phase_out_scenarios", "segments"))
     sections: list[str] = []
 
     revenue = pareto.filter(pl.col("measure") == "revenue").to_dicts()[0] if pareto.height else {}
@@ -200,7 +192,7 @@ def render(marts_dir: Path, as_of: dt.date, currency: str) -> str:
                                       x_label=f"{monthly['period_start'][0]} .. {monthly['period_start'][-1]}"))
     if ladder.height:
         last = ladder.filter(pl.col("month") == pl.col("month").max())
-        steps = ["first_purchase", "repeat", "regular", "adherent", "advocate", "lost"]
+        steps = [*LADDER, "lost"]
         totals = dict(last.select("to_step", "step_total").unique().iter_rows())
         moves = last.filter(pl.col("from_step") != pl.col("to_step")).sort("clients", descending=True)
         sections.append("<h2>Loyalty ladder: clients per step, and last month's moves</h2>"

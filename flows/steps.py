@@ -430,17 +430,10 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
     return str(version_dir), rows
 
 
-def read_mart(version_dir: Path, mart) -> pl.DataFrame:
-    files = sorted((version_dir / mart.NAME).glob("*.parquet"))
-    empty = pl.DataFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()})
-    non_empty = [pl.read_parquet(f) for f in files]
-    return pl.concat([empty, *non_empty], how="vertical_relaxed") if non_empty else empty
-
-
 def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date) -> GateOutcome:
     """Audit the written (not yet published) marts, reading back the files themselves."""
     version = Path(version_dir)
-    marts = {mart.NAME: read_mart(version, mart) for mart in MARTS}
+    marts = {mart.NAME: publish.read_mart(version, mart) for mart in MARTS}
     staged_by_month = read_frames(settings.warehouse_path, {"by_month": ("""
             SELECT date_trunc('month', booking_date)::DATE AS month,
                    coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0) AS staged_revenue

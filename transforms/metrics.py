@@ -74,17 +74,6 @@ def normalise_tax_id(expr: pl.Expr) -> pl.Expr:
     return normalise_account(expr)
 
 
-def normalise_name(expr: pl.Expr) -> pl.Expr:
-    """Company name for grouping: case, quotes, punctuation and whitespace folded; empty -> null."""
-    cleaned = (
-        expr.str.to_lowercase()
-        .str.replace_all(r"[\"'«»„“”`]", "")
-        .str.replace_all(r"[^\w]+", " ")
-        .str.strip_chars()
-    )
-    return pl.when(cleaned.str.len_chars() > 0).then(cleaned)
-
-
 
 # ---- profitability (DOMAIN §1) -------------------------------------------------------------------------------
 

@@ -57,6 +57,14 @@ def write_mart(version_dir: Path, mart: str, frame: pl.DataFrame, partition_by: 
     return written
 
 
+def read_mart(marts_dir: Path, mart) -> pl.DataFrame:
+    """All parquet files of a mart module's folder under ``marts_dir`` (a version or the published link), typed by
+    the module's SCHEMA; an empty frame with that schema when there are none."""
+    empty = pl.DataFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()})
+    frames = [pl.read_parquet(f) for f in sorted((marts_dir / mart.NAME).glob("*.parquet"))]
+    return pl.concat([empty, *frames], how="vertical_relaxed") if frames else empty
+
+
 def carry_over(version_dir: Path, previous: Path | None, mart: str, keep_file) -> int:
     """Hard-link (or copy) the previous version's files of ``mart`` that ``keep_file(name)`` keeps (backfill)."""
     if previous is None or not (previous / mart).is_dir():
