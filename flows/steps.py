@@ -376,7 +376,8 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         clv=clv.scores(clv.client_summary(payments, as_of=as_of)), key_share=beh.key_client_share,
         dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
     managers = inputs["managers"].lazy()
-    key = key_clients.build(scorecard.lazy(), clients, managers, share=beh.key_client_share).collect()
+    unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
+    key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
     retention = (behaviour.retention(payments, behaviour.periods(first_payment.replace(day=1), window[1]),
                                      window_days=settings.activity_window_days)
@@ -397,7 +398,7 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         cohort_retention.NAME: cohort_retention.build(behaviour.cohorts(months_all.lazy(), first)).collect(),
         key_clients.NAME: key,
         dependency.NAME: dependency.build(
-            key_clients.units(scorecard.lazy(), clients, managers), diversify=beh.dependency_diversify,
+            unit_rows, diversify=beh.dependency_diversify,
             severe=beh.dependency_severe, critical=beh.dependency_critical).collect(),
         target_portrait.NAME: target_portrait.build(scorecard.lazy(), clients).collect(),
         segments.NAME: segments.build(scorecard.lazy(), segment_rules).collect(),

@@ -135,14 +135,15 @@ def test_key_clients_dependency_and_manager_load():
                            schema_overrides={"is_potential": pl.Boolean, "is_innovator": pl.Boolean,
                                              "is_demanding": pl.Boolean})
     managers = pl.LazyFrame({"manager_id": ["M1", "M2"], "department": ["Key Accounts", "SMB"]})
-    key = key_clients.build(card, clients, managers, share=0.10).collect()
+    unit_rows = key_clients.units(card, clients, managers)
+    key = key_clients.build(unit_rows, clients, share=0.10).collect()
     company = key.filter(pl.col("level") == "company")
     assert company.select("client_id", "reasons").rows() == [
         ("big", "share > 10%"), ("mid", "share > 10%"), ("famous", "reference")]
     # within manager M2 (150): small 100/150, tiny 45/150 are key there; famous 5/150 is not (flags: company only)
     m2 = key.filter(pl.col("unit") == "M2")["client_id"].to_list()
     assert m2 == ["small", "tiny"]
-    dep = {(r["level"], r["unit"]): r for r in dependency.build(key_clients.units(card, clients, managers)).collect()
+    dep = {(r["level"], r["unit"]): r for r in dependency.build(unit_rows).collect()
            .iter_rows(named=True)}
     assert (dep[("company", "company")]["top_client_id"], dep[("company", "company")]["dependency_level"]) == (
         "big", "critical")  # 600 / 1000 > 50%

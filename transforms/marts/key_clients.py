@@ -57,11 +57,11 @@ def reasons(share: pl.Expr, threshold: float, flags: list[str], flags_apply: pl.
     return pl.when(parts.list.len() > 0).then(parts.list.join(" | "))
 
 
-def build(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame, *,
-          share: float = 0.10) -> pl.LazyFrame:
+def build(unit_rows: pl.LazyFrame, clients: pl.LazyFrame, *, share: float = 0.10) -> pl.LazyFrame:
+    """``unit_rows``: ``units()`` (shared with the dependency mart)."""
     flags = clients.select("client_id", *FLAGS)
     return (
-        units(scorecard, clients, managers).join(flags, on="client_id", how="left")
+        unit_rows.join(flags, on="client_id", how="left")
         .with_columns(reasons=reasons(pl.col("unit_share"), share, list(FLAGS), pl.col("level") == "company"))
         .filter(pl.col("reasons").is_not_null())
         .with_columns(pl.col("net_revenue").cast(m.MONEY))
