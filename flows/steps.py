@@ -44,7 +44,7 @@ from transforms.marts import (
     whale_curve,
 )
 from warehouse import publish
-from warehouse.db import connect, query_polars, quote_ident, quote_literal, read_frames, replace_table
+from warehouse.db import connect, create_mart_views, query_polars, quote_ident, read_frames, replace_table
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
 
 log = logging.getLogger("clientbase")
@@ -455,21 +455,32 @@ def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date
 def publish_marts(settings: Settings, version_dir: str) -> Path:
     """Switch HOME/marts to the audited version and (re)create the ``marts.<name>`` views."""
     link = publish.publish(settings.home, Path(version_dir), keep=settings.keep_versions)
+    names, dictionary = [mart.NAME for mart in MARTS], catalog()
     with connect(settings.warehouse_path) as con:
-        for mart in MARTS:
-            glob = str(link / mart.NAME / "*.parquet")
-            # DDL takes no bound parameters: the path is quoted as a literal, the name is a code constant
-            con.execute(f"CREATE OR REPLACE VIEW marts.{quote_ident(mart.NAME)} AS "  # noqa: S608
-                        f"SELECT * FROM read_parquet({quote_literal(glob)})")
-        replace_table(con, "marts.catalog", catalog())  # the data dictionary, for BI tools
+        create_mart_views(con, names)
+        replace_table(con, "marts.catalog", dictionary)  # the data dictionary, for BI tools
+    publish.write_bi_catalog(settings.home / publish.BI_CATALOG, names, dictionary)
     return link
 
 
 # ---- run log ---------------------------------------------------------------------------------------------
 
 def start_run_log(settings: Settings, run_id: str, command: str, as_of: dt.date) -> dt.datetime:
+    """Record the run; first tidy up after a run that was killed (the caller holds the HOME lock, so a run
+    still marked 'running' is dead): its unpublished marts go, its log row says what happened."""
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    leftovers = publish.discard_unpublished(settings.home)
+    current = publish.current_version_dir(settings.home)
+    live = current.name if current is not None else None
     with connect(settings.warehouse_path) as con:
+        # a dead run whose version is the published one got as far as the switch: its marts are live
+        con.execute("""
+            UPDATE ops.run_log
+            SET status = CASE WHEN run_id = ? THEN 'published' ELSE 'killed' END,
+                published_version = CASE WHEN run_id = ? THEN run_id ELSE published_version END,
+                error = 'the process ended without finishing the run (killed or crashed)'
+                        || CASE WHEN list_contains(?, run_id) THEN '; its unpublished marts were removed' ELSE '' END
+            WHERE status = 'running'""", [live, live, leftovers])
         con.execute("INSERT INTO ops.run_log (run_id, command, as_of, started_at, status) VALUES (?, ?, ?, ?, ?)",
                     [run_id, command, as_of, started, "running"])
     return started

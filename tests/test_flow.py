@@ -41,8 +41,9 @@ def mart_digest(home: Path, mart: str) -> dict[str, str]:
             for p in sorted((home / "marts" / mart).glob("*.parquet"))}
 
 
-def query(home: Path, sql: str):
-    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+def query(home: Path, sql: str, database: str = "warehouse.duckdb"):
+    """Read-only, with relative paths (the marts views) resolved against HOME, as in a BI tool's setup."""
+    con = duckdb.connect(str(home / database), read_only=True, config={"file_search_path": str(home)})
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -96,6 +97,29 @@ def test_demo_publishes_marts_views_and_report(home):
     assert matched >= 40
     log = pl.read_parquet(home / "marts" / "run_log" / "*.parquet")
     assert log.select("status", "published_version").rows() == [("published", summary["run_id"])]
+
+
+def test_views_use_relative_paths_and_follow_a_moved_home(home, tmp_path, monkeypatch):
+    """Both DuckDB files open anywhere the home is, from a client started in HOME (or with file_search_path);
+    the BI catalog file holds only the views and the data dictionary."""
+    home, _ = home
+    moved = copy_home(home, tmp_path)
+    expected = pl.read_parquet(home / "marts" / "client_month" / "*.parquet")["revenue"].sum()
+    monkeypatch.chdir(moved)
+    for database in ("warehouse.duckdb", "bi.duckdb"):
+        con = duckdb.connect(database, read_only=True)
+        try:
+            (total,), = con.execute("SELECT sum(revenue) FROM marts.client_month").fetchall()
+            sql, = (r[0] for r in con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'client_month'")
+                    .fetchall())
+            tables = {r[0] for r in con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()")
+                      .fetchall()}
+        finally:
+            con.close()
+        assert total == expected
+        assert "'marts/client_month/*.parquet'" in sql and str(home) not in sql
+        if database == "bi.duckdb":
+            assert tables == {"marts.catalog"}
 
 
 def test_a_real_flow_run_was_recorded_by_prefect(home):

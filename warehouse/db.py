@@ -54,8 +54,10 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 @contextmanager
 def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection whose relative file paths (the ``marts`` views) resolve against the database's folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only,
+                         config={"file_search_path": str(path.parent.absolute())})
     try:
         if not read_only:
             ensure_schema(con)
@@ -88,6 +90,20 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
         con.execute(f"CREATE OR REPLACE TABLE {quote_ident(schema)}.{quote_ident(name)} AS SELECT * FROM _frame")  # noqa: S608
     finally:
         con.unregister("_frame")
+
+
+def mart_glob(name: str) -> str:
+    """Where a view finds a mart: relative to HOME, so the home can move and the views follow the
+    ``marts`` symlink to whatever version is published."""
+    return f"marts/{name}/*.parquet"
+
+
+def create_mart_views(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS marts")
+    for name in names:
+        # DDL takes no bound parameters: the path is quoted as a literal, the name is a code constant
+        con.execute(f"CREATE OR REPLACE VIEW marts.{quote_ident(name)} AS "  # noqa: S608
+                    f"SELECT * FROM read_parquet({quote_literal(mart_glob(name))})")
 
 
 @contextmanager

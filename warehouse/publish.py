@@ -7,6 +7,10 @@
 A crash or failed gate before step 3 leaves ``HOME/marts`` pointing at the previous, complete version.
 The last ``keep`` versions stay on disk for readers that opened files just before a switch. Where symlinks
 are unavailable, the fallback is a rename swap (two renames; readers may briefly see no directory).
+
+BI tools get ``HOME/bi.duckdb``: only the ``marts.<mart>`` views (relative paths, so they follow the link)
+and ``marts.catalog``. It is rewritten beside and switched with ``os.replace`` on publish, and the pipeline
+never keeps it open, so dashboards can read it while a run holds ``warehouse.duckdb``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ import os
 import shutil
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
+from warehouse.db import create_mart_views, replace_table
+
 VERSIONS_DIR = ".marts_versions"
+BI_CATALOG = "bi.duckdb"
 
 
 def versions_root(home: Path) -> Path:
@@ -118,6 +126,34 @@ def _prune(home: Path, *, keep: int, current: Path) -> None:
     for version in versions:
         if version.resolve() not in survivors:
             shutil.rmtree(version, ignore_errors=True)
+
+
+def write_bi_catalog(path: Path, names: list[str], dictionary: pl.DataFrame) -> Path:
+    """(Re)write the BI catalog file: the marts views and the data dictionary, nothing else."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp), config={"file_search_path": str(path.parent.absolute())})
+    try:
+        create_mart_views(con, names)
+        replace_table(con, "marts.catalog", dictionary)
+    finally:
+        con.close()
+    os.replace(tmp, path)
+    return path
+
+
+def discard_unpublished(home: Path) -> list[str]:
+    """Remove version directories newer than the published one: leftovers of a run that was killed between
+    writing its marts and publishing them (a failed run removes its own). Call it holding the HOME lock."""
+    root, current = versions_root(home), current_version_dir(home)
+    if not root.is_dir():
+        return []
+    removed = []
+    for version in sorted(p for p in root.iterdir() if p.is_dir()):
+        if current is None or (version.resolve() != current and version.name > current.name):
+            shutil.rmtree(version, ignore_errors=True)
+            removed.append(version.name)
+    return removed
 
 
 def discard(version_dir: Path) -> None:

@@ -18,7 +18,7 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "started_at": (pl.Datetime("us"), "Start, UTC"),
     "finished_at": (pl.Datetime("us"), "End, UTC"),
     "duration_s": (pl.Float64(), "Wall-clock seconds"),
-    "status": (pl.String(), "published | gate_failed | failed | running (still running or killed)"),
+    "status": (pl.String(), "published | gate_failed | failed | killed (found dead by the next run) | running"),
     "input_files": (pl.String(), "JSON list of files ingested by this run: path, sha256, reader, rows"),
     "files_new": (pl.Int32(), "Files ingested by this run (0 when the inbox had nothing new)"),
     "rows_raw": (pl.Int64(), "Raw rows added by this run"),

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS ops.run_log (
     started_at        TIMESTAMP NOT NULL,
     finished_at       TIMESTAMP,
     duration_s        DOUBLE,
-    status            VARCHAR NOT NULL,   -- running | published | gate_failed | failed | nothing_new
+    status            VARCHAR NOT NULL,   -- running | published | gate_failed | failed | killed
     input_files       VARCHAR,            -- JSON: [{path, sha256, reader, rows_raw, rows_quarantined}]
     files_new         INTEGER,
     rows_raw          BIGINT,
