@@ -175,8 +175,9 @@ class Settings(_Strict):
         return self.home / "reports"
 
     @property
-    def dq_dir(self) -> Path:
-        return self.home / "dq"
+    def data_docs_dir(self) -> Path:
+        """GX Data Docs of the last run, one site per gate (``<gate>/index.html``); the report links here."""
+        return self.reports_dir / "data_quality"
 
     @property
     def effective_as_of(self) -> dt.date:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 from pathlib import Path
 
 import polars as pl
@@ -124,7 +125,8 @@ def _table(frame: pl.DataFrame, columns: dict[str, tuple[str, object]], *, empty
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render(marts_dir: Path, as_of: dt.date, currency: str) -> str:
+def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, str] | None = None) -> str:
+    """The report's HTML; ``data_docs`` maps a gate to the (relative) link of its GX Data Docs."""
     published = {mart.NAME: read_mart(marts_dir, mart) for mart in MARTS}
     card, pareto, whale = (published[n] for n in ("client_scorecard", "pareto_summary", "whale_curve"))
     matrix, cohorts, retention = (published[n] for n in ("abc_xyz_matrix", "cohort_retention", "retention_period"))
@@ -238,6 +240,10 @@ def render(marts_dir: Path, as_of: dt.date, currency: str) -> str:
                                             "team": ("team", None), "clients": ("clients", None),
                                             "net_revenue": (f"net revenue {currency}", _money),
                                             "net_profit": (f"net profit {currency}", _money)}))
+    if data_docs:
+        links = " · ".join(f'<a href="{_esc(href)}">{_esc(gate)} gate</a>' for gate, href in data_docs.items())
+        sections.append("<h2>Data quality checks of the last run</h2>"
+                        f"<p>Great Expectations Data Docs: {links}.</p>")
     style = ("body{font:14px system-ui,sans-serif;margin:2rem;max-width:70rem;color:#1a202c}"
              "h2{margin-top:2.2rem;font-size:1.15rem}table{border-collapse:collapse;margin:.5rem 0}"
              "td,th{padding:.25rem .6rem;border-bottom:1px solid #e2e8f0;text-align:left}"
@@ -248,10 +254,15 @@ def render(marts_dir: Path, as_of: dt.date, currency: str) -> str:
             f"<h1>Client base as of {as_of.isoformat()}</h1>{''.join(sections)}</body></html>")
 
 
-def write_report(marts_dir: Path, reports_dir: Path, as_of: dt.date, currency: str) -> Path:
+def write_report(marts_dir: Path, reports_dir: Path, as_of: dt.date, currency: str,
+                 data_docs_dir: Path | None = None) -> Path:
     out = reports_dir / as_of.isoformat() / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
+    docs = {}
+    if data_docs_dir is not None:  # relative links: the reports folder can be copied or served as a whole
+        docs = {gate: Path(os.path.relpath(data_docs_dir / gate / "index.html", out.parent)).as_posix()
+                for gate in ("raw", "staged", "marts") if (data_docs_dir / gate / "index.html").is_file()}
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(render(marts_dir, as_of, currency), encoding="utf-8")
+    tmp.write_text(render(marts_dir, as_of, currency, docs), encoding="utf-8")
     tmp.replace(out)
     return out

@@ -3,6 +3,9 @@
 Datasets come in as polars frames and are validated through GX's pandas engine. Decimal money columns are
 shown to GX as floats (its comparisons need numbers); exact money rules are the derived ``diff`` datasets,
 computed with Decimals before they get here.
+
+With ``docs_dir`` the gate also writes GX Data Docs (one static site per gate, replaced by each run); the
+HTML report links to them.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -42,7 +47,8 @@ def _describe(result) -> tuple[str, str | None]:
     return json.dumps(observed, default=str, ensure_ascii=False), res.get("unexpected_count")
 
 
-def run_gate(gate: str, run_id: str, datasets: dict[str, pl.DataFrame], suite: Suite) -> GateOutcome:
+def run_gate(gate: str, run_id: str, datasets: dict[str, pl.DataFrame], suite: Suite,
+             docs_dir: Path | None = None) -> GateOutcome:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -55,13 +61,14 @@ def run_gate(gate: str, run_id: str, datasets: dict[str, pl.DataFrame], suite: S
     for dataset, expectations in suite.items():
         if dataset not in datasets:
             raise KeyError(f"gate {gate}: dataset {dataset} was not provided")
-        asset = source.add_dataframe_asset(name=dataset)
-        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
-            batch_parameters={"dataframe": _to_pandas(datasets[dataset])})
+        batches = source.add_dataframe_asset(name=dataset).add_batch_definition_whole_dataframe("all")
         gx_suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{dataset}"))
         for expectation in expectations:
             gx_suite.add_expectation(expectation)
-        validation = batch.validate(gx_suite)
+        # a validation definition (not batch.validate) so the result is kept for the Data Docs
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{gate}.{dataset}", data=batches, suite=gx_suite),
+        ).run(batch_parameters={"dataframe": _to_pandas(datasets[dataset])})
         for result in validation.results:
             config = result.expectation_config
             column = config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or []) or None
@@ -74,4 +81,20 @@ def run_gate(gate: str, run_id: str, datasets: dict[str, pl.DataFrame], suite: S
                 outcome.passed = False
                 what = f"{dataset}.{column}" if column else dataset
                 outcome.failures.append(f"{what} {config.type} (observed {observed})")
+    if docs_dir is not None:
+        _write_data_docs(context, docs_dir)
     return outcome
+
+
+def _write_data_docs(context, docs_dir: Path) -> None:
+    """Build the site beside ``docs_dir`` and swap it in, so a reader never sees half a site."""
+    building = docs_dir.with_name(docs_dir.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    context.add_data_docs_site(site_name="gate", site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(building)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    context.build_data_docs(site_names=["gate"])
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    building.rename(docs_dir)

@@ -92,7 +92,8 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
         published = True
         logger.info("published marts version %s at %s", run_id, link)
         fields.update(status="published", published_version=run_id)
-        summary["report"] = str(report(link, settings.reports_dir, as_of, settings.reporting_currency))
+        summary["report"] = str(report(link, settings.reports_dir, as_of, settings.reporting_currency,
+                                        settings.data_docs_dir))
         summary.update(marts_dir=str(link), rows_marts=rows, version=run_id, **{
             k: fields.get(k) for k in ("files_new", "rows_raw", "rows_quarantined", "rows_staged", "duplicates")})
         return summary

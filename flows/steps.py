@@ -179,7 +179,7 @@ def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutc
             FROM raw.statement_balance
             WHERE list_contains(?, file_hash) AND opening IS NOT NULL AND closing IS NOT NULL""", [new_hashes]),
     })
-    outcome = run_gate("raw", run_id, datasets, suites.raw_suite())
+    outcome = run_gate("raw", run_id, datasets, suites.raw_suite(), docs_dir=settings.data_docs_dir / "raw")
     if not outcome.passed:  # name the files, not only the check
         for row in datasets["statement_reconciliation"].filter(pl.col("diff") != 0).iter_rows(named=True):
             outcome.failures.insert(0, (
@@ -201,7 +201,8 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
         "staging.invoice": "SELECT invoice_id, status, amount, currency, issue_date FROM staging.invoice",
     })
     txns = datasets["staging.bank_transaction"]
-    outcome = run_gate("staged", run_id, datasets, suites.staged_suite(settings.reporting_currency))
+    outcome = run_gate("staged", run_id, datasets, suites.staged_suite(settings.reporting_currency),
+                       docs_dir=settings.data_docs_dir / "staged")
     if not outcome.passed:
         missing = txns.filter(pl.col("category").is_in(["client_payment", "refund"])
                               & pl.col("amount_reporting").is_null())
@@ -448,7 +449,8 @@ def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date
         .with_columns(diff=pl.col("staged_revenue") - pl.col("mart_revenue"))
         .sort("month")
     )
-    outcome = run_gate("marts", run_id, {**marts, "revenue_reconciliation": reconciliation}, suites.marts_suite())
+    outcome = run_gate("marts", run_id, {**marts, "revenue_reconciliation": reconciliation}, suites.marts_suite(),
+                       docs_dir=settings.data_docs_dir / "marts")
     return _record_gate(settings, outcome)
 
 

@@ -72,7 +72,12 @@ def test_demo_publishes_marts_views_and_report(home):
     assert summary["gates"] == {"raw": "passed", "staged": "passed", "marts": "passed"}
     assert (home / "marts").is_symlink()
     assert Path(summary["report"]).is_file()
-    assert "Client base as of" in Path(summary["report"]).read_text()
+    report = Path(summary["report"]).read_text()
+    assert "Client base as of" in report
+    # the GX Data Docs of each gate, linked from the report relative to it
+    for gate in ("raw", "staged", "marts"):
+        assert f'href="../data_quality/{gate}/index.html"' in report
+        assert (Path(summary["report"]).parent / f"../data_quality/{gate}/index.html").is_file()
 
     months = len(list((home / "marts" / "client_month").glob("month=*.parquet")))
     assert months == SPEC.months
@@ -173,6 +178,9 @@ def test_failed_gate_publishes_nothing(home, tmp_path):
     assert ("staging.bank_transaction", "amount_reporting") in failed
     versions = sorted(p.name for p in (work / ".marts_versions").iterdir())
     assert versions == [published.split("/")[-1]]  # the unpublished version was discarded
+    # the Data Docs of the failing gate are there to look at, marking the failed validation
+    staged_docs = (work / "reports" / "data_quality" / "staged" / "index.html").read_text()
+    assert "staged.staging.bank_transaction" in staged_docs and "'Failed'" in staged_docs
 
     # the fix the message asks for: a rate file; the next run converts and publishes
     (work / "inbox" / "fx_rates.csv").write_text("date,currency,rate\n2026-09-30,USD,0.92\n")
