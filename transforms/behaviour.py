@@ -30,15 +30,18 @@ def xyz(client_month: pl.LazyFrame, first: pl.LazyFrame, *, window: tuple[dt.dat
         .explode("month")
         .select("client_id", "month")
     )
-    revenue = client_month.select("client_id", "month", pl.col("net_revenue").cast(pl.Float64))
+    # CV = std / mean (population std) = sqrt(n * sum(x^2) - sum(x)^2) / sum(x), with the sums exact in
+    # integer cents so the result does not depend on row order
+    revenue = client_month.select("client_id", "month", m.cents(pl.col("net_revenue")).alias("_x"))
     per_client = (
         grid.join(revenue, on=["client_id", "month"], how="left")
-        .with_columns(pl.col("net_revenue").fill_null(0.0))
+        .with_columns(pl.col("_x").fill_null(0))
         .group_by("client_id")
-        .agg(xyz_months=pl.len().cast(pl.Int32), _mean=pl.col("net_revenue").mean(),
-             _std=pl.col("net_revenue").std(ddof=0))
+        .agg(xyz_months=pl.len().cast(pl.Int32), _sum=pl.col("_x").sum(), _sum_sq=(pl.col("_x") * pl.col("_x")).sum())
     )
-    cv = pl.when((pl.col("xyz_months") >= min_months) & (pl.col("_mean") > 0)).then(pl.col("_std") / pl.col("_mean"))
+    spread = (pl.col("xyz_months").cast(pl.Int128) * pl.col("_sum_sq") - pl.col("_sum") * pl.col("_sum"))
+    cv = pl.when((pl.col("xyz_months") >= min_months) & (pl.col("_sum") > 0)).then(
+        spread.cast(pl.Float64).clip(lower_bound=0).sqrt() / pl.col("_sum").cast(pl.Float64))
     return per_client.with_columns(revenue_cv=cv).with_columns(
         xyz=pl.when(pl.col("revenue_cv").is_null()).then(pl.lit(None, pl.String))
         .when(pl.col("revenue_cv") <= x).then(pl.lit("X"))
@@ -104,7 +107,7 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
                         how="left")
              .join(_shift_to_next_period(revenue).rename({"_revenue": "_prev"}),
                    on=["period_type", "period_start", "client_id"], how="left")
-             .with_columns(pl.col("_now", "_prev").fill_null(0.0)))
+             .with_columns(pl.col("_now", "_prev").fill_null(0)))
     s, e, n = pl.col("_s"), pl.col("_e"), pl.col("_n")
     return (
         flags.group_by("period_type", "period_start", "period_end")
@@ -120,8 +123,8 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
             crr=pl.when(pl.col("clients_start") > 0).then(
                 (pl.col("clients_end") - pl.col("new_clients")) / pl.col("clients_start") * 100),
             churn_rate=pl.when(pl.col("clients_start") > 0).then(pl.col("churned") / pl.col("clients_start")),
-            net_revenue_retention=pl.when(pl.col("_prev_s") > 0).then(pl.col("_now_s") / pl.col("_prev_s")),
-            gross_revenue_retention=pl.when(pl.col("_prev_s") > 0).then(pl.col("_kept_s") / pl.col("_prev_s")),
+            net_revenue_retention=m.ratio(pl.col("_now_s"), pl.col("_prev_s")),
+            gross_revenue_retention=m.ratio(pl.col("_kept_s"), pl.col("_prev_s")),
         )
         .drop("_prev_s", "_now_s", "_kept_s")
         .sort("period_type", "period_start")
@@ -136,7 +139,7 @@ def _period_revenue(payments: pl.LazyFrame) -> pl.LazyFrame:
     return pl.concat([
         payments.group_by(pl.lit(kind).alias("period_type"), pl.col("booking_date").dt.truncate(every)
                           .alias("period_start"), "client_id")
-        .agg(pl.col("amount_reporting").sum().cast(pl.Float64).alias("_revenue"))
+        .agg(m.cents(pl.col("amount_reporting")).sum().alias("_revenue"))  # exact: see metrics.ratio
         for kind, every in _EVERY.items()
     ])
 

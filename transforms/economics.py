@@ -24,10 +24,6 @@ SETTLEMENT_SCHEMA = {
 }
 
 
-def _cents(expr: pl.Expr) -> pl.Expr:
-    return (expr.cast(pl.Decimal(38, 2)) * 100).cast(pl.Int64)
-
-
 def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
                     write_off_days: int) -> pl.LazyFrame:
     """One row per won invoice issued up to ``as_of``.
@@ -43,13 +39,13 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
         invoices.filter((pl.col("status") == "won") & (pl.col("issue_date") <= as_of) & (pl.col("amount") > 0)
                         & pl.col("client_id").is_not_null())
         .sort("client_id", "due_date", "issue_date", "invoice_id")
-        .with_columns(_end=_cents(pl.col("amount")).cum_sum().over("client_id"))
-        .with_columns(_start=pl.col("_end") - _cents(pl.col("amount")))
+        .with_columns(_end=m.cents(pl.col("amount")).cum_sum().over("client_id"))
+        .with_columns(_start=pl.col("_end") - m.cents(pl.col("amount")))
     )
     paid = (
         payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum())
         .sort("client_id", "booking_date")
-        .with_columns(_paid=_cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
+        .with_columns(_paid=m.cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
     )
     totals = paid.group_by("client_id").agg(pl.col("_paid").max().alias("_total_paid"))
     # both sides are sorted by client, then by their cumulative amount (increasing within a client): that is
@@ -60,7 +56,7 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
         .join(totals, on="client_id", how="left")
         .with_columns(pl.col("_total_paid").fill_null(0))
     )
-    open_cents = (pl.col("_end") - pl.max_horizontal("_start", "_total_paid")).clip(0, _cents(pl.col("amount")))
+    open_cents = (pl.col("_end") - pl.max_horizontal("_start", "_total_paid")).clip(0, m.cents(pl.col("amount")))
     write_off_day = pl.col("due_date") + dt.timedelta(days=write_off_days)
     is_open = pl.col("paid_date").is_null()
     written_off = is_open & (write_off_day <= as_of)

@@ -113,24 +113,44 @@ def rank_order(measure: str) -> tuple[list[str], list[bool]]:
     return [measure, "client_id"], [True, False]
 
 
+# Shares are ratios of exact sums: money in integer cents (Int128), divided as floats only at the end. A float
+# sum depends on the order rows arrive in (polars' streaming engine varies it), and the same inbox must give
+# byte-identical marts.
+
+def cents(expr: pl.Expr) -> pl.Expr:
+    """A money expression in integer cents (exact)."""
+    return (expr.cast(pl.Decimal(38, 2)) * 100).cast(pl.Int128)
+
+
+def positive_cents(measure: str) -> pl.Expr:
+    """The positive part of a money column in integer cents."""
+    return cents(pl.col(measure)).clip(lower_bound=0)
+
+
+def ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """numerator / denominator as a float; null when the denominator is not positive."""
+    return pl.when(denominator > 0).then(numerator.cast(pl.Float64) / denominator.cast(pl.Float64))
+
+
+def share_of_total(measure: str, *partition: str) -> pl.Expr:
+    """The client's positive part of ``measure`` / the positive total (per ``partition``); 0 without a total."""
+    x = positive_cents(measure)
+    total = x.sum().over(*partition) if partition else x.sum()
+    return ratio(x, total).fill_null(0.0)
+
+
 def cumulative_share_before(measure: str) -> pl.Expr:
     """Sum of the positive measure of the clients above this one / total positive measure."""
-    positive = pl.col(measure).cast(pl.Float64).clip(lower_bound=0)
-    total = positive.sum()
-    return pl.when(total > 0).then((positive.cum_sum() - positive) / total).otherwise(0.0)
-
-
-def _cents(measure: str) -> pl.Expr:
-    """The positive part of a money column in integer cents (exact, for boundary comparisons)."""
-    return (pl.col(measure).cast(pl.Decimal(38, 2)) * 100).cast(pl.Int128).clip(lower_bound=0)
+    x = positive_cents(measure)
+    return ratio(x.cum_sum() - x, x.sum()).fill_null(0.0)
 
 
 def _share_before_below(measure: str, threshold: float) -> pl.Expr:
     """Exact test 'cumulative share before the client < threshold' in integer arithmetic: float sums would
     put a client sitting exactly on 80% on the wrong side (seed 004's example is exactly on the boundaries)."""
-    cents = _cents(measure)
+    x = positive_cents(measure)
     micro = round(threshold * 1_000_000)
-    return (cents.cum_sum() - cents) * 1_000_000 < cents.sum() * micro
+    return (x.cum_sum() - x) * 1_000_000 < x.sum() * micro
 
 
 def abc_category(measure: str, a: float = 0.80, b: float = 0.95) -> pl.Expr:
@@ -142,45 +162,48 @@ def abc_category(measure: str, a: float = 0.80, b: float = 0.95) -> pl.Expr:
             .otherwise(pl.lit("C")))
 
 
-def _positive(measure: str) -> pl.Expr:
-    return pl.col(measure).cast(pl.Float64).clip(lower_bound=0)
-
-
 def top_share(measure: str, fraction: float) -> pl.Expr:
     """Share of the positive total earned by the top ceil(fraction x n) clients (aggregation; frame sorted
     by ``rank_order``)."""
-    x = _positive(measure)
+    x = positive_cents(measure)
     k = (pl.len() * fraction).ceil().cast(pl.Int64).clip(lower_bound=1)
-    return pl.when(x.sum() > 0).then(x.filter(pl.int_range(pl.len()) < k).sum() / x.sum())
+    return ratio(x.filter(pl.int_range(pl.len()) < k).sum(), x.sum())
 
 
 def top_n_share(measure: str, n: int) -> pl.Expr:
     """Share of the positive total earned by the first ``n`` clients (frame sorted by ``rank_order``)."""
-    x = _positive(measure)
-    return pl.when(x.sum() > 0).then(x.head(n).sum() / x.sum())
+    x = positive_cents(measure)
+    return ratio(x.head(n).sum(), x.sum())
 
 
 def clients_share_for(measure: str, target: float = 0.80) -> pl.Expr:
     """Smallest share of clients (largest first) whose measure reaches ``target`` of the positive total
     (frame sorted by ``rank_order``)."""
-    x = _positive(measure)
-    reached = x.cum_sum() >= target * x.sum() - 1e-9
+    x = positive_cents(measure)
+    reached = x.cum_sum() * 1_000_000 >= x.sum() * round(target * 1_000_000)
     return pl.when(x.sum() > 0).then((reached.arg_max() + 1) / pl.len())
 
 
 def gini(measure: str) -> pl.Expr:
     """Gini coefficient of the positive parts (frame sorted largest first, ``rank_order``):
     sum((n + 1 - 2i) x_i) / (n sum x) with i = 1 for the largest — the usual ascending formula re-indexed."""
-    x = _positive(measure)
-    n = pl.len()
-    i = pl.int_range(1, n + 1)
-    return pl.when(x.sum() > 0).then(((n + 1 - 2 * i) * x).sum() / (n * x.sum()))
+    x = positive_cents(measure)
+    n = pl.len().cast(pl.Int128)
+    i = pl.int_range(1, pl.len() + 1).cast(pl.Int128)
+    return ratio(((n + 1 - 2 * i) * x).sum(), n * x.sum())
 
 
 def hhi(measure: str) -> pl.Expr:
-    """Herfindahl-Hirschman index of the positive parts, as a fraction (0..1; x 10,000 for the usual points)."""
-    x = _positive(measure)
-    return pl.when(x.sum() > 0).then(((x / x.sum()) ** 2).sum())
+    """Herfindahl-Hirschman index of the positive parts, as a fraction (0..1; x 10,000 for the usual points):
+    sum(x_i^2) / (sum x)^2."""
+    x = positive_cents(measure)
+    return ratio((x * x).sum(), x.sum() * x.sum())
+
+
+def exact_sum(column: str, decimals: int) -> pl.Expr:
+    """Sum of a float column whose values carry ``decimals`` places (e.g. hours rounded to 4): rounding the
+    float sum back to that grid makes it independent of the order of the rows."""
+    return pl.col(column).sum().round(decimals)
 
 
 def next_month(month: dt.date) -> dt.date:

@@ -96,11 +96,10 @@ def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) 
     """Rank, cumulative share and ABC class. Eager on purpose: one row per client, and the window
     expressions need the rank order (see pareto_summary for the lazy-sort pitfall)."""
     keys, descending = m.rank_order(measure)
-    share = m.cumulative_share_before(measure) + pl.col(measure).cast(pl.Float64).clip(lower_bound=0) / pl.col(
-        measure).cast(pl.Float64).clip(lower_bound=0).sum()
+    share = m.ratio(m.positive_cents(measure).cum_sum(), m.positive_cents(measure).sum()).fill_null(0.0)
     return frame.sort(keys, descending=descending).with_columns(
         pl.int_range(1, pl.len() + 1).cast(pl.Int32).alias(f"{prefix}_rank"),
-        share.fill_nan(0.0).alias(f"{prefix}_cumulative_share"),
+        share.alias(f"{prefix}_cumulative_share"),
         m.abc_category(measure, a, b).alias(f"abc_{prefix}"),
     )
 
@@ -118,7 +117,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     sums = (
         client_month.filter(pl.col("month").is_between(first, last))
         .group_by("client_id")
-        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases", "hours_spent")))
+        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases")), m.exact_sum("hours_spent", 4))
     )
     present = set(clients.collect_schema().names())
 
@@ -178,8 +177,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     ranked = _ranked(ranked, "net_revenue", "revenue", abc_a, abc_b)
     ranked = (ranked.join(ladder.collect(), on="client_id", how="left") if ladder is not None
               else ranked.with_columns(ladder_stage=pl.lit(None, pl.String)))
-    positive = pl.col("net_revenue").cast(pl.Float64).clip(lower_bound=0)
-    share = pl.when(positive.sum() > 0).then(positive / positive.sum()).otherwise(0.0)
+    share = m.share_of_total("net_revenue")
     flags = [c for c in key_clients.FLAGS if c in present]
     flag_table = clients.select("client_id", *flags).collect()
     ranked = ranked.join(flag_table, on="client_id", how="left").with_columns(revenue_share=share)

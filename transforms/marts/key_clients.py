@@ -39,10 +39,8 @@ def units(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame
         base.filter(pl.col("manager_id").is_not_null()).with_columns(level=pl.lit("manager"),
                                                                        unit=pl.col("manager_id")),
     ])
-    positive = pl.col("net_revenue").cast(pl.Float64).clip(lower_bound=0)
     return levels.with_columns(
-        unit_share=pl.when(positive.sum().over("level", "unit") > 0)
-        .then(positive / positive.sum().over("level", "unit")).otherwise(0.0),
+        unit_share=m.share_of_total("net_revenue", "level", "unit"),
     ).select("level", "unit", "client_id", "name", "net_revenue", "unit_share")
 
 

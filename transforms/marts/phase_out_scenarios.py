@@ -40,21 +40,20 @@ def build(scorecard: pl.LazyFrame, client_month: pl.LazyFrame, *, as_of: dt.date
               .join(recent, on="client_id", how="left", maintain_order="left"))
     scenarios = [(f"bottom_{n}", pl.col("_pos") < n) for n in bottom]
     scenarios.append(("all_loss_makers", pl.col("is_unprofitable")))
-    revenue = pl.col("net_revenue").cast(pl.Float64)
-    kept_revenue = revenue.clip(lower_bound=0)
+    revenue, kept_revenue = m.cents(pl.col("net_revenue")), m.positive_cents("net_revenue")
     rows = [
         ranked.select(
             pl.lit(name).alias("scenario"),
             dropped.sum().cast(pl.Int32).alias("clients_dropped"),
             pl.col("net_revenue").filter(dropped).sum().cast(m.MONEY).alias("revenue_lost"),
-            pl.when(revenue.sum() != 0).then(revenue.filter(dropped).sum() / revenue.sum()).alias("revenue_lost_share"),
+            pl.when(revenue.sum() != 0).then(revenue.filter(dropped).sum().cast(pl.Float64)
+                                             / revenue.sum().cast(pl.Float64)).alias("revenue_lost_share"),
             pl.col("net_profit").sum().cast(m.MONEY).alias("profit_before"),
             pl.col("net_profit").filter(~dropped).sum().cast(m.MONEY).alias("profit_after"),
             (-pl.col("net_profit").filter(dropped).sum()).cast(m.MONEY).alias("profit_change"),
-            pl.col("hours_spent").filter(dropped).sum().alias("hours_freed"),
+            pl.col("hours_spent").filter(dropped).sum().round(4).alias("hours_freed"),  # see m.exact_sum
             pl.col("_recent").filter(dropped).sum().fill_null(0).cast(m.MONEY).alias("revenue_at_risk_short_term"),
-            pl.when(kept_revenue.filter(~dropped).sum() > 0)
-            .then(kept_revenue.filter(~dropped).max() / kept_revenue.filter(~dropped).sum()).alias("top1_share_after"),
+            m.ratio(kept_revenue.filter(~dropped).max(), kept_revenue.filter(~dropped).sum()).alias("top1_share_after"),
         )
         for name, dropped in scenarios
     ]
