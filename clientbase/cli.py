@@ -1,4 +1,4 @@
-"""The ``clientbase`` command: demo, run, backfill, docs.
+"""The ``clientbase`` command: demo, run, backfill, export, docs.
 
 Runs without any Prefect server: flows start Prefect's ephemeral API in-process. Errors the user can fix are
 printed as one line naming the file/key, with a non-zero exit code; previous marts are never touched.
@@ -128,6 +128,23 @@ def backfill(
     except ClientbaseError as exc:
         _fail(exc)
     _print_summary(summary)
+
+
+@app.command()
+def export(
+    mart: Annotated[str, typer.Argument(help="Mart name, e.g. client_scorecard.")],
+    home: Annotated[Path, typer.Option(help="The clientbase home.")] = DEFAULT_HOME,
+    out: Annotated[Path | None, typer.Option(help="CSV file to write (default: HOME/exports/<mart>.csv).")] = None,
+) -> None:
+    """Write a published mart as CSV for spreadsheets (formula-like text cells neutralised)."""
+    from clientbase.errors import ClientbaseError
+    from warehouse.export import export_csv
+
+    try:
+        written = export_csv(home / "marts", mart, out or home / "exports" / f"{mart}.csv")
+    except ClientbaseError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {written}")
 
 
 @app.command()

@@ -128,6 +128,38 @@ def test_views_use_relative_paths_and_follow_a_moved_home(home, tmp_path, monkey
             assert tables == {"marts.catalog"}
 
 
+def test_marts_carry_no_contact_pii(home, tmp_path):
+    """CRM exports come with contact people, e-mails and phones (and our managers' names): none of it may
+    reach a mart; client names are company names."""
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    crm = work / "inbox" / "crm"
+    clients = pl.read_csv(crm / "clients.csv", infer_schema=False)
+    n = clients.height
+    people = [f"Erika Musterfrau{i}" for i in range(n)]
+    phones = [f"+49 30 9018{i:04d}" for i in range(n)]
+    emails = [f"erika.musterfrau{i}@example.org" for i in range(n)]
+    clients.with_columns(contact_person=pl.Series(people), email=pl.Series(emails), phone=pl.Series(phones)) \
+        .write_csv(crm / "clients.csv")
+    run(work)
+    managers = pl.read_csv(crm / "managers.csv")["name"].to_list()
+    leaks = []
+    for mart in MARTS:
+        frame = pl.read_parquet(work / "marts" / mart.NAME / "*.parquet")
+        for column, dtype in frame.schema.items():
+            if dtype != pl.String:
+                continue
+            values = frame[column].drop_nulls()
+            hits = values.filter(values.str.contains(r"[\w.+-]+@[\w-]+\.[\w.]+")
+                                 | values.is_in(people + phones + managers)
+                                 | values.str.contains("Musterfrau", literal=True))
+            leaks += [f"{mart.NAME}.{column}: {v}" for v in hits.head(3)]
+    assert leaks == []
+    # the contact data did arrive (kept in raw, where it came from) — the test would be empty otherwise
+    (kept,), = query(work, "SELECT count(*) FROM raw.crm_clients WHERE extra::VARCHAR LIKE '%Musterfrau%'")
+    assert kept == n
+
+
 def test_a_real_flow_run_was_recorded_by_prefect(home):
     from prefect.client.orchestration import get_client
 
