@@ -222,7 +222,12 @@ def open_table(path: Path) -> Table:
 def _json_table(path: Path, head: bytes) -> Table:
     name = str(path)
     encoding = text.detect(head, name)
-    raw = path.read_text(encoding=encoding)
+    try:
+        raw = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:  # the sample decoded, a later byte does not
+        raise ParseError(f"not valid {encoding.removesuffix('-sig')} at byte {exc.start} ({exc.reason}); "
+                         "export the dump as UTF-8",
+                         path=name) from None
     try:
         records = _json_records(json.loads(raw))
     except json.JSONDecodeError:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from clientbase.errors import ParseError
 from sources import bank_csv
 from warehouse.db import connect, query_polars
 from warehouse.load import FileStats, ingest_bulk, ingest_records
@@ -67,3 +68,28 @@ def test_bulk_rejections_match_reference_wording(tmp_path):
     ]
     assert both["bulk"][1].select("amount", "currency").rows() == both["reference"][1].select(
         "amount", "currency").rows()
+
+
+def test_quoted_line_breaks_in_a_purpose(tmp_path):
+    """Found by fuzzing: DuckDB's parallel scanner refused quoted line breaks with padded rows."""
+    path = tmp_path / "multiline.csv"
+    path.write_text('account,date,debit,credit,currency,counterparty,description\n'
+                    'DE02120300000000202051,2025-03-03,,10.00,EUR,Acme,"Invoice 17\nsecond line"\n'
+                    'DE02120300000000202051,2025-03-04,,12.00,EUR,Beta\n', encoding="utf-8")
+    both = load_both(tmp_path, path)
+    assert both["bulk"][1].to_dicts() == both["reference"][1].to_dicts()
+    assert both["bulk"][1]["purpose"].to_list() == ["Invoice 17 second line", None]
+
+
+def test_a_file_duckdb_cannot_read_is_a_clean_error(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text('account,date,debit,credit,currency,counterparty,description\n'
+                    'DE02120300000000202051,2025-03-03,,10.00,EUR,"Acme\x01,"",x\n'
+                    'DE02120300000000202051,2025-03-04,,12.00,EUR,Beta,"unterminated\n', encoding="utf-8")
+    stats = FileStats(path=path.name, sha256="h", reader="bank_csv")
+    with connect(tmp_path / "w.duckdb") as con, pytest.raises(ParseError) as err:
+        ingest_bulk(con, lambda c: bank_csv.load_bulk(c, path, file_hash="h", source_file=path.name, run_id="r",
+                                                      scratch=tmp_path),
+                    stats=stats, kind="bank", size_bytes=1, run_id="r")
+    assert str(err.value).startswith(f"{path}: the CSV cannot be read as a generic_debit_credit export (")
+    assert "check that the file is complete and unedited" in str(err.value)

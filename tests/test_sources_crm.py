@@ -143,3 +143,11 @@ def test_empty_file(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(UnknownFormatError, match="file is empty"):
         registry.detect(path, "crm")
+
+
+def test_json_dump_with_a_bad_byte_after_the_sample_is_a_clean_error(tmp_path):
+    """Found by atheris: the encoding sample decoded, the whole file did not."""
+    path = tmp_path / "companies.json"
+    path.write_bytes(b"[\xe6")
+    with pytest.raises(ParseError, match=r"not valid utf-8 at byte 1 .*export the dump as UTF-8"):
+        list(crm.read(path))
