@@ -13,7 +13,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -83,7 +83,8 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
     logger = get_run_logger()
     run_id = steps.new_run_id()
     as_of = as_of or settings.effective_as_of
-    summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {}}
+    summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {},
+                               "flow_run_id": runtime.flow_run.id}
     started = steps.start_run_log(settings, run_id, command, as_of)
     version_dir: str | None = None
     published = False
