@@ -35,8 +35,8 @@ def xyz(client_month: pl.LazyFrame, first: pl.LazyFrame, *, window: tuple[dt.dat
         grid.join(revenue, on=["client_id", "month"], how="left")
         .with_columns(pl.col("net_revenue").fill_null(0.0))
         .group_by("client_id")
-        .agg(xyz_months=pl.len().cast(pl.Int32), _mean=pl.col("net_revenue").mean(),
-             _std=pl.col("net_revenue").std(ddof=0))
+        .agg(xyz_months=pl.len().cast(pl.Int32), _mean=m.fmean(pl.col("net_revenue")),
+             _std=m.fstd(pl.col("net_revenue")))
     )
     cv = pl.when((pl.col("xyz_months") >= min_months) & (pl.col("_mean") > 0)).then(pl.col("_std") / pl.col("_mean"))
     return per_client.with_columns(revenue_cv=cv).with_columns(
@@ -113,8 +113,8 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
             new_clients=n.sum().cast(pl.Int32),
             churned=(s & ~e).sum().cast(pl.Int32),
             reactivated=(~s & e & ~n).sum().cast(pl.Int32),
-            _prev_s=pl.col("_prev").filter(s).sum(), _now_s=pl.col("_now").filter(s).sum(),
-            _kept_s=pl.min_horizontal("_now", "_prev").filter(s).sum(),
+            _prev_s=m.fsum(pl.col("_prev").filter(s)), _now_s=m.fsum(pl.col("_now").filter(s)),
+            _kept_s=m.fsum(pl.min_horizontal("_now", "_prev").filter(s)),
         )
         .with_columns(
             crr=pl.when(pl.col("clients_start") > 0).then(
@@ -231,8 +231,8 @@ def ltv(client_month: pl.LazyFrame, segments: pl.LazyFrame, *, as_of: dt.date,
                                    + pl.col("_last").dt.month() - pl.col("_first").dt.month() + 1).cast(pl.Int32))
         .join(segments, on="client_id", how="left")
     )
-    everyone = pl.col("span_months").mean()
-    t = (pl.when(pl.len().over("segment") >= min_segment).then(pl.col("span_months").mean().over("segment"))
+    everyone = m.fmean(pl.col("span_months"))
+    t = (pl.when(pl.len().over("segment") >= min_segment).then(m.fmean(pl.col("span_months")).over("segment"))
          .otherwise(everyone))
     return life.with_columns(
         ltv_s=pl.col("_revenue") / pl.col("_purchases"),

@@ -113,10 +113,31 @@ def rank_order(measure: str) -> tuple[list[str], list[bool]]:
     return [measure, "client_id"], [True, False]
 
 
+def fsum(expr: pl.Expr) -> pl.Expr:
+    """A float sum that does not depend on row order: the values are added one by one in sorted order.
+
+    Float addition is not associative, and joins and group-bys return rows (and rows within a group) in an
+    order that varies between runs; adding in sorted order makes the same rows give the same bits, so the marts
+    are byte-identical from run to run and between a single-process and a distributed run. (A running sum, not
+    ``sort().sum()``: the optimiser drops a sort before an order-free aggregation.)
+    """
+    return expr.drop_nulls().sort().cum_sum().last().fill_null(0)
+
+
+def fmean(expr: pl.Expr) -> pl.Expr:
+    """A float mean that does not depend on row order (see fsum); null without values."""
+    return pl.when(expr.count() > 0).then(fsum(expr) / expr.count())
+
+
+def fstd(expr: pl.Expr) -> pl.Expr:
+    """Population standard deviation (ddof=0) that does not depend on row order (see fsum)."""
+    return pl.when(expr.count() > 0).then((fsum((expr - fmean(expr)) ** 2) / expr.count()).sqrt())
+
+
 def cumulative_share_before(measure: str) -> pl.Expr:
     """Sum of the positive measure of the clients above this one / total positive measure."""
     positive = pl.col(measure).cast(pl.Float64).clip(lower_bound=0)
-    total = positive.sum()
+    total = fsum(positive)
     return pl.when(total > 0).then((positive.cum_sum() - positive) / total).otherwise(0.0)
 
 

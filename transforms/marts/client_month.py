@@ -71,14 +71,14 @@ def build(
                                   (pl.col("minutes") / 60).alias("hours_spent")))
     if settlement is not None:
         parts.append(settlement.group_by("client_id", pl.col("event_month").alias("month"))
-                     .agg(pl.col("collection_cost").sum(), pl.col("bad_debt").sum().cast(pl.Float64)))
+                     .agg(m.fsum(pl.col("collection_cost")), pl.col("bad_debt").sum().cast(pl.Float64)))
     frame = pl.concat(parts, how="diagonal_relaxed")
     if months is not None:
         frame = frame.filter(pl.col("month").is_between(months[0], months[1]))
     combined = frame.group_by("client_id", "month").agg(
         pl.col("revenue").sum(), pl.col("refunds").sum(), pl.col("purchases").sum(),
-        *(pl.col(c).sum() for c in ("communication_cost", "support_cost", "collection_cost", "bad_debt",
-                                    "hours_spent") if c in frame.collect_schema()),
+        *(m.fsum(pl.col(c)) for c in ("communication_cost", "support_cost", "collection_cost", "bad_debt",
+                                      "hours_spent") if c in frame.collect_schema()),
     )
     present = combined.collect_schema()
     for column in ("communication_cost", "support_cost", "collection_cost", "bad_debt", "hours_spent"):

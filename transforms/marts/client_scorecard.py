@@ -96,8 +96,8 @@ def _ranked(frame: pl.DataFrame, measure: str, prefix: str, a: float, b: float) 
     """Rank, cumulative share and ABC class. Eager on purpose: one row per client, and the window
     expressions need the rank order (see pareto_summary for the lazy-sort pitfall)."""
     keys, descending = m.rank_order(measure)
-    share = m.cumulative_share_before(measure) + pl.col(measure).cast(pl.Float64).clip(lower_bound=0) / pl.col(
-        measure).cast(pl.Float64).clip(lower_bound=0).sum()
+    share = m.cumulative_share_before(measure) + pl.col(measure).cast(pl.Float64).clip(lower_bound=0) / m.fsum(
+        pl.col(measure).cast(pl.Float64).clip(lower_bound=0))
     return frame.sort(keys, descending=descending).with_columns(
         pl.int_range(1, pl.len() + 1).cast(pl.Int32).alias(f"{prefix}_rank"),
         share.fill_nan(0.0).alias(f"{prefix}_cumulative_share"),
@@ -118,7 +118,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     sums = (
         client_month.filter(pl.col("month").is_between(first, last))
         .group_by("client_id")
-        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases", "hours_spent")))
+        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases")), m.fsum(pl.col("hours_spent")))
     )
     present = set(clients.collect_schema().names())
 
@@ -179,7 +179,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     ranked = (ranked.join(ladder.collect(), on="client_id", how="left") if ladder is not None
               else ranked.with_columns(ladder_stage=pl.lit(None, pl.String)))
     positive = pl.col("net_revenue").cast(pl.Float64).clip(lower_bound=0)
-    share = pl.when(positive.sum() > 0).then(positive / positive.sum()).otherwise(0.0)
+    share = pl.when(m.fsum(positive) > 0).then(positive / m.fsum(positive)).otherwise(0.0)
     flags = [c for c in key_clients.FLAGS if c in present]
     flag_table = clients.select("client_id", *flags).collect()
     ranked = ranked.join(flag_table, on="client_id", how="left").with_columns(revenue_share=share)

@@ -41,8 +41,8 @@ def units(scorecard: pl.LazyFrame, clients: pl.LazyFrame, managers: pl.LazyFrame
     ])
     positive = pl.col("net_revenue").cast(pl.Float64).clip(lower_bound=0)
     return levels.with_columns(
-        unit_share=pl.when(positive.sum().over("level", "unit") > 0)
-        .then(positive / positive.sum().over("level", "unit")).otherwise(0.0),
+        unit_share=pl.when(m.fsum(positive).over("level", "unit") > 0)
+        .then(positive / m.fsum(positive).over("level", "unit")).otherwise(0.0),
     ).select("level", "unit", "client_id", "name", "net_revenue", "unit_share")
 
 

@@ -47,14 +47,14 @@ def build(scorecard: pl.LazyFrame, client_month: pl.LazyFrame, *, as_of: dt.date
             pl.lit(name).alias("scenario"),
             dropped.sum().cast(pl.Int32).alias("clients_dropped"),
             pl.col("net_revenue").filter(dropped).sum().cast(m.MONEY).alias("revenue_lost"),
-            pl.when(revenue.sum() != 0).then(revenue.filter(dropped).sum() / revenue.sum()).alias("revenue_lost_share"),
+            pl.when(m.fsum(revenue) != 0).then(m.fsum(revenue.filter(dropped)) / m.fsum(revenue)).alias("revenue_lost_share"),
             pl.col("net_profit").sum().cast(m.MONEY).alias("profit_before"),
             pl.col("net_profit").filter(~dropped).sum().cast(m.MONEY).alias("profit_after"),
             (-pl.col("net_profit").filter(dropped).sum()).cast(m.MONEY).alias("profit_change"),
-            pl.col("hours_spent").filter(dropped).sum().alias("hours_freed"),
+            m.fsum(pl.col("hours_spent").filter(dropped)).alias("hours_freed"),
             pl.col("_recent").filter(dropped).sum().fill_null(0).cast(m.MONEY).alias("revenue_at_risk_short_term"),
-            pl.when(kept_revenue.filter(~dropped).sum() > 0)
-            .then(kept_revenue.filter(~dropped).max() / kept_revenue.filter(~dropped).sum()).alias("top1_share_after"),
+            pl.when(m.fsum(kept_revenue.filter(~dropped)) > 0)
+            .then(kept_revenue.filter(~dropped).max() / m.fsum(kept_revenue.filter(~dropped))).alias("top1_share_after"),
         )
         for name, dropped in scenarios
     ]
