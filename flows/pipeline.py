@@ -1,8 +1,10 @@
 """Prefect flows: thin orchestration of the steps in ``flows/steps.py``.
 
-    ingest -> gate(raw) -> stage -> gate(staged) -> build marts -> gate(marts) -> publish
+    ingest -> gate(raw) -> stage -> gate(staged) -> prepare month partitions -> client_month per month
+           -> as-of marts -> gate(marts) -> publish -> report
 
-One task per I/O or checkpoint step. Retries only on plain I/O (listing the inbox, switching the marts link),
+One task per I/O or checkpoint step. The per-month client_month tasks are submitted to the flow's task runner
+(a thread pool by default, or a Dask cluster: ``make_task_runner``), everything else runs in the flow's process. Retries only on plain I/O (listing the inbox, switching the marts link),
 never on a parse error or a failed gate. Tasks pass paths and small summaries, not data frames, and skip
 Prefect's input hashing (``NO_CACHE``).
 """
