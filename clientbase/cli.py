@@ -43,6 +43,10 @@ def _print_summary(summary: dict) -> None:
     typer.echo(f"  new files: {summary.get('files_new')}, raw rows: {summary.get('rows_raw')}, "
                f"quarantined: {summary.get('rows_quarantined')}, staged: {summary.get('rows_staged')}, "
                f"duplicates: {summary.get('duplicates')}")
+    months = summary.get("months") or {}
+    typer.echo(f"  client_month: {len(months.get('computed', []))} month(s) computed, "
+               f"{len(months.get('carried', []))} carried over unchanged, on {len(months.get('workers', []))} "
+               "worker process(es)")
 
 
 def precheck_inbox(inbox: Path) -> None:
@@ -52,16 +56,43 @@ def precheck_inbox(inbox: Path) -> None:
     inbox_files(inbox, INBOX_KINDS)
 
 
-def _run(home: Path, inbox: Path | None, as_of: dt.date | None, config: Path | None, command: str) -> None:
+TaskRunnerOption = Annotated[str | None, typer.Option(
+    "--task-runner", help="Where the per-month tasks run: threads (this process) or dask (default: the config's "
+                          "execution.task_runner, else threads).")]
+DaskAddressOption = Annotated[str | None, typer.Option(
+    help="Scheduler of an existing Dask cluster, e.g. tcp://scheduler:8786 (implies --task-runner dask).")]
+WorkersOption = Annotated[int | None, typer.Option(help="Threads, or local Dask worker processes (default 2).")]
+
+
+def execution_settings(settings, task_runner: str | None, dask_address: str | None, workers: int | None):
+    """The config's ``execution:`` with the command-line options on top (validated the same way)."""
+    from pydantic import ValidationError
+
+    from clientbase.config import ExecutionConfig
+    from clientbase.errors import ConfigError
+
+    overrides = {"task_runner": task_runner or ("dask" if dask_address else None), "dask_address": dask_address,
+                 "workers": workers}
+    try:
+        return ExecutionConfig(**{**settings.execution.model_dump(),
+                                  **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'execution'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid execution options: {reasons}") from None
+
+
+def _run(home: Path, inbox: Path | None, as_of: dt.date | None, config: Path | None, command: str,
+         task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None) -> None:
     from clientbase.config import load_settings
     from clientbase.errors import ClientbaseError
 
     try:
         settings = load_settings(home, inbox=inbox, as_of=as_of, config_file=config)
+        execution = execution_settings(settings, task_runner, dask_address, workers)
         precheck_inbox(settings.inbox_dir)  # fail fast, before the Prefect API starts
-        from flows.pipeline import nightly
+        from flows.pipeline import nightly, with_execution
 
-        summary = nightly(home=str(home.absolute()), inbox=str(inbox.absolute()) if inbox else None, as_of=as_of,
+        summary = with_execution(nightly, execution)(home=str(home.absolute()), inbox=str(inbox.absolute()) if inbox else None, as_of=as_of,
                           config_file=str(config.absolute()) if config else None, command=command)
     except ClientbaseError as exc:
         _fail(exc)
@@ -101,9 +132,12 @@ def run(
     inbox: Annotated[Path | None, typer.Option(help="Defaults to HOME/inbox.")] = None,
     as_of: Annotated[str | None, typer.Option(help="Last day included, YYYY-MM-DD (default: today).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (default: INBOX/config.yaml if present).")] = None,
+    task_runner: TaskRunnerOption = None,
+    dask_address: DaskAddressOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Ingest what is new in the inbox and rebuild the marts."""
-    _run(home, inbox, _date(as_of), config, "run")
+    _run(home, inbox, _date(as_of), config, "run", task_runner, dask_address, workers)
 
 
 @app.command()
@@ -112,18 +146,23 @@ def backfill(
     start: Annotated[str, typer.Option(help="First month, YYYY-MM.")],
     end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")],
     config: Annotated[Path | None, typer.Option(help="YAML config.")] = None,
+    task_runner: TaskRunnerOption = None,
+    dask_address: DaskAddressOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Recompute the marts for the months START..END from the warehouse (other months are kept)."""
     from clientbase.config import load_settings
     from clientbase.errors import ClientbaseError
 
     try:
-        load_settings(home, config_file=config)
+        settings = load_settings(home, config_file=config)
+        execution = execution_settings(settings, task_runner, dask_address, workers)
         from flows.pipeline import backfill as backfill_flow
+        from flows.pipeline import with_execution
         from flows.steps import month_range
 
         month_range(start, end)
-        summary = backfill_flow(home=str(home.absolute()), start=start, end=end,
+        summary = with_execution(backfill_flow, execution)(home=str(home.absolute()), start=start, end=end,
                                 config_file=str(config.absolute()) if config else None)
     except ClientbaseError as exc:
         _fail(exc)

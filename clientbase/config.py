@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clientbase.errors import ConfigError
 from sources.crm import Preset
@@ -132,6 +132,30 @@ class CrmConfig(_Strict):
                                 "before the vendor presets.")
 
 
+class ExecutionConfig(_Strict):
+    """Where the per-month tasks run (the flow itself always runs in the calling process)."""
+
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads", description="threads: a thread pool in this process (the default); dask: a Dask "
+                                       "cluster through prefect-dask.")
+    workers: int = Field(default=2, ge=1, le=256,
+                         description="threads: pool size; dask without an address: local worker processes.")
+    threads_per_worker: int = Field(default=1, ge=1, le=64, description="dask without an address: threads per "
+                                                                        "local worker process.")
+    dask_address: str | None = Field(
+        default=None, description="Scheduler of an existing Dask cluster, e.g. tcp://scheduler:8786; without it a "
+                                  "temporary local cluster is started for the run.")
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ExecutionConfig:
+        if self.dask_address is not None and self.task_runner != "dask":
+            raise ValueError("dask_address is set but task_runner is not 'dask'")
+        if self.dask_address is not None and "://" not in self.dask_address:
+            raise ValueError(f"dask_address {self.dask_address!r}: expected a scheduler address such as "
+                             "tcp://scheduler:8786")
+        return self
+
+
 class Settings(_Strict):
     """Everything a run needs. Paths are derived from ``home``; nothing else reads the environment."""
 
@@ -149,6 +173,7 @@ class Settings(_Strict):
     segments: tuple[SegmentRule, ...] = Field(default=DEFAULT_SEGMENTS,
                                               description="Ordered segment rules; the first match wins.")
     keep_versions: int = Field(default=2, ge=1, le=20, description="Published mart versions kept for readers.")
+    execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("reporting_currency")
     @classmethod

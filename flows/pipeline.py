@@ -1,8 +1,10 @@
 """Prefect flows: thin orchestration of the steps in ``flows/steps.py``.
 
-    ingest -> gate(raw) -> stage -> gate(staged) -> build marts -> gate(marts) -> publish
+    ingest -> gate(raw) -> stage -> gate(staged) -> prepare month partitions -> client_month per month
+           -> as-of marts -> gate(marts) -> publish -> report
 
-One task per I/O or checkpoint step. Retries only on plain I/O (listing the inbox, switching the marts link),
+One task per I/O or checkpoint step. The per-month client_month tasks are submitted to the flow's task runner
+(a thread pool by default, or a Dask cluster: ``make_task_runner``), everything else runs in the flow's process. Retries only on plain I/O (listing the inbox, switching the marts link),
 never on a parse error or a failed gate. Tasks pass paths and small summaries, not data frames, and skip
 Prefect's input hashing (``NO_CACHE``).
 """
@@ -13,10 +15,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from clientbase.config import Settings, load_settings
+from clientbase.config import ExecutionConfig, Settings, load_settings
 from clientbase.errors import ClientbaseError, GateFailed, InboxError
 from clientbase.report import write_report
 from flows import steps
@@ -44,11 +48,35 @@ ingest_file = task(steps.ingest_file, name="parse and load", cache_policy=NO_CAC
 gate_raw = task(steps.gate_raw, name="gate: raw", cache_policy=NO_CACHE)
 stage = task(steps.stage, name="stage", cache_policy=NO_CACHE)
 gate_staged = task(steps.gate_staged, name="gate: staged", cache_policy=NO_CACHE)
-build_marts = task(steps.build_marts, name="build marts", cache_policy=NO_CACHE)
+prepare_marts = task(steps.prepare_marts, name="prepare month partitions", cache_policy=NO_CACHE)
+# one task per month, submitted to the flow's task runner (threads, or Dask workers): it reads and writes files only
+build_client_month = task(steps.build_client_month, name="client_month", cache_policy=NO_CACHE,
+                          task_run_name="client_month {job.month}", retries=2, retry_delay_seconds=2,
+                          retry_condition_fn=_io_retry)
+build_asof_marts = task(steps.build_asof_marts, name="build as-of marts", cache_policy=NO_CACHE)
 gate_marts = task(steps.gate_marts, name="gate: marts", cache_policy=NO_CACHE)
 report = task(write_report, name="report", cache_policy=NO_CACHE)
 publish_marts = task(steps.publish_marts, name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
                      retry_condition_fn=_io_retry)
+
+
+def make_task_runner(execution: ExecutionConfig) -> TaskRunner:
+    """The task runner the settings ask for: a small thread pool in this process (default), a temporary local
+    Dask cluster, or an existing Dask cluster at ``dask_address``."""
+    if execution.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=execution.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if execution.dask_address is not None:
+        return DaskTaskRunner(address=execution.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": execution.workers,
+                                          "threads_per_worker": execution.threads_per_worker,
+                                          "processes": True, "dashboard_address": None})
+
+
+def with_execution(flow_, execution: ExecutionConfig):
+    """``flow_`` with the task runner of ``execution``; called once, where the settings are built."""
+    return flow_.with_options(task_runner=make_task_runner(execution))
 
 
 def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
@@ -57,7 +85,8 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
     logger = get_run_logger()
     run_id = steps.new_run_id()
     as_of = as_of or settings.effective_as_of
-    summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {}}
+    summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {},
+                               "flow_run_id": runtime.flow_run.id}
     started = steps.start_run_log(settings, run_id, command, as_of)
     version_dir: str | None = None
     published = False
@@ -84,7 +113,21 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
         fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
         gate_staged(settings, run_id)
         summary["gates"]["staged"] = "passed"
-        version_dir, rows = build_marts(settings, run_id, as_of, months)
+        version_dir = str(publish.versions_root(settings.home) / run_id)  # discarded below if not published
+        plan = prepare_marts(settings, run_id, as_of, months)
+        futures = [build_client_month.submit(settings, job, plan.version_dir) for job in plan.jobs]
+        wait(futures)  # every month task has finished before anything (even a failure) goes on
+        built: list[steps.MonthResult] = [f.result() for f in futures]
+        summary["months"] = months_summary = {
+            "computed": [r.month for r in built if r.computed],
+            "carried": sorted([r.month for r in built if not r.computed]
+                              + [name.split("=", 1)[1].removesuffix(".parquet") for name in plan.kept
+                                 if "=" in name]),
+            "workers": sorted({r.worker for r in built}),
+        }
+        logger.info("client_month: %d month(s) computed, %d carried over unchanged, on %d worker(s)",
+                    len(months_summary["computed"]), len(months_summary["carried"]), len(months_summary["workers"]))
+        rows = build_asof_marts(settings, run_id, as_of, plan, built)
         fields["rows_marts"] = rows
         gate_marts(settings, run_id, version_dir, as_of)
         summary["gates"]["marts"] = "passed"
@@ -108,11 +151,12 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
     finally:
         if version_dir is not None and not published:
             publish.discard(Path(version_dir))
+        steps.discard_scratch(settings, run_id)
         fields["gates"] = summary["gates"]
         steps.finish_run_log(settings, run_id, started, **fields)
 
 
-@flow(name="clientbase-nightly", log_prints=True)
+@flow(name="clientbase-nightly", log_prints=True, task_runner=make_task_runner(ExecutionConfig()))
 def nightly(home: str, inbox: str | None = None, as_of: dt.date | None = None, config_file: str | None = None,
             command: str = "run") -> dict[str, Any]:
     """Ingest what is new in the inbox and rebuild every mart as of ``as_of`` (default: today)."""
@@ -122,7 +166,7 @@ def nightly(home: str, inbox: str | None = None, as_of: dt.date | None = None, c
         return run_pipeline(settings, command=command)
 
 
-@flow(name="clientbase-backfill", log_prints=True)
+@flow(name="clientbase-backfill", log_prints=True, task_runner=make_task_runner(ExecutionConfig()))
 def backfill(home: str, start: str, end: str, config_file: str | None = None) -> dict[str, Any]:
     """Recompute the marts for the months ``start``..``end`` (YYYY-MM) from the warehouse; other months are kept.
 

@@ -7,9 +7,13 @@ DuckDB connection (one writer per file), and passes paths and small summaries, n
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
 import secrets
+import shutil
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -328,36 +332,189 @@ def month_range(start: str, end: str) -> tuple[dt.date, dt.date]:
     return first, last
 
 
-def build_marts(settings: Settings, run_id: str, as_of: dt.date,
-                months: tuple[dt.date, dt.date] | None = None) -> tuple[str, dict[str, int]]:
-    """Write every mart into a new, unpublished version directory; return it with row counts.
+SCRATCH_DIR = ".work"  # HOME/.work/<run id>/: a run's intermediate files, removed when the run ends
+FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json: {file name: input fingerprint}
+# what a client_month file is a function of besides its input partition: the code that computes it
+_MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (client_month, m))).hexdigest()
 
-    With ``months`` (backfill) only those months of month-partitioned marts are recomputed; the other
-    months' files are carried over from the published version.
-    """
-    version_dir = publish.new_version_dir(settings.home, run_id)
-    eco = settings.economics
+
+@dataclass(frozen=True)
+class MonthJob:
+    """One month of client_month to build: its input partition and what the published version has for it."""
+
+    month: str  # ISO date of the first day
+    inputs: str  # directory with the month's client_month.INPUTS as parquet files
+    previous_file: str | None  # the published version's file of this month, if any
+    previous_fingerprint: str | None  # and the fingerprint of the inputs it was computed from
+    force: bool  # backfill: recompute even when the fingerprint is unchanged
+
+
+@dataclass(frozen=True)
+class MonthPlan:
+    version_dir: str
+    scratch_dir: str
+    jobs: list[MonthJob]
+    kept: dict[str, str]  # backfill: {file name: fingerprint} carried over unchanged outside its months
+
+
+@dataclass(frozen=True)
+class MonthResult:
+    month: str
+    file: str
+    rows: int
+    fingerprint: str
+    computed: bool  # False: the published file was carried over (same fingerprint)
+    worker: str  # host:pid of the process that ran the task
+
+
+def scratch_dir(settings: Settings, run_id: str) -> Path:
+    return settings.home / SCRATCH_DIR / run_id
+
+
+def discard_scratch(settings: Settings, run_id: str) -> None:
+    shutil.rmtree(scratch_dir(settings, run_id), ignore_errors=True)
+
+
+def _month_file(month: str) -> str:
+    return f"{client_month.PARTITION_BY}={month}.parquet"
+
+
+def _read_fingerprints(version: Path | None) -> dict[str, str]:
+    path = version / FINGERPRINTS / f"{client_month.NAME}.json" if version is not None else None
+    if path is None or not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
+    """The staging and ops tables the marts read, and the booked client payments up to as-of."""
     inputs = read_frames(settings.warehouse_path, {
         "staged": "SELECT * FROM staging.bank_transaction", "log": "SELECT * FROM ops.run_log",
         "match": "SELECT * FROM staging.client_match", "clients": "SELECT * FROM staging.client",
         "managers": "SELECT * FROM staging.manager", "activities": "SELECT * FROM staging.activity",
         "tickets": "SELECT * FROM staging.ticket", "invoices": "SELECT * FROM staging.invoice"})
-    staged, log_rows = inputs["staged"].lazy(), inputs["log"].lazy()
-    clients = inputs["clients"].lazy()
-    payments = staged.filter((pl.col("category") == "client_payment") & (pl.col("status") == "BOOK")
-                             & (pl.col("booking_date") <= as_of))
+    frames = {name: frame.lazy() for name, frame in inputs.items()}
+    frames["payments"] = frames["staged"].filter(
+        (pl.col("category") == "client_payment") & (pl.col("status") == "BOOK") & (pl.col("booking_date") <= as_of))
+    return frames
+
+
+def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
+                  months: tuple[dt.date, dt.date] | None = None) -> MonthPlan:
+    """Create the unpublished version directory and cut client_month's inputs into month partitions.
+
+    The pre-steps run once; each month's inputs go to ``HOME/.work/<run id>/client_month/month=<date>/`` for
+    one ``build_client_month`` task per month. With ``months`` (backfill) only those months get a job (and
+    are recomputed); the published files of the other months are carried over.
+    """
+    version_dir = publish.new_version_dir(settings.home, run_id)
+    scratch = scratch_dir(settings, run_id) / client_month.NAME
+    scratch.mkdir(parents=True)
+    eco = settings.economics
+    frames = _mart_inputs(settings, as_of)
+    # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
     settlement = economics.settle_invoices(
-        inputs["invoices"].lazy(), payments, as_of=as_of, cost_of_capital=eco.cost_of_capital,
-        write_off_days=eco.write_off_days).collect().lazy()
+        frames["invoices"], frames["payments"], as_of=as_of, cost_of_capital=eco.cost_of_capital,
+        write_off_days=eco.write_off_days).collect()
+    settlement.write_parquet(scratch.parent / "settlement.parquet")  # the scorecard reads it too
     costs = economics.time_costs(
-        inputs["activities"].lazy(), inputs["tickets"].lazy(), inputs["managers"].lazy(), as_of=as_of,
+        frames["activities"], frames["tickets"], frames["managers"], as_of=as_of,
         default_hourly_cost=eco.default_hourly_cost, support_hourly_cost=eco.support_hourly_cost)
-    margins = economics.margin_rates(inputs["invoices"].lazy(), clients, default_margin=eco.default_margin,
+    margins = economics.margin_rates(frames["invoices"], frames["clients"], default_margin=eco.default_margin,
                                      margin_by_industry=eco.margin_by_industry)
-    # the whole history feeds the as-of marts; a backfill writes only its months of client_month
-    months_all = client_month.build(staged, as_of=as_of, reporting_currency=settings.reporting_currency,
-                                    costs=costs, settlement=settlement, margins=margins,
-                                    default_margin=eco.default_margin).collect()
+    cut = client_month.month_inputs(frames["staged"], as_of=as_of, costs=costs, settlement=settlement.lazy(),
+                                    margins=margins)
+    if months is not None:
+        cut = {name: frame.filter(pl.col("month").is_between(months[0], months[1])) for name, frame in cut.items()}
+    collected = {name: frame.collect() for name, frame in cut.items()}
+    parts = {name: frame.partition_by("month", as_dict=True, maintain_order=True)
+             for name, frame in collected.items()}
+    month_keys = sorted({key for name in ("payments", "costs", "settlement") for (key,) in parts[name]})
+    previous = publish.current_version_dir(settings.home)
+    fingerprints = _read_fingerprints(previous)
+    jobs: list[MonthJob] = []
+    for month in month_keys:
+        folder = scratch / _month_file(month.isoformat()).removesuffix(".parquet")
+        folder.mkdir(parents=True)
+        for name in client_month.INPUTS:
+            part = parts[name].get((month,))
+            frame = part if part is not None else collected[name].clear()
+            frame.write_parquet(folder / f"{name}.parquet", statistics=True)
+        name = _month_file(month.isoformat())
+        old = previous / client_month.NAME / name if previous is not None else None
+        jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder),
+                             previous_file=str(old) if old is not None and old.is_file() else None,
+                             previous_fingerprint=fingerprints.get(name), force=months is not None))
+    kept: dict[str, str] = {}
+    if months is not None:
+        # file names are '<column>=<ISO date>.parquet', so they sort like the months they hold
+        lo, hi = (_month_file(d.isoformat()) for d in months)
+        publish.carry_over(version_dir, previous, client_month.NAME, lambda name: not lo <= name <= hi)
+        kept = {p.name: fingerprints.get(p.name, "") for p in (version_dir / client_month.NAME).glob("*.parquet")}
+    return MonthPlan(version_dir=str(version_dir), scratch_dir=str(scratch.parent), jobs=jobs, kept=kept)
+
+
+def month_fingerprint(settings: Settings, inputs: Path) -> str:
+    """sha256 of everything a month's client_month file depends on: its input partition (sorted rows, written
+    by the same polars), the settings build_month reads, and the code that computes it."""
+    digest = hashlib.sha256(json.dumps({
+        "reporting_currency": settings.reporting_currency, "default_margin": settings.economics.default_margin,
+        "polars": pl.__version__, "code": _MONTH_CODE}, sort_keys=True).encode())
+    for name in client_month.INPUTS:
+        digest.update(name.encode() + b"\0" + (inputs / f"{name}.parquet").read_bytes())
+    return digest.hexdigest()
+
+
+def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> MonthResult:
+    """Write one month's client_month file into the version directory from its input partition.
+
+    When the fingerprint of the partition equals the one the published file was computed from (and this is
+    not a backfill), the published file is hard-linked instead: the output is a pure function of the inputs.
+    Reads and writes files only (no DuckDB), so it can run in any process that sees HOME.
+    """
+    inputs = Path(job.inputs)
+    fingerprint = month_fingerprint(settings, inputs)
+    name = _month_file(job.month)
+    target = Path(version_dir) / client_month.NAME / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)  # a retried task starts clean
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    if not job.force and job.previous_file is not None and job.previous_fingerprint == fingerprint:
+        try:
+            os.link(job.previous_file, target)
+        except OSError:
+            shutil.copy2(job.previous_file, target)
+        rows = pl.scan_parquet(target).select(pl.len()).collect().item()
+        return MonthResult(job.month, name, rows, fingerprint, computed=False, worker=worker)
+    frames = {name_: pl.scan_parquet(inputs / f"{name_}.parquet") for name_ in client_month.INPUTS}
+    frame = client_month.build_month(frames, dt.date.fromisoformat(job.month),
+                                     reporting_currency=settings.reporting_currency,
+                                     default_margin=settings.economics.default_margin).collect()
+    written = publish.write_mart(Path(version_dir), client_month.NAME, frame, client_month.PARTITION_BY)
+    if list(written) != [name]:
+        raise ValueError(f"client_month for {job.month} wrote {sorted(written)}, expected {name}")
+    return MonthResult(job.month, name, frame.height, fingerprint, computed=True, worker=worker)
+
+
+def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: MonthPlan,
+                     built: list[MonthResult]) -> dict[str, int]:
+    """Read client_month back from the version directory and write every other mart (they are as of a day and
+    read the whole history); record the months' fingerprints; return row counts per mart."""
+    version_dir = Path(plan.version_dir)
+    eco = settings.economics
+    frames_in = _mart_inputs(settings, as_of)
+    staged, payments, clients = frames_in["staged"], frames_in["payments"], frames_in["clients"]
+    settlement = pl.read_parquet(Path(plan.scratch_dir) / "settlement.parquet").lazy()
+    log_rows = frames_in["log"]
+    months_dir = version_dir / client_month.NAME
+    if not any(months_dir.glob("*.parquet")):  # no month at all: one empty file, as every mart has
+        publish.write_mart(version_dir, client_month.NAME, pl.DataFrame(
+            schema={c: t for c, (t, _) in client_month.SCHEMA.items()}), None)
+    fingerprints = {**{k: v for k, v in plan.kept.items() if v}, **{r.file: r.fingerprint for r in built}}
+    (version_dir / FINGERPRINTS).mkdir(exist_ok=True)
+    (version_dir / FINGERPRINTS / f"{client_month.NAME}.json").write_text(
+        json.dumps(dict(sorted(fingerprints.items())), indent=1) + "\n", encoding="utf-8")
+    months_all = publish.read_mart(version_dir, client_month)
     first = behaviour.first_purchases(payments)
     window = m.window_bounds(as_of, eco.window_months)
     regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y)
@@ -376,7 +533,7 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         segments=segment_rules,
         clv=clv.scores(clv.client_summary(payments, as_of=as_of)), key_share=beh.key_client_share,
         dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
-    managers = inputs["managers"].lazy()
+    managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
@@ -386,8 +543,6 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
                      c: t for c, (t, _) in retention_period.SCHEMA.items()}))
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
     frames = {
-        client_month.NAME: months_all if months is None else months_all.filter(
-            pl.col("month").is_between(months[0], months[1])),
         client_scorecard.NAME: scorecard,
         pareto_summary.NAME: pareto_summary.build(scorecard.lazy(), top_fraction=eco.top_share).collect(),
         whale_curve.NAME: whale_curve.build(scorecard.lazy()).collect(),
@@ -407,8 +562,8 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
         manager_load.NAME: manager_load.build(scorecard.lazy(), key.lazy(), managers,
                                               limit=beh.max_key_clients_per_manager).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(
-            staged, inputs["match"].lazy(),
-            crm_present=bool(inputs["clients"].filter(pl.col("source") == "crm").height),
+            staged, frames_in["match"],
+            crm_present=bool(clients.filter(pl.col("source") == "crm").select(pl.len()).collect().item()),
             min_amount=settings.identity.unmatched_min_amount,
             reporting_currency=settings.reporting_currency).collect(),
         # this run is published only if the marts gate passes; the mart says so (the warehouse table keeps
@@ -419,17 +574,12 @@ def build_marts(settings: Settings, run_id: str, as_of: dt.date,
             .otherwise(pl.col("published_version")),
         )).collect(),
     }
-    previous = publish.current_version_dir(settings.home)
-    rows: dict[str, int] = {}
+    rows: dict[str, int] = {client_month.NAME: months_all.height}
     for mart in MARTS:
-        frame = frames[mart.NAME]
-        written = publish.write_mart(version_dir, mart.NAME, frame, mart.PARTITION_BY)
-        if months is not None and mart.PARTITION_BY is not None:
-            # file names are '<column>=<ISO date>.parquet', so they sort like the months they hold
-            lo, hi = (f"{mart.PARTITION_BY}={d}.parquet" for d in months)
-            publish.carry_over(version_dir, previous, mart.NAME, lambda name, lo=lo, hi=hi: not lo <= name <= hi)
-        rows[mart.NAME] = sum(written.values())
-    return str(version_dir), rows
+        if mart.NAME != client_month.NAME:
+            written = publish.write_mart(version_dir, mart.NAME, frames[mart.NAME], mart.PARTITION_BY)
+            rows[mart.NAME] = sum(written.values())
+    return rows
 
 
 def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date) -> GateOutcome:

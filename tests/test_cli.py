@@ -54,3 +54,14 @@ def test_committed_data_dictionary_is_current():
 
     committed = Path(__file__).parent.parent / "docs" / "data_dictionary.md"
     assert committed.read_text(encoding="utf-8") == render(), "run `clientbase docs` and commit the result"
+
+
+def test_bad_execution_option_exits_2_before_prefect_starts(tmp_path):
+    (tmp_path / "inbox" / "bank").mkdir(parents=True)
+    result = clientbase("run", "--home", str(tmp_path), "--task-runner", "processes")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("clientbase: error: invalid execution options: task_runner: Input "
+                                            "should be 'threads' or 'dask'")
+    result = clientbase("run", "--home", str(tmp_path), "--dask-address", "scheduler:8786")
+    assert result.returncode == 2
+    assert "dask_address 'scheduler:8786': expected a scheduler address such as tcp://scheduler:8786" in result.stderr

@@ -67,3 +67,75 @@ def test_does_not_mutate_input():
     before = GIVEN.collect()
     client_month.build(GIVEN, as_of=dt.date(2025, 2, 28), reporting_currency="EUR").collect()
     assert GIVEN.collect().equals(before)
+
+
+# ---- month-separability: the per-month builds of the pipeline equal the whole build -----------------------
+
+def _history(seed: int = 3, clients: int = 40, days: int = 500):
+    """Random staged payments, invoices, activities and tickets over ~16 months, through the real pre-steps."""
+    import random
+
+    from transforms import economics
+
+    rnd = random.Random(seed)
+    start = dt.date(2024, 1, 1)
+    ids = [f"C{i:02d}" for i in range(clients)]
+    txns = [(rnd.choice(ids), start + dt.timedelta(days=rnd.randrange(days)),
+             Decimal(rnd.randrange(-5_000, 200_000)) / 100, rnd.choice(["client_payment"] * 6 + ["refund"]),
+             rnd.choice(["BOOK"] * 9 + ["PDNG"])) for _ in range(3_000)]
+    txns = [(c, d, a if cat == "client_payment" else -abs(a), cat, s) for c, d, a, cat, s in txns]
+    staged_txns = staged(txns)
+    invoices = pl.DataFrame([
+        (rnd.choice(ids), f"I{i}", issue, issue + dt.timedelta(days=30), Decimal(rnd.randrange(1_000, 300_000)) / 100,
+         rnd.choice(["won"] * 4 + ["lost"]), rnd.choice([None, Decimal(rnd.randrange(0, 1_000)) / 100]))
+        for i, issue in enumerate(start + dt.timedelta(days=rnd.randrange(days)) for _ in range(1_500))],
+        schema={"client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
+                "amount": pl.Decimal(18, 2), "status": pl.String, "cost": pl.Decimal(18, 2)}, orient="row").lazy()
+    managers = pl.LazyFrame({"manager_id": ["M1", "M2"], "hourly_cost": [Decimal("60.00"), Decimal("42.50")]})
+    activities = pl.LazyFrame({
+        "client_id": [rnd.choice(ids) for _ in range(800)],
+        "manager_id": [rnd.choice(["M1", "M2", None]) for _ in range(800)],
+        "started_at": [dt.datetime(2024, 1, 1, 9) + dt.timedelta(hours=rnd.randrange(days * 24)) for _ in range(800)],
+        "duration_minutes": [rnd.choice([None, 5, 17, 45]) for _ in range(800)]})
+    tickets = pl.LazyFrame({
+        "client_id": [rnd.choice(ids) for _ in range(300)],
+        "manager_id": [rnd.choice(["M1", "M2"]) for _ in range(300)],
+        "opened_at": [start + dt.timedelta(days=rnd.randrange(days)) for _ in range(300)],
+        "minutes_spent": [rnd.choice([10, 33, 120]) for _ in range(300)]})
+    clients_ = pl.LazyFrame({"client_id": ids, "industry": [rnd.choice(["transport", "retail", None]) for _ in ids]})
+    as_of = start + dt.timedelta(days=days - 20)
+    paid = staged_txns.filter((pl.col("category") == "client_payment") & (pl.col("status") == "BOOK")
+                              & (pl.col("booking_date") <= as_of))
+    settlement = economics.settle_invoices(invoices, paid, as_of=as_of, cost_of_capital=0.1, write_off_days=90)
+    costs = economics.time_costs(activities, tickets, managers, as_of=as_of, default_hourly_cost=50.0,
+                                 support_hourly_cost=None)
+    margins = economics.margin_rates(invoices, clients_, default_margin=0.3, margin_by_industry={"retail": 0.2})
+    return staged_txns, as_of, costs, settlement, margins
+
+
+def test_concatenated_month_builds_equal_the_whole_build_exactly():
+    staged_txns, as_of, costs, settlement, margins = _history()
+    whole = client_month.build(staged_txns, as_of=as_of, reporting_currency="EUR", costs=costs,
+                               settlement=settlement, margins=margins, default_margin=0.3).collect()
+    cut = {name: frame.collect() for name, frame in client_month.month_inputs(
+        staged_txns, as_of=as_of, costs=costs, settlement=settlement, margins=margins).items()}
+    months = sorted(set().union(*(cut[n]["month"].to_list() for n in ("payments", "costs", "settlement"))))
+    assert len(months) >= 16 and months[-1] == as_of.replace(day=1)  # open invoices accrue to the as-of month
+    parts = []
+    for month in months:
+        inputs = {name: frame.filter(pl.col("month") == month).lazy() for name, frame in cut.items()}
+        parts.append(client_month.build_month(inputs, month, reporting_currency="EUR", default_margin=0.3).collect())
+    assert all(part["month"].unique().to_list() == [month] for part, month in zip(parts, months, strict=True))
+    assert pl.concat(parts).equals(whole)
+    assert whole.height > 500 and whole["bad_debt"].sum() > 0 and whole["collection_cost"].sum() > 0
+    assert whole["hours_spent"].sum() > 0 and whole.filter(pl.col("revenue") == 0).height > 0
+
+
+def test_a_month_partition_is_the_same_whatever_the_input_order():
+    staged_txns, as_of, costs, settlement, margins = (f.collect().lazy() if isinstance(f, pl.LazyFrame) else f
+                                                      for f in _history(seed=5))
+    one = client_month.month_inputs(staged_txns, as_of=as_of, costs=costs, settlement=settlement, margins=margins)
+    two = client_month.month_inputs(staged_txns.reverse(), as_of=as_of, costs=costs.reverse(),
+                                    settlement=settlement.reverse(), margins=margins.reverse())
+    for name in client_month.INPUTS:
+        assert one[name].collect().equals(two[name].collect()), name

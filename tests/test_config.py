@@ -89,3 +89,35 @@ def test_default_segments_ship():
 
     assert [s.team for s in DEFAULT_SEGMENTS][:2] == ["upsell", "win_back"]
     assert {s.team for s in DEFAULT_SEGMENTS} == {"upsell", "win_back", "new_business"}
+
+
+def test_execution_defaults_to_a_small_thread_pool_and_builds_the_runner(tmp_path):
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from clientbase.config import ExecutionConfig
+    from flows.pipeline import make_task_runner
+
+    settings = load_settings(tmp_path)
+    assert settings.execution == ExecutionConfig(task_runner="threads", workers=2, dask_address=None)
+    threads = make_task_runner(settings.execution)
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 2
+
+    write(tmp_path, "execution:\n  task_runner: dask\n  workers: 3\n")
+    local = make_task_runner(load_settings(tmp_path).execution)
+    assert isinstance(local, DaskTaskRunner) and local.address is None
+    assert local.cluster_kwargs == {"n_workers": 3, "threads_per_worker": 1, "processes": True,
+                                    "dashboard_address": None}
+
+    write(tmp_path, "execution:\n  task_runner: dask\n  dask_address: tcp://10.0.0.5:8786\n")
+    remote = make_task_runner(load_settings(tmp_path).execution)
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
+    assert remote.cluster_kwargs == {}
+
+
+def test_execution_address_without_dask_is_an_error(tmp_path):
+    path = write(tmp_path, "execution:\n  dask_address: tcp://10.0.0.5:8786\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert str(err.value).startswith(f"{path}: invalid configuration: key 'execution': Value error, dask_address is "
+                                     "set but task_runner is not 'dask'")

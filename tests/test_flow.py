@@ -317,3 +317,41 @@ def test_report_renders_in_headless_chromium(home, tmp_path):
     shot = subprocess.run([CHROMIUM, *flags, "--window-size=1100,5600", f"--screenshot={artifacts / 'report.png'}",
                            report.as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0 and (artifacts / "report.png").stat().st_size > 50_000
+
+
+def all_marts_digest(home: Path) -> dict[str, dict[str, str]]:
+    """sha256 of every parquet file of every mart but run_log (run ids and times)."""
+    return {folder.name: {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("*.parquet"))}
+            for folder in sorted((home / "marts").iterdir())
+            if folder.is_dir() and not folder.name.startswith("_") and folder.name != "run_log"}
+
+
+def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, tmp_path):
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    months = sorted(p.name for p in (work / "marts" / "client_month").glob("month=*.parquet"))
+    # nothing new: every month's inputs have their published fingerprint, every file is carried over (linked)
+    again = run(work)
+    assert again["months"]["computed"] == [] and len(again["months"]["carried"]) == SPEC.months
+    previous = work / ".marts_versions" / home.joinpath("marts").readlink().name / "client_month"
+    assert all((work / "marts" / "client_month" / name).samefile(previous / name) for name in months)
+    assert not (work / ".work" / again["run_id"]).exists()  # the run's scratch partitions are gone
+
+    # one day's statement arrives late, for June: a walk-in payer (no invoices, so no FIFO settlement moves)
+    (work / "inbox" / "bank" / "day-2026-06-15.csv").write_text(
+        "account,booking_date,amount,currency,counterparty_name\n"
+        "DE44500105175407324931,2026-06-15,1234.56,EUR,Zeitungskiosk Lindner\n", encoding="utf-8")
+    summary = run(work)
+    assert summary["files_new"] == 1
+    assert summary["months"]["computed"] == ["2026-06-01"]
+    assert len(summary["months"]["carried"]) == SPEC.months - 1 and "2026-06-01" not in summary["months"]["carried"]
+    june = pl.read_parquet(work / "marts" / "client_month" / "month=2026-06-01.parquet")
+    assert june.filter(pl.col("revenue") == Decimal("1234.56"))["client_id"].to_list() == ["bank:name:zeitungskiosk lindner"]
+
+    # the same inbox from scratch: every mart file is the same
+    rebuild = tmp_path / "rebuild"
+    shutil.copytree(work / "inbox", rebuild / "inbox")
+    full = run(rebuild)
+    assert len(full["months"]["computed"]) == SPEC.months
+    assert all_marts_digest(work) == all_marts_digest(rebuild)
+    assert len(all_marts_digest(work)["client_month"]) == SPEC.months

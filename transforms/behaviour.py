@@ -116,7 +116,7 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
             new_clients=n.sum().cast(pl.Int32),
             churned=(s & ~e).sum().cast(pl.Int32),
             reactivated=(~s & e & ~n).sum().cast(pl.Int32),
-            _prev_s=pl.col("_prev").filter(s).sum(), _now_s=pl.col("_now").filter(s).sum(),
+            _prev_s=pl.col("_prev").filter(s).sum(), _now_s=pl.col("_now").filter(s).sum(),  # exact cents
             _kept_s=pl.min_horizontal("_now", "_prev").filter(s).sum(),
         )
         .with_columns(
@@ -234,8 +234,8 @@ def ltv(client_month: pl.LazyFrame, segments: pl.LazyFrame, *, as_of: dt.date,
                                    + pl.col("_last").dt.month() - pl.col("_first").dt.month() + 1).cast(pl.Int32))
         .join(segments, on="client_id", how="left")
     )
-    everyone = pl.col("span_months").mean()
-    t = (pl.when(pl.len().over("segment") >= min_segment).then(pl.col("span_months").mean().over("segment"))
+    everyone = m.fmean(pl.col("span_months"))
+    t = (pl.when(pl.len().over("segment") >= min_segment).then(m.fmean(pl.col("span_months")).over("segment"))
          .otherwise(everyone))
     return life.with_columns(
         ltv_s=pl.col("_revenue") / pl.col("_purchases"),

@@ -112,13 +112,15 @@ def client_summary(payments, *, as_of):
     value."""
     import polars as pl
 
+    from transforms import metrics as m
+
     days = (payments.filter(pl.col("booking_date") <= as_of)
             .group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum().cast(pl.Float64).alias("_v"))
             .sort("client_id", "booking_date"))
     return (
         days.group_by("client_id")
         .agg(_first=pl.col("booking_date").first(), _last=pl.col("booking_date").last(), _n=pl.len(),
-             _total=pl.col("_v").sum(), _first_value=pl.col("_v").first())
+             _total=m.fsum(pl.col("_v")), _first_value=pl.col("_v").first())
         .select("client_id",
                 (pl.col("_n") - 1).cast(pl.Float64).alias("x"),
                 ((pl.col("_last") - pl.col("_first")).dt.total_days() / DAYS_PER_MONTH).alias("t_x"),

@@ -103,7 +103,7 @@ def time_costs(activities: pl.LazyFrame, tickets: pl.LazyFrame, managers: pl.Laz
         pl.concat([calls, support], how="vertical_relaxed")
         .filter(pl.col("client_id").is_not_null())
         .group_by("client_id", "month")
-        .agg(pl.col("communication_cost").sum(), pl.col("support_cost").sum(), pl.col("minutes").sum())
+        .agg(m.fsum(pl.col("communication_cost")), m.fsum(pl.col("support_cost")), m.fsum(pl.col("minutes")))
     )
 
 

@@ -113,9 +113,10 @@ def rank_order(measure: str) -> tuple[list[str], list[bool]]:
     return [measure, "client_id"], [True, False]
 
 
-# Shares are ratios of exact sums: money in integer cents (Int128), divided as floats only at the end. A float
-# sum depends on the order rows arrive in (polars' streaming engine varies it), and the same inbox must give
-# byte-identical marts.
+# The same inbox must give byte-identical marts, but a float sum depends on the order rows arrive in (polars'
+# streaming engine and joins vary it). Money shares are therefore ratios of exact sums in integer cents
+# (Int128), divided as floats only at the end; genuine float quantities (hours, costs before rounding) use
+# fsum, a running sum in sorted order.
 
 def cents(expr: pl.Expr) -> pl.Expr:
     """A money expression in integer cents (exact)."""
@@ -137,6 +138,22 @@ def share_of_total(measure: str, *partition: str) -> pl.Expr:
     x = positive_cents(measure)
     total = x.sum().over(*partition) if partition else x.sum()
     return ratio(x, total).fill_null(0.0)
+
+
+def fsum(expr: pl.Expr) -> pl.Expr:
+    """A float sum that does not depend on row order: the values are added one by one in sorted order.
+
+    Float addition is not associative, and joins and group-bys return rows (and rows within a group) in an
+    order that varies between runs; adding in sorted order makes the same rows give the same bits, so the marts
+    are byte-identical from run to run and between a single-process and a distributed run. (A running sum, not
+    ``sort().sum()``: the optimiser drops a sort before an order-free aggregation.)
+    """
+    return expr.drop_nulls().sort().cum_sum().last().fill_null(0)
+
+
+def fmean(expr: pl.Expr) -> pl.Expr:
+    """A float mean that does not depend on row order (see fsum); null without values."""
+    return pl.when(expr.count() > 0).then(fsum(expr) / expr.count())
 
 
 def cumulative_share_before(measure: str) -> pl.Expr:
@@ -198,12 +215,6 @@ def hhi(measure: str) -> pl.Expr:
     sum(x_i^2) / (sum x)^2."""
     x = positive_cents(measure)
     return ratio((x * x).sum(), x.sum() * x.sum())
-
-
-def exact_sum(column: str, decimals: int) -> pl.Expr:
-    """Sum of a float column whose values carry ``decimals`` places (e.g. hours rounded to 4): rounding the
-    float sum back to that grid makes it independent of the order of the rows."""
-    return pl.col(column).sum().round(decimals)
 
 
 def next_month(month: dt.date) -> dt.date:

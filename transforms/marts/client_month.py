@@ -2,6 +2,13 @@
 
 Grain: one row per client per calendar month in which the client paid, got a refund, took our people's time,
 or settled (or defaulted on) an invoice, up to the run's as-of date. Money in the reporting currency.
+
+The mart is month-separable: every output row is grouped by (client_id, month) and reads only input rows dated
+to that month, plus the client's margin rate. ``month_inputs`` cuts the inputs into per-month partitions (the
+margin rate travels with each month's clients) and ``build_month`` turns one partition into that month's rows;
+concatenating the months gives exactly ``build`` on the whole history (tests/test_client_month.py). The
+cumulative parts (FIFO settlement of invoices, which month a collection cost or write-off falls in, margin
+rates from all invoices) are computed once per run before the cut, by ``transforms.economics``.
 """
 
 from __future__ import annotations
@@ -64,14 +71,14 @@ def build(
                                   (pl.col("minutes") / 60).alias("hours_spent")))
     if settlement is not None:
         parts.append(settlement.group_by("client_id", pl.col("event_month").alias("month"))
-                     .agg(pl.col("collection_cost").sum(), pl.col("bad_debt").sum().cast(pl.Float64)))
+                     .agg(m.fsum(pl.col("collection_cost")), pl.col("bad_debt").sum().cast(pl.Float64)))
     frame = pl.concat(parts, how="diagonal_relaxed")
     if months is not None:
         frame = frame.filter(pl.col("month").is_between(months[0], months[1]))
     combined = frame.group_by("client_id", "month").agg(
         pl.col("revenue").sum(), pl.col("refunds").sum(), pl.col("purchases").sum(),
-        *(pl.col(c).sum() for c in ("communication_cost", "support_cost", "collection_cost", "bad_debt",
-                                    "hours_spent") if c in frame.collect_schema()),
+        *(m.fsum(pl.col(c)) for c in ("communication_cost", "support_cost", "collection_cost", "bad_debt",
+                                      "hours_spent") if c in frame.collect_schema()),
     )
     present = combined.collect_schema()
     for column in ("communication_cost", "support_cost", "collection_cost", "bad_debt", "hours_spent"):
@@ -100,3 +107,37 @@ def build(
         .select(list(SCHEMA))
         .sort("month", "client_id")
     )
+
+
+# the per-month inputs of build_month, in the order they are fingerprinted
+INPUTS = ("payments", "costs", "settlement", "margins")
+
+
+def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFrame, settlement: pl.LazyFrame,
+                 margins: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """``build``'s inputs cut to the columns it reads, each with a ``month`` column to partition on.
+
+    Rows are sorted on every column, so a month's partition is the same rows in the same order whatever the
+    order of the inputs (its fingerprint and its output depend on its content only). ``margins`` is repeated
+    per month for the clients with rows in that month.
+    """
+    payments = (
+        staged_txns.filter(m.is_booked() & (m.is_client_payment() | m.is_refund()) & (pl.col("booking_date") <= as_of))
+        .select("client_id", "booking_date", "category", "status", "amount_reporting", month=m.month_start())
+    )
+    costs = costs.select("client_id", "month", "communication_cost", "support_cost", "minutes")
+    settlement = settlement.select("client_id", "event_month", "collection_cost", "bad_debt",
+                                   month=pl.col("event_month"))
+    keys = pl.concat([f.select("client_id", "month") for f in (payments, costs, settlement)]).unique()
+    margins = keys.join(margins.select("client_id", "margin_rate"), on="client_id", how="inner")
+    frames = {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
+    return {name: frame.sort(pl.all(), nulls_last=True) for name, frame in frames.items()}
+
+
+def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_currency: str,
+                default_margin: float = 0.30) -> pl.LazyFrame:
+    """One month of the mart from that month's partition of ``month_inputs`` (no as-of: the cut applied it)."""
+    last_day = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    return build(inputs["payments"].drop("month"), as_of=last_day, reporting_currency=reporting_currency,
+                 costs=inputs["costs"], settlement=inputs["settlement"].drop("month"),
+                 margins=inputs["margins"].drop("month"), default_margin=default_margin)

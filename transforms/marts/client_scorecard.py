@@ -117,7 +117,7 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
     sums = (
         client_month.filter(pl.col("month").is_between(first, last))
         .group_by("client_id")
-        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases")), m.exact_sum("hours_spent", 4))
+        .agg(*(pl.col(c).sum() for c in (*_MONEY_COLUMNS, "purchases")), m.fsum(pl.col("hours_spent")))
     )
     present = set(clients.collect_schema().names())
 

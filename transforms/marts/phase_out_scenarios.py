@@ -51,7 +51,7 @@ def build(scorecard: pl.LazyFrame, client_month: pl.LazyFrame, *, as_of: dt.date
             pl.col("net_profit").sum().cast(m.MONEY).alias("profit_before"),
             pl.col("net_profit").filter(~dropped).sum().cast(m.MONEY).alias("profit_after"),
             (-pl.col("net_profit").filter(dropped).sum()).cast(m.MONEY).alias("profit_change"),
-            pl.col("hours_spent").filter(dropped).sum().round(4).alias("hours_freed"),  # see m.exact_sum
+            m.fsum(pl.col("hours_spent").filter(dropped)).alias("hours_freed"),
             pl.col("_recent").filter(dropped).sum().fill_null(0).cast(m.MONEY).alias("revenue_at_risk_short_term"),
             m.ratio(kept_revenue.filter(~dropped).max(), kept_revenue.filter(~dropped).sum()).alias("top1_share_after"),
         )

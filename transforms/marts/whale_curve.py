@@ -28,7 +28,7 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
 
 def build(scorecard: pl.LazyFrame) -> pl.LazyFrame:
     keys, descending = m.rank_order("net_profit")
-    total = pl.col("net_profit").cast(pl.Float64).sum()
+    total = m.fsum(pl.col("net_profit").cast(pl.Float64))
     return (  # eager: one row per client, and the running sum needs the rank order
         scorecard.select("client_id", "net_profit").collect().sort(keys, descending=descending)
         .with_columns(profit_rank=pl.int_range(1, pl.len() + 1).cast(pl.Int32),
