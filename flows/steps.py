@@ -622,6 +622,7 @@ def start_run_log(settings: Settings, run_id: str, command: str, as_of: dt.date)
     still marked 'running' is dead): its unpublished marts go, its log row says what happened."""
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     leftovers = publish.discard_unpublished(settings.home)
+    shutil.rmtree(settings.home / SCRATCH_DIR, ignore_errors=True)  # intermediate files of a dead run
     current = publish.current_version_dir(settings.home)
     live = current.name if current is not None else None
     with connect(settings.warehouse_path) as con:

@@ -77,8 +77,9 @@ def homes(tmp_path_factory) -> dict[str, Path]:
 
 
 STEPS = [("ingest_file", "kill-after"), ("gate_raw", "kill-after"), ("stage", "kill-after"),
-         ("gate_staged", "kill-after"), ("build_marts", "kill-after"), ("gate_marts", "kill-after"),
-         ("publish_marts", "kill-before"), ("publish_marts", "kill-after")]
+         ("gate_staged", "kill-after"), ("prepare_marts", "kill-after"), ("build_client_month", "kill-after"),
+         ("build_asof_marts", "kill-after"), ("gate_marts", "kill-after"), ("publish_marts", "kill-before"),
+         ("publish_marts", "kill-after")]
 
 
 @pytest.mark.parametrize(("step", "mode"), STEPS, ids=[f"{m}-{s}" for s, m in STEPS])
@@ -105,6 +106,7 @@ def test_kill_at_a_stage_boundary_keeps_marts_and_the_next_run_recovers(homes, t
     assert digests(work) == digests(homes["clean"])
     versions = {p.name for p in (work / ".marts_versions").iterdir()}
     assert os.readlink(work / "marts").split("/")[-1] in versions
+    assert not (work / ".work").exists() or not any((work / ".work").iterdir())  # no intermediate files left
     con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
     try:
         statuses = [r[0] for r in con.execute("SELECT status FROM ops.run_log ORDER BY started_at").fetchall()]
@@ -121,7 +123,7 @@ def test_a_second_run_while_one_is_active_exits_clearly_and_corrupts_nothing(hom
     shutil.copytree(homes["base"], work, symlinks=True)
     add_new_month(homes["full_inbox"], work)
     go = tmp_path / "go"
-    first = child(work, "build_marts", "pause-before", go)
+    first = child(work, "build_asof_marts", "pause-before", go)
     try:
         waiting = go.with_suffix(".waiting")
         for _ in range(1200):
