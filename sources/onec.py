@@ -65,7 +65,7 @@ def currency_of(account: str, path: str) -> str:
 
 
 @dataclass
-class _Section:
+class Section:
     account: str
     start: dt.date | None
     end: dt.date | None
@@ -75,67 +75,114 @@ class _Section:
     total: Decimal = field(default=Decimal(0))
 
 
-def read(path: Path) -> Iterator[Record]:
+# Keys (case-folded) that give the file its structure; shared with the set-based path (sources/onec_bulk.py).
+SECTION, SECTION_END = "секциярасчсчет", "конецрасчсчет"
+DOCUMENT, DOCUMENT_END = "секциядокумент", "конецдокумента"
+FILE_END = "конецфайла"
+OWN_ACCOUNT = "расчсчет"
+PURPOSE = "назначениеплатежа"
+
+
+def encoding_of(path: Path) -> str:
+    """The file's encoding: ``Кодировка=`` verified against the first bytes (U+FFFD and mismatches refused)."""
     name = str(path)
     with path.open("rb") as fh:
         head = fh.read(text.SAMPLE_BYTES)
-    encoding = text.detect(head, name, declared=_declared_encoding(head[:65536], name))
+    return text.detect(head, name, declared=_declared_encoding(head[:65536], name))
+
+
+def split_line(line: str) -> tuple[str, str, str]:
+    """(the stripped line, its case-folded key, its value) of one line as read from the file."""
+    line = line.strip().lstrip("\ufeff")
+    key, _, value = line.partition("=")
+    return line, key.strip().casefold(), value.strip()
+
+
+def put(current: dict[str, str], key: str, value: str) -> None:
+    """Add one ``key=value`` line to the open section: the first value of a key wins; ``НазначениеПлатежа2..``
+    continue the purpose."""
+    if key.startswith(PURPOSE) and key != PURPOSE and value:
+        current[PURPOSE] = f"{current.get(PURPOSE, '')} {value}".strip()
+    else:
+        current.setdefault(key, value)
+
+
+def line_too_long(number: int, name: str) -> ParseError:
+    return ParseError(f"line {number} is longer than {MAX_LINE_CHARS} characters", path=name)
+
+
+def not_1c(name: str) -> ParseError:
+    return ParseError(f"the first line must be {MAGIC}", path=name)
+
+
+def after_end(number: int, name: str) -> ParseError:
+    return ParseError(f"line {number}: content after КонецФайла", path=name)
+
+
+def bad_bytes(encoding: str, reason: str, name: str) -> ParseError:
+    return ParseError(f"not valid {encoding} ({reason}) although the header declares it", path=name)
+
+
+def truncated(name: str, record: int) -> ParseError:
+    return ParseError("the file ends without КонецФайла: it is truncated; export it again", path=name,
+                      record=record or None)
+
+
+def read(path: Path) -> Iterator[Record]:
+    name = str(path)
+    encoding = encoding_of(path)
     yield FileInfo(encoding=encoding)
     own: set[str] = set()
-    sections: list[_Section] = []
+    sections: list[Section] = []
     current: dict[str, str] | None = None  # the open section's keys
     started_at = 0
     record = 0
     finished = False
     with path.open("r", encoding=encoding, errors="strict", newline="") as fh:
         try:
-            for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE_CHARS + 1), ""), start=1):
-                if len(line) > MAX_LINE_CHARS:
-                    raise ParseError(f"line {number} is longer than {MAX_LINE_CHARS} characters", path=name)
-                line = line.strip().lstrip("\ufeff")
+            for number, raw_line in enumerate(iter(lambda: fh.readline(MAX_LINE_CHARS + 1), ""), start=1):
+                if len(raw_line) > MAX_LINE_CHARS:
+                    raise line_too_long(number, name)
+                line, key, value = split_line(raw_line)
                 if not line:
                     continue
                 if number == 1 and line != MAGIC:
-                    raise ParseError(f"the first line must be {MAGIC}", path=name)
-                key, _, value = line.partition("=")
-                key = key.strip().casefold()
-                value = value.strip()
+                    raise not_1c(name)
                 if finished:
-                    raise ParseError(f"line {number}: content after КонецФайла", path=name)
-                if key == "секциярасчсчет":
+                    raise after_end(number, name)
+                if key == SECTION:
                     current, started_at = {}, number
-                elif key == "конецрасчсчет":
-                    sections.append(_section(current or {}, started_at, name))
+                elif key == SECTION_END:
+                    sections.append(section_of(current or {}, started_at, name))
                     own.add(sections[-1].account)
                     current = None
-                elif key == "секциядокумент":
+                elif key == DOCUMENT:
                     current, started_at = {"_type": value}, number
-                elif key == "конецдокумента":
-                    for rec in _document(current or {}, own, sections, name, record, started_at):
+                elif key == DOCUMENT_END:
+                    for rec in document(current or {}, own, sections, name, record, started_at):
                         record = rec.record_number
                         yield rec
                     current = None
-                elif key == "конецфайла":
+                elif key == FILE_END:
                     finished = True
                 elif current is not None:
-                    if key.startswith("назначениеплатежа") and key != "назначениеплатежа" and value:
-                        current["назначениеплатежа"] = f"{current.get('назначениеплатежа', '')} {value}".strip()
-                    else:
-                        current.setdefault(key, value)
-                elif key == "расчсчет" and value:
+                    put(current, key, value)
+                elif key == OWN_ACCOUNT and value:
                     own.add(value)
         except UnicodeDecodeError as exc:
-            raise ParseError(f"not valid {encoding} ({exc.reason}) although the header declares it", path=name) \
-                from None
+            raise bad_bytes(encoding, exc.reason, name) from None
     if not finished:
-        raise ParseError("the file ends without КонецФайла: it is truncated; export it again", path=name,
-                         record=record or None)
+        raise truncated(name, record)
     for section in sections:
         record += 1
-        yield Balance(record_number=record, own_account=section.account, statement_id=None,
-                      balance_date=section.end or section.start or dt.date.min, opening=section.opening,
-                      closing=section.closing, currency=currency_of(section.account, name),
-                      entries_total=section.total)
+        yield balance_of(section, record, name)
+
+
+def balance_of(section: Section, record: int, name: str) -> Balance:
+    return Balance(record_number=record, own_account=section.account, statement_id=None,
+                   balance_date=section.end or section.start or dt.date.min, opening=section.opening,
+                   closing=section.closing, currency=currency_of(section.account, name),
+                   entries_total=section.total)
 
 
 def _money(value: str | None, name: str, record: int, field_name: str) -> Decimal | None:
@@ -149,11 +196,11 @@ def _day(value: str | None, name: str, record: int, field_name: str) -> dt.date 
     return parse_date(value, "%d.%m.%Y", path=name, record=record, field_name=field_name) if value else None
 
 
-def _section(keys: dict[str, str], line: int, name: str) -> _Section:
+def section_of(keys: dict[str, str], line: int, name: str) -> Section:
     account = keys.get("расчсчет")
     if not account:
         raise ParseError(f"СекцияРасчСчет at line {line} has no РасчСчет", path=name, field="РасчСчет")
-    return _Section(account=account, start=_day(keys.get("датаначала"), name, 0, "ДатаНачала"),
+    return Section(account=account, start=_day(keys.get("датаначала"), name, 0, "ДатаНачала"),
                     end=_day(keys.get("датаконца"), name, 0, "ДатаКонца"),
                     opening=_money(keys.get("начальныйостаток"), name, 0, "НачальныйОстаток"),
                     closing=_money(keys.get("конечныйостаток"), name, 0, "КонечныйОстаток"), line=line)
@@ -166,8 +213,9 @@ def _party(keys: dict[str, str], role: str) -> tuple[str | None, str | None, str
     return account, clean(name), keys.get(f"{role}инн") or None, keys.get(f"{role}бик") or None
 
 
-def _document(keys: dict[str, str], own: set[str], sections: list[_Section], name: str, last: int,
-              line: int) -> Iterator[Record]:
+def document(keys: dict[str, str], own: set[str], sections: list[Section], name: str, last: int,
+             line: int) -> Iterator[Record]:
+    """The records of one document (one per own account it touches), or its rejection."""
     record = last + 1
     try:
         amount = _money(keys.get("сумма"), name, record, "Сумма")
