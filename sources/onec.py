@@ -22,7 +22,17 @@ from pathlib import Path
 
 from clientbase.errors import ParseError
 from sources import text
-from sources.base import Balance, BankTxn, FileInfo, Record, Rejected, clean, parse_date, parse_decimal
+from sources.base import (
+    Balance,
+    BankTxn,
+    BulkResult,
+    FileInfo,
+    Record,
+    Rejected,
+    clean,
+    parse_date,
+    parse_decimal,
+)
 
 NAME = "1c"
 KIND = "bank"
@@ -31,7 +41,9 @@ MAX_LINE_CHARS = 10_000
 _ENCODINGS = {"windows": "cp1251", "dos": "cp866", "utf-8": "utf-8", "utf8": "utf-8"}
 _CURRENCY_CODES = {"810": "RUB", "643": "RUB", "840": "USD", "978": "EUR", "156": "CNY", "398": "KZT",
                    "933": "BYN", "980": "UAH", "826": "GBP", "756": "CHF", "417": "KGS", "860": "UZS"}
-_INN_PREFIX = re.compile(r"^ИНН\s*\d{10,12}\s*", re.IGNORECASE)
+INN_PREFIX = r"^ИНН\s*\d{10,12}\s*"  # 'ИНН 7707083893 ООО "Ромашка"' as a payer name: the prefix is dropped
+_INN_PREFIX = re.compile(INN_PREFIX, re.IGNORECASE)
+DATE_FORMAT = "%d.%m.%Y"
 
 
 def sniff(head: bytes, filename: str) -> bool:
@@ -81,6 +93,15 @@ DOCUMENT, DOCUMENT_END = "секциядокумент", "конецдокуме
 FILE_END = "конецфайла"
 OWN_ACCOUNT = "расчсчет"
 PURPOSE = "назначениеплатежа"
+# A document's keys (case-folded)
+AMOUNT, DATE = "сумма", "дата"
+PAYER, PAYEE = "плательщик", "получатель"
+BOOKED = {PAYER: "датасписано", PAYEE: "датапоступило"}  # the booking day on the payer's / the payee's side
+
+
+def party_keys(role: str) -> tuple[str, str, str, str, str, str]:
+    """(account, account also spelt, name, name with its INN prefix, INN, BIC) keys of a payer or payee."""
+    return f"{role}счет", f"{role}расчсчет", f"{role}1", role, f"{role}инн", f"{role}бик"
 
 
 def encoding_of(path: Path) -> str:
@@ -193,11 +214,11 @@ def _money(value: str | None, name: str, record: int, field_name: str) -> Decima
 
 
 def _day(value: str | None, name: str, record: int, field_name: str) -> dt.date | None:
-    return parse_date(value, "%d.%m.%Y", path=name, record=record, field_name=field_name) if value else None
+    return parse_date(value, DATE_FORMAT, path=name, record=record, field_name=field_name) if value else None
 
 
 def section_of(keys: dict[str, str], line: int, name: str) -> Section:
-    account = keys.get("расчсчет")
+    account = keys.get(OWN_ACCOUNT)
     if not account:
         raise ParseError(f"СекцияРасчСчет at line {line} has no РасчСчет", path=name, field="РасчСчет")
     return Section(account=account, start=_day(keys.get("датаначала"), name, 0, "ДатаНачала"),
@@ -208,9 +229,10 @@ def section_of(keys: dict[str, str], line: int, name: str) -> Section:
 
 def _party(keys: dict[str, str], role: str) -> tuple[str | None, str | None, str | None, str | None]:
     """(account, name, INN, BIC) of 'плательщик' or 'получатель'."""
-    account = keys.get(f"{role}счет") or keys.get(f"{role}расчсчет")
-    name = keys.get(f"{role}1") or _INN_PREFIX.sub("", keys.get(role, "")) or None
-    return account, clean(name), keys.get(f"{role}инн") or None, keys.get(f"{role}бик") or None
+    account_key, account_also, name_key, name_inn_key, inn_key, bic_key = party_keys(role)
+    account = keys.get(account_key) or keys.get(account_also)
+    name = keys.get(name_key) or _INN_PREFIX.sub("", keys.get(name_inn_key, "")) or None
+    return account, clean(name), keys.get(inn_key) or None, keys.get(bic_key) or None
 
 
 def document(keys: dict[str, str], own: set[str], sections: list[Section], name: str, last: int,
@@ -218,21 +240,21 @@ def document(keys: dict[str, str], own: set[str], sections: list[Section], name:
     """The records of one document (one per own account it touches), or its rejection."""
     record = last + 1
     try:
-        amount = _money(keys.get("сумма"), name, record, "Сумма")
+        amount = _money(keys.get(AMOUNT), name, record, "Сумма")
         if amount is None:
             raise ParseError("document has no Сумма", path=name, record=record, field="Сумма")
-        payer = _party(keys, "плательщик")
-        payee = _party(keys, "получатель")
+        payer = _party(keys, PAYER)
+        payee = _party(keys, PAYEE)
         directions = []
         if payer[0] in own:
-            directions.append((payer[0], -amount, payee, keys.get("датасписано")))
+            directions.append((payer[0], -amount, payee, keys.get(BOOKED[PAYER])))
         if payee[0] in own:
-            directions.append((payee[0], amount, payer, keys.get("датапоступило")))
+            directions.append((payee[0], amount, payer, keys.get(BOOKED[PAYEE])))
         if not directions:
             raise ParseError(f"neither the payer account {payer[0]!r} nor the payee account {payee[0]!r} is one "
                              "of the file's own accounts (РасчСчет)", path=name, record=record,
                              field="ПлательщикСчет/ПолучательСчет")
-        doc_date = _day(keys.get("дата"), name, record, "Дата")
+        doc_date = _day(keys.get(DATE), name, record, "Дата")
         for offset, (account, signed, party, booked) in enumerate(directions):
             booking = _day(booked, name, record + offset, "ДатаСписано/ДатаПоступило") or doc_date
             if booking is None:
@@ -244,9 +266,18 @@ def document(keys: dict[str, str], own: set[str], sections: list[Section], name:
                 record_number=record + offset, source_line=line, own_account=account, booking_date=booking,
                 value_date=doc_date, amount=signed, currency=currency_of(account, name),
                 counterparty_name=party[1], counterparty_tax_id=party[2], counterparty_account=party[0],
-                counterparty_bic=party[3], purpose=clean(keys.get("назначениеплатежа")), bank_reference=None,
+                counterparty_bic=party[3], purpose=clean(keys.get(PURPOSE)), bank_reference=None,
                 end_to_end_id=None, status="BOOK",
             )
     except ParseError as exc:
         raw = "; ".join(f"{k}={v}" for k, v in keys.items())
         yield Rejected(record, line, exc.reason, raw=raw[:2000])
+
+
+def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str, scratch: Path) -> BulkResult:
+    """The fast path used by ingestion: polars does the per-line work (see ``sources/onec_bulk.py``)."""
+    from sources import onec_bulk
+
+    loaded, quarantined, encoding = onec_bulk.load(con, path, file_hash=file_hash, source_file=source_file,
+                                                   run_id=run_id)
+    return BulkResult(loaded, quarantined, encoding)

@@ -1,0 +1,460 @@
+"""The fast path for 1CClientBankExchange files: polars does the per-line work, Python only decodes.
+
+Same rules and the same results as ``onec.read`` (the reference implementation; a parity test runs both on
+every fixture and on generated awkward files). The file is read in chunks of whole lines (``CHUNK_BYTES``),
+decoded strictly with the encoding ``onec.encoding_of`` verified and re-encoded as UTF-8; numpy finds the line
+breaks and the first ``=`` of every line, so every line becomes a (key, value) pair of string views without a
+Python object per line. Keys are normalised once per distinct spelling with ``onec.split_line`` (case variants,
+BOMs, spaces), structure markers become section ids by cumulative sums, and a document's fields are the first
+value of each key in its section, exactly as ``onec.put`` keeps them. Lines after the last closed section are
+carried into the next chunk, so a chunk always holds whole documents and memory stays flat.
+
+Documents are typed, signed and given their direction from the own accounts (``РасчСчет``, known from the
+lines before the document) with vectorised expressions; money stays text until DuckDB casts it to
+``DECIMAL(23, 5)``. Everything unusual goes through the reference code itself rather than a second copy of its
+rules: balance sections (``onec.section_of``), and every document the fast expressions do not fully cover (an
+amount or date that is not plainly ``123.45`` / ``31.12.2025``, no or unknown own account, a purpose continued
+in ``НазначениеПлатежа2``, broken structure) is turned into records by ``onec.document``, which also gives the
+quarantine reason. Statement balances add up the loaded rows in SQL (``onec.balance_of``). File-level errors
+are the reader's, raised for the same line: over-long lines, a first line that is not ``1CClientBankExchange``,
+content after ``КонецФайла``, bytes the declared encoding cannot decode, a missing ``КонецФайла``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from clientbase.errors import ParseError
+from sources import onec
+from sources.base import BankTxn, Rejected
+from warehouse.load import RecordWriter
+
+CHUNK_BYTES = 16 << 20
+_DECODE_BLOCK = 8192  # TextIOWrapper decodes the reference's input in blocks of this many bytes
+
+# Whitespace as Python's str.strip() and str.split() see it. polars (Rust) agrees except for \x1c-\x1f, so the
+# explicit set is only used for chunks that contain one of those.
+_PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+             "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_RUST_MISSES = b"\x1c\x1d\x1e\x1f"
+_SPACE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
+_NEEDS_FOLD = _SPACE.replace("\\x{20}", "") + "|" + _SPACE + "{2}"  # what onec.clean would change
+_INN_PREFIX = "(?i)" + onec.INN_PREFIX.replace("\\s", _SPACE)  # Python's \s, \d and IGNORECASE in Rust's regex
+_PLAIN_AMOUNT = r"^[0-9]{1,18}([.,][0-9]{1,5})?$"  # DECIMAL(23, 5) holds it; anything else: reference rules
+_PLAIN_DATE = r"^[0-9]{2}\.[0-9]{2}\.[0-9]{4}$"
+
+# Line codes: what a line is to the state machine of onec.read
+_EMPTY, _OTHER, _OWN, _PURPOSE_MORE = 0, 1, 2, 3
+_STRUCTURE = {onec.SECTION: 4, onec.SECTION_END: 5, onec.DOCUMENT: 6, onec.DOCUMENT_END: 7, onec.FILE_END: 8}
+_SECTION, _SECTION_END, _DOCUMENT, _DOCUMENT_END, _FILE_END = _STRUCTURE.values()
+_PAYER, _PAYEE = onec.party_keys(onec.PAYER), onec.party_keys(onec.PAYEE)
+_FIELDS = (onec.AMOUNT, onec.DATE, onec.BOOKED[onec.PAYER], onec.BOOKED[onec.PAYEE], onec.PURPOSE, *_PAYER, *_PAYEE)
+_FIELD_CODE = {key: 16 + n for n, key in enumerate(_FIELDS)}
+
+
+def _code(key: str) -> int:
+    if key in _STRUCTURE:
+        return _STRUCTURE[key]
+    if key in _FIELD_CODE:
+        return _FIELD_CODE[key]
+    if key == onec.OWN_ACCOUNT:
+        return _OWN
+    if key.startswith(onec.PURPOSE):
+        return _PURPOSE_MORE
+    return _OTHER
+
+
+@dataclass
+class _State:
+    """What the reader knows between chunks."""
+
+    name: str
+    con: duckdb.DuckDBPyConnection
+    writer: RecordWriter
+    params: dict[str, object]
+    line_base: int = 0  # lines before the current buffer
+    record: int = 0  # the last record number given
+    started_at: int = 0  # line of the last section opener (the reference keeps it after the section closes)
+    finished: bool = False  # КонецФайла seen
+    own: dict[str, int] = field(default_factory=dict)  # own account -> the line from which it is own
+    currency: dict[str, str | None] = field(default_factory=dict)  # own account -> currency (None: unknown)
+    sections: list[tuple[onec.Section, int]] = field(default_factory=list)  # with the line that closed each
+    keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # line head -> (normalised key, code)
+    loaded: int = 0
+
+    def add_own(self, account: str, line: int) -> None:
+        if account not in self.own:
+            self.own[account] = line
+            try:
+                self.currency[account] = onec.currency_of(account, self.name)
+            except ParseError:
+                self.currency[account] = None  # documents on it are rejected by the reference code
+
+    def own_at(self, line: int) -> set[str]:
+        return {account for account, since in self.own.items() if since < line}
+
+
+def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_file: str,
+         run_id: str) -> tuple[int, int, str]:
+    """Load one 1C file; returns (rows loaded, rows quarantined, encoding). The caller owns the transaction."""
+    name = str(path)
+    encoding = onec.encoding_of(path)
+    writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=onec.NAME, run_id=run_id)
+    st = _State(name=name, con=con, writer=writer, params={"file_hash": file_hash, "source_file": source_file, "reader": onec.NAME})
+    carry = b""
+    for data, last, error in _chunks(path, encoding, name):
+        carry = _process(st, carry + data, last or error is not None)
+        if error is not None:
+            raise error
+    if not st.finished:
+        raise onec.truncated(name, st.record)
+    writer.flush()  # the balances add up every loaded row, those of the reference code too
+    record = st.record
+    for section, closed_at in st.sections:
+        record += 1
+        (total,), = con.execute(
+            "SELECT coalesce(sum(amount), 0) FROM raw.bank_transaction WHERE file_hash = $file_hash "
+            "AND source_file = $source_file AND own_account = $account AND source_line > $closed_at "
+            "AND booking_date BETWEEN coalesce($start, booking_date) AND coalesce($end, booking_date)",
+            {"file_hash": file_hash, "source_file": source_file, "account": section.account, "closed_at": closed_at, "start": section.start,
+             "end": section.end}).fetchall()
+        section.total = Decimal(total)
+        writer.add(onec.balance_of(section, record, name))
+    writer.flush()
+    return st.loaded + writer.rows_raw, writer.rows_quarantined, encoding
+
+
+def _chunks(path: Path, encoding: str, name: str):
+    """(UTF-8 bytes of whole lines, is the last chunk, the decoding error to raise after these lines)."""
+    pending = b""
+    position = 0  # file offset of pending[0]
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(CHUNK_BYTES)
+            data, last = pending + block, not block
+            cut = len(data)
+            if not last:  # end the chunk after a line break (a lone \r only when the chunk has no \n at all)
+                cut = data.rfind(b"\n") + 1 or data.rfind(b"\r", 0, len(data) - 1) + 1 or len(data)
+            data, pending = data[:cut], data[cut:]
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                # the reference decodes 8 KiB blocks: lines before the failing block are read, the rest is not
+                good = max(0, (position + exc.start) // _DECODE_BLOCK * _DECODE_BLOCK - position)
+                good = max(data.rfind(b"\n", 0, good), data.rfind(b"\r", 0, good - 1)) + 1 if good else 0
+                head = data[:good].decode(encoding)
+                yield (head if encoding == "utf-8" else head.encode("utf-8")), True, \
+                    onec.bad_bytes(encoding, exc.reason, name)
+                return
+            yield (data if encoding == "utf-8" else text.encode("utf-8")), last, None
+            position += cut
+            if last:
+                return
+
+
+def _line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:
+    """End offsets (after the terminator) of the lines in buf: \\n, \\r\\n and a lone \\r end a line."""
+    breaks = np.flatnonzero(arr == 10)
+    crlf = np.count_nonzero(arr[breaks[breaks > 0] - 1] == 13)
+    if buf.count(b"\r") != crlf:  # some \r is not followed by \n
+        cr = np.flatnonzero(arr == 13)
+        after = np.minimum(cr + 1, len(arr) - 1)
+        lone = cr[(cr + 1 >= len(arr)) | (arr[after] != 10)]
+        if len(lone):
+            breaks = np.union1d(breaks, lone)
+    ends = breaks.astype(np.int64) + 1
+    if not len(ends) or ends[-1] != len(arr):
+        ends = np.append(ends, np.int64(len(arr)))
+    return ends
+
+
+def _process(st: _State, buf: bytes, last: bool) -> bytes:
+    """Load the documents of buf; returns the lines after its last closed section (for the next chunk)."""
+    if not buf:
+        return b""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    ends = _line_ends(arr, buf)
+    starts = np.concatenate((np.zeros(1, np.int64), ends[:-1]))
+    n = len(ends)
+    # every line as (head, tail): head up to the first '=', tail from it; one Arrow array of views over buf
+    eqs = np.flatnonzero(arr == 61)
+    if len(eqs):
+        nearest = np.searchsorted(eqs, starts)
+        eq = np.minimum(eqs[np.minimum(nearest, len(eqs) - 1)].astype(np.int64), ends)
+        eq[nearest >= len(eqs)] = ends[nearest >= len(eqs)]
+    else:
+        eq = ends.copy()
+    offsets = np.empty(2 * n + 1, np.int64)
+    offsets[0], offsets[1::2], offsets[2::2] = 0, eq, ends
+    parts = pl.from_arrow(pa.LargeStringArray.from_buffers(2 * n, pa.py_buffer(offsets), pa.py_buffer(buf)))
+    heads = parts.gather_every(2)
+    tails = parts.gather_every(2, offset=1).str.slice(1)
+    values = tails.str.strip_chars(_PY_SPACE if any(c in buf for c in _RUST_MISSES) else None)
+
+    unique = heads.unique().to_list()
+    if len(st.keys) > 200_000:  # many distinct lines without '=' (free text): keep the cache bounded
+        st.keys.clear()
+    for head in unique:
+        if head in st.keys:
+            continue
+        if head.endswith(("\n", "\r")):  # a line without '=' (with its terminator)
+            line, key, _ = onec.split_line(head)
+            st.keys[head] = (key, _code(key) if line else _EMPTY)
+        else:
+            key = onec.split_line(head + "=")[1]
+            st.keys[head] = (key, _code(key))
+    codes = heads.replace_strict({h: st.keys[h][1] for h in unique}, return_dtype=pl.Int8)
+    if eq[-1] == ends[-1] and not buf.endswith((b"\n", b"\r")):  # the file's last line, no '=', no terminator
+        line, key, _ = onec.split_line(heads[-1])
+        codes = codes.scatter(n - 1, _code(key) if line else _EMPTY)
+
+    frame = pl.DataFrame({"i": pl.int_range(n, eager=True, dtype=pl.Int64), "code": codes, "value": values,
+                          "head": heads}).filter(pl.col("code") != _EMPTY)
+    closers = frame.filter(pl.col("code").is_in([_SECTION_END, _DOCUMENT_END]))
+    if last:
+        done = n
+    elif closers.height:
+        done = closers["i"][-1] + 1
+    else:
+        return buf
+    frame = frame.filter(pl.col("i") < done).with_columns(line=pl.col("i") + st.line_base + 1)
+    errors = _file_errors(st, buf, ends, starts, frame, done)
+
+    code = pl.col("code")
+    opener = code.is_in([_SECTION, _DOCUMENT])
+    closer = code.is_in([_SECTION_END, _DOCUMENT_END])
+    frame = frame.with_columns(
+        state=pl.when(opener).then(1).when(closer).then(0).forward_fill(),
+        block=opener.cum_sum(),
+        opener_line=pl.when(opener).then(pl.col("line")).forward_fill().fill_null(st.started_at),
+        opener_code=pl.when(opener).then(code).forward_fill(),
+        opener_value=pl.when(opener).then(pl.col("value")).forward_fill(),
+    ).with_columns(in_block=pl.col("state").shift(1).fill_null(0) == 1)
+    inside = frame.filter(pl.col("in_block") & ~opener & ~closer & (code != _FILE_END))
+    ends_here = frame.filter(closer).select("code", "line", "in_block", "block", "opener_line", "opener_code",
+                                            "opener_value")
+    openers = frame.filter(opener)
+    if openers.height:
+        st.started_at = openers["line"][-1]
+
+    # own accounts, in line order: header РасчСчет lines and closed balance sections (through onec.section_of)
+    owners = frame.filter(~pl.col("in_block") & (code == _OWN) & (pl.col("value") != "")).select("line", "value")
+    sections = ends_here.filter(code == _SECTION_END)
+    block_keys = _block_keys(st, inside, set(sections.filter("in_block")["block"].to_list()))
+    for row in sections.iter_rows(named=True):
+        if errors and min(e[0] for e in errors) < row["line"]:
+            break
+        try:
+            section = onec.section_of(_opened(row, block_keys), row["opener_line"], st.name)
+        except ParseError as exc:
+            errors.append((row["line"], 2, exc))
+            break
+        st.sections.append((section, row["line"]))
+        owners = owners.vstack(pl.DataFrame({"line": [row["line"]], "value": [section.account]},
+                                            schema=owners.schema))
+    if errors:
+        raise min(errors, key=lambda e: (e[0], e[1]))[2]
+    for line, account in owners.sort("line").iter_rows():
+        st.add_own(account, line)
+    st.line_base += done
+
+    documents = ends_here.filter(code == _DOCUMENT_END).with_row_index("doc")
+    plain = _typed(st, _fields(documents.filter(pl.col("in_block") & (pl.col("opener_code") == _DOCUMENT)),
+                               inside)).filter("plain")
+    odd_docs = documents.join(plain.select("doc"), on="doc", how="anti").sort("doc")
+    block_keys = _block_keys(st, inside, set(odd_docs.filter("in_block")["block"].to_list()))
+    # record numbers run through the documents in file order; the reference code tells how many an odd one uses
+    odd_records: dict[int, list[BankTxn | Rejected]] = {}
+    for row in odd_docs.iter_rows(named=True):
+        odd_records[row["doc"]] = list(onec.document(_opened(row, block_keys), st.own_at(row["line"]), [],
+                                                     st.name, 0, row["opener_line"]))
+    counts = pl.DataFrame({"doc": list(odd_records), "odd": [r[-1].record_number for r in odd_records.values()]},
+                          schema={"doc": pl.UInt32, "odd": pl.Int64})
+    numbered = (documents.select("doc").join(plain.select("doc", "count"), on="doc", how="left")
+                .join(counts, on="doc", how="left").sort("doc")
+                .with_columns(count=pl.coalesce("count", "odd"))
+                .with_columns(before=pl.col("count").cum_sum() - pl.col("count") + st.record))
+    st.record += int(numbered["count"].sum()) if numbered.height else 0
+    if odd_records:
+        before = dict(zip(numbered["doc"].to_list(), numbered["before"].to_list(), strict=True))
+        for doc, recs in odd_records.items():
+            for rec in recs:
+                rec.record_number += before[doc]
+                st.writer.add(rec)
+    _insert(st, plain.join(numbered.select("doc", "before"), on="doc"))
+    return buf[int(ends[done - 1]):] if done < n else b""
+
+
+def _file_errors(st: _State, buf: bytes, ends: np.ndarray, starts: np.ndarray, frame: pl.DataFrame,
+                 done: int) -> list[tuple[int, int, ParseError]]:
+    """(line, order on the line, error) of the file-level errors in the first ``done`` lines."""
+    errors: list[tuple[int, int, ParseError]] = []
+    long = np.flatnonzero((ends[:done] - starts[:done]) > onec.MAX_LINE_CHARS)  # bytes >= characters
+    for i in long:
+        if len(buf[starts[i]:ends[i]].decode("utf-8")) > onec.MAX_LINE_CHARS:
+            errors.append((st.line_base + int(i) + 1, 0, onec.line_too_long(st.line_base + int(i) + 1, st.name)))
+            break
+    if st.line_base == 0:
+        line = onec.split_line(buf[:ends[0]].decode("utf-8"))[0]
+        if line and line != onec.MAGIC:
+            errors.append((1, 1, onec.not_1c(st.name)))
+    lines = frame["line"]
+    if st.finished and len(lines):
+        errors.append((lines[0], 1, onec.after_end(lines[0], st.name)))
+    else:
+        at_end = frame.filter(pl.col("code") == _FILE_END)["line"]
+        if len(at_end):
+            st.finished = True
+            later = lines.filter(lines > at_end[0])
+            if len(later):
+                errors.append((later[0], 1, onec.after_end(later[0], st.name)))
+    return errors
+
+
+def _block_keys(st: _State, inside: pl.DataFrame, blocks: set[int]) -> dict[int, list[tuple[str, str]]]:
+    """The (key, value) lines of the sections the reference code handles."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    if blocks:
+        for block, head, value in inside.filter(pl.col("block").is_in(list(blocks))).select(
+                "block", "head", "value").iter_rows():
+            out.setdefault(block, []).append((st.keys[head][0], value))
+    return out
+
+
+def _opened(row: dict, block_keys: dict[int, list[tuple[str, str]]]) -> dict[str, str]:
+    """The keys the reference's state machine holds when this closer comes."""
+    if not row["in_block"]:
+        return {}
+    current = {"_type": row["opener_value"]} if row["opener_code"] == _DOCUMENT else {}
+    for key, value in block_keys.get(row["block"], ()):
+        onec.put(current, key, value)
+    return current
+
+
+def _fields(docs: pl.DataFrame, inside: pl.DataFrame) -> pl.DataFrame:
+    """One column per document key: the first value of that key in the document (``onec.put``'s setdefault)."""
+    rows = inside.filter(pl.col("code") >= min(_FIELD_CODE.values()))
+    where = np.full(int(inside["block"].max() or 0) + 1 if inside.height else 1, -1, np.int64)
+    where[docs["block"].to_numpy()] = np.arange(docs.height)
+    doc = where[rows["block"].to_numpy()]  # rows are in line order, so doc never decreases
+    codes = rows["code"].to_numpy()
+    values = rows["value"]
+    columns = {}
+    for key, number in _FIELD_CODE.items():
+        at = np.flatnonzero((codes == number) & (doc >= 0))
+        first = at[np.diff(doc[at], prepend=-1) != 0]
+        index = np.full(docs.height, -1, np.int64)
+        index[doc[first]] = first
+        positions = pl.Series(index)
+        columns[key] = values.gather(positions.set(positions < 0, None))
+    more = inside.filter((pl.col("code") == _PURPOSE_MORE) & (pl.col("value") != ""))["block"].unique()
+    return docs.with_columns(purpose_continued=pl.col("block").is_in(more.implode()), **columns)
+
+
+def _filled(expr: pl.Expr) -> pl.Expr:
+    """NULL for an empty value (the reference's ``value or None``)."""
+    return pl.when(expr != "").then(expr)
+
+
+def _fold(expr: pl.Expr) -> pl.Expr:
+    """onec.clean: whitespace runs folded to one space; empty -> NULL (values are already stripped)."""
+    return pl.when(expr.str.contains(_NEEDS_FOLD)).then(
+        expr.str.replace_all(_SPACE + "+", " ").str.strip_chars(_PY_SPACE)).otherwise(expr).pipe(_filled)
+
+
+def _party(keys: tuple[str, ...], prefix: str) -> list[pl.Expr]:
+    account, account_also, name, name_inn, inn, bic = (pl.col(k) for k in keys)
+    return [
+        pl.when(account != "").then(account).otherwise(account_also).alias(f"{prefix}_account"),
+        _fold(pl.when(name != "").then(name).otherwise(name_inn.fill_null("").str.replace(_INN_PREFIX, "")))
+        .alias(f"{prefix}_name"),
+        _filled(inn).alias(f"{prefix}_inn"),
+        _filled(bic).alias(f"{prefix}_bic"),
+    ]
+
+
+def _date(key: str) -> tuple[pl.Expr, pl.Expr]:
+    """(the date or NULL, whether the fast path can take the text: empty or a plain valid date)."""
+    text = _filled(pl.col(key))
+    value = text.str.strptime(pl.Date, onec.DATE_FORMAT, strict=False)
+    ok = text.is_null() | (text.str.contains(_PLAIN_DATE) & value.is_not_null() & (value.dt.year() >= 1))
+    return value, ok.fill_null(False)
+
+
+def _typed(st: _State, docs: pl.DataFrame) -> pl.DataFrame:
+    """Directions, dates and counterparties of the documents, and whether the fast path covers each."""
+    own = pl.DataFrame({"account": list(st.own), "since": list(st.own.values()),
+                        "currency": [st.currency[a] for a in st.own]},
+                       schema={"account": pl.String, "since": pl.Int64, "currency": pl.String})
+    doc_date, doc_date_ok = _date(onec.DATE)
+    paid, paid_ok = _date(onec.BOOKED[onec.PAYER])
+    received, received_ok = _date(onec.BOOKED[onec.PAYEE])
+    docs = docs.with_columns(
+        *_party(_PAYER, "payer"), *_party(_PAYEE, "payee"),
+        doc_date=doc_date, paid=paid, received=received,
+        dates_ok=doc_date_ok & paid_ok & received_ok,
+        amount_text=pl.col(onec.AMOUNT).str.replace(",", ".", literal=True),
+        amount_ok=pl.col(onec.AMOUNT).str.contains(_PLAIN_AMOUNT).fill_null(False),
+        purpose=_fold(pl.col(onec.PURPOSE)),
+    )
+    for side in ("payer", "payee"):
+        docs = docs.join(own.rename({"account": f"{side}_account", "since": f"{side}_since",
+                                     "currency": f"{side}_currency"}), on=f"{side}_account", how="left")
+    payer_own = (pl.col("payer_since") < pl.col("line")).fill_null(False)
+    payee_own = (pl.col("payee_since") < pl.col("line")).fill_null(False)
+    docs = docs.with_columns(payer_own=payer_own, payee_own=payee_own,
+                             payer_booking=pl.coalesce("paid", "doc_date"),
+                             payee_booking=pl.coalesce("received", "doc_date"))
+    side_ok = [~pl.col(f"{s}_own") | (pl.col(f"{s}_currency").is_not_null() & pl.col(f"{s}_booking").is_not_null())
+               for s in ("payer", "payee")]
+    return docs.with_columns(
+        plain=pl.col("amount_ok") & pl.col("dates_ok") & ~pl.col("purpose_continued")
+        & (pl.col("payer_own") | pl.col("payee_own")) & side_ok[0] & side_ok[1],
+        count=pl.col("payer_own").cast(pl.Int64) + pl.col("payee_own").cast(pl.Int64),
+    )
+
+
+_COLUMNS = ("record_number", "source_line", "own_account", "booking_date", "value_date", "amount_text", "debit",
+            "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account", "counterparty_bic",
+            "purpose")
+
+
+def _insert(st: _State, docs: pl.DataFrame) -> None:
+    """Rows of the plain documents: the payer's side first (money out), then the payee's (money in)."""
+    if not docs.height:
+        return
+    sides = []
+    for side, other, debit in (("payer", "payee", True), ("payee", "payer", False)):
+        offset = 1 if debit else 1 + pl.col("payer_own").cast(pl.Int64)
+        sides.append(docs.filter(f"{side}_own").select(
+            (pl.col("before") + offset).cast(pl.Int32).alias("record_number"),
+            pl.col("opener_line").cast(pl.Int32).alias("source_line"),
+            pl.col(f"{side}_account").alias("own_account"), pl.col(f"{side}_booking").alias("booking_date"),
+            pl.col("doc_date").alias("value_date"), "amount_text", pl.lit(debit).alias("debit"),
+            pl.col(f"{side}_currency").alias("currency"), pl.col(f"{other}_name").alias("counterparty_name"),
+            pl.col(f"{other}_inn").alias("counterparty_tax_id"),
+            pl.col(f"{other}_account").alias("counterparty_account"),
+            pl.col(f"{other}_bic").alias("counterparty_bic"), "purpose"))
+    rows = pl.concat(sides).select(_COLUMNS).to_arrow()
+    st.con.register("_onec_rows", rows)
+    try:
+        st.con.execute("""
+            INSERT INTO raw.bank_transaction BY NAME
+            SELECT $file_hash AS file_hash, $source_file AS source_file, record_number, source_line,
+                   $reader AS reader, own_account, booking_date, value_date,
+                   CASE WHEN debit THEN -CAST(amount_text AS DECIMAL(23, 5))
+                        ELSE CAST(amount_text AS DECIMAL(23, 5)) END AS amount,
+                   currency, counterparty_name, counterparty_tax_id, counterparty_account, counterparty_bic,
+                   purpose, NULL AS bank_reference, NULL AS end_to_end_id, 'BOOK' AS status, false AS is_reversal
+            FROM _onec_rows""", {k: st.params[k] for k in ("file_hash", "source_file", "reader")})
+    finally:
+        st.con.unregister("_onec_rows")
+    st.loaded += rows.num_rows
+
