@@ -183,98 +183,94 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
     ends = _line_ends(arr, buf)
     starts = np.concatenate((np.zeros(1, np.int64), ends[:-1]))
     n = len(ends)
-    # every line as (head, tail): head up to the first '=', tail from it; one Arrow array of views over buf
-    eqs = np.flatnonzero(arr == 61)
-    if len(eqs):
-        nearest = np.searchsorted(eqs, starts)
-        eq = np.minimum(eqs[np.minimum(nearest, len(eqs) - 1)].astype(np.int64), ends)
-        eq[nearest >= len(eqs)] = ends[nearest >= len(eqs)]
-    else:
-        eq = ends.copy()
+    # every line as (head, tail): head up to and with the first '=' (or the whole line), tail after it; one
+    # Arrow array of string views over buf, so no Python object per line
+    whole = pl.from_arrow(pa.LargeStringArray.from_buffers(n, pa.py_buffer(np.concatenate((starts[:1], ends))),
+                                                            pa.py_buffer(buf)))
+    found = whole.str.find("=", literal=True)  # byte offset in the line
+    eq = np.where(found.is_null().to_numpy(), ends, starts + found.fill_null(0).to_numpy() + 1)
     offsets = np.empty(2 * n + 1, np.int64)
     offsets[0], offsets[1::2], offsets[2::2] = 0, eq, ends
     parts = pl.from_arrow(pa.LargeStringArray.from_buffers(2 * n, pa.py_buffer(offsets), pa.py_buffer(buf)))
-    heads = parts.gather_every(2)
-    tails = parts.gather_every(2, offset=1).str.slice(1)
-    values = tails.str.strip_chars(_PY_SPACE if any(c in buf for c in _RUST_MISSES) else None)
+    lines = _Lines(heads=parts.gather_every(2), tails=parts.gather_every(2, offset=1),
+                   spaces=_PY_SPACE if any(c in buf for c in _RUST_MISSES) else None)
 
-    unique = heads.unique().to_list()
+    unique = lines.heads.unique().to_list()
     if len(st.keys) > 200_000:  # many distinct lines without '=' (free text): keep the cache bounded
         st.keys.clear()
     for head in unique:
-        if head in st.keys:
-            continue
-        if head.endswith(("\n", "\r")):  # a line without '=' (with its terminator)
+        if head not in st.keys:  # 'Сумма=' or a whole line without '=': split_line finds the same key in both
             line, key, _ = onec.split_line(head)
             st.keys[head] = (key, _code(key) if line else _EMPTY)
-        else:
-            key = onec.split_line(head + "=")[1]
-            st.keys[head] = (key, _code(key))
-    codes = heads.replace_strict({h: st.keys[h][1] for h in unique}, return_dtype=pl.Int8)
-    if eq[-1] == ends[-1] and not buf.endswith((b"\n", b"\r")):  # the file's last line, no '=', no terminator
-        line, key, _ = onec.split_line(heads[-1])
-        codes = codes.scatter(n - 1, _code(key) if line else _EMPTY)
+    codes = lines.heads.replace_strict({h: st.keys[h][1] for h in unique}, return_dtype=pl.Int8).to_numpy()
 
-    frame = pl.DataFrame({"i": pl.int_range(n, eager=True, dtype=pl.Int64), "code": codes, "value": values,
-                          "head": heads}).filter(pl.col("code") != _EMPTY)
-    closers = frame.filter(pl.col("code").is_in([_SECTION_END, _DOCUMENT_END]))
     if last:
         done = n
-    elif closers.height:
-        done = closers["i"][-1] + 1
     else:
-        return buf
-    frame = frame.filter(pl.col("i") < done).with_columns(line=pl.col("i") + st.line_base + 1)
-    errors = _file_errors(st, buf, ends, starts, frame, done)
+        closing = np.flatnonzero((codes == _SECTION_END) | (codes == _DOCUMENT_END))
+        if not len(closing):
+            return buf
+        done = int(closing[-1]) + 1
+    # from here on, rows are the non-empty lines of the chunk's part that is processed now
+    row = np.flatnonzero(codes[:done] != _EMPTY)  # row -> line index in buf
+    code = codes[row]
+    number = row + (st.line_base + 1)  # line numbers in the file
+    errors = _file_errors(st, buf, ends, starts, code, number, done)
 
-    code = pl.col("code")
-    opener = code.is_in([_SECTION, _DOCUMENT])
-    closer = code.is_in([_SECTION_END, _DOCUMENT_END])
-    frame = frame.with_columns(
-        state=pl.when(opener).then(1).when(closer).then(0).forward_fill(),
-        block=opener.cum_sum(),
-        opener_line=pl.when(opener).then(pl.col("line")).forward_fill().fill_null(st.started_at),
-        opener_code=pl.when(opener).then(code).forward_fill(),
-        opener_value=pl.when(opener).then(pl.col("value")).forward_fill(),
-    ).with_columns(in_block=pl.col("state").shift(1).fill_null(0) == 1)
-    inside = frame.filter(pl.col("in_block") & ~opener & ~closer & (code != _FILE_END))
-    ends_here = frame.filter(closer).select("code", "line", "in_block", "block", "opener_line", "opener_code",
-                                            "opener_value")
-    openers = frame.filter(opener)
-    if openers.height:
-        st.started_at = openers["line"][-1]
+    position = np.arange(len(row))
+    opener = (code == _SECTION) | (code == _DOCUMENT)
+    closer = (code == _SECTION_END) | (code == _DOCUMENT_END)
+    last_marker = np.maximum.accumulate(np.where(opener | closer, position, -1))
+    before = np.concatenate(([-1], last_marker[:-1]))  # the last marker before each row
+    in_block = (before >= 0) & opener[np.maximum(before, 0)]
+    block = np.cumsum(opener)
+    last_opener = np.maximum.accumulate(np.where(opener, position, -1))
+    is_key = in_block & ~opener & ~closer & (code != _FILE_END)
+    started_before = st.started_at  # a closer before any opener of this chunk reports this line
+    if opener.any():
+        st.started_at = int(number[np.flatnonzero(opener)[-1]])
+
+    ends_at = np.flatnonzero(closer)
+    opened = last_opener[ends_at]
+    ends_here = pl.DataFrame({
+        "code": code[ends_at], "line": number[ends_at], "in_block": in_block[ends_at], "block": block[ends_at],
+        "opener_line": np.where(opened >= 0, number[np.maximum(opened, 0)], started_before),
+        "opener_code": np.where(opened >= 0, code[np.maximum(opened, 0)], -1),
+        "opener_row": np.where(opened >= 0, row[np.maximum(opened, 0)], -1),
+    })
 
     # own accounts, in line order: header РасчСчет lines and closed balance sections (through onec.section_of)
-    owners = frame.filter(~pl.col("in_block") & (code == _OWN) & (pl.col("value") != "")).select("line", "value")
-    sections = ends_here.filter(code == _SECTION_END)
-    block_keys = _block_keys(st, inside, set(sections.filter("in_block")["block"].to_list()))
-    for row in sections.iter_rows(named=True):
-        if errors and min(e[0] for e in errors) < row["line"]:
+    owner_rows = np.flatnonzero(~in_block & (code == _OWN))
+    owners = [(int(number[r]), v) for r, v in zip(owner_rows, lines.values(row[owner_rows]), strict=True) if v]
+    sections = ends_here.filter(pl.col("code") == _SECTION_END)
+    block_keys = _block_keys(st, lines, row, block, is_key, set(sections.filter("in_block")["block"].to_list()))
+    for closing_row in sections.iter_rows(named=True):
+        if errors and min(e[0] for e in errors) < closing_row["line"]:
             break
         try:
-            section = onec.section_of(_opened(row, block_keys), row["opener_line"], st.name)
+            section = onec.section_of(_opened(closing_row, lines, block_keys), closing_row["opener_line"], st.name)
         except ParseError as exc:
-            errors.append((row["line"], 2, exc))
+            errors.append((closing_row["line"], 2, exc))
             break
-        st.sections.append((section, row["line"]))
-        owners = owners.vstack(pl.DataFrame({"line": [row["line"]], "value": [section.account]},
-                                            schema=owners.schema))
+        st.sections.append((section, closing_row["line"]))
+        owners.append((closing_row["line"], section.account))
     if errors:
         raise min(errors, key=lambda e: (e[0], e[1]))[2]
-    for line, account in owners.sort("line").iter_rows():
+    for line, account in sorted(owners, key=lambda o: o[0]):
         st.add_own(account, line)
     st.line_base += done
 
-    documents = ends_here.filter(code == _DOCUMENT_END).with_row_index("doc")
-    plain = _typed(st, _fields(documents.filter(pl.col("in_block") & (pl.col("opener_code") == _DOCUMENT)),
-                               inside)).filter("plain")
+    documents = ends_here.filter(pl.col("code") == _DOCUMENT_END).with_row_index("doc")
+    candidates = documents.filter(pl.col("in_block") & (pl.col("opener_code") == _DOCUMENT))
+    plain = _typed(st, _fields(candidates, lines, row, code, block, is_key)).filter("plain")
     odd_docs = documents.join(plain.select("doc"), on="doc", how="anti").sort("doc")
-    block_keys = _block_keys(st, inside, set(odd_docs.filter("in_block")["block"].to_list()))
+    block_keys = _block_keys(st, lines, row, block, is_key, set(odd_docs.filter("in_block")["block"].to_list()))
     # record numbers run through the documents in file order; the reference code tells how many an odd one uses
     odd_records: dict[int, list[BankTxn | Rejected]] = {}
-    for row in odd_docs.iter_rows(named=True):
-        odd_records[row["doc"]] = list(onec.document(_opened(row, block_keys), st.own_at(row["line"]), [],
-                                                     st.name, 0, row["opener_line"]))
+    for closing_row in odd_docs.iter_rows(named=True):
+        odd_records[closing_row["doc"]] = list(onec.document(
+            _opened(closing_row, lines, block_keys), st.own_at(closing_row["line"]), [], st.name, 0,
+            closing_row["opener_line"]))
     counts = pl.DataFrame({"doc": list(odd_records), "odd": [r[-1].record_number for r in odd_records.values()]},
                           schema={"doc": pl.UInt32, "odd": pl.Int64})
     numbered = (documents.select("doc").join(plain.select("doc", "count"), on="doc", how="left")
@@ -283,17 +279,34 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
                 .with_columns(before=pl.col("count").cum_sum() - pl.col("count") + st.record))
     st.record += int(numbered["count"].sum()) if numbered.height else 0
     if odd_records:
-        before = dict(zip(numbered["doc"].to_list(), numbered["before"].to_list(), strict=True))
+        first = dict(zip(numbered["doc"].to_list(), numbered["before"].to_list(), strict=True))
         for doc, recs in odd_records.items():
             for rec in recs:
-                rec.record_number += before[doc]
+                rec.record_number += first[doc]
                 st.writer.add(rec)
     _insert(st, plain.join(numbered.select("doc", "before"), on="doc"))
     return buf[int(ends[done - 1]):] if done < n else b""
 
 
-def _file_errors(st: _State, buf: bytes, ends: np.ndarray, starts: np.ndarray, frame: pl.DataFrame,
-                 done: int) -> list[tuple[int, int, ParseError]]:
+@dataclass
+class _Lines:
+    """The lines of a chunk as string views: the head before the first '=' and the tail from it."""
+
+    heads: pl.Series
+    tails: pl.Series
+    spaces: str | None  # what to strip: None is Rust's whitespace, enough unless \x1c-\x1f occur
+
+    def values(self, at: np.ndarray) -> list[str]:
+        """Values (text after the first '=', stripped as the reference does) of a few lines, as Python strings."""
+        return [tail.strip() for tail in self.tails.gather(at).to_list()]
+
+    def value_column(self, at: np.ndarray) -> pl.Series:
+        """Values of many lines, stripped by polars."""
+        return self.tails.gather(at).str.strip_chars(self.spaces)
+
+
+def _file_errors(st: _State, buf: bytes, ends: np.ndarray, starts: np.ndarray, code: np.ndarray,
+                 number: np.ndarray, done: int) -> list[tuple[int, int, ParseError]]:
     """(line, order on the line, error) of the file-level errors in the first ``done`` lines."""
     errors: list[tuple[int, int, ParseError]] = []
     long = np.flatnonzero((ends[:done] - starts[:done]) > onec.MAX_LINE_CHARS)  # bytes >= characters
@@ -305,57 +318,63 @@ def _file_errors(st: _State, buf: bytes, ends: np.ndarray, starts: np.ndarray, f
         line = onec.split_line(buf[:ends[0]].decode("utf-8"))[0]
         if line and line != onec.MAGIC:
             errors.append((1, 1, onec.not_1c(st.name)))
-    lines = frame["line"]
-    if st.finished and len(lines):
-        errors.append((lines[0], 1, onec.after_end(lines[0], st.name)))
+    if st.finished and len(number):
+        errors.append((int(number[0]), 1, onec.after_end(int(number[0]), st.name)))
     else:
-        at_end = frame.filter(pl.col("code") == _FILE_END)["line"]
+        at_end = np.flatnonzero(code == _FILE_END)
         if len(at_end):
             st.finished = True
-            later = lines.filter(lines > at_end[0])
-            if len(later):
-                errors.append((later[0], 1, onec.after_end(later[0], st.name)))
+            if at_end[0] + 1 < len(number):
+                later = int(number[at_end[0] + 1])
+                errors.append((later, 1, onec.after_end(later, st.name)))
     return errors
 
 
-def _block_keys(st: _State, inside: pl.DataFrame, blocks: set[int]) -> dict[int, list[tuple[str, str]]]:
+def _block_keys(st: _State, lines: _Lines, row: np.ndarray, block: np.ndarray, is_key: np.ndarray,
+                blocks: set[int]) -> dict[int, list[tuple[str, str]]]:
     """The (key, value) lines of the sections the reference code handles."""
     out: dict[int, list[tuple[str, str]]] = {}
     if blocks:
-        for block, head, value in inside.filter(pl.col("block").is_in(list(blocks))).select(
-                "block", "head", "value").iter_rows():
-            out.setdefault(block, []).append((st.keys[head][0], value))
+        rows = np.flatnonzero(is_key & np.isin(block, np.fromiter(blocks, np.int64)))
+        heads = lines.heads.gather(row[rows]).to_list()
+        for b, head, value in zip(block[rows].tolist(), heads, lines.values(row[rows]), strict=True):
+            out.setdefault(b, []).append((st.keys[head][0], value))
     return out
 
 
-def _opened(row: dict, block_keys: dict[int, list[tuple[str, str]]]) -> dict[str, str]:
+def _opened(closing: dict, lines: _Lines, block_keys: dict[int, list[tuple[str, str]]]) -> dict[str, str]:
     """The keys the reference's state machine holds when this closer comes."""
-    if not row["in_block"]:
+    if not closing["in_block"]:
         return {}
-    current = {"_type": row["opener_value"]} if row["opener_code"] == _DOCUMENT else {}
-    for key, value in block_keys.get(row["block"], ()):
+    current = {}
+    if closing["opener_code"] == _DOCUMENT:
+        current["_type"] = lines.values(np.array([closing["opener_row"]]))[0]
+    for key, value in block_keys.get(closing["block"], ()):
         onec.put(current, key, value)
     return current
 
 
-def _fields(docs: pl.DataFrame, inside: pl.DataFrame) -> pl.DataFrame:
+def _fields(docs: pl.DataFrame, lines: _Lines, row: np.ndarray, code: np.ndarray, block: np.ndarray,
+            is_key: np.ndarray) -> pl.DataFrame:
     """One column per document key: the first value of that key in the document (``onec.put``'s setdefault)."""
-    rows = inside.filter(pl.col("code") >= min(_FIELD_CODE.values()))
-    where = np.full(int(inside["block"].max() or 0) + 1 if inside.height else 1, -1, np.int64)
-    where[docs["block"].to_numpy()] = np.arange(docs.height)
-    doc = where[rows["block"].to_numpy()]  # rows are in line order, so doc never decreases
-    codes = rows["code"].to_numpy()
-    values = rows["value"]
+    doc_of_block = np.full(int(block[-1]) + 1 if len(block) else 1, -1, np.int64)
+    doc_of_block[docs["block"].to_numpy()] = np.arange(docs.height)
+    keyed = np.flatnonzero(is_key & (code >= min(_FIELD_CODE.values())))
+    keyed = keyed[np.argsort(code[keyed], kind="stable")]  # by key, each in line order
+    keyed = keyed[doc_of_block[block[keyed]] >= 0]
+    values = lines.value_column(row[keyed])  # stripped once, then picked per key
+    bounds = np.searchsorted(code[keyed], [*_FIELD_CODE.values(), 128])
     columns = {}
-    for key, number in _FIELD_CODE.items():
-        at = np.flatnonzero((codes == number) & (doc >= 0))
-        first = at[np.diff(doc[at], prepend=-1) != 0]
+    for key, lo, hi in zip(_FIELD_CODE, bounds[:-1], bounds[1:], strict=True):
+        doc = doc_of_block[block[keyed[lo:hi]]]
+        first = np.flatnonzero(np.diff(doc, prepend=-1) != 0)  # doc never decreases: its first line of the key
         index = np.full(docs.height, -1, np.int64)
-        index[doc[first]] = first
+        index[doc[first]] = lo + first
         positions = pl.Series(index)
         columns[key] = values.gather(positions.set(positions < 0, None))
-    more = inside.filter((pl.col("code") == _PURPOSE_MORE) & (pl.col("value") != ""))["block"].unique()
-    return docs.with_columns(purpose_continued=pl.col("block").is_in(more.implode()), **columns)
+    more = np.flatnonzero(is_key & (code == _PURPOSE_MORE))
+    continued = {b for b, v in zip(block[more].tolist(), lines.values(row[more]), strict=True) if v}
+    return docs.with_columns(purpose_continued=pl.col("block").is_in(list(continued)), **columns)
 
 
 def _filled(expr: pl.Expr) -> pl.Expr:
