@@ -163,7 +163,7 @@ def _line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:
     """End offsets (after the terminator) of the lines in buf: \\n, \\r\\n and a lone \\r end a line."""
     breaks = np.flatnonzero(arr == 10)
     crlf = np.count_nonzero(arr[breaks[breaks > 0] - 1] == 13)
-    if buf.count(b"\r") != crlf:  # some \r is not followed by \n
+    if np.count_nonzero(arr == 13) != crlf:  # some \r is not followed by \n
         cr = np.flatnonzero(arr == 13)
         after = np.minimum(cr + 1, len(arr) - 1)
         lone = cr[(cr + 1 >= len(arr)) | (arr[after] != 10)]
@@ -183,21 +183,17 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
     ends = _line_ends(arr, buf)
     starts = np.concatenate((np.zeros(1, np.int64), ends[:-1]))
     n = len(ends)
-    # every line as (head, value, terminator): the head up to and with the first '=' (the whole line if it has
-    # none); one Arrow array of string views over buf, so no Python object per line
-    last_byte = arr[ends - 1]
-    newline = last_byte == 10
-    value_end = ends - newline - (last_byte == 13) - (newline & (arr[np.maximum(ends - 2, 0)] == 13) & (ends >= 2))
+    # every line as (head, tail): head up to and with the first '=' (or the whole line), tail after it; one
+    # Arrow array of string views over buf, so no Python object per line
     whole = pl.from_arrow(pa.LargeStringArray.from_buffers(n, pa.py_buffer(np.concatenate((starts[:1], ends))),
                                                             pa.py_buffer(buf)))
     found = whole.str.find("=", literal=True)  # byte offset in the line
-    eq = np.where(found.is_null().to_numpy(), value_end, starts + found.fill_null(0).to_numpy() + 1)
-    offsets = np.empty(3 * n + 1, np.int64)
-    offsets[0], offsets[1::3], offsets[2::3], offsets[3::3] = 0, eq, value_end, ends
-    parts = pl.from_arrow(pa.LargeStringArray.from_buffers(3 * n, pa.py_buffer(offsets), pa.py_buffer(buf)))
-    lines = _Lines(heads=parts.gather_every(3), tails=parts.gather_every(3, offset=1),
-                   spaces=_PY_SPACE if any(c in buf for c in _RUST_MISSES) else None,
-                   padded=_padded(arr, eq, value_end))
+    eq = np.where(found.is_null().to_numpy(), ends, starts + found.fill_null(0).to_numpy() + 1)
+    offsets = np.empty(2 * n + 1, np.int64)
+    offsets[0], offsets[1::2], offsets[2::2] = 0, eq, ends
+    parts = pl.from_arrow(pa.LargeStringArray.from_buffers(2 * n, pa.py_buffer(offsets), pa.py_buffer(buf)))
+    lines = _Lines(heads=parts.gather_every(2), tails=parts.gather_every(2, offset=1),
+                   spaces=_PY_SPACE if any(c in buf for c in _RUST_MISSES) else None)
 
     unique = lines.heads.unique().to_list()
     if len(st.keys) > 200_000:  # many distinct lines without '=' (free text): keep the cache bounded
@@ -297,38 +293,16 @@ class _Lines:
     """The lines of a chunk as string views: the head before the first '=' and the tail from it."""
 
     heads: pl.Series
-    tails: pl.Series  # the values as in the file, without the line terminator
+    tails: pl.Series  # the values as in the file, with the line terminator
     spaces: str | None  # what to strip: None is Rust's whitespace, enough unless \x1c-\x1f occur
-    padded: np.ndarray  # whether a value may start or end with whitespace (most need no stripping)
 
     def values(self, at: np.ndarray) -> list[str]:
         """Values (text after the first '=', stripped as the reference does) of a few lines, as Python strings."""
         return [tail.strip() for tail in self.tails.gather(at).to_list()]
 
     def value_column(self, at: np.ndarray) -> pl.Series:
-        """Values of many lines, stripped by polars where they need it."""
-        values = self.tails.gather(at)
-        padded = np.flatnonzero(self.padded[at])
-        if len(padded):
-            values = values.scatter(padded, values.gather(padded).str.strip_chars(self.spaces))
-        return values
-
-
-_ASCII_SPACE = np.zeros(256, bool)
-_ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
-_SPACE_LEAD = _ASCII_SPACE.copy()
-_SPACE_LEAD[[0xC2, 0xE1, 0xE2, 0xE3]] = True  # first bytes of U+0085, U+00A0, U+1680, U+2000.., U+3000
-
-
-def _padded(arr: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Whether the UTF-8 text arr[start:end] may begin or end with a character Python's strip() removes
-    (a superset: those get stripped, the rest are taken as they are)."""
-    filled = end > start
-    first = arr[np.minimum(start, len(arr) - 1)]
-    b1, b2, b3 = (arr[np.maximum(end - k, 0)] for k in (1, 2, 3))
-    ends_padded = (_ASCII_SPACE[b1] | ((end - start >= 2) & (b2 == 0xC2) & ((b1 == 0x85) | (b1 == 0xA0)))
-                   | ((end - start >= 3) & ((b3 == 0xE1) | (b3 == 0xE2) | (b3 == 0xE3))))
-    return filled & (_SPACE_LEAD[first] | ends_padded)
+        """Values of many lines, stripped by polars."""
+        return self.tails.gather(at).str.strip_chars(self.spaces)
 
 
 def _file_errors(st: _State, buf: bytes, ends: np.ndarray, starts: np.ndarray, code: np.ndarray,
@@ -389,15 +363,15 @@ def _fields(docs: pl.DataFrame, lines: _Lines, row: np.ndarray, code: np.ndarray
     keyed = keyed[np.argsort(code[keyed], kind="stable")]  # by key, each in line order
     keyed = keyed[doc_of_block[block[keyed]] >= 0]
     bounds = np.searchsorted(code[keyed], [*_FIELD_CODE.values(), 128])
-    index = np.full((len(_FIELD_CODE), docs.height), -1, np.int64)  # line of each key of each document
+    values = lines.value_column(row[keyed])  # the document key lines' values, then picked per key
+    index = np.full((len(_FIELD_CODE), docs.height), -1, np.int64)  # position in values of each key and doc
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         doc = doc_of_block[block[keyed[lo:hi]]]
         first = np.flatnonzero(np.diff(doc, prepend=-1) != 0)  # doc never decreases: its first line of the key
-        index[k, doc[first]] = row[keyed[lo + first]]
-    index = index.ravel()
-    found = np.flatnonzero(index >= 0)
-    values = pl.Series([None] * len(index), dtype=pl.String).scatter(found, lines.value_column(index[found]))
-    columns = {key: values.slice(k * docs.height, docs.height) for k, key in enumerate(_FIELD_CODE)}
+        index[k, doc[first]] = lo + first
+    positions = pl.Series(index.ravel())
+    picked = values.gather(positions.set(positions < 0, None))
+    columns = {key: picked.slice(k * docs.height, docs.height) for k, key in enumerate(_FIELD_CODE)}
     more = np.flatnonzero(is_key & (code == _PURPOSE_MORE))
     continued = {b for b, v in zip(block[more].tolist(), lines.values(row[more]), strict=True) if v}
     return docs.with_columns(purpose_continued=pl.col("block").is_in(list(continued)), **columns)
