@@ -461,7 +461,7 @@ def _insert(st: _State, docs: pl.DataFrame) -> None:
             pl.col(f"{other}_inn").alias("counterparty_tax_id"),
             pl.col(f"{other}_account").alias("counterparty_account"),
             pl.col(f"{other}_bic").alias("counterparty_bic"), "purpose"))
-    rows = pl.concat(sides).select(_COLUMNS).to_arrow()
+    rows = pl.concat(sides).select(_COLUMNS).to_arrow(compat_level=pl.CompatLevel.newest())  # DuckDB reads views
     st.con.register("_onec_rows", rows)
     try:
         st.con.execute("""
