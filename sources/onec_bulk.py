@@ -36,7 +36,7 @@ from sources import onec
 from sources.base import BankTxn, Rejected
 from warehouse.load import RecordWriter
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 _DECODE_BLOCK = 8192  # TextIOWrapper decodes the reference's input in blocks of this many bytes
 
 # Whitespace as Python's str.strip() and str.split() see it. polars (Rust) agrees except for \x1c-\x1f, so the

@@ -282,3 +282,42 @@ def test_bom_blank_first_line_and_no_final_newline(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))  # no newline after КонецФайла
     ref = both(tmp_path, path)
     assert len(ref["rows"]) > 10
+
+
+def outcome(tmp_path: Path, path: Path, mode: str):
+    try:
+        return load(tmp_path, path, mode)
+    except ParseError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_broken_structure_equals_reference(tmp_path, monkeypatch, seed):
+    """Lines dropped, repeated, moved or added at random (closers without openers, openers twice, sections in
+    documents, КонецФайла early): both paths give the same rows or the same error."""
+    monkeypatch.setattr(onec_bulk, "CHUNK_BYTES", 900)
+    rng = random.Random(seed)
+    base = generated(100 + seed, 30)
+    markers = ["СекцияДокумент=Платежное поручение", "КонецДокумента", "СекцияРасчСчет", "КонецРасчСчет",
+               "КонецФайла", "РасчСчет=" + OWN_USD, "Сумма=1.00", "ПлательщикСчет=" + OWN_RUB, "",
+               "\ufeffДата=01.03.2025"]
+    for attempt in range(8):
+        lines = list(base)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randint(2, len(lines) - 2)
+            action = rng.choice(["drop", "repeat", "move", "add"])
+            if action == "drop":
+                del lines[at]
+            elif action == "repeat":
+                lines.insert(at, lines[at])
+            elif action == "move":
+                lines.insert(rng.randint(2, len(lines) - 2), lines.pop(at))
+            else:
+                lines.insert(at, rng.choice(markers))
+        encoding = "utf-8" if any("\ufeff" in line for line in lines) else rng.choice(["cp1251", "utf-8"])
+        path = write(tmp_path / f"broken{attempt}.txt", lines, encoding)
+        reference, bulk = outcome(tmp_path / "r", path, "reference"), outcome(tmp_path / "b", path, "bulk")
+        assert bulk == reference, (attempt, lines)
+        for folder in ("r", "b"):
+            for db in (tmp_path / folder).glob("*.duckdb"):
+                db.unlink()
