@@ -9,6 +9,10 @@ Text of ``Key=Value`` lines: a header, ``СекцияРасчСчет … Кон
   (``РасчСчет``), never from which date field is filled;
 - the currency comes from the own account number (digits 6-8 of a 20-digit account: 810/643 RUB, 840 USD…);
 - a file without ``КонецФайла`` is truncated: an error, not a partial load.
+
+``read`` is the reference implementation; ingestion uses ``load_bulk`` (``sources/onec_bulk.py``), the
+set-based path that gives the same rows, rejections, balances and errors. Both use the helpers here (line
+rules, keys, error texts, sections, documents), so a rule lives in one place.
 """
 
 from __future__ import annotations

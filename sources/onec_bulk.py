@@ -149,9 +149,8 @@ def _chunks(path: Path, encoding: str, name: str):
                 # the reference decodes 8 KiB blocks: lines before the failing block are read, the rest is not
                 good = max(0, (position + exc.start) // _DECODE_BLOCK * _DECODE_BLOCK - position)
                 good = max(data.rfind(b"\n", 0, good), data.rfind(b"\r", 0, good - 1)) + 1 if good else 0
-                head = data[:good].decode(encoding)
-                yield (head if encoding == "utf-8" else head.encode("utf-8")), True, \
-                    onec.bad_bytes(encoding, exc.reason, name)
+                head = data[:good] if encoding == "utf-8" else data[:good].decode(encoding).encode("utf-8")
+                yield head, True, onec.bad_bytes(encoding, exc.reason, name)
                 return
             yield (data if encoding == "utf-8" else text.encode("utf-8")), last, None
             position += cut

@@ -231,17 +231,16 @@ def test_unknown_declared_encoding_is_the_same_error(tmp_path):
     assert_same_error(tmp_path, path, "unknown Кодировка='KOI8-R'")
 
 
-def test_bad_bytes_after_the_sampled_head_are_the_same_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("encoding", "bad", "reason"), [
+    ("cp1251", 0x98, "character maps to <undefined>"), ("utf-8", 0xFF, "invalid start byte")])
+def test_bad_bytes_after_the_sampled_head_are_the_same_error(tmp_path, monkeypatch, encoding, bad, reason):
     monkeypatch.setattr(onec_bulk, "CHUNK_BYTES", 1 << 16)
-    lines = generated(9, documents=5000)
-    at = len(lines) * 3 // 4
     path = tmp_path / "bad.txt"
-    data = bytearray(write(path, lines, "cp1251").read_bytes())
-    assert len(data) > 1.3 * (1 << 20)
-    data[data.index("КонецДокумента".encode("cp1251"), len(data) * 3 // 4)] = 0x98  # undefined in cp1251
+    data = bytearray(write(path, generated(9, documents=5000), encoding).read_bytes())
+    assert len(data) > 1.3 * (1 << 20)  # beyond the 1 MiB onec.encoding_of checks
+    data[data.index("КонецДокумента".encode(encoding), len(data) * 3 // 4)] = bad
     path.write_bytes(bytes(data))
-    assert at
-    assert_same_error(tmp_path, path, "not valid cp1251 (character maps to <undefined>) although the header")
+    assert_same_error(tmp_path, path, f"not valid {encoding} ({reason}) although the header declares it")
 
 
 @pytest.mark.parametrize(("change", "match"), [
