@@ -3,11 +3,12 @@
 Same rules and the same results as ``onec.read`` (the reference implementation; a parity test runs both on
 every fixture and on generated awkward files). The file is read in chunks of whole lines (``CHUNK_BYTES``),
 decoded strictly with the encoding ``onec.encoding_of`` verified and re-encoded as UTF-8; numpy finds the line
-breaks and the first ``=`` of every line, so every line becomes a (key, value) pair of string views without a
-Python object per line. Keys are normalised once per distinct spelling with ``onec.split_line`` (case variants,
-BOMs, spaces), structure markers become section ids by cumulative sums, and a document's fields are the first
-value of each key in its section, exactly as ``onec.put`` keeps them. Lines after the last closed section are
-carried into the next chunk, so a chunk always holds whole documents and memory stays flat.
+breaks and polars the first ``=`` of every line, so every line becomes a (head, value) pair of Arrow string
+views over the chunk, without a Python object per line. Keys are normalised once per distinct spelling with
+``onec.split_line`` (case variants, BOMs, spaces), structure markers become section ids by cumulative sums,
+and a document's fields are the first value of each key in its section, exactly as ``onec.put`` keeps them.
+Lines after the last closed section are carried into the next chunk, so a chunk always holds whole documents
+and memory depends on the chunk size rather than the file size.
 
 Documents are typed, signed and given their direction from the own accounts (``РасчСчет``, known from the
 lines before the document) with vectorised expressions; money stays text until DuckDB casts it to
@@ -16,8 +17,9 @@ rules: balance sections (``onec.section_of``), and every document the fast expre
 amount or date that is not plainly ``123.45`` / ``31.12.2025``, no or unknown own account, a purpose continued
 in ``НазначениеПлатежа2``, broken structure) is turned into records by ``onec.document``, which also gives the
 quarantine reason. Statement balances add up the loaded rows in SQL (``onec.balance_of``). File-level errors
-are the reader's, raised for the same line: over-long lines, a first line that is not ``1CClientBankExchange``,
-content after ``КонецФайла``, bytes the declared encoding cannot decode, a missing ``КонецФайла``.
+are the reader's, raised for the same line: over-long lines, a first line that is not
+``1CClientBankExchange``, content after ``КонецФайла``, bytes the declared encoding cannot decode, a missing
+``КонецФайла``.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
     name = str(path)
     encoding = onec.encoding_of(path)
     writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=onec.NAME, run_id=run_id)
-    st = _State(name=name, con=con, writer=writer, params={"file_hash": file_hash, "source_file": source_file, "reader": onec.NAME})
+    st = _State(name=name, con=con, writer=writer,
+                params={"file_hash": file_hash, "source_file": source_file, "reader": onec.NAME})
     carry = b""
     for data, last, error in _chunks(path, encoding, name):
         carry = _process(st, carry + data, last or error is not None)
@@ -123,8 +126,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
             "SELECT coalesce(sum(amount), 0) FROM raw.bank_transaction WHERE file_hash = $file_hash "
             "AND source_file = $source_file AND own_account = $account AND source_line > $closed_at "
             "AND booking_date BETWEEN coalesce($start, booking_date) AND coalesce($end, booking_date)",
-            {"file_hash": file_hash, "source_file": source_file, "account": section.account, "closed_at": closed_at, "start": section.start,
-             "end": section.end}).fetchall()
+            {"file_hash": file_hash, "source_file": source_file, "account": section.account,
+             "closed_at": closed_at, "start": section.start, "end": section.end}).fetchall()
         section.total = Decimal(total)
         writer.add(onec.balance_of(section, record, name))
     writer.flush()
@@ -471,7 +474,7 @@ def _insert(st: _State, docs: pl.DataFrame) -> None:
                         ELSE CAST(amount_text AS DECIMAL(23, 5)) END AS amount,
                    currency, counterparty_name, counterparty_tax_id, counterparty_account, counterparty_bic,
                    purpose, NULL AS bank_reference, NULL AS end_to_end_id, 'BOOK' AS status, false AS is_reversal
-            FROM _onec_rows""", {k: st.params[k] for k in ("file_hash", "source_file", "reader")})
+            FROM _onec_rows""", st.params)
     finally:
         st.con.unregister("_onec_rows")
     st.loaded += rows.num_rows
