@@ -384,18 +384,32 @@ def _filled(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr != "").then(expr)
 
 
-def _fold(expr: pl.Expr) -> pl.Expr:
+def _where(values: pl.Series, needed: pl.Series, change) -> pl.Series:
+    """values with ``change`` applied to the rows where ``needed`` holds (and only to those: most need none)."""
+    rows = np.flatnonzero(needed.fill_null(False).to_numpy())
+    return values.scatter(rows, change(values.gather(rows))) if len(rows) else values
+
+
+def _folded(values: pl.Series) -> pl.Series:
     """onec.clean: whitespace runs folded to one space; empty -> NULL (values are already stripped)."""
-    return pl.when(expr.str.contains(_NEEDS_FOLD)).then(
-        expr.str.replace_all(_SPACE + "+", " ").str.strip_chars(_PY_SPACE)).otherwise(expr).pipe(_filled)
+    values = _where(values, values.str.contains(_NEEDS_FOLD),
+                    lambda v: v.str.replace_all(_SPACE + "+", " ").str.strip_chars(_PY_SPACE))
+    return values.set(values == "", None)
+
+
+def _names(docs: pl.DataFrame, keys: tuple[str, ...]) -> pl.Series:
+    """The party's name: ``Плательщик1``, else ``Плательщик`` without its INN prefix (onec._party)."""
+    _, _, name, name_inn, _, _ = keys
+    names = docs[name]
+    missing = names.is_null() | (names == "")
+    names = _where(names, missing, lambda _: docs[name_inn].filter(missing).fill_null(""))
+    return _folded(_where(names, missing, lambda v: v.str.replace(_INN_PREFIX, "")))
 
 
 def _party(keys: tuple[str, ...], prefix: str) -> list[pl.Expr]:
-    account, account_also, name, name_inn, inn, bic = (pl.col(k) for k in keys)
+    account, account_also, _, _, inn, bic = (pl.col(k) for k in keys)
     return [
         pl.when(account != "").then(account).otherwise(account_also).alias(f"{prefix}_account"),
-        _fold(pl.when(name != "").then(name).otherwise(name_inn.fill_null("").str.replace(_INN_PREFIX, "")))
-        .alias(f"{prefix}_name"),
         _filled(inn).alias(f"{prefix}_inn"),
         _filled(bic).alias(f"{prefix}_bic"),
     ]
@@ -423,7 +437,7 @@ def _typed(st: _State, docs: pl.DataFrame) -> pl.DataFrame:
         dates_ok=doc_date_ok & paid_ok & received_ok,
         amount_text=pl.col(onec.AMOUNT).str.replace(",", ".", literal=True),
         amount_ok=pl.col(onec.AMOUNT).str.contains(_PLAIN_AMOUNT).fill_null(False),
-        purpose=_fold(pl.col(onec.PURPOSE)),
+        payer_name=_names(docs, _PAYER), payee_name=_names(docs, _PAYEE), purpose=_folded(docs[onec.PURPOSE]),
     )
     for side in ("payer", "payee"):
         docs = docs.join(own.rename({"account": f"{side}_account", "since": f"{side}_since",
