@@ -302,8 +302,8 @@ class _Lines:
         """Values (text after the first '=', stripped as the reference does) of a few lines, as Python strings."""
         return [tail.strip() for tail in self.tails.gather(at).to_list()]
 
-    def value_column(self, at: np.ndarray) -> pl.Series:
-        """Values of many lines, stripped by polars."""
+    def value_column(self, at: pl.Series) -> pl.Series:
+        """Values of many lines (a NULL line: NULL), stripped by polars."""
         return self.tails.gather(at).str.strip_chars(self.spaces)
 
 
@@ -365,14 +365,13 @@ def _fields(docs: pl.DataFrame, lines: _Lines, row: np.ndarray, code: np.ndarray
     keyed = keyed[np.argsort(code[keyed], kind="stable")]  # by key, each in line order
     keyed = keyed[doc_of_block[block[keyed]] >= 0]
     bounds = np.searchsorted(code[keyed], [*_FIELD_CODE.values(), 128])
-    values = lines.value_column(row[keyed])  # the document key lines' values, then picked per key
-    index = np.full((len(_FIELD_CODE), docs.height), -1, np.int64)  # position in values of each key and doc
+    index = np.full((len(_FIELD_CODE), docs.height), -1, np.int64)  # the line of each key of each document
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         doc = doc_of_block[block[keyed[lo:hi]]]
         first = np.flatnonzero(np.diff(doc, prepend=-1) != 0)  # doc never decreases: its first line of the key
-        index[k, doc[first]] = lo + first
+        index[k, doc[first]] = row[keyed[lo + first]]
     positions = pl.Series(index.ravel())
-    picked = values.gather(positions.set(positions < 0, None))
+    picked = lines.value_column(positions.set(positions < 0, None))
     columns = {key: picked.slice(k * docs.height, docs.height) for k, key in enumerate(_FIELD_CODE)}
     more = np.flatnonzero(is_key & (code == _PURPOSE_MORE))
     continued = {b for b, v in zip(block[more].tolist(), lines.values(row[more]), strict=True) if v}
