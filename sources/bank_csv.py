@@ -344,7 +344,6 @@ def _to_txn(row: list[str], index: dict[str, list[int]], profile: Profile, name:
     )
 
 
-
 def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str, scratch: Path) -> BulkResult:
     """The fast path used by ingestion: DuckDB types the rows (see ``sources/bank_csv_bulk.py``)."""
     from sources import bank_csv_bulk
