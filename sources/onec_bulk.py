@@ -455,40 +455,31 @@ def _typed(st: _State, docs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_COLUMNS = ("record_number", "source_line", "own_account", "booking_date", "value_date", "amount_text", "debit",
-            "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account", "counterparty_bic",
-            "purpose")
+_SIDE = """
+    SELECT $file_hash AS file_hash, $source_file AS source_file, (before + {offset})::INTEGER AS record_number,
+           opener_line::INTEGER AS source_line, $reader AS reader, {side}_account AS own_account,
+           {side}_booking AS booking_date, doc_date AS value_date,
+           {sign}CAST(amount_text AS DECIMAL(23, 5)) AS amount, {side}_currency AS currency,
+           {other}_name AS counterparty_name, {other}_inn AS counterparty_tax_id,
+           {other}_account AS counterparty_account, {other}_bic AS counterparty_bic, purpose,
+           NULL AS bank_reference, NULL AS end_to_end_id, 'BOOK' AS status, false AS is_reversal
+    FROM _onec_docs WHERE {side}_own"""
+# The payer's side first (money out, record before + 1), then the payee's; only code constants are spliced in.
+_INSERT = ("INSERT INTO raw.bank_transaction BY NAME"
+           + _SIDE.format(offset="1", side="payer", other="payee", sign="-") + "\nUNION ALL"
+           + _SIDE.format(offset="1 + payer_own::INTEGER", side="payee", other="payer", sign=""))
+_DOC_COLUMNS = ("before", "opener_line", "doc_date", "amount_text", "purpose", "payer_own", "payee_own",
+                *(f"{side}_{what}" for side in ("payer", "payee")
+                  for what in ("account", "booking", "currency", "name", "inn", "bic")))
 
 
 def _insert(st: _State, docs: pl.DataFrame) -> None:
-    """Rows of the plain documents: the payer's side first (money out), then the payee's (money in)."""
+    """One or two rows per plain document (two when both accounts are own), typed and signed by DuckDB."""
     if not docs.height:
         return
-    sides = []
-    for side, other, debit in (("payer", "payee", True), ("payee", "payer", False)):
-        offset = 1 if debit else 1 + pl.col("payer_own").cast(pl.Int64)
-        sides.append(docs.filter(f"{side}_own").select(
-            (pl.col("before") + offset).cast(pl.Int32).alias("record_number"),
-            pl.col("opener_line").cast(pl.Int32).alias("source_line"),
-            pl.col(f"{side}_account").alias("own_account"), pl.col(f"{side}_booking").alias("booking_date"),
-            pl.col("doc_date").alias("value_date"), "amount_text", pl.lit(debit).alias("debit"),
-            pl.col(f"{side}_currency").alias("currency"), pl.col(f"{other}_name").alias("counterparty_name"),
-            pl.col(f"{other}_inn").alias("counterparty_tax_id"),
-            pl.col(f"{other}_account").alias("counterparty_account"),
-            pl.col(f"{other}_bic").alias("counterparty_bic"), "purpose"))
-    rows = pl.concat(sides).select(_COLUMNS).to_arrow(compat_level=pl.CompatLevel.newest())  # DuckDB reads views
-    st.con.register("_onec_rows", rows)
+    st.con.register("_onec_docs", docs.select(_DOC_COLUMNS).to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
-        st.con.execute("""
-            INSERT INTO raw.bank_transaction BY NAME
-            SELECT $file_hash AS file_hash, $source_file AS source_file, record_number, source_line,
-                   $reader AS reader, own_account, booking_date, value_date,
-                   CASE WHEN debit THEN -CAST(amount_text AS DECIMAL(23, 5))
-                        ELSE CAST(amount_text AS DECIMAL(23, 5)) END AS amount,
-                   currency, counterparty_name, counterparty_tax_id, counterparty_account, counterparty_bic,
-                   purpose, NULL AS bank_reference, NULL AS end_to_end_id, 'BOOK' AS status, false AS is_reversal
-            FROM _onec_rows""", st.params)
+        st.con.execute(_INSERT, st.params)  # DuckDB reads Arrow string views without copying them first
     finally:
-        st.con.unregister("_onec_rows")
-    st.loaded += rows.num_rows
-
+        st.con.unregister("_onec_docs")
+    st.loaded += int(docs["count"].sum())
