@@ -134,7 +134,7 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
         reader = registry.detect(path, item.kind)
         stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
         with connect(settings.warehouse_path) as con:
-            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV)
+            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV, 1C)
                 scratch = settings.home / ".tmp"
                 scratch.mkdir(exist_ok=True)
                 ingest_bulk(con, lambda c: reader.load_bulk(c, path, file_hash=item.sha256, source_file=item.relative,

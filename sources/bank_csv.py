@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from clientbase.errors import ParseError, UnknownFormatError
 from sources.base import (
     BankTxn,
+    BulkResult,
     FileInfo,
     Record,
     Rejected,
@@ -341,13 +342,6 @@ def _to_txn(row: list[str], index: dict[str, list[int]], profile: Profile, name:
         counterparty_bic=get("counterparty_bic"), purpose=get("purpose"), bank_reference=get("bank_reference"),
         end_to_end_id=get("end_to_end_id"), status=status,
     )
-
-
-@dataclass
-class BulkResult:
-    loaded: int
-    quarantined: int
-    encoding: str
 
 
 def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str, scratch: Path) -> BulkResult:

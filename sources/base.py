@@ -78,6 +78,15 @@ class Rejected:
     raw: str | None = None
 
 
+@dataclass(slots=True)
+class BulkResult:
+    """What a set-based loader (``load_bulk``) reports: rows it loaded and quarantined, the encoding used."""
+
+    loaded: int
+    quarantined: int
+    encoding: str
+
+
 Record = BankTxn | Balance | CrmRow | Rejected | FileInfo
 
 

@@ -106,6 +106,56 @@ def _file_transaction(con: duckdb.DuckDBPyConnection, stats: FileStats, kind: st
         raise
 
 
+class RecordWriter:
+    """Writes a reader's records for one file into the raw and quarantine tables, in Arrow batches.
+
+    Used by ``ingest_records`` and by set-based loaders for the records they leave to the reference code
+    (``sources/onec_bulk.py``), so both paths build rows the same way. Counts what it wrote.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, file_hash: str, source_file: str, reader: str,
+                 run_id: str):
+        self.con, self.reader, self.run_id = con, reader, run_id
+        self.origin = {"file_hash": file_hash, "source_file": source_file}
+        self.bank = _Buffer(con, "raw.bank_transaction", _BANK_SCHEMA)
+        self.balances = _Buffer(con, "raw.statement_balance", _BALANCE_SCHEMA)
+        self.quarantine = _Buffer(con, "ops.quarantine", _QUARANTINE_SCHEMA)
+        self.crm: dict[str, _Buffer] = {}
+        self.encoding: str | None = None
+        self.rows_raw = 0
+        self.rows_quarantined = 0
+
+    def add(self, rec: object) -> None:
+        if isinstance(rec, BankTxn):
+            self.rows_raw += 1
+            self.bank.add({**self.origin, "reader": self.reader,
+                           **{f.name: getattr(rec, f.name) for f in fields(BankTxn)}})
+        elif isinstance(rec, Balance):
+            self.balances.add({**self.origin, **{f.name: getattr(rec, f.name) for f in fields(Balance)}})
+        elif isinstance(rec, CrmRow):
+            self.rows_raw += 1
+            if rec.entity not in self.crm:
+                cols = crm.columns(rec.entity)
+                schema = pa.schema([("file_hash", pa.string()), ("source_file", pa.string()),
+                                    ("record_number", pa.int32()), *((c, pa.string()) for c in cols),
+                                    ("extra", pa.string())])
+                self.crm[rec.entity] = _Buffer(self.con, f'raw."crm_{rec.entity}"', schema)
+            self.crm[rec.entity].add({**self.origin, "record_number": rec.record_number, **rec.values,
+                                      "extra": json.dumps(rec.extra, ensure_ascii=False) if rec.extra else None})
+        elif isinstance(rec, FileInfo):
+            self.encoding = "utf-8" if rec.encoding == "utf-8-sig" else rec.encoding
+        elif isinstance(rec, Rejected):
+            self.rows_quarantined += 1
+            self.quarantine.add({**self.origin, "record_number": rec.record_number, "source_line": rec.source_line,
+                                 "reason": rec.reason, "raw_record": rec.raw, "run_id": self.run_id})
+        else:  # pragma: no cover - a reader bug
+            raise TypeError(f"reader {self.reader} yielded {type(rec).__name__}")
+
+    def flush(self) -> None:
+        for buffer in (self.bank, self.balances, self.quarantine, *self.crm.values()):
+            buffer.flush()
+
+
 def ingest_records(
     con: duckdb.DuckDBPyConnection,
     records: Iterable[object],
@@ -116,43 +166,16 @@ def ingest_records(
     run_id: str,
 ) -> FileStats:
     """Write one file's records (streamed from a reader) and its manifest row in one transaction."""
-    origin = {"file_hash": stats.sha256, "source_file": stats.path}
     with _file_transaction(con, stats, kind, size_bytes, run_id):
-        bank = _Buffer(con, "raw.bank_transaction", _BANK_SCHEMA)
-        balances = _Buffer(con, "raw.statement_balance", _BALANCE_SCHEMA)
-        quarantine = _Buffer(con, "ops.quarantine", _QUARANTINE_SCHEMA)
-        crm_buffers: dict[str, _Buffer] = {}
+        writer = RecordWriter(con, file_hash=stats.sha256, source_file=stats.path, reader=stats.reader,
+                              run_id=run_id)
         for rec in records:
-            if isinstance(rec, BankTxn):
-                stats.records_in += 1
-                stats.rows_raw += 1
-                bank.add({**origin, "reader": stats.reader,
-                          **{f.name: getattr(rec, f.name) for f in fields(BankTxn)}})
-            elif isinstance(rec, Balance):
-                balances.add({**origin, **{f.name: getattr(rec, f.name) for f in fields(Balance)}})
-            elif isinstance(rec, CrmRow):
-                stats.records_in += 1
-                stats.rows_raw += 1
-                if rec.entity not in crm_buffers:
-                    cols = crm.columns(rec.entity)
-                    schema = pa.schema([("file_hash", pa.string()), ("source_file", pa.string()),
-                                        ("record_number", pa.int32()), *((c, pa.string()) for c in cols),
-                                        ("extra", pa.string())])
-                    crm_buffers[rec.entity] = _Buffer(con, f'raw."crm_{rec.entity}"', schema)
-                crm_buffers[rec.entity].add({**origin, "record_number": rec.record_number, **rec.values,
-                                             "extra": json.dumps(rec.extra, ensure_ascii=False) if rec.extra
-                                             else None})
-            elif isinstance(rec, FileInfo):
-                stats.encoding = "utf-8" if rec.encoding == "utf-8-sig" else rec.encoding
-            elif isinstance(rec, Rejected):
-                stats.records_in += 1
-                stats.rows_quarantined += 1
-                quarantine.add({**origin, "record_number": rec.record_number, "source_line": rec.source_line,
-                                "reason": rec.reason, "raw_record": rec.raw, "run_id": run_id})
-            else:  # pragma: no cover - a reader bug
-                raise TypeError(f"reader {stats.reader} yielded {type(rec).__name__}")
-        for buffer in (bank, balances, quarantine, *crm_buffers.values()):
-            buffer.flush()
+            writer.add(rec)
+            if isinstance(rec, FileInfo):
+                stats.encoding = writer.encoding
+        writer.flush()
+        stats.rows_raw, stats.rows_quarantined = writer.rows_raw, writer.rows_quarantined
+        stats.records_in = writer.rows_raw + writer.rows_quarantined
     return stats
 
 
