@@ -148,6 +148,11 @@ def bad_bytes(encoding: str, reason: str, name: str) -> ParseError:
     return ParseError(f"not valid {encoding} ({reason}) although the header declares it", path=name)
 
 
+def unclosed(number: int, started_at: int, name: str) -> ParseError:
+    return ParseError(f"line {number}: a section starts before the one opened at line {started_at} is closed "
+                      "(КонецДокумента or КонецРасчСчет missing): the file is damaged; export it again", path=name)
+
+
 def truncated(name: str, record: int) -> ParseError:
     return ParseError("the file ends without КонецФайла: it is truncated; export it again", path=name,
                       record=record or None)
@@ -175,6 +180,8 @@ def read(path: Path) -> Iterator[Record]:
                     raise not_1c(name)
                 if finished:
                     raise after_end(number, name)
+                if key in (SECTION, DOCUMENT) and current is not None:  # never drop the open one silently
+                    raise unclosed(number, started_at, name)
                 if key == SECTION:
                     current, started_at = {}, number
                 elif key == SECTION_END:

@@ -225,6 +225,10 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
     last_marker = np.maximum.accumulate(np.where(opener | closer, position, -1))
     before = np.concatenate(([-1], last_marker[:-1]))  # the last marker before each row
     in_block = (before >= 0) & opener[np.maximum(before, 0)]
+    nested = np.flatnonzero(opener & in_block)  # opened again before closing (chunks end after a closer)
+    if len(nested):
+        at = int(nested[0])
+        errors.append((int(number[at]), 1, onec.unclosed(int(number[at]), int(number[before[at]]), st.name)))
     block = np.cumsum(opener)
     last_opener = np.maximum.accumulate(np.where(opener, position, -1))
     is_key = in_block & ~opener & ~closer & (code != _FILE_END)

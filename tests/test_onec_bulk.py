@@ -138,7 +138,7 @@ def generated(seed: int, documents: int = 300) -> list[str]:
         if n == documents // 3:  # a section after some documents: it only sums what follows it
             lines += _section(OWN_USD, "", "31.03.2025", "", "0")
         if n == documents // 2:
-            lines += ["КонецДокумента", "СекцияДокумент=Платежное поручение", "Сумма=5.00"]  # closer alone; lost
+            lines += ["КонецДокумента"]  # a closer alone: an empty document, quarantined
         lines += _document(rng, n, day + dt.timedelta(days=n % 40))
     return [*lines, "КонецФайла"]
 
@@ -249,12 +249,14 @@ def test_bad_bytes_after_the_sampled_head_are_the_same_error(tmp_path, monkeypat
     (lambda ls: [*ls[:40], "НазначениеПлатежа=" + "я" * 10_001, *ls[40:]], "is longer than 10000 characters"),
     (lambda ls: [*ls[:40], "x" * 9_999, *ls[40:]], "is longer than 10000 characters"),  # 9999 + CRLF
     (lambda ls: ["1CClientBankExchangeX", *ls[1:]], "the first line must be 1CClientBankExchange"),
-    (lambda ls: [*ls[:60], "СекцияРасчСчет", "ДатаНачала=01.03.2025", "КонецРасчСчет", *ls[60:]],
+    (lambda ls: [*ls[:-1], "СекцияРасчСчет", "ДатаНачала=01.03.2025", "КонецРасчСчет", ls[-1]],
      "has no РасчСчет"),
-    (lambda ls: [*ls[:60], "СекцияРасчСчет", "РасчСчет=" + OWN_RUB, "НачальныйОстаток=abc", "КонецРасчСчет",
-                 *ls[60:]], "amount 'abc' is not a number"),
+    (lambda ls: [*ls[:-1], "СекцияРасчСчет", "РасчСчет=" + OWN_RUB, "НачальныйОстаток=abc", "КонецРасчСчет",
+                 ls[-1]], "amount 'abc' is not a number"),
     (lambda ls: [*ls[:-1], "СекцияРасчСчет", "РасчСчет=KZ86125KZT5004100100", "КонецРасчСчет", ls[-1]],
      "not a 20-digit account number"),
+    (lambda ls: [*ls[:40], "СекцияДокумент=Платежное поручение", *ls[40:]],
+     "a section starts before the one opened at line"),  # an unclosed document is never dropped silently
     (lambda ls: [*ls[:30], "x" * 10_001, *ls[30:-1], "КонецФайла", "СекцияРасчСчет"],
      "is longer than 10000 characters"),  # the first error in the file wins
 ])
