@@ -90,10 +90,11 @@ def _run(home: Path, inbox: Path | None, as_of: dt.date | None, config: Path | N
         settings = load_settings(home, inbox=inbox, as_of=as_of, config_file=config)
         execution = execution_settings(settings, task_runner, dask_address, workers)
         precheck_inbox(settings.inbox_dir)  # fail fast, before the Prefect API starts
-        from flows.pipeline import nightly, with_execution
+        from flows.pipeline import nightly, run_with_execution
 
-        summary = with_execution(nightly, execution)(home=str(home.absolute()), inbox=str(inbox.absolute()) if inbox else None, as_of=as_of,
-                          config_file=str(config.absolute()) if config else None, command=command)
+        summary = run_with_execution(nightly, execution, home=str(home.absolute()),
+                                     inbox=str(inbox.absolute()) if inbox else None, as_of=as_of,
+                                     config_file=str(config.absolute()) if config else None, command=command)
     except ClientbaseError as exc:
         _fail(exc)
     _print_summary(summary)
@@ -158,12 +159,12 @@ def backfill(
         settings = load_settings(home, config_file=config)
         execution = execution_settings(settings, task_runner, dask_address, workers)
         from flows.pipeline import backfill as backfill_flow
-        from flows.pipeline import with_execution
+        from flows.pipeline import run_with_execution
         from flows.steps import month_range
 
         month_range(start, end)
-        summary = with_execution(backfill_flow, execution)(home=str(home.absolute()), start=start, end=end,
-                                config_file=str(config.absolute()) if config else None)
+        summary = run_with_execution(backfill_flow, execution, home=str(home.absolute()), start=start, end=end,
+                                     config_file=str(config.absolute()) if config else None)
     except ClientbaseError as exc:
         _fail(exc)
     _print_summary(summary)

@@ -12,6 +12,8 @@ Prefect's input hashing (``NO_CACHE``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,41 @@ def make_task_runner(execution: ExecutionConfig) -> TaskRunner:
 def with_execution(flow_, execution: ExecutionConfig):
     """``flow_`` with the task runner of ``execution``; called once, where the settings are built."""
     return flow_.with_options(task_runner=make_task_runner(execution))
+
+
+@contextmanager
+def api_for_workers(execution: ExecutionConfig) -> Iterator[None]:
+    """Make sure Dask workers report to the flow's Prefect API.
+
+    prefect-dask sends the flow's Prefect settings with each task. Without ``PREFECT_API_URL`` the flow talks to
+    Prefect's temporary in-process API, whose address is not in those settings, so every worker would start a
+    temporary API of its own and record its task runs there. Here that temporary server is started up front and
+    its address set for the run (local workers reach it on 127.0.0.1; remote ones need a real server).
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    if execution.task_runner != "dask" or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the same instance the flow's temporary client would start
+    server.start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
+
+
+def run_with_execution(flow_, execution: ExecutionConfig, **parameters) -> dict[str, Any]:
+    """Run ``flow_`` with the task runner of ``execution`` (the CLI's entry point)."""
+    with api_for_workers(execution):
+        return with_execution(flow_, execution)(**parameters)
 
 
 def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
