@@ -171,7 +171,9 @@ def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
 def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
     """Validate what this run ingested (older files passed their own gate when they arrived)."""
     datasets = read_frames(settings.warehouse_path, {
-        "raw.bank_transaction": ("SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
+        # only the columns the raw suite checks: the gate converts to pandas, and raw is wide
+        "raw.bank_transaction": ("SELECT file_hash, source_file, record_number, own_account, booking_date, amount, "
+                                 "currency, status FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
                                  [new_hashes]),
         "file_accounting": ("""
             SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
