@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -338,8 +339,15 @@ def run_ours(home: Path, inbox: Path) -> dict:
             fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
             with meter.stage("gate staged"):
                 steps.gate_staged(settings, run_id)
-            with meter.stage("build marts"):
-                version_dir, rows = steps.build_marts(settings, run_id, AS_OF, None)
+            with meter.stage("prepare months"):
+                plan = steps.prepare_marts(settings, run_id, AS_OF, None)
+                version_dir = plan.version_dir
+            with meter.stage("client_month per month"):  # the flow's default runner: a small thread pool
+                with ThreadPoolExecutor(max_workers=settings.execution.workers) as pool:
+                    built = list(pool.map(lambda job: steps.build_client_month(settings, job, plan.version_dir),
+                                          plan.jobs))
+            with meter.stage("as-of marts"):
+                rows = steps.build_asof_marts(settings, run_id, AS_OF, plan, built)
             fields["rows_marts"] = rows
             with meter.stage("gate marts"):
                 steps.gate_marts(settings, run_id, version_dir, AS_OF)
@@ -348,10 +356,11 @@ def run_ours(home: Path, inbox: Path) -> dict:
             published = True
             fields.update(status="published", published_version=run_id)
             with meter.stage("report"):
-                write_report(link, settings.reports_dir, AS_OF, settings.reporting_currency)
+                write_report(link, settings.reports_dir, AS_OF, settings.reporting_currency, settings.data_docs_dir)
         finally:
             if version_dir is not None and not published:
                 publish.discard(Path(version_dir))
+            steps.discard_scratch(settings, run_id)
             steps.finish_run_log(settings, run_id, started, **fields)
     result = meter.close()
     result["numbers"] = _our_numbers(link, stage_stats.rows_staged)
