@@ -1,8 +1,10 @@
 """Running a gate: validate datasets against a suite, produce ``dq_results`` rows and a verdict.
 
-Datasets come in as polars frames and are validated through GX's pandas engine. Decimal money columns are
-shown to GX as floats (its comparisons need numbers); exact money rules are the derived ``diff`` datasets,
-computed with Decimals before they get here.
+Datasets are validated where they are, in DuckDB, through GX's SQL datasource (duckdb-engine): each dataset
+is a SQL query (a warehouse table, a derived query, parquet files via ``read_parquet``) run on a cursor of the
+caller's connection, so the data never comes into Python and Decimal money columns are compared exactly.
+Small polars frames are also accepted: they are copied into an in-memory catalog attached to the connection
+(``gate_scratch``) and validated from there.
 
 With ``docs_dir`` the gate also writes GX Data Docs (one static site per gate, replaced by each run); the
 HTML report links to them.
@@ -15,11 +17,16 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from expectations.suites import Suite
+from warehouse.db import quote_ident
+
+SCRATCH = "gate_scratch"  # in-memory catalog for the frames a gate is given, attached for the gate's duration
 
 
 @dataclass
@@ -30,12 +37,35 @@ class GateOutcome:
     failures: list[str] = field(default_factory=list)
 
 
-def _to_pandas(frame: pl.DataFrame):
-    decimals = [c for c, t in frame.schema.items() if isinstance(t, pl.Decimal)]
-    return frame.with_columns(pl.col(decimals).cast(pl.Float64)).to_pandas()
+def patch_gx_for_duckdb() -> None:
+    """Make GX keep one persisted SQLAlchemy connection for the duckdb dialect, as it does for sqlite.
+
+    Why: GX's SqlAlchemyExecutionEngine.execute_query runs a query inside ``with engine.connect()`` and reads the
+    result (``.fetchall()``) after that block has returned the connection to the pool. duckdb >= 2.0 streams
+    results, and the pool's reset (rollback) on return discards them: every metric comes back empty
+    (``IndexError: list index out of range``, GX issue #10738). For the dialects in
+    ``_PERSISTED_CONNECTION_DIALECTS`` GX builds the engine on a ``StaticPool`` and keeps the connection open
+    (``get_connection``), so the result is still readable. Adding duckdb to that tuple is the whole patch.
+    ``_dialect_requires_persisted_connection`` reads ``.value`` of each entry and ``get_connection`` compares
+    entries with the engine's dialect name, so the entry is a ``str`` that also has ``.value``.
+    tests/test_gate.py::test_gx_duckdb_patch_is_needed_and_works fails if GX changes this mechanism.
+    """
+    from great_expectations.execution_engine import sqlalchemy_execution_engine as engine
+
+    if any(d == "duckdb" for d in engine._PERSISTED_CONNECTION_DIALECTS):
+        return
+
+    class _DuckDBDialect(str):
+        value = "duckdb"
+
+    engine._PERSISTED_CONNECTION_DIALECTS = (*engine._PERSISTED_CONNECTION_DIALECTS, _DuckDBDialect("duckdb"))
 
 
-def _describe(result) -> tuple[str, str | None]:
+def _json_default(value):
+    return float(value) if isinstance(value, Decimal) else str(value)
+
+
+def _describe(result) -> str:
     res = result.result or {}
     if res.get("observed_value") is not None:
         observed = res["observed_value"]
@@ -44,46 +74,121 @@ def _describe(result) -> tuple[str, str | None]:
                     "examples": res.get("partial_unexpected_list", [])[:5]}
     else:
         observed = None
-    return json.dumps(observed, default=str, ensure_ascii=False), res.get("unexpected_count")
+    return json.dumps(observed, default=_json_default, ensure_ascii=False)
 
 
-def run_gate(gate: str, run_id: str, datasets: dict[str, pl.DataFrame], suite: Suite,
-             docs_dir: Path | None = None) -> GateOutcome:
+def _describe_unexpected_rows(con: duckdb.DuckDBPyConnection, result, dataset_sql: str) -> str:
+    """An UnexpectedRowsExpectation standing in for a column-map one (``meta.check_name``): observed as the
+    column-map expectation shows it, with the first values of the query's first column as examples."""
+    count = (result.result or {}).get("observed_value") or 0
+    examples = []
+    if count:
+        query = result.expectation_config.kwargs["unexpected_rows_query"].format(batch=f"({dataset_sql}) AS batch")
+        examples = [row[0] for row in con.sql(f"SELECT * FROM ({query}) LIMIT 5").fetchall()]  # noqa: S608
+    return json.dumps({"unexpected_count": count, "examples": examples}, default=_json_default,
+                      ensure_ascii=False)
+
+
+def run_gate(gate: str, run_id: str, datasets: dict[str, str | pl.DataFrame], suite: Suite,
+             docs_dir: Path | None = None, *, con: duckdb.DuckDBPyConnection | None = None,
+             scratch: dict[str, pl.DataFrame] | None = None) -> GateOutcome:
+    """Validate ``datasets`` (name -> SQL query on ``con``, or a small polars frame) against ``suite``.
+
+    ``scratch`` frames are copied into ``gate_scratch.<name>`` for the queries to join (e.g. this run's file
+    hashes) without being validated. Without ``con`` the gate uses a private in-memory database.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
+    from duckdb_engine import ConnectionWrapper
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    patch_gx_for_duckdb()
+    own = con is None
+    if con is None:
+        con = duckdb.connect()
+    cursors: list[duckdb.DuckDBPyConnection] = []
+
+    def cursor() -> ConnectionWrapper:
+        # GX's connections are cursors of the caller's connection: the same database instance, so no second
+        # opener of the warehouse file, and they see the gate_scratch catalog attached below
+        cur = con.cursor()
+        cursors.append(cur)
+        return ConnectionWrapper(cur)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas(name=f"{gate}_gate")
-    outcome = GateOutcome(gate=gate, passed=True)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    for dataset, expectations in suite.items():
-        if dataset not in datasets:
-            raise KeyError(f"gate {gate}: dataset {dataset} was not provided")
-        batches = source.add_dataframe_asset(name=dataset).add_batch_definition_whole_dataframe("all")
-        gx_suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{dataset}"))
-        for expectation in expectations:
-            gx_suite.add_expectation(expectation)
-        # a validation definition (not batch.validate) so the result is kept for the Data Docs
-        validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{gate}.{dataset}", data=batches, suite=gx_suite),
-        ).run(batch_parameters={"dataframe": _to_pandas(datasets[dataset])})
-        for result in validation.results:
-            config = result.expectation_config
-            column = config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or []) or None
-            observed, _ = _describe(result)
-            outcome.results.append({
-                "run_id": run_id, "gate": gate, "dataset": dataset, "check_name": config.type,
-                "column_name": column, "success": bool(result.success), "observed": observed, "checked_at": now,
-            })
-            if not result.success:
-                outcome.passed = False
-                what = f"{dataset}.{column}" if column else dataset
-                outcome.failures.append(f"{what} {config.type} (observed {observed})")
-    if docs_dir is not None:
-        _write_data_docs(context, docs_dir)
-    return outcome
+    con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {SCRATCH}")
+    source = None
+    try:
+        queries: dict[str, str] = {}
+        for name, frame in {**(scratch or {}), **{k: v for k, v in datasets.items()
+                                                  if isinstance(v, pl.DataFrame)}}.items():
+            table = f"{SCRATCH}.{quote_ident(name)}"
+            con.register("_gate_frame", frame.to_arrow())
+            try:
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _gate_frame")  # noqa: S608
+            finally:
+                con.unregister("_gate_frame")
+            queries[name] = f"SELECT * FROM {table}"  # noqa: S608
+        queries.update({k: v for k, v in datasets.items() if isinstance(v, str)})
+
+        # the URL only names the dialect: connections come from ``creator``
+        source = context.data_sources.add_sql(name=f"{gate}_gate", connection_string="duckdb:///:memory:",
+                                              kwargs={"creator": cursor})
+        outcome = GateOutcome(gate=gate, passed=True)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        for dataset, expectations in suite.items():
+            if dataset not in datasets:
+                raise KeyError(f"gate {gate}: dataset {dataset} was not provided")
+            batches = source.add_query_asset(name=dataset, query=queries[dataset]).add_batch_definition_whole_table(
+                "all")
+            gx_suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{dataset}"))
+            for expectation in expectations:
+                gx_suite.add_expectation(expectation)
+            # a validation definition (not batch.validate) so the result is kept for the Data Docs
+            validation = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{gate}.{dataset}", data=batches, suite=gx_suite),
+            ).run()
+            for result in validation.results:
+                config = result.expectation_config
+                meta = config.meta or {}
+                check = meta.get("check_name", config.type)
+                column = (meta.get("column") or config.kwargs.get("column")
+                          or ",".join(config.kwargs.get("column_list") or []) or None)
+                observed = (_describe_unexpected_rows(con, result, queries[dataset]) if "check_name" in meta
+                            else _describe(result))
+                outcome.results.append({
+                    "run_id": run_id, "gate": gate, "dataset": dataset, "check_name": check,
+                    "column_name": column, "success": bool(result.success), "observed": observed,
+                    "checked_at": now,
+                })
+                if not result.success:
+                    outcome.passed = False
+                    what = f"{dataset}.{column}" if column else dataset
+                    outcome.failures.append(f"{what} {check} (observed {observed})")
+        if docs_dir is not None:
+            _write_data_docs(context, docs_dir)
+        return outcome
+    finally:
+        _close(source, cursors)
+        if own:
+            con.close()
+        else:
+            con.execute(f"DETACH DATABASE IF EXISTS {SCRATCH}")
+
+
+def _close(source, cursors: list[duckdb.DuckDBPyConnection]) -> None:
+    """Release every cursor GX was given, so no DuckDB object outlives the caller's connection."""
+    if source is not None:
+        engine = source._execution_engine
+        if engine is not None and engine._connection is not None:
+            engine._connection.close()  # the persisted connection (see patch_gx_for_duckdb)
+        if engine is not None:
+            engine.close()
+        if source._engine is not None:
+            source._engine.dispose()
+    for cur in cursors:
+        cur.close()
 
 
 def _write_data_docs(context, docs_dir: Path) -> None:

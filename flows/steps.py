@@ -23,6 +23,7 @@ from clientbase.config import Settings
 from clientbase.dictionary import catalog
 from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
 from expectations import suites
+from expectations.gate import SCRATCH as GATE_SCRATCH
 from expectations.gate import GateOutcome, run_gate
 from sources import archive, registry
 from transforms import behaviour, clv, crm_staging, economics, identity, staging
@@ -48,7 +49,15 @@ from transforms.marts import (
     whale_curve,
 )
 from warehouse import publish
-from warehouse.db import connect, create_mart_views, query_polars, quote_ident, read_frames, replace_table
+from warehouse.db import (
+    connect,
+    create_mart_views,
+    query_polars,
+    quote_ident,
+    quote_literal,
+    read_frames,
+    replace_table,
+)
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
 
 log = logging.getLogger("clientbase")
@@ -169,49 +178,55 @@ def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
 
 
 def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
-    """Validate what this run ingested (older files passed their own gate when they arrived)."""
-    datasets = read_frames(settings.warehouse_path, {
-        # only the columns the raw suite checks: the gate converts to pandas, and raw is wide
-        "raw.bank_transaction": ("SELECT file_hash, source_file, record_number, own_account, booking_date, amount, "
-                                 "currency, status FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
-                                 [new_hashes]),
-        "file_accounting": ("""
-            SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
-                   f.records_in - f.rows_raw - f.rows_quarantined AS unaccounted
-            FROM ops.ingested_file f WHERE list_contains(?, f.file_hash)""", [new_hashes]),
-        "statement_reconciliation": ("""
+    """Validate what this run ingested (older files passed their own gate when they arrived), in DuckDB."""
+    new_files = f"(SELECT file_hash FROM {GATE_SCRATCH}.new_files)"  # noqa: S608
+    reconciliation = f"""
             SELECT source_file, statement_id, own_account, balance_date, opening, closing, entries_total,
                    opening + entries_total - closing AS diff
             FROM raw.statement_balance
-            WHERE list_contains(?, file_hash) AND opening IS NOT NULL AND closing IS NOT NULL""", [new_hashes]),
-    })
-    outcome = run_gate("raw", run_id, datasets, suites.raw_suite(), docs_dir=settings.data_docs_dir / "raw")
-    if not outcome.passed:  # name the files, not only the check
-        for row in datasets["statement_reconciliation"].filter(pl.col("diff") != 0).iter_rows(named=True):
-            outcome.failures.insert(0, (
-                f"{settings.inbox_dir / row['source_file']}: statement {row['statement_id'] or ''} of account "
-                f"{row['own_account']} does not reconcile: opening {row['opening']} + entries "
-                f"{row['entries_total']} != closing {row['closing']} (difference {row['diff']})"))
-        for row in datasets["file_accounting"].filter(pl.col("unaccounted") != 0).iter_rows(named=True):
-            outcome.failures.insert(0, f"{settings.inbox_dir / row['path']}: {row['unaccounted']} records neither "
-                                       "loaded nor quarantined")
+            WHERE file_hash IN {new_files} AND opening IS NOT NULL AND closing IS NOT NULL"""  # noqa: S608
+    accounting = f"""
+            SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
+                   f.records_in - f.rows_raw - f.rows_quarantined AS unaccounted
+            FROM ops.ingested_file f WHERE f.file_hash IN {new_files}"""  # noqa: S608
+    with connect(settings.warehouse_path) as con:
+        outcome = run_gate("raw", run_id, {
+            "raw.bank_transaction": f"SELECT * FROM raw.bank_transaction WHERE file_hash IN {new_files}",  # noqa: S608
+            "file_accounting": accounting,
+            "statement_reconciliation": reconciliation,
+        }, suites.raw_suite(), docs_dir=settings.data_docs_dir / "raw", con=con,
+            scratch={"new_files": pl.DataFrame({"file_hash": new_hashes}, schema={"file_hash": pl.String})})
+        if not outcome.passed:  # name the files, not only the check
+            hashes = [new_hashes]
+            unbalanced = query_polars(con, reconciliation.replace(new_files, "(SELECT unnest(?))")
+                                      + " AND diff != 0", hashes)  # noqa: S608
+            unaccounted = query_polars(con, accounting.replace(new_files, "(SELECT unnest(?))")
+                                       + " AND f.records_in - f.rows_raw - f.rows_quarantined != 0", hashes)
+            for row in unbalanced.iter_rows(named=True):
+                outcome.failures.insert(0, (
+                    f"{settings.inbox_dir / row['source_file']}: statement {row['statement_id'] or ''} of account "
+                    f"{row['own_account']} does not reconcile: opening {row['opening']} + entries "
+                    f"{row['entries_total']} != closing {row['closing']} (difference {row['diff']})"))
+            for row in unaccounted.iter_rows(named=True):
+                outcome.failures.insert(0, f"{settings.inbox_dir / row['path']}: {row['unaccounted']} records "
+                                           "neither loaded nor quarantined")
     return _record_gate(settings, outcome)
 
 
 def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
-    datasets = read_frames(settings.warehouse_path, {
-        "staging.bank_transaction": "SELECT txn_key, category, client_id, amount_reporting, currency, "
-                                    "booking_date FROM staging.bank_transaction",
-        "staging.client": "SELECT client_id FROM staging.client",
-        "staging.client_match": "SELECT counterparty_key, method, confidence FROM staging.client_match",
-        "staging.invoice": "SELECT invoice_id, status, amount, currency, issue_date FROM staging.invoice",
-    })
-    txns = datasets["staging.bank_transaction"]
-    outcome = run_gate("staged", run_id, datasets, suites.staged_suite(settings.reporting_currency),
-                       docs_dir=settings.data_docs_dir / "staged")
+    with connect(settings.warehouse_path) as con:
+        outcome = run_gate("staged", run_id, {
+            "staging.bank_transaction": "SELECT * FROM staging.bank_transaction",
+            "staging.client": "SELECT * FROM staging.client",
+            "staging.client_match": "SELECT * FROM staging.client_match",
+            "staging.invoice": "SELECT * FROM staging.invoice",
+        }, suites.staged_suite(settings.reporting_currency), docs_dir=settings.data_docs_dir / "staged", con=con)
+        if not outcome.passed:
+            missing = query_polars(con, "SELECT currency, booking_date FROM staging.bank_transaction "
+                                        "WHERE category IN ('client_payment', 'refund') AND amount_reporting IS NULL")
+            invoices = query_polars(con, "SELECT invoice_id, currency, issue_date FROM staging.invoice "
+                                         "WHERE status = 'won' AND amount IS NULL")
     if not outcome.passed:
-        missing = txns.filter(pl.col("category").is_in(["client_payment", "refund"])
-                              & pl.col("amount_reporting").is_null())
         for (currency,), rows in sorted(missing.group_by("currency"), key=lambda g: g[0]):
             days = sorted(rows["booking_date"].unique().to_list())
             shown = ", ".join(d.isoformat() for d in days[:5]) + (f" and {len(days) - 5} more days"
@@ -219,8 +234,8 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
             outcome.failures.insert(0, f"no FX rate to {settings.reporting_currency} for {currency} on {shown} "
                                        f"({rows.height} client transactions); add them to "
                                        f"{settings.inbox_dir / settings.fx.rates_file}")
-        invoices = datasets["staging.invoice"].filter((pl.col("status") == "won") & pl.col("amount").is_null())
-        for (currency,), rows in sorted(invoices.group_by("currency"), key=lambda g: str(g[0])):
+        for (currency,), rows in sorted(invoices.group_by("currency", maintain_order=True),
+                                        key=lambda g: str(g[0])):
             outcome.failures.insert(0, f"{rows.height} won CRM invoice(s) in {currency} have no FX rate to "
                                        f"{settings.reporting_currency} on their issue date (e.g. invoice "
                                        f"{rows['invoice_id'][0]} of {rows['issue_date'][0]}); add the rates to "
@@ -585,24 +600,35 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
 
 
 def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date) -> GateOutcome:
-    """Audit the written (not yet published) marts, reading back the files themselves."""
+    """Audit the written (not yet published) marts, reading back the files themselves (in DuckDB)."""
     version = Path(version_dir)
-    marts = {mart.NAME: publish.read_mart(version, mart) for mart in MARTS}
-    staged_by_month = read_frames(settings.warehouse_path, {"by_month": ("""
+    datasets: dict[str, str | pl.DataFrame] = {}
+    for mart in MARTS:
+        # paths are quoted literals (a query asset takes no parameters); a mart without files is an empty frame
+        files = ", ".join(quote_literal(str(f.absolute())) for f in sorted((version / mart.NAME).glob("*.parquet")))
+        datasets[mart.NAME] = (f"SELECT * FROM read_parquet([{files}], hive_partitioning = false)" if files  # noqa: S608
+                               else pl.DataFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()}))
+    client_month_sql = datasets[client_month.NAME]
+    if not isinstance(client_month_sql, str):
+        client_month_sql = f"SELECT * FROM {GATE_SCRATCH}.{quote_ident(client_month.NAME)}"  # noqa: S608
+    # sum of client revenue in the mart = sum of classified incoming payments in staging, per month, to the cent
+    datasets["revenue_reconciliation"] = f"""
+        WITH staged AS (
             SELECT date_trunc('month', booking_date)::DATE AS month,
                    coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0) AS staged_revenue
             FROM staging.bank_transaction
-            WHERE status = 'BOOK' AND category IN ('client_payment', 'refund') AND booking_date <= ?
-            GROUP BY ALL""", [as_of])})["by_month"]
-    mart_by_month = marts[client_month.NAME].group_by("month").agg(pl.col("revenue").sum().alias("mart_revenue"))
-    reconciliation = (
-        staged_by_month.join(mart_by_month, on="month", how="full", coalesce=True)
-        .with_columns(pl.col("staged_revenue", "mart_revenue").fill_null(0).cast(pl.Decimal(38, 2)))
-        .with_columns(diff=pl.col("staged_revenue") - pl.col("mart_revenue"))
-        .sort("month")
-    )
-    outcome = run_gate("marts", run_id, {**marts, "revenue_reconciliation": reconciliation}, suites.marts_suite(),
-                       docs_dir=settings.data_docs_dir / "marts")
+            WHERE status = 'BOOK' AND category IN ('client_payment', 'refund')
+              AND booking_date <= {quote_literal(as_of.isoformat())}::DATE
+            GROUP BY ALL),
+        mart AS (SELECT month, sum(revenue) AS mart_revenue FROM ({client_month_sql}) GROUP BY month)
+        SELECT month, staged_revenue, mart_revenue, staged_revenue - mart_revenue AS diff
+        FROM (SELECT month, coalesce(staged_revenue, 0)::DECIMAL(38, 2) AS staged_revenue,
+                     coalesce(mart_revenue, 0)::DECIMAL(38, 2) AS mart_revenue
+              FROM staged FULL JOIN mart USING (month))
+        ORDER BY month"""  # noqa: S608
+    with connect(settings.warehouse_path) as con:
+        outcome = run_gate("marts", run_id, datasets, suites.marts_suite(),
+                           docs_dir=settings.data_docs_dir / "marts", con=con)
     return _record_gate(settings, outcome)
 
 
