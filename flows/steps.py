@@ -612,19 +612,20 @@ def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date
     if not isinstance(client_month_sql, str):
         client_month_sql = f"SELECT * FROM {GATE_SCRATCH}.{quote_ident(client_month.NAME)}"  # noqa: S608
     # sum of client revenue in the mart = sum of classified incoming payments in staging, per month, to the cent
-    datasets["revenue_reconciliation"] = f"""
-        WITH staged AS (
-            SELECT date_trunc('month', booking_date)::DATE AS month,
-                   coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0) AS staged_revenue
-            FROM staging.bank_transaction
-            WHERE status = 'BOOK' AND category IN ('client_payment', 'refund')
-              AND booking_date <= {quote_literal(as_of.isoformat())}::DATE
-            GROUP BY ALL),
-        mart AS (SELECT month, sum(revenue) AS mart_revenue FROM ({client_month_sql}) GROUP BY month)
-        SELECT month, staged_revenue, mart_revenue, staged_revenue - mart_revenue AS diff
+    # (a GX query asset must start with SELECT: subqueries, no WITH)
+    datasets["revenue_reconciliation"] = f"""SELECT month, staged_revenue, mart_revenue,
+               staged_revenue - mart_revenue AS diff
         FROM (SELECT month, coalesce(staged_revenue, 0)::DECIMAL(38, 2) AS staged_revenue,
                      coalesce(mart_revenue, 0)::DECIMAL(38, 2) AS mart_revenue
-              FROM staged FULL JOIN mart USING (month))
+              FROM (SELECT date_trunc('month', booking_date)::DATE AS month,
+                           coalesce(sum(amount_reporting) FILTER (WHERE category = 'client_payment'), 0)
+                               AS staged_revenue
+                    FROM staging.bank_transaction
+                    WHERE status = 'BOOK' AND category IN ('client_payment', 'refund')
+                      AND booking_date <= {quote_literal(as_of.isoformat())}::DATE
+                    GROUP BY ALL) AS staged
+              FULL JOIN (SELECT month, sum(revenue) AS mart_revenue FROM ({client_month_sql}) GROUP BY month) AS mart
+              USING (month))
         ORDER BY month"""  # noqa: S608
     with connect(settings.warehouse_path) as con:
         outcome = run_gate("marts", run_id, datasets, suites.marts_suite(),

@@ -48,3 +48,71 @@ def test_marts_gate_passes_clean_and_fails_broken_data():
         ("revenue_reconciliation", "expect_column_values_to_be_between", "diff"),
     }
     assert any("revenue_reconciliation.diff" in f for f in bad.failures)
+
+
+def test_gx_duckdb_patch_keeps_results_readable():
+    """GX's SQL engine on duckdb 2.0 reads results after returning the connection (GX issue #10738); the gate
+    patches GX to keep a persisted connection for duckdb. If that patch stops working (GX renames or drops
+    ``_PERSISTED_CONNECTION_DIALECTS``, or changes how it uses it), these metrics come back empty."""
+    import duckdb
+    import great_expectations as gx
+
+    from expectations.gate import patch_gx_for_duckdb
+
+    patch_gx_for_duckdb()
+    from great_expectations.execution_engine import sqlalchemy_execution_engine as engine
+
+    assert "duckdb" in engine._PERSISTED_CONNECTION_DIALECTS
+    assert engine._dialect_requires_persisted_connection(connection_string="duckdb:///:memory:")
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT range AS id, if(range % 2 = 0, NULL, 'x') AS v FROM range(10)")
+    E = gx.expectations
+    outcome = run_gate("t", "r1", {"t": "SELECT * FROM t"},
+                       {"t": [E.ExpectColumnValuesToBeUnique(column="id"), E.ExpectColumnValuesToNotBeNull(column="v"),
+                              E.ExpectTableRowCountToEqual(value=10)]}, con=con)
+    assert [(r["check_name"], r["success"], r["observed"]) for r in outcome.results] == [
+        ("expect_column_values_to_be_unique", True, '{"unexpected_count": 0, "examples": []}'),
+        ("expect_column_values_to_not_be_null", False, '{"unexpected_count": 5, "examples": [null, null, null, '
+                                                       'null, null]}'),
+        ("expect_table_row_count_to_equal", True, "10"),
+    ]
+    # the gate's scratch catalog and GX's cursors are gone: the caller's connection is as it was
+    assert con.sql("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'gate_scratch'").fetchall() == [(0,)]
+    con.close()
+
+
+def test_failing_expectations_on_duckdb_data_give_dq_results_rows():
+    """Checks on a DuckDB table, with exact Decimals, a SQL row condition and the regex stand-in."""
+    import datetime as dt
+
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE txn AS SELECT * FROM (VALUES
+        ('EUR', 'client_payment', 'C1', 10.00::DECIMAL(18, 2)),
+        ('eur', 'client_payment', NULL, -0.01::DECIMAL(18, 2)),
+        ('USD', 'fee', NULL, 5.00::DECIMAL(18, 2))) v(currency, category, client_id, amount)""")
+    raw = suites.raw_suite()["raw.bank_transaction"]
+    regex = next(e for e in raw if (e.meta or {}).get("check_name") == "expect_column_values_to_match_regex")
+    staged = suites.staged_suite("EUR")["staging.bank_transaction"]
+    client_id = next(e for e in staged if getattr(e, "column", None) == "client_id")
+    E = suites._gx()
+    outcome = run_gate("staged", "run-7", {"txn": "SELECT * FROM txn"},
+                       {"txn": [regex, client_id, E.ExpectColumnValuesToBeBetween(column="amount", min_value=0)]},
+                       con=con)
+    con.close()
+    assert not outcome.passed
+    rows = [{k: v for k, v in r.items() if k != "checked_at"} for r in outcome.results]
+    assert rows == [
+        {"run_id": "run-7", "gate": "staged", "dataset": "txn", "check_name": "expect_column_values_to_match_regex",
+         "column_name": "currency", "success": False, "observed": '{"unexpected_count": 1, "examples": ["eur"]}'},
+        {"run_id": "run-7", "gate": "staged", "dataset": "txn", "check_name": "expect_column_values_to_not_be_null",
+         "column_name": "client_id", "success": False,
+         "observed": '{"unexpected_count": 1, "examples": [null]}'},
+        {"run_id": "run-7", "gate": "staged", "dataset": "txn", "check_name": "expect_column_values_to_be_between",
+         "column_name": "amount", "success": False, "observed": '{"unexpected_count": 1, "examples": [-0.01]}'},
+    ]
+    assert all(isinstance(r["checked_at"], dt.datetime) for r in outcome.results)
+    assert outcome.failures[0] == ('txn.currency expect_column_values_to_match_regex '
+                                   '(observed {"unexpected_count": 1, "examples": ["eur"]})')

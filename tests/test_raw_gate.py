@@ -52,3 +52,22 @@ def test_won_invoice_without_fx_rate_stops_the_staged_gate(tmp_path, fixtures):
         steps.gate_staged(settings, "run-1")
     assert ("1 won CRM invoice(s) in USD have no FX rate to EUR on their issue date (e.g. invoice INV-9 of "
             "2025-03-02)") in str(err.value)
+
+
+def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
+    """The raw gate validates the warehouse table in DuckDB: a bad currency in raw is a failed dq_results row."""
+    from warehouse.db import connect
+
+    settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
+    with connect(settings.warehouse_path) as con:
+        con.execute("UPDATE raw.bank_transaction SET currency = 'eu' WHERE record_number = "
+                    "(SELECT min(record_number) FROM raw.bank_transaction)")
+    with pytest.raises(GateFailed) as err:
+        steps.gate_raw(settings, "run-1", [s.sha256 for s in stats])
+    assert ('raw.bank_transaction.currency expect_column_values_to_match_regex '
+            '(observed {"unexpected_count": 1, "examples": ["eu"]})') in str(err.value)
+    failed = read_frames(settings.warehouse_path, {"r": "SELECT run_id, gate, dataset, check_name, column_name, "
+                                                        "observed FROM ops.dq_results WHERE NOT success"})["r"]
+    assert failed.rows() == [("run-1", "raw", "raw.bank_transaction", "expect_column_values_to_match_regex",
+                              "currency", '{"unexpected_count": 1, "examples": ["eu"]}')]
+    assert (settings.data_docs_dir / "raw" / "index.html").exists()
