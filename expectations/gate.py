@@ -106,13 +106,15 @@ def run_gate(gate: str, run_id: str, datasets: dict[str, str | pl.DataFrame], su
     own = con is None
     if con is None:
         con = duckdb.connect()
-    cursors: list[duckdb.DuckDBPyConnection] = []
+    # GX keeps the last context alive in a module global: the creator reaches the connection only through
+    # ``handed``, emptied at the end, so no DuckDB object outlives the gate through GX
+    handed: dict[str, list] = {"con": [con], "cursors": []}
 
     def cursor() -> ConnectionWrapper:
         # GX's connections are cursors of the caller's connection: the same database instance, so no second
         # opener of the warehouse file, and they see the gate_scratch catalog attached below
-        cur = con.cursor()
-        cursors.append(cur)
+        cur = handed["con"][0].cursor()
+        handed["cursors"].append(cur)
         return ConnectionWrapper(cur)
 
     context = gx.get_context(mode="ephemeral")
@@ -170,7 +172,8 @@ def run_gate(gate: str, run_id: str, datasets: dict[str, str | pl.DataFrame], su
             _write_data_docs(context, docs_dir)
         return outcome
     finally:
-        _close(source, cursors)
+        _close(source, handed.pop("cursors"))
+        handed.clear()
         if own:
             con.close()
         else:
