@@ -48,7 +48,7 @@ def patch_gx_for_duckdb() -> None:
     (``get_connection``), so the result is still readable. Adding duckdb to that tuple is the whole patch.
     ``_dialect_requires_persisted_connection`` reads ``.value`` of each entry and ``get_connection`` compares
     entries with the engine's dialect name, so the entry is a ``str`` that also has ``.value``.
-    tests/test_gate.py::test_gx_duckdb_patch_is_needed_and_works fails if GX changes this mechanism.
+    tests/test_gate.py::test_gx_duckdb_patch_keeps_results_readable fails if GX changes this mechanism.
     """
     from great_expectations.execution_engine import sqlalchemy_execution_engine as engine
 
