@@ -185,7 +185,8 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
     last = {h: i for i, h in enumerate(header)}  # dict(zip(header, row)): the last column of a name wins
     width = len(header)
     every = [f"c{i}" for i in range(width + 1)]
-    blank = f"NOT regexp_matches(concat({', '.join(every)}), {_lit(_NOT_WS)})"
+    # a row is blank when no field has a non-whitespace character; most rows start with a printable ASCII one
+    blank = f"NOT (left(c0, 1) BETWEEN '!' AND '~' OR regexp_matches(concat({', '.join(every)}), {_lit(_NOT_WS)}))"
     wanted = crm.columns(preset.entity)
     required = crm.ENTITIES[preset.entity][0]
     sources: dict[str, str] = {}  # canonical -> generated column of its cleaned source
@@ -197,10 +198,10 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
     cleaned = sorted(set(sources.values()), key=lambda s: int(s[1:]))
     odd = " OR ".join(f"(contains({c}, '\"') AND (strlen({c}) - strlen(replace({c}, '\"', ''))) % 2 = 1)"
                       for c in every)
-    (bad_rows, longest, odd_values), = mem.execute(
+    (bad_rows, longest, odd_values, blanks), = mem.execute(
         f"SELECT count(*) FILTER (WHERE NOT ({blank}) AND (c{width - 1} IS NULL OR c{width} IS NOT NULL)), "  # noqa: S608 - generated names
-        f"max(greatest({', '.join(f'strlen({c})' for c in every)})), count(*) FILTER (WHERE {odd}) "
-        "FROM _crm_text").fetchall()
+        f"max(greatest({', '.join(f'strlen({c})' for c in every)})), count(*) FILTER (WHERE {odd}), "
+        f"count(*) FILTER (WHERE {blank}) FROM _crm_text").fetchall()
     if bad_rows or (longest or 0) > csv.field_size_limit():
         raise _Fallback("field count or field size")
     # DuckDB drops a last record that ends inside an open quote (Python's csv keeps it). Read fields hold an
@@ -208,12 +209,13 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
     # count in the file means such a record; a value with an odd count (a bare quote) leaves it unknown.
     if odd_values or quotes % 2:
         raise _Fallback("open quote at the end or a bare quote")
+    # record numbers count the non-blank rows; without blank rows they are the row ids (no window sort)
+    numbering = "row_number() OVER (ORDER BY rowid)" if blanks else "rowid + 1"
     mem.execute(f"""
-        CREATE TEMP TABLE _crm_rows AS
-        SELECT row_number() OVER (ORDER BY rowid)::INTEGER AS record_number, {', '.join(f"c{i}" for i in range(width))}
+        CREATE TEMP VIEW _crm_rows AS
+        SELECT ({numbering})::INTEGER AS record_number, {', '.join(f"c{i}" for i in range(width))}
                {''.join(f', {_fold("c" + s[1:])} AS {s}' for s in cleaned)}
-        FROM _crm_text WHERE NOT ({blank})""")  # noqa: S608 - generated names and code constants only
-    mem.execute("DROP TABLE _crm_text")
+        FROM _crm_text {f"WHERE NOT ({blank})" if blanks else ""}""")  # noqa: S608 - generated names and code constants only
     joins, values, errors = [], {}, []
     for canonical in wanted:
         spec = preset.spec(canonical)
