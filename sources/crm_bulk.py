@@ -17,8 +17,10 @@ that looks like a preset but lacks a required column fails with the same error. 
 What it does not reproduce falls back to ``crm.read`` for the whole file (same rows, same errors): JSON, NDJSON
 and XLSX dumps, rows whose field count differs from the header's (their quarantine rows carry source line
 numbers), and CSV that DuckDB and Python's csv module would split differently or that Python refuses
-(NUL bytes, spaces between a delimiter and a quote, fields over ``csv.field_size_limit()``, an unusual header
-line, bytes that are not valid in the detected encoding, anything DuckDB cannot read).
+(NUL bytes, spaces between a delimiter and a quote, a value with an odd number of quotes or a file ending
+inside an open quote, fields over ``csv.field_size_limit()``, a header line with line breaks or odd quoting,
+bytes that are not valid in the detected encoding, anything DuckDB cannot read). The fallback decision is
+made before anything is written, so the caller's transaction only ever sees one of the two paths.
 
 Values from the file or a preset are bound parameters; column names are generated (``c0``, ``c1``, ...) or
 canonical names from ``crm.ENTITIES``, quoted.

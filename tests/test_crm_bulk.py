@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from clientbase.config import load_settings
 from clientbase.errors import ClientbaseError, ParseError
 from sources import crm, crm_bulk
+from tests.test_fuzz import corrupted_fixture
 from warehouse.db import connect, query_polars
 from warehouse.load import FileStats, ingest_bulk, ingest_records
 
@@ -249,6 +250,20 @@ def test_random_csv_parity(tmp_path, header, rows, ending, tail):
     body = header + ending + "".join(delimiter.join(cell(*v) for v in row) + ending for row in rows) + tail
     path = tmp_path / f"r{next(_counter)}.csv"
     path.write_text(body, encoding="utf-8", newline="")
+    outcome = outcomes(tmp_path, path)
+    if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
+        assert outcome["bulk"] == outcome["reference"]
+    else:
+        assert_same(outcome)
+
+
+@settings(max_examples=int(__import__("os").environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=corrupted_fixture(CSV_FIXTURES))
+def test_corrupted_fixture_parity(tmp_path, data):
+    """Flipped, cut and inserted bytes in the CSV fixtures: both paths agree (rows, quarantine or error)."""
+    path = tmp_path / f"x{next(_counter)}.csv"
+    path.write_bytes(data)
     outcome = outcomes(tmp_path, path)
     if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
         assert outcome["bulk"] == outcome["reference"]
