@@ -188,7 +188,7 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
     width = len(header)
     every = [f"c{i}" for i in range(width + 1)]
     # a row is blank when no field has a non-whitespace character; most rows start with a printable ASCII one
-    blank = f"NOT (left(c0, 1) BETWEEN '!' AND '~' OR regexp_matches(concat({', '.join(every)}), {_lit(_NOT_WS)}))"
+    blank = f"NOT (left(coalesce(c0, ''), 1) BETWEEN '!' AND '~' OR regexp_matches(concat({', '.join(every)}), {_lit(_NOT_WS)}))"
     wanted = crm.columns(preset.entity)
     required = crm.ENTITIES[preset.entity][0]
     sources: dict[str, str] = {}  # canonical -> generated column of its cleaned source
