@@ -269,3 +269,29 @@ def test_corrupted_fixture_parity(tmp_path, data):
         assert outcome["bulk"] == outcome["reference"]
     else:
         assert_same(outcome)
+
+
+def test_ingest_file_uses_the_fast_path_with_the_configured_mappings(tmp_path, monkeypatch):
+    from flows import steps
+    from warehouse.load import file_sha256
+
+    (tmp_path / "inbox" / "crm").mkdir(parents=True)
+    (tmp_path / "inbox" / "config.yaml").write_text(
+        "crm:\n  mappings:\n    - name: our_erp_customers\n      vendor: ERP\n      entity: clients\n"
+        "      signature: [Kundennummer, Firma]\n      columns:\n        client_id: Kundennummer\n"
+        "        name: Firma\n")
+    settings = load_settings(tmp_path)
+    path = tmp_path / "inbox" / "crm" / "kunden.csv"
+    path.write_text("Kundennummer;Firma\n4711;Alpen Logistik GmbH\n4712;\n", encoding="utf-8")
+    calls = []
+    real = crm_bulk._fast
+    monkeypatch.setattr(crm_bulk, "_fast", lambda *a, **k: calls.append(a[5].name) or real(*a, **k))
+    item = steps.InboxFile(str(path), "crm/kunden.csv", "crm", file_sha256(path), path.stat().st_size)
+    stats = steps.ingest_file(settings, item, "run1")
+    assert calls == ["our_erp_customers"]
+    assert (stats.reader, stats.rows_raw, stats.rows_quarantined, stats.encoding) == ("crm", 1, 1, "utf-8")
+    with connect(settings.warehouse_path) as con:
+        assert con.execute('SELECT client_id, name, extra FROM raw."crm_clients"').fetchall() == [
+            ("4711", "Alpen Logistik GmbH", '{"_preset": "our_erp_customers"}')]
+        assert con.execute("SELECT source_file, record_number, reason FROM ops.quarantine").fetchall() == [
+            ("crm/kunden.csv", 2, "required field(s) name empty (preset our_erp_customers)")]
