@@ -295,3 +295,30 @@ def test_ingest_file_uses_the_fast_path_with_the_configured_mappings(tmp_path, m
             ("4711", "Alpen Logistik GmbH", '{"_preset": "our_erp_customers"}')]
         assert con.execute("SELECT source_file, record_number, reason FROM ops.quarantine").fetchall() == [
             ("crm/kunden.csv", 2, "required field(s) name empty (preset our_erp_customers)")]
+
+
+@settings(max_examples=int(__import__("os").environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data(), preset=st.sampled_from([
+    ("invoice_id,client_id,issue_date,amount,currency,note", ","),
+    ('"Record ID";"Activity date";"Call duration";"Associated Company IDs";"Activity assigned to"', ";"),
+    ("manager_id\tname\tdepartment\tname", "\t")]), ending=st.sampled_from(["\n", "\r\n"]), bom=st.booleans())
+def test_well_formed_csv_parity(tmp_path, data, preset, ending, bom):
+    """Well-formed dumps (the fast path's home ground) with awkward values: same rows and quarantine."""
+    header, delimiter = preset
+    width = header.count(delimiter) + 1
+    value = st.one_of(CELL, st.sampled_from(["2025-03-04 10:15", "754000", "1;2", "", "  ", "12,5", "x\u2028y"]))
+    rows = data.draw(st.lists(st.lists(st.tuples(value, st.booleans()), min_size=width, max_size=width),
+                              max_size=8))
+    def cell(text, quote):
+        must = any(c in text for c in (delimiter, '"', "\r", "\n")) or text != text.strip(" ")
+        return '"' + text.replace('"', '""') + '"' if quote or must else text
+    body = ("\ufeff" if bom else "") + header + ending + "".join(
+        delimiter.join(cell(*v) for v in row) + ending for row in rows)
+    path = tmp_path / f"w{next(_counter)}.csv"
+    path.write_text(body, encoding="utf-8", newline="")
+    outcome = outcomes(tmp_path, path)
+    if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
+        assert outcome["bulk"] == outcome["reference"]
+    else:
+        assert_same(outcome)
