@@ -46,6 +46,7 @@ from warehouse.load import RecordWriter
 
 _CHUNK = 1 << 20
 _BATCH_ROWS = 100_000
+_MAX_SPACE_RUN = 1 << 20  # longer runs of spaces at a chunk border: the reference reads the file
 # Whitespace as Python's str.split() and str.strip() see it (``clean`` and the reference's blank-row test).
 PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
             "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
@@ -114,13 +115,20 @@ def _scan(chunks, delimiter: str) -> int:
         window = tail + chunk
         if any(p in window for p in _PAIR_RISK) and risky.search(window):
             raise _Fallback("space next to a quote")
-        tail = window[-64:]
+        # keep a run of spaces at the end whole, with the character before it, for the next chunk's matches
+        start = min(len(window) - 64, len(window.rstrip(" ")) - 1)
+        if len(window) - start > _MAX_SPACE_RUN:
+            raise _Fallback("a megabyte of spaces")
+        tail = window[max(start, 0):]
     return quotes
 
 
 def _readable(path: Path, head: bytes, found: crm.CsvHead, scratch: Path) -> tuple[Path, int, int]:
-    """(UTF-8 file DuckDB reads, lines to skip, quote characters after the header). UTF-8 files are read in place (validated here, as DuckDB's own
-    check is not Python's); other encodings are transcoded after the header line, as the reference reads."""
+    """(UTF-8 file DuckDB reads, lines to skip, quote characters after the header).
+
+    UTF-8 files are read in place (validated here: DuckDB's own check is not Python's codec) when the header
+    line is one DuckDB skips exactly as the reference's ``readline`` does; other encodings are transcoded after
+    the header line, as the reference reads them."""
     if found.encoding == "utf-8-sig":
         sample = head.decode("utf-8", errors="ignore").lstrip("\ufeff")
         line = re.match(r"[^\r\n]*", sample[:crm.MAX_LINE_CHARS]).group()
