@@ -10,6 +10,9 @@ are kept in ``extra``.
 A preset column is a source column name, or ``{column, transform, map}`` with one of the transforms below
 (milliseconds or seconds to minutes, Unix timestamps to ISO dates, first item of a ';'-joined id list, ...).
 JSON records are flattened with dotted paths (``_embedded.companies.0.id``).
+
+Ingestion loads CSV dumps through ``load_bulk`` (DuckDB, ``sources/crm_bulk.py``); ``read`` is the reference it
+must match row for row, and loads what the fast path leaves to it.
 """
 
 from __future__ import annotations
