@@ -143,11 +143,12 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
         reader = registry.detect(path, item.kind)
         stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
         with connect(settings.warehouse_path) as con:
-            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV, 1C)
+            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV, 1C, CRM CSV)
                 scratch = settings.home / ".tmp"
                 scratch.mkdir(exist_ok=True)
+                mappings = {"user_presets": settings.crm.mappings} if item.kind == "crm" else {}
                 ingest_bulk(con, lambda c: reader.load_bulk(c, path, file_hash=item.sha256, source_file=item.relative,
-                                                            run_id=run_id, scratch=scratch),
+                                                            run_id=run_id, scratch=scratch, **mappings),
                             stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id)
             else:
                 records = (reader.read(path, user_presets=settings.crm.mappings) if item.kind == "crm"

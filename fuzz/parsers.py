@@ -4,7 +4,7 @@
     uv run python fuzz/parsers.py -max_total_time=600 -max_len=16384 CORPUS
 
 The first input byte picks the reader (bank formats through content detection, the set-based fast paths,
-CRM dumps); the rest is the file. libFuzzer adds what it finds to CORPUS. A crash leaves ``crash-<sha1>``
+CRM dumps, the CRM CSV fast path); the rest is the file. libFuzzer adds what it finds to CORPUS. A crash leaves ``crash-<sha1>``
 with the input: ``uv run python fuzz/parsers.py crash-...`` replays it. CI runs it for a bounded time
 (tests/test_fuzz.py::test_atheris_finds_no_crash).
 """
@@ -27,15 +27,15 @@ with atheris.instrument_imports(include=["sources", "warehouse"]):
     from warehouse.load import FileStats, ingest_bulk
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="clientbase-fuzz-"))
-TARGETS = ("bank", "bank_bulk", "crm")
+TARGETS = ("bank", "bank_bulk", "crm", "crm_bulk")
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 _db = None
 _inputs = itertools.count()
 
 
-def _bulk(path: Path) -> None:
+def _bulk(path: Path, kind: str = "bank") -> None:
     global _db
-    reader = registry.detect(path, "bank")
+    reader = registry.detect(path, kind)
     if not hasattr(reader, "load_bulk"):
         return
     if _db is None:  # one warehouse for the whole session: each input is its own transaction
@@ -45,14 +45,14 @@ def _bulk(path: Path) -> None:
     stats = FileStats(path=path.name, sha256=file_hash, reader=reader.NAME)
     ingest_bulk(_db, lambda c: reader.load_bulk(c, path, file_hash=file_hash, source_file=path.name, run_id="r",
                                                 scratch=SCRATCH),
-                stats=stats, kind="bank", size_bytes=1, run_id="r")
+                stats=stats, kind=kind, size_bytes=1, run_id="r")
 
 
 def seed_corpus(target_dir: Path, max_bytes: int = 16384) -> int:
-    """Every bank fixture for the bank and bulk targets, every CRM fixture for the CRM target."""
+    """Every bank fixture for the bank and bulk targets, every CRM fixture for the CRM targets."""
     target_dir.mkdir(parents=True, exist_ok=True)
     seeds = [(TARGETS.index(t), p) for t in ("bank", "bank_bulk") for p in (FIXTURES / "bank").rglob("*")]
-    seeds += [(TARGETS.index("crm"), p) for p in (FIXTURES / "crm").rglob("*")]
+    seeds += [(TARGETS.index(t), p) for t in ("crm", "crm_bulk") for p in (FIXTURES / "crm").rglob("*")]
     written = 0
     for selector, path in seeds:
         if path.is_file() and path.stat().st_size <= max_bytes:
@@ -68,8 +68,8 @@ def test_one_input(data: bytes) -> None:
     path = SCRATCH / "input"
     path.write_bytes(body)
     try:
-        if target == "bank_bulk":
-            _bulk(path)
+        if target.endswith("_bulk"):
+            _bulk(path, target.split("_")[0])
         else:
             for _ in registry.detect(path, target.split("_")[0]).read(path):
                 pass

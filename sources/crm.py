@@ -10,6 +10,9 @@ are kept in ``extra``.
 A preset column is a source column name, or ``{column, transform, map}`` with one of the transforms below
 (milliseconds or seconds to minutes, Unix timestamps to ISO dates, first item of a ';'-joined id list, ...).
 JSON records are flattened with dotted paths (``_embedded.companies.0.id``).
+
+Ingestion loads CSV dumps through ``load_bulk`` (DuckDB, ``sources/crm_bulk.py``); ``read`` is the reference it
+must match row for row, and loads what the fast path leaves to it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from clientbase.errors import ParseError, UnknownFormatError
 from sources import text
-from sources.base import CrmRow, FileInfo, Record, Rejected, clean, load_yaml_models
+from sources.base import BulkResult, CrmRow, FileInfo, Record, Rejected, clean, load_yaml_models
 
 NAME = "crm"
 KIND = "crm"
@@ -244,9 +247,17 @@ def _json_table(path: Path, head: bytes) -> Table:
     return Table(header, iter(enumerate(flat, start=1)), "utf-8" if encoding == "utf-8-sig" else encoding)
 
 
-def _csv_table(path: Path, head: bytes) -> Table:
-    name = str(path)
-    encoding = text.detect(head, name)
+@dataclass
+class CsvHead:
+    encoding: str
+    first: str  # the line the header was read from
+    delimiter: str
+    header: list[str]
+
+
+def csv_head(path: Path, head: bytes) -> CsvHead:
+    """Encoding, delimiter and header of a CSV dump from its first bytes (shared with ``crm_bulk``)."""
+    encoding = text.detect(head, str(path))
     sample = head.decode(encoding, errors="ignore").lstrip("\ufeff")
     first = sample.splitlines()[0] if sample.strip() else ""
     try:
@@ -254,6 +265,13 @@ def _csv_table(path: Path, head: bytes) -> Table:
     except csv.Error:
         delimiter = ","
     header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])]
+    return CsvHead(encoding, first, delimiter, header)
+
+
+def _csv_table(path: Path, head: bytes) -> Table:
+    name = str(path)
+    found = csv_head(path, head)
+    encoding, delimiter, header = found.encoding, found.delimiter, found.header
 
     def rows() -> Iterator[tuple[int, dict[str, str | None]]]:
         with path.open("rb") as raw:
@@ -357,15 +375,23 @@ def sniff(head: bytes, filename: str) -> bool:
     return bool(head.strip())
 
 
+def ranked_presets(user_presets: tuple[Preset, ...] = ()) -> list[Preset]:
+    """User mappings first, then the most specific preset (longest signature) that fits."""
+    return [*user_presets, *sorted([*vendor_presets(), *canonical_presets()], key=lambda p: -len(p.signature))]
+
+
+def mapped_sources(header: list[str], preset: Preset) -> set[str | None]:
+    """Header columns the preset maps (the rest go to ``extra``)."""
+    return {_lookup(header, preset, s.column) for c in preset.columns if (s := preset.spec(c))}
+
+
 def read(path: Path, user_presets: tuple[Preset, ...] = ()) -> Iterator[Record]:
     name = str(path)
     table = open_table(path)
     yield FileInfo(encoding=table.encoding)
     header = table.header
-    # user mappings first, then the most specific preset (longest signature) that fits
-    ranked = sorted([*vendor_presets(), *canonical_presets()], key=lambda p: -len(p.signature))
-    preset = choose_preset(header, [*user_presets, *ranked], name)
-    mapped_sources = {_lookup(header, preset, s.column) for c in preset.columns if (s := preset.spec(c))}
+    preset = choose_preset(header, ranked_presets(user_presets), name)
+    mapped = mapped_sources(header, preset)
     wanted = columns(preset.entity)
     required = ENTITIES[preset.entity][0]
     for record, values in table.rows:
@@ -373,15 +399,25 @@ def read(path: Path, user_presets: tuple[Preset, ...] = ()) -> Iterator[Record]:
             yield Rejected(record, int(values["__line__"]), values["__error__"], raw=values["__raw__"])
             continue
         try:
-            mapped = {c: _value(values, header, preset, c) for c in wanted}
+            row = {c: _value(values, header, preset, c) for c in wanted}
         except (ValueError, OverflowError) as exc:
             yield Rejected(record, None, f"preset {preset.name}: {exc}", raw=json.dumps(values, ensure_ascii=False)[:2000])
             continue
-        empty = [c for c in required if not mapped.get(c)]
+        empty = [c for c in required if not row.get(c)]
         if empty:
             yield Rejected(record, None, f"required field(s) {', '.join(empty)} empty (preset {preset.name})",
                            raw=json.dumps(values, ensure_ascii=False)[:2000])
             continue
-        extra = {k: v for k, v in values.items() if k not in mapped_sources and v not in (None, "")}
-        yield CrmRow(entity=preset.entity, record_number=record, values=mapped,
+        extra = {k: v for k, v in values.items() if k not in mapped and v not in (None, "")}
+        yield CrmRow(entity=preset.entity, record_number=record, values=row,
                      extra={**extra, "_preset": preset.name} if preset.vendor != "canonical" else extra)
+
+
+def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str, scratch: Path,
+              user_presets: tuple[Preset, ...] = ()) -> BulkResult:
+    """The fast path used by ingestion: DuckDB reads and maps CSV dumps (see ``sources/crm_bulk.py``); JSON,
+    XLSX and CSV files it cannot reproduce exactly go through ``read``."""
+    from sources import crm_bulk
+
+    return crm_bulk.load(con, path, file_hash=file_hash, source_file=source_file, run_id=run_id, scratch=scratch,
+                         user_presets=user_presets)

@@ -21,6 +21,7 @@ from warehouse.load import FileStats, ingest_bulk
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bank"
 SEEDS = sorted(p for p in FIXTURES.rglob("*") if p.is_file())
+CRM_SEEDS = sorted(p for p in (Path(__file__).parent / "fixtures" / "crm").rglob("*") if p.is_file())
 PREFIXES = [
     b'<?xml version="1.0"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>',
     b":20:X\r\n:25:DE89370400440532013000\r\n:28C:1\r\n:60F:C250301EUR1,00\r\n:61:",
@@ -55,9 +56,34 @@ def parse_all(path: Path) -> None:
                 pass
 
 
+def parse_crm(path: Path) -> None:
+    """The CRM reader and its fast path (``crm.load_bulk``): clean errors only, and the same ones."""
+    try:
+        reader = registry.detect(path, "crm")
+    except ClientbaseError:
+        return
+    errors = []
+    try:
+        for _ in reader.read(path):
+            pass
+        errors.append(None)
+    except ClientbaseError as exc:
+        errors.append(str(exc))
+    stats = FileStats(path=path.name, sha256=path.name, reader=reader.NAME)
+    with connect(path.with_suffix(".duckdb")) as con:
+        try:
+            ingest_bulk(con, lambda c: reader.load_bulk(c, path, file_hash=path.name, source_file=path.name,
+                                                        run_id="r", scratch=path.parent),
+                        stats=stats, kind="crm", size_bytes=1, run_id="r")
+            errors.append(None)
+        except ClientbaseError as exc:
+            errors.append(str(exc))
+    assert errors[1] == errors[0]
+
+
 @st.composite
-def corrupted_fixture(draw):
-    data = bytearray(draw(st.sampled_from(SEEDS)).read_bytes())
+def corrupted_fixture(draw, seeds=SEEDS):
+    data = bytearray(draw(st.sampled_from(seeds)).read_bytes())
     for _ in range(draw(st.integers(1, 8))):
         action = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
         at = draw(st.integers(0, max(len(data) - 1, 0)))
@@ -78,6 +104,14 @@ def test_corrupted_fixtures_raise_only_clean_errors(tmp_path, data):
     path = tmp_path / f"f{next(_counter)}"
     path.write_bytes(data)
     parse_all(path)
+
+
+@FUZZ
+@given(data=corrupted_fixture(CRM_SEEDS))
+def test_corrupted_crm_dumps_raise_only_clean_errors(tmp_path, data):
+    path = tmp_path / f"c{next(_counter)}"
+    path.write_bytes(data)
+    parse_crm(path)
 
 
 @FUZZ
