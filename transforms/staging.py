@@ -66,8 +66,11 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
     Rows with a bank reference are one transaction per reference. A row without one is a duplicate when its
     fingerprint matches a kept row of another file (with or without a reference).
     """
+    # decide on the narrow key columns only, then gather the wide rows once, in the final order
+    keyed = keyed.with_row_index("_row")
     ordered = (
-        keyed.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
+        keyed.select("_row", "txn_key", "key_method", "fingerprint", "file_hash", "status", "record_number")
+        .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
         .sort(pl.col("status") != m.BOOKED, "ingest_seq", "record_number")
     )
     by_key = ordered.unique(subset="txn_key", keep="first", maintain_order=True)
@@ -78,9 +81,11 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
         by_key.filter(pl.col("key_method") == "fingerprint")
         .join(referenced, on="fingerprint", how="left", maintain_order="left")
         .filter(pl.col("_ref_file").is_null() | (pl.col("_ref_file") == pl.col("file_hash")))
-        .drop("_ref_file")
     )
-    return pl.concat([with_ref, without_ref]).sort("ingest_seq", "record_number").drop("ingest_seq")
+    kept = (pl.concat([with_ref.select("_row", "ingest_seq", "record_number"),
+                       without_ref.select("_row", "ingest_seq", "record_number")])
+            .sort("ingest_seq", "record_number").select("_row"))
+    return kept.join(keyed, on="_row", how="left", maintain_order="left").drop("_row")
 
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
