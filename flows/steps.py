@@ -286,49 +286,52 @@ def stage(settings: Settings) -> StageStats:
         fx_rates = fx_rates.rename({"date": "rate_date"}).with_columns(pl.col("currency").str.to_uppercase())
     overrides = _inbox_table(settings, settings.identity.overrides_file,
                              {"counterparty_key": pl.String, "client_id": pl.String}, "client overrides")
-    # big frames go through parquet files in a scratch folder: DuckDB streams raw tables out and staging tables
-    # in, polars reads only the columns a plan uses, and each frame is dropped as soon as the next one exists
+    # big frames go through parquet files in a scratch folder: DuckDB streams the raw tables out (and its
+    # connection, with its buffers, is closed while polars works), polars reads only the columns a plan uses and
+    # sinks each staged table to a file, each frame is dropped as soon as the next one exists, and DuckDB loads
+    # the files
     scratch = settings.home / SCRATCH_DIR / f"stage-{os.getpid()}-{secrets.token_hex(4)}"
     scratch.mkdir(parents=True, exist_ok=True)
+    crm_steps = (
+        ("crm_managers", "staging.manager", crm_staging.stage_managers),
+        ("crm_activities", "staging.activity", crm_staging.stage_activities),
+        ("crm_tickets", "staging.ticket", crm_staging.stage_tickets),
+        ("crm_invoices", "staging.invoice", _stage_invoices(settings, fx_rates)),
+    )
     try:
         with connect(settings.warehouse_path) as con:
             manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file").lazy()
             raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
-            crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy()
-                           if raw_clients.height else None)
-            del raw_clients
             raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
-            keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest).collect()
-            labelled = staging.label_counterparties(
-                keyed.lazy(), own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
-                excluded_keywords=cfg.excluded_purpose_keywords).collect()
-            del keyed
-            client_match = identity.resolve(staging.counterparties(labelled.lazy()), crm_clients, overrides,
-                                            threshold=settings.identity.fuzzy_threshold).collect()
-            staged_file = scratch / "bank_transaction.parquet"
-            staging.classify(labelled.lazy(), client_match.lazy(), reporting_currency=settings.reporting_currency,
-                             fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
-                             ).sink_parquet(staged_file)
-            del labelled
-            staged = pl.scan_parquet(staged_file)
-            rows_staged = staged.select(pl.len()).collect().item()
-            clients = staging.stage_clients(staged, crm_clients).collect()
-            replace_table_from_parquet(con, "staging.bank_transaction", staged_file)
-            staged_file.unlink()
-            for entity, table, stage_fn in (
-                ("crm_managers", "staging.manager", crm_staging.stage_managers),
-                ("crm_activities", "staging.activity", crm_staging.stage_activities),
-                ("crm_tickets", "staging.ticket", crm_staging.stage_tickets),
-                ("crm_invoices", "staging.invoice", _stage_invoices(settings, fx_rates)),
-            ):
-                raw_file, staged_file = scratch / f"raw_{entity}.parquet", scratch / f"{entity}.parquet"
-                stage_fn(export_parquet(con, f"raw.{entity}", raw_file), manifest).sink_parquet(staged_file)
-                replace_table_from_parquet(con, table, staged_file)
-                raw_file.unlink()
-                staged_file.unlink()
+            raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
+                       for entity, _, _ in crm_steps}
+            raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
+        crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy()
+                       if raw_clients.height else None)
+        del raw_clients
+        keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest).collect()
+        labelled = staging.label_counterparties(
+            keyed.lazy(), own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
+            excluded_keywords=cfg.excluded_purpose_keywords).collect()
+        del keyed
+        client_match = identity.resolve(staging.counterparties(labelled.lazy()), crm_clients, overrides,
+                                        threshold=settings.identity.fuzzy_threshold).collect()
+        staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
+        staging.classify(labelled.lazy(), client_match.lazy(), reporting_currency=settings.reporting_currency,
+                         fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
+                         ).sink_parquet(staged_files["staging.bank_transaction"])
+        del labelled
+        staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
+        rows_staged = staged.select(pl.len()).collect().item()
+        clients = staging.stage_clients(staged, crm_clients).collect()
+        for entity, table, stage_fn in crm_steps:
+            staged_files[table] = scratch / f"{entity}.parquet"
+            stage_fn(raw_crm[entity], manifest).sink_parquet(staged_files[table])
+        with connect(settings.warehouse_path) as con:
+            for table, path in staged_files.items():
+                replace_table_from_parquet(con, table, path)
             replace_table(con, "staging.client", clients)
             replace_table(con, "staging.client_match", client_match)
-            raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
