@@ -74,17 +74,17 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
         .sort(pl.col("status") != m.BOOKED, "ingest_seq", "record_number")
     )
     by_key = ordered.unique(subset="txn_key", keep="first", maintain_order=True)
-    with_ref = by_key.filter(pl.col("key_method") == "bank_reference")
-    referenced = with_ref.select("fingerprint", pl.col("file_hash").alias("_ref_file")).unique(
-        subset="fingerprint", keep="first", maintain_order=True)
-    without_ref = (
-        by_key.filter(pl.col("key_method") == "fingerprint")
-        .join(referenced, on="fingerprint", how="left", maintain_order="left")
-        .filter(pl.col("_ref_file").is_null() | (pl.col("_ref_file") == pl.col("file_hash")))
+    referenced = (
+        by_key.filter(pl.col("key_method") == "bank_reference")
+        .select("fingerprint", pl.col("file_hash").alias("_ref_file"))
+        .unique(subset="fingerprint", keep="first", maintain_order=True)
     )
-    kept = (pl.concat([with_ref.select("_row", "ingest_seq", "record_number"),
-                       without_ref.select("_row", "ingest_seq", "record_number")])
-            .sort("ingest_seq", "record_number").select("_row"))
+    kept = (
+        by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
+        .filter((pl.col("key_method") == "bank_reference") | pl.col("_ref_file").is_null()
+                | (pl.col("_ref_file") == pl.col("file_hash")))
+        .sort("ingest_seq", "record_number").select("_row")
+    )
     return kept.join(keyed, on="_row", how="left", maintain_order="left").drop("_row")
 
 
