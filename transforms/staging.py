@@ -59,6 +59,9 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+KEY_COLUMNS = ("txn_key", "key_method", "fingerprint")  # what transaction_keys derives for dedupe
+
+
 def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """One row per transaction, deterministically: booked copies beat pending ones, then the earliest-ingested
     file wins, then the first record.
@@ -83,9 +86,11 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
         by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
         .filter((pl.col("key_method") == "bank_reference") | pl.col("_ref_file").is_null()
                 | (pl.col("_ref_file") == pl.col("file_hash")))
-        .sort("ingest_seq", "record_number").select("_row")
+        .sort("ingest_seq", "record_number").select("_row", *KEY_COLUMNS)
     )
-    return kept.join(keyed, on="_row", how="left", maintain_order="left").drop("_row")
+    # the keys come along with the kept rows, so the wide side never computes them (nor their window) again
+    return (kept.join(keyed.drop(*KEY_COLUMNS), on="_row", how="left", maintain_order="left")
+            .select(keyed.drop("_row").collect_schema().names()))
 
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
