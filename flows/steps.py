@@ -52,11 +52,13 @@ from warehouse import publish
 from warehouse.db import (
     connect,
     create_mart_views,
+    export_parquet,
     query_polars,
     quote_ident,
     quote_literal,
     read_frames,
     replace_table,
+    replace_table_from_parquet,
 )
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
 
@@ -293,46 +295,71 @@ def stage(settings: Settings) -> StageStats:
         fx_rates = fx_rates.rename({"date": "rate_date"}).with_columns(pl.col("currency").str.to_uppercase())
     overrides = _inbox_table(settings, settings.identity.overrides_file,
                              {"counterparty_key": pl.String, "client_id": pl.String}, "client overrides")
-    with connect(settings.warehouse_path) as con:
-        raw = query_polars(con, "SELECT * FROM raw.bank_transaction").lazy()
-        manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file").lazy()
-        raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
-        crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest)
+    # big frames go through parquet files in a scratch folder: DuckDB streams the raw tables out (and its
+    # connection, with its buffers, is closed while polars works), polars reads only the columns a plan uses and
+    # sinks each staged table to a file, each frame is dropped as soon as the next one exists, and DuckDB loads
+    # the files
+    scratch = settings.home / SCRATCH_DIR / f"stage-{os.getpid()}-{secrets.token_hex(4)}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    crm_steps = (
+        ("crm_managers", "staging.manager", crm_staging.stage_managers),
+        ("crm_activities", "staging.activity", crm_staging.stage_activities),
+        ("crm_tickets", "staging.ticket", crm_staging.stage_tickets),
+        ("crm_invoices", "staging.invoice", _stage_invoices(settings, fx_rates)),
+    )
+    try:
+        with connect(settings.warehouse_path) as con:
+            manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file").lazy()
+            raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+            raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
+            raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
+                       for entity, _, _ in crm_steps}
+            raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
+        crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy()
                        if raw_clients.height else None)
-        keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest)
+        del raw_clients
+        keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest).collect()
         labelled = staging.label_counterparties(
-            keyed, own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
-            excluded_keywords=cfg.excluded_purpose_keywords).collect().lazy()
-        client_match = identity.resolve(staging.counterparties(labelled), crm_clients, overrides,
+            keyed.lazy(), own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
+            excluded_keywords=cfg.excluded_purpose_keywords).collect()
+        del keyed
+        client_match = identity.resolve(staging.counterparties(labelled.lazy()), crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
-        staged = staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
-                                  fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days).collect()
-        clients = staging.stage_clients(staged.lazy(), crm_clients).collect()
-        crm_tables = {}
-        for sql, table, stage_fn in (
-            ('SELECT * FROM raw."crm_managers"', "staging.manager", crm_staging.stage_managers),
-            ('SELECT * FROM raw."crm_activities"', "staging.activity", crm_staging.stage_activities),
-            ('SELECT * FROM raw."crm_tickets"', "staging.ticket", crm_staging.stage_tickets),
-        ):
-            crm_tables[table] = stage_fn(query_polars(con, sql).lazy(), manifest).collect()
-        raw_invoices = query_polars(con, 'SELECT * FROM raw."crm_invoices"').lazy()
+        staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
+        staging.classify(labelled.lazy(), client_match.lazy(), reporting_currency=settings.reporting_currency,
+                         fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
+                         ).sink_parquet(staged_files["staging.bank_transaction"])
+        del labelled
+        staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
+        rows_staged = staged.select(pl.len()).collect().item()
+        clients = staging.stage_clients(staged, crm_clients).collect()
+        for entity, table, stage_fn in crm_steps:
+            staged_files[table] = scratch / f"{entity}.parquet"
+            stage_fn(raw_crm[entity], manifest).sink_parquet(staged_files[table])
+        with connect(settings.warehouse_path) as con:
+            for table, path in staged_files.items():
+                replace_table_from_parquet(con, table, path)
+            replace_table(con, "staging.client", clients)
+            replace_table(con, "staging.client_match", client_match)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
+                      clients=clients.height)
+
+
+def _stage_invoices(settings: Settings, fx_rates: pl.LazyFrame | None):
+    """raw invoices -> staging.invoice: typed, then amount and cost in the reporting currency."""
+    def stage_fn(raw_invoices: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
         invoices = crm_staging.stage_invoices(raw_invoices, manifest,
                                               payment_terms_days=settings.economics.payment_terms_days)
-        crm_tables["staging.invoice"] = staging.fx_convert(
+        return staging.fx_convert(
             invoices.with_columns(booking_date=pl.col("issue_date")), fx_rates,
             reporting_currency=settings.reporting_currency, max_rate_age_days=settings.fx.max_rate_age_days,
         ).with_columns(
             amount=pl.col("amount_reporting"),
             cost=m.money(pl.col("cost").cast(pl.Float64) * pl.col("fx_rate").cast(pl.Float64)),
-        ).drop("booking_date", "amount_reporting").collect()
-        for table, frame in crm_tables.items():
-            replace_table(con, table, frame)
-        replace_table(con, "staging.bank_transaction", staged)
-        replace_table(con, "staging.client", clients)
-        replace_table(con, "staging.client_match", client_match)
-        raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
-    return StageStats(rows_raw_total=raw_rows, rows_staged=staged.height, duplicates=raw_rows - staged.height,
-                      clients=clients.height)
+        ).drop("booking_date", "amount_reporting")
+    return stage_fn
 
 
 # ---- marts -----------------------------------------------------------------------------------------------

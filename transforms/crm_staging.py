@@ -20,11 +20,15 @@ _ID = {"managers": "manager_id", "activities": "activity_id", "tickets": "ticket
 def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.LazyFrame:
     """One row per entity id from all dumps, the latest ingested file winning; rows without an id are kept."""
     key = _ID[entity]
-    ordered = (raw.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
+    # decide on the narrow key columns only, then gather the wide rows once, in the final order
+    raw = raw.with_row_index("_row")
+    ordered = (raw.select("_row", key, "file_hash", "record_number")
+               .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
                .sort("ingest_seq", "record_number", descending=[True, False]))
     with_key = ordered.filter(pl.col(key).is_not_null()).unique(subset=key, keep="first", maintain_order=True)
     without = ordered.filter(pl.col(key).is_null())
-    return pl.concat([with_key, without]).sort("ingest_seq", "record_number").drop("ingest_seq")
+    kept = pl.concat([with_key, without]).sort("ingest_seq", "record_number").select("_row")
+    return kept.join(raw, on="_row", how="left", maintain_order="left").drop("_row")
 
 
 def _money(column: str) -> pl.Expr:

@@ -59,6 +59,9 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+KEY_COLUMNS = ("txn_key", "key_method", "fingerprint")  # what transaction_keys derives for dedupe
+
+
 def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """One row per transaction, deterministically: booked copies beat pending ones, then the earliest-ingested
     file wins, then the first record.
@@ -66,21 +69,28 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
     Rows with a bank reference are one transaction per reference. A row without one is a duplicate when its
     fingerprint matches a kept row of another file (with or without a reference).
     """
+    # decide on the narrow key columns only, then gather the wide rows once, in the final order
+    keyed = keyed.with_row_index("_row")
     ordered = (
-        keyed.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
+        keyed.select("_row", "txn_key", "key_method", "fingerprint", "file_hash", "status", "record_number")
+        .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
         .sort(pl.col("status") != m.BOOKED, "ingest_seq", "record_number")
     )
     by_key = ordered.unique(subset="txn_key", keep="first", maintain_order=True)
-    with_ref = by_key.filter(pl.col("key_method") == "bank_reference")
-    referenced = with_ref.select("fingerprint", pl.col("file_hash").alias("_ref_file")).unique(
-        subset="fingerprint", keep="first", maintain_order=True)
-    without_ref = (
-        by_key.filter(pl.col("key_method") == "fingerprint")
-        .join(referenced, on="fingerprint", how="left", maintain_order="left")
-        .filter(pl.col("_ref_file").is_null() | (pl.col("_ref_file") == pl.col("file_hash")))
-        .drop("_ref_file")
+    referenced = (
+        by_key.filter(pl.col("key_method") == "bank_reference")
+        .select("fingerprint", pl.col("file_hash").alias("_ref_file"))
+        .unique(subset="fingerprint", keep="first", maintain_order=True)
     )
-    return pl.concat([with_ref, without_ref]).sort("ingest_seq", "record_number").drop("ingest_seq")
+    kept = (
+        by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
+        .filter((pl.col("key_method") == "bank_reference") | pl.col("_ref_file").is_null()
+                | (pl.col("_ref_file") == pl.col("file_hash")))
+        .sort("ingest_seq", "record_number").select("_row", *KEY_COLUMNS)
+    )
+    # the keys come along with the kept rows, so the wide side never computes them (nor their window) again
+    return (kept.join(keyed.drop(*KEY_COLUMNS), on="_row", how="left", maintain_order="left")
+            .select(keyed.drop("_row").collect_schema().names()))
 
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:

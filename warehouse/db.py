@@ -92,6 +92,26 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
         con.unregister("_frame")
 
 
+def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> pl.LazyFrame:
+    """A warehouse table as a parquet file (DuckDB streams it, in table order) and a lazy scan of it: polars then
+    reads only the columns a plan uses, and never holds DuckDB's Arrow result next to its own copy."""
+    schema, name = table.split(".")
+    # COPY takes no bound parameters: the path is a scratch file of ours quoted as a literal, the table a code
+    # constant quoted as an identifier
+    con.execute(f"COPY (SELECT * FROM {quote_ident(schema)}.{quote_ident(name)}) "  # noqa: S608
+                f"TO {quote_literal(str(path))} (FORMAT parquet, COMPRESSION snappy)")
+    return pl.scan_parquet(path)
+
+
+def replace_table_from_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """Materialise a parquet file (e.g. a polars ``sink_parquet``) as a warehouse table; DuckDB streams it in
+    file order, so the frame never has to exist in memory as a whole, nor as Arrow."""
+    schema, name = table.split(".")
+    # the table name is a code constant (staging.*), quoted as an identifier; the path is a bound parameter
+    con.execute(f"CREATE OR REPLACE TABLE {quote_ident(schema)}.{quote_ident(name)} AS "  # noqa: S608
+                "SELECT * FROM read_parquet(?)", [str(path)])
+
+
 def mart_glob(name: str) -> str:
     """Where a view finds a mart: relative to HOME, so the home can move and the views follow the
     ``marts`` symlink to whatever version is published."""
