@@ -52,57 +52,82 @@ def _fold(trimmed: str) -> str:
     return f"(CASE WHEN {needs} THEN regexp_replace({trimmed}, '\\s+', ' ', 'g') ELSE {trimmed} END)"
 
 
-def _money(expr: str) -> tuple[str, str]:
-    """(typed amount or NULL, reason or NULL) with the rules of ``sources.base.parse_decimal``."""
+def _money(name: str) -> tuple[list[list[str]], str, str]:
+    """(columns of three layers, typed amount or NULL, reason or NULL) for the text column ``<name>_text``
+    with the rules of ``sources.base.parse_decimal``. Each step is a column of its own layer, so every
+    expression runs once per row: the value and the reason share the regex and the scale."""
+    expr = f"{name}_text"
     spaced = f"replace(replace({expr}, chr(160), ' '), chr(8239), ' ')"
     no_thousands = f"(CASE WHEN $thousands IS NOT NULL THEN replace({spaced}, $thousands, '') ELSE {spaced} END)"
     compact = f"(CASE WHEN coalesce($thousands, '') <> ' ' THEN replace({no_thousands}, ' ', '') ELSE {no_thousands} END)"
-    bad_dot = f"($decimal <> '.' AND contains({compact}, '.') AND coalesce($thousands, '') <> '.')"
-    dotted = f"(CASE WHEN $decimal <> '.' THEN replace({compact}, $decimal, '.') ELSE {compact} END)"
-    number = f"regexp_full_match({dotted}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)')"
-    scale = f"length(coalesce(regexp_extract({dotted}, '[.]([0-9]*)$', 1), ''))"
-    value = f"(CASE WHEN {number} AND NOT {bad_dot} AND {scale} <= {MAX_AMOUNT_SCALE} THEN CAST({dotted} AS DECIMAL(23, 5)) END)"
-    reason = (f"(CASE WHEN {bad_dot} THEN format('amount ''{{}}'' has ''.'' but the layout''s decimal separator is ''{{}}''', {expr}, $decimal) "
-              f"WHEN NOT {number} THEN format('amount ''{{}}'' is not a number', {expr}) "
-              f"WHEN {scale} > {MAX_AMOUNT_SCALE} THEN format('amount ''{{}}'' has more than {MAX_AMOUNT_SCALE} decimals', {expr}) END)")
-    return value, reason
+    bad_dot = f"($decimal <> '.' AND contains({name}_compact, '.') AND coalesce($thousands, '') <> '.')"
+    dotted = f"(CASE WHEN $decimal <> '.' THEN replace({name}_compact, $decimal, '.') ELSE {name}_compact END)"
+    number = f"regexp_full_match({name}_dotted, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)')"
+    # used only when the regex matched ([0-9] and at most one '.'): the digits after the dot
+    scale = f"(CASE WHEN contains({name}_dotted, '.') THEN strlen({name}_dotted) - strpos({name}_dotted, '.') ELSE 0 END)"
+    layers = [[f"{compact} AS {name}_compact"],
+              [f"{bad_dot} AS {name}_bad_dot", f"{dotted} AS {name}_dotted"],
+              [f"{number} AS {name}_number", f"{scale} AS {name}_scale"]]
+    ok, bad, sc = f"{name}_number", f"{name}_bad_dot", f"{name}_scale"
+    value = f"(CASE WHEN {ok} AND NOT {bad} AND {sc} <= {MAX_AMOUNT_SCALE} THEN CAST({name}_dotted AS DECIMAL(23, 5)) END)"
+    reason = (f"(CASE WHEN {bad} THEN format('amount ''{{}}'' has ''.'' but the layout''s decimal separator is ''{{}}''', {expr}, $decimal) "
+              f"WHEN NOT {ok} THEN format('amount ''{{}}'' is not a number', {expr}) "
+              f"WHEN {sc} > {MAX_AMOUNT_SCALE} THEN format('amount ''{{}}'' has more than {MAX_AMOUNT_SCALE} decimals', {expr}) END)")
+    return layers, value, reason
 
 
-def _read_text(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout: Layout, name: str) -> None:
-    """Every field as text into ``_csv_text``. Single-threaded: DuckDB's parallel scanner refuses quoted line
-    breaks (a purpose text over two lines) together with padding short rows, and it was not faster here
-    (1M rows: 2.0 s either way). A file DuckDB cannot read is a clean error naming it."""
-    try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _csv_text AS SELECT * FROM read_csv($path, delim=$delim, "
-                    "quote='\"', escape='\"', header=true, all_varchar=true, skip=$skip, null_padding=true, "
-                    "strict_mode=true, auto_detect=false, columns=$columns, parallel=false)",
-                    {"path": str(readable), "delim": layout.profile.delimiter, "skip": skip,
-                     "columns": {f"c{i}": "VARCHAR" for i in range(len(layout.header))}})
-    except duckdb.Error as exc:
-        first = str(exc).splitlines()[0].removeprefix("Error: ").strip()
-        raise ParseError(f"the CSV cannot be read as a {layout.profile.name} export ({first}); check that "
-                         "the file is complete and unedited", path=name) from None
+_READ_CSV = ("read_csv($path, delim=$delim, quote='\"', escape='\"', header=true, all_varchar=true, skip=$skip, "
+             "null_padding=true, strict_mode=true, auto_detect=false, columns=$columns, parallel=false)")
 
 
 def load(con: duckdb.DuckDBPyConnection, path: Path, layout: Layout, *, file_hash: str, source_file: str,
          run_id: str, scratch: Path) -> tuple[int, int]:
     """Load one CSV file; returns (rows loaded, rows quarantined). The caller owns the transaction."""
-    profile = layout.profile
     own_account = own_account_from_preamble(layout, str(path))
     readable, skip = _utf8_copy(path, layout, scratch)
     try:
-        _read_text(con, readable, skip, layout, str(path))
+        _type_rows(con, readable, skip, layout, own_account, str(path))
     finally:
         if readable != path:
             readable.unlink(missing_ok=True)
+    con.execute("""
+        INSERT INTO raw.bank_transaction BY NAME
+        SELECT $file_hash AS file_hash, $source_file AS source_file, record_number, NULL::INTEGER AS source_line,
+               'bank_csv' AS reader, own_account, booking_date, value_date, amount, currency, counterparty_name,
+               counterparty_tax_id, counterparty_account, counterparty_bic, purpose, bank_reference, end_to_end_id,
+               status, false AS is_reversal
+        FROM _csv_typed WHERE reason IS NULL ORDER BY record_number""",
+                {"file_hash": file_hash, "source_file": source_file})
+    con.execute("""
+        INSERT INTO ops.quarantine BY NAME
+        SELECT $file_hash AS file_hash, $source_file AS source_file, record_number, NULL::INTEGER AS source_line,
+               reason, left(raw_record, 2000) AS raw_record, $run_id AS run_id
+        FROM _csv_typed WHERE reason IS NOT NULL ORDER BY record_number""",
+                {"file_hash": file_hash, "source_file": source_file, "run_id": run_id})
+    (loaded, quarantined), = con.execute(
+        "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) "
+        "FROM _csv_typed").fetchall()
+    con.execute("DROP TABLE _csv_typed")
+    return loaded, quarantined
+
+
+def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout: Layout, own_account: str | None,
+               name: str) -> None:
+    """Read, number and type every row into ``_csv_typed`` in one statement.
+
+    ``read_csv`` is single-threaded (``parallel=false``): DuckDB's parallel scanner refuses quoted line breaks
+    (a purpose text over two lines) together with padding short rows, and it was not faster here. That also
+    makes the pipeline one ordered stream, so ``row_number() OVER ()`` above the blank-row filter numbers the
+    records in file order without a window sort. A file DuckDB cannot read is a clean error naming it."""
+    profile = layout.profile
     columns = {h: f"c{i}" for i, h in reversed(list(enumerate(layout.header)))}  # first occurrence wins
     every = [f"c{i}" for i in range(len(layout.header))]
     params: dict[str, object] = {
         "thousands": profile.thousands, "decimal": profile.decimal, "date_format": profile.date_format,
-        "own_account": own_account, "currency": profile.currency, "file_hash": file_hash,
-        "source_file": source_file, "run_id": run_id, "delim": profile.delimiter, "header_line": layout.header_line,
+        "own_account": own_account, "currency": profile.currency, "delim": profile.delimiter,
         "dir_keys": list(profile.direction_map), "dir_sides": list(profile.direction_map.values()),
         "status_keys": list(profile.status_map), "status_values": list(profile.status_map.values()),
+        "path": str(readable), "skip": skip, "columns": {c: "VARCHAR" for c in every},
     }
     skips = []
     for n, (column, values) in enumerate(profile.skip_rows.items()):
@@ -115,13 +140,14 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, layout: Layout, *, file_has
         "counterparty_account_when_debit", "counterparty_bic", "purpose", "bank_reference", "end_to_end_id",
         "status")}
     if "debit" in profile.columns:
-        debit, debit_reason = _money("debit_text")
-        credit, credit_reason = _money("credit_text")
+        debit_layers, debit, debit_reason = _money("debit")
+        credit_layers, credit, credit_reason = _money("credit")
+        layers = [d + c for d, c in zip(debit_layers, credit_layers, strict=True)]
         amount = f"(CASE WHEN debit_text IS NOT NULL THEN -abs({debit}) ELSE abs({credit}) END)"
         amount_reason = ("(CASE WHEN (debit_text IS NULL) = (credit_text IS NULL) THEN 'exactly one of the debit "
                          f"and credit columns must be filled' ELSE coalesce({debit_reason}, {credit_reason}) END)")
     else:
-        signed, signed_reason = _money("amount_text")
+        layers, signed, signed_reason = _money("amount")
         side = "$dir_sides[list_position($dir_keys, coalesce(direction_text, ''))]"
         if "direction" in profile.columns:
             amount = f"(CASE WHEN {side} = 'debit' THEN -abs({signed}) ELSE abs({signed}) END)"
@@ -146,15 +172,25 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, layout: Layout, *, file_has
                      "list_transform(list_sort($status_keys), lambda k: '''' || k || ''''), ', ') || ']') END)")
     account = "replace(coalesce(account_text, $own_account), ' ', '')"
     currency = "upper(coalesce(currency_text, $currency))"
+    # A row is blank when every field trims to ''; most rows start with a printable ASCII character, which
+    # settles it without trimming and concatenating every field.
+    kept = (f"(left(coalesce({every[0]}, ''), 1) BETWEEN '!' AND '~' "
+            f"OR concat_ws('', {', '.join(f'trim({c})' for c in every)}) <> '')")
+    mapped = sorted({columns[h] for field in f for h in profile.headers(field) if h in columns},
+                    key=lambda c: int(c[1:]))  # the columns some field reads (trimmed once, in ``kept``)
+    money_layers = "".join(  # generated column names and code constants only
+        f"), money{n} AS (SELECT *, {', '.join(layer)} FROM {'numbered' if n == 0 else f'money{n - 1}'}"  # noqa: S608
+        for n, layer in enumerate(layers))
     # Only generated column names (c0, c1, ...) and code constants are spliced in; every value from the profile
     # or the file is a bound parameter.
     sql = f"""
     CREATE OR REPLACE TEMP TABLE _csv_typed AS
-    WITH trimmed AS (
-        SELECT rowid AS position, {', '.join(every)}, {', '.join(f"trim({c}) AS t{c}" for c in every)}
-        FROM _csv_text
+    WITH kept AS (
+        SELECT {', '.join(every)}{''.join(f', trim({c}) AS t{c}' for c in mapped)}
+        FROM {_READ_CSV}
+        WHERE {kept} {''.join(f' AND NOT coalesce({s}, false)' for s in skips)}
     ), rows AS (
-        SELECT position, {', '.join(every)},
+        SELECT {', '.join(every)},
                {f['own_account']} AS account_text, {f['booking_date']} AS booking_text,
                {f['value_date']} AS value_text, {f['amount']} AS amount_text, {f['debit']} AS debit_text,
                {f['credit']} AS credit_text, {f['direction']} AS direction_text, {f['currency']} AS currency_text,
@@ -164,16 +200,15 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, layout: Layout, *, file_has
                {f['counterparty_tax_id']} AS tax_text, {f['counterparty_bic']} AS bic_text,
                {f['purpose']} AS purpose_text, {f['bank_reference']} AS ref_text, {f['end_to_end_id']} AS e2e_text,
                {f['status']} AS status_text
-        FROM trimmed
-        WHERE concat_ws('', {', '.join(f"t{c}" for c in every)}) <> ''
-          {''.join(f' AND NOT coalesce({s}, false)' for s in skips)}
-    ), numbered AS (
-        SELECT row_number() OVER (ORDER BY position)::INTEGER AS record_number, * FROM rows
+        FROM kept
+    ), numbered AS (  -- a streaming window: the input is read_csv's single ordered stream, no sort
+        SELECT row_number() OVER ()::INTEGER AS record_number, * FROM rows
+    {money_layers}
     ), typed AS (  -- every typed value computed once
         SELECT *, {amount} AS amount_value, {amount_reason} AS amount_reason, {booking} AS booking_value,
                {value_date} AS value_date_value, {account} AS account_value, {currency} AS currency_value,
                {status} AS status_value
-        FROM numbered
+        FROM money{len(layers) - 1}
     )
     SELECT record_number, coalesce(amount_reason, {date_reason},
                     CASE WHEN coalesce(account_value, '') = '' OR coalesce(currency_value, '') = ''
@@ -192,24 +227,9 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, layout: Layout, *, file_has
            END AS raw_record
     FROM typed
     """  # noqa: S608
-    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
-    con.execute("""
-        INSERT INTO raw.bank_transaction BY NAME
-        SELECT $file_hash AS file_hash, $source_file AS source_file, record_number, NULL::INTEGER AS source_line,
-               'bank_csv' AS reader, own_account, booking_date, value_date, amount, currency, counterparty_name,
-               counterparty_tax_id, counterparty_account, counterparty_bic, purpose, bank_reference, end_to_end_id,
-               status, false AS is_reversal
-        FROM _csv_typed WHERE reason IS NULL ORDER BY record_number""",
-                {"file_hash": file_hash, "source_file": source_file})
-    con.execute("""
-        INSERT INTO ops.quarantine BY NAME
-        SELECT $file_hash AS file_hash, $source_file AS source_file, record_number, NULL::INTEGER AS source_line,
-               reason, left(raw_record, 2000) AS raw_record, $run_id AS run_id
-        FROM _csv_typed WHERE reason IS NOT NULL ORDER BY record_number""",
-                {"file_hash": file_hash, "source_file": source_file, "run_id": run_id})
-    (loaded, quarantined), = con.execute(
-        "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) "
-        "FROM _csv_typed").fetchall()
-    con.execute("DROP TABLE _csv_typed")
-    con.execute("DROP TABLE _csv_text")
-    return loaded, quarantined
+    try:
+        con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:  # read_csv's errors
+        first = str(exc).splitlines()[0].removeprefix("Error: ").strip()
+        raise ParseError(f"the CSV cannot be read as a {profile.name} export ({first}); check that "
+                         "the file is complete and unedited", path=name) from None
