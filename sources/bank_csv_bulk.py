@@ -96,7 +96,7 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, layout: Layout, *, file_has
                'bank_csv' AS reader, own_account, booking_date, value_date, amount, currency, counterparty_name,
                counterparty_tax_id, counterparty_account, counterparty_bic, purpose, bank_reference, end_to_end_id,
                status, false AS is_reversal
-        FROM _csv_typed WHERE reason IS NULL ORDER BY record_number""",
+        FROM _csv_typed WHERE reason IS NULL""",  # no ORDER BY: _csv_typed is in record order, and so stays raw
                 {"file_hash": file_hash, "source_file": source_file})
     con.execute("""
         INSERT INTO ops.quarantine BY NAME
