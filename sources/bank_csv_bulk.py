@@ -48,8 +48,12 @@ def _field(layout: Layout, name: str, columns: dict[str, str]) -> str:
 
 def _fold(trimmed: str) -> str:
     """Collapse inner whitespace runs of a trimmed column; the regex only runs on values that need it."""
-    needs = " OR ".join(f"contains({trimmed}, {w})" for w in ("'  '", "chr(9)", "chr(10)", "chr(13)"))
-    return f"(CASE WHEN {needs} THEN regexp_replace({trimmed}, '\\s+', ' ', 'g') ELSE {trimmed} END)"
+    return f"(CASE WHEN spaced AND {_needs_fold(trimmed)} THEN regexp_replace({trimmed}, '\\s+', ' ', 'g') ELSE {trimmed} END)"
+
+
+def _needs_fold(text: str) -> str:
+    """Whether ``text`` has a run of spaces, a tab or a line break (``spaced`` tests it once for the whole row)."""
+    return "(" + " OR ".join(f"contains({text}, {w})" for w in ("'  '", "chr(9)", "chr(10)", "chr(13)")) + ")"
 
 
 def _money(name: str) -> tuple[list[list[str]], str, str]:
@@ -178,6 +182,8 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
             f"OR concat_ws('', {', '.join(f'trim({c})' for c in every)}) <> '')")
     mapped = sorted({columns[h] for field in f for h in profile.headers(field) if h in columns},
                     key=lambda c: int(c[1:]))  # the columns some field reads (trimmed once, in ``kept``)
+    # the trimmed values are parts of the row's text, so a row without such whitespace needs no folding
+    spaced = _needs_fold(f"concat({', '.join(mapped)})") if mapped else "false"
     money_layers = "".join(  # generated column names and code constants only
         f"), money{n} AS (SELECT *, {', '.join(layer)} FROM {'numbered' if n == 0 else f'money{n - 1}'}"  # noqa: S608
         for n, layer in enumerate(layers))
@@ -186,7 +192,8 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
     sql = f"""
     CREATE OR REPLACE TEMP TABLE _csv_typed AS
     WITH kept AS (
-        SELECT {', '.join(every)}{''.join(f', trim({c}) AS t{c}' for c in mapped)}
+        SELECT {', '.join(every)}{''.join(f', trim({c}) AS t{c}' for c in mapped)},
+               {spaced} AS spaced
         FROM {_READ_CSV}
         WHERE {kept} {''.join(f' AND NOT coalesce({s}, false)' for s in skips)}
     ), rows AS (
