@@ -93,3 +93,22 @@ def test_a_file_duckdb_cannot_read_is_a_clean_error(tmp_path):
                     stats=stats, kind="bank", size_bytes=1, run_id="r")
     assert str(err.value).startswith(f"{path}: the CSV cannot be read as a generic_debit_credit export (")
     assert "check that the file is complete and unedited" in str(err.value)
+
+
+def test_blank_rows_numbering_and_whitespace_match_reference(tmp_path):
+    """Blank rows (also with an empty first column), folded whitespace and record numbers after blank rows."""
+    path = tmp_path / "spaced.csv"
+    path.write_text('account,date,debit,credit,currency,counterparty,description\n'
+                    '\n'
+                    ' , ,,  ,,,\n'
+                    'DE02120300000000202051,2025-03-03,,10.00,EUR,"Acme   Ltd","a  b\tc"\n'
+                    ',2025-03-04,,12.00,EUR,Beta,first column empty\n'
+                    ',,,,,,\n'
+                    '  DE02120300000000202051  ,2025-03-05,1.5,,eur, Gamma , x \n'
+                    ',,,,,,"only the last"\n'
+                    '\u00a0DE02120300000000202051,2025-03-07,,"1 000.25",EUR,Müller  ,\u00a0ü\u00a0\n',
+                    encoding="utf-8")
+    both = load_both(tmp_path, path)
+    assert both["bulk"][1].to_dicts() == both["reference"][1].to_dicts()
+    assert both["bulk"][2].to_dicts() == both["reference"][2].to_dicts()
+    assert both["bulk"][1]["record_number"].to_list() == [1, 3, 5]  # blank rows are not records
