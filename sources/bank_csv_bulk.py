@@ -2,10 +2,17 @@
 
 Same profiles and the same rules as ``bank_csv.read`` (which stays the reference implementation: a parity
 test runs both on every fixture). The file is transcoded to UTF-8 in Python when its encoding is not UTF-8
-(DuckDB's reader has no cp1250/cp1251/cp1252/cp1257), then ``read_csv`` loads it as text, and one SQL
-statement types every field, signs the amount and names the reason of every row it cannot accept; accepted
-rows go to ``raw.bank_transaction``, the rest to ``ops.quarantine``. Profile values (separators, date format,
-maps) are bound parameters; column names are quoted identifiers.
+(DuckDB's reader has no cp1250/cp1251/cp1252/cp1257), then one SQL statement reads it with ``read_csv`` (every
+field as text), drops blank and skip rows, numbers the records, types every field, signs the amount and names
+the reason of every row it cannot accept, into a temp table; accepted rows go to ``raw.bank_transaction``, the
+rest to ``ops.quarantine``. Profile values (separators, date format, maps) are bound parameters; only
+generated column names and code constants are SQL text.
+
+Where the time goes (1M generic rows, one thread): ``read_csv`` ~0.3 s, trimming and folding ~0.35 s, typing
+~0.5 s, the temp table ~0.3 s, the insert into ``raw`` ~1.0 s. What keeps it cheap: no window sort for the
+record numbers, a blank-row test that looks at the first character, one whitespace test per row before
+folding fields, and every sub-expression of the amount as a column of its own (computed once, not once per
+use).
 """
 
 from __future__ import annotations
@@ -236,7 +243,9 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
     """  # noqa: S608
     try:
         con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
-    except (duckdb.InvalidInputException, duckdb.IOException) as exc:  # read_csv's errors
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
         first = str(exc).splitlines()[0].removeprefix("Error: ").strip()
+        if not (isinstance(exc, duckdb.IOException) or "CSV" in first):
+            raise  # not read_csv's (e.g. a profile's bad date format): no "the file is broken" message
         raise ParseError(f"the CSV cannot be read as a {profile.name} export ({first}); check that "
                          "the file is complete and unedited", path=name) from None
