@@ -15,6 +15,7 @@ A record is one of:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -90,6 +91,9 @@ class BulkResult:
 Record = BankTxn | Balance | CrmRow | Rejected | FileInfo
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)")
+
+
 def parse_decimal(text: str, *, path: str, record: int, field_name: str, decimal: str = ".",
                   thousands: str | None = None) -> Decimal:
     """Parse a money amount exactly. ``"82 604,01"`` with decimal=',' thousands=' ' -> Decimal('82604.01')."""
@@ -103,12 +107,14 @@ def parse_decimal(text: str, *, path: str, record: int, field_name: str, decimal
             raise ParseError(f"amount {text!r} has '.' but the layout's decimal separator is {decimal!r}",
                              path=path, record=record, field=field_name)
         cleaned = cleaned.replace(decimal, ".")
+    # plain digits with an optional sign and point only: Decimal alone would also take '1e5', '1_000', 'NaN'
+    # and non-ASCII digits, which no bank writes and the DuckDB fast paths reject too
+    if not _PLAIN_NUMBER.fullmatch(cleaned):
+        raise ParseError(f"amount {text!r} is not a number", path=path, record=record, field=field_name)
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
         raise ParseError(f"amount {text!r} is not a number", path=path, record=record, field=field_name) from None
-    if not value.is_finite():
-        raise ParseError(f"amount {text!r} is not a finite number", path=path, record=record, field=field_name)
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_AMOUNT_SCALE:
         raise ParseError(f"amount {text!r} has more than {MAX_AMOUNT_SCALE} decimals", path=path, record=record,

@@ -56,6 +56,7 @@ def test_bulk_rejections_match_reference_wording(tmp_path):
                     "A1,03.03.2025,,5.00,EUR,X\n"           # bad date
                     "A1,2025-03-03,,5.123456,EUR,X\n"       # too many decimals
                     "A1,2025-03-03,,abc,EUR,X\n"            # not a number
+                    "A1,2025-03-03,,1e5,EUR,X\n"            # an exponent is not a bank amount either
                     "A1,2025-03-04,,7.50,eur,Y\n", encoding="utf-8")   # fine, currency upper-cased
     both = load_both(tmp_path, path)
     assert both["bulk"][2].to_dicts() == both["reference"][2].to_dicts()
@@ -65,6 +66,7 @@ def test_bulk_rejections_match_reference_wording(tmp_path):
         "date '03.03.2025' does not match the format '%Y-%m-%d'",
         "amount '5.123456' has more than 5 decimals",
         "amount 'abc' is not a number",
+        "amount '1e5' is not a number",
     ]
     assert both["bulk"][1].select("amount", "currency").rows() == both["reference"][1].select(
         "amount", "currency").rows()
