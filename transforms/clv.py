@@ -1,7 +1,7 @@
 """Probabilistic CLV: BG/NBD (Fader, Hardie & Lee 2005) for purchases and being alive, Gamma-Gamma for spend.
 
 Implemented with numpy/scipy (maximum likelihood on log-parameters) rather than PyMC-Marketing: the pipeline
-stays small and a fit on a few hundred thousand clients takes seconds. ``tests/test_clv.py`` reproduces the
+stays small and a fit on 250,000 clients takes seconds. ``tests/test_clv.py`` reproduces the
 published CDNOW estimates (r = 0.243, alpha = 4.414, a = 0.793, b = 2.426).
 
 Inputs per client: ``x`` repeat purchases, ``t_x`` time of the last purchase and ``T`` time observed, both since
@@ -45,14 +45,7 @@ def bgnbd_log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: 
 def fit_bgnbd(x, t_x, T) -> BgNbd:
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
 
-    def negative(log_params: np.ndarray) -> float:
-        return -bgnbd_log_likelihood(np.exp(log_params), x, t_x, T).sum()
-
-    result = optimize.minimize(negative, x0=np.zeros(4), method="Nelder-Mead",
-                               options={"xatol": 1e-7, "fatol": 1e-7, "maxiter": 20_000, "maxfev": 40_000})
-    if not result.success:
-        raise ValueError(f"BG/NBD fit did not converge: {result.message}")
-    return BgNbd(*np.exp(result.x))
+    return BgNbd(*_maximise(lambda params: bgnbd_log_likelihood(params, x, t_x, T), 4, "BG/NBD"))
 
 
 def p_alive(m: BgNbd, x, t_x, T) -> np.ndarray:
@@ -84,14 +77,25 @@ def fit_gamma_gamma(x, zbar) -> GammaGamma:
     keep = (x > 0) & (zbar > 0)
     x, zbar = x[keep], zbar[keep]
 
-    def negative(log_params: np.ndarray) -> float:
-        return -gamma_gamma_log_likelihood(np.exp(log_params), x, zbar).sum()
+    return GammaGamma(*_maximise(lambda params: gamma_gamma_log_likelihood(params, x, zbar), 3, "Gamma-Gamma"))
 
-    result = optimize.minimize(negative, x0=np.zeros(3), method="Nelder-Mead",
-                               options={"xatol": 1e-7, "fatol": 1e-7, "maxiter": 20_000, "maxfev": 40_000})
-    if not result.success:
-        raise ValueError(f"Gamma-Gamma fit did not converge: {result.message}")
-    return GammaGamma(*np.exp(result.x))
+
+def _maximise(log_likelihood, n_params: int, model: str) -> np.ndarray:
+    """Maximum-likelihood parameters (all positive: fitted as logs, bounded to e^-20..e^20).
+
+    The objective is the *mean* log-likelihood per customer, so the stopping tolerance means the same thing for
+    2,000 and 250,000 customers (on the sum, an absolute tolerance of 1e-7 is below float resolution at 250k and
+    Nelder-Mead then ran into its 40,000-evaluation cap: ~50 minutes at 10M transactions). L-BFGS-B with
+    numerical gradients reaches the same optimum as Nelder-Mead in about a quarter of the evaluations.
+    """
+    def negative_mean(log_params: np.ndarray) -> float:
+        return -float(np.mean(log_likelihood(np.exp(log_params))))
+
+    result = optimize.minimize(negative_mean, x0=np.zeros(n_params), method="L-BFGS-B",
+                               bounds=[(-20.0, 20.0)] * n_params, options={"ftol": 1e-13, "gtol": 1e-9})
+    if not result.success or not np.isfinite(result.fun):
+        raise ValueError(f"{model} fit did not converge: {result.message}")
+    return np.exp(result.x)
 
 
 def expected_spend(m: GammaGamma, x, zbar) -> np.ndarray:
