@@ -56,7 +56,6 @@ from warehouse.db import (
     query_polars,
     quote_ident,
     quote_literal,
-    read_frames,
     replace_table,
     replace_table_from_parquet,
 )
@@ -431,14 +430,21 @@ def _read_fingerprints(version: Path | None) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
-    """The staging and ops tables the marts read, and the booked client payments up to as-of."""
-    inputs = read_frames(settings.warehouse_path, {
-        "staged": "SELECT * FROM staging.bank_transaction", "log": "SELECT * FROM ops.run_log",
-        "match": "SELECT * FROM staging.client_match", "clients": "SELECT * FROM staging.client",
-        "managers": "SELECT * FROM staging.manager", "activities": "SELECT * FROM staging.activity",
-        "tickets": "SELECT * FROM staging.ticket", "invoices": "SELECT * FROM staging.invoice"})
-    frames = {name: frame.lazy() for name, frame in inputs.items()}
+def _mart_inputs(settings: Settings, as_of: dt.date, folder: Path) -> dict[str, pl.LazyFrame]:
+    """The staging and ops tables the marts read, and the booked client payments up to as-of.
+
+    The big staging tables are exported once per run to parquet files in ``folder`` (the run's scratch
+    directory; the as-of marts reuse them) and scanned lazily, so each plan reads only the columns it uses and
+    no whole table sits in memory (at 10M transactions the eager read peaked at 17.6 GB)."""
+    big = {"staged": "staging.bank_transaction", "invoices": "staging.invoice",
+           "activities": "staging.activity", "tickets": "staging.ticket"}
+    small = {"log": "SELECT * FROM ops.run_log", "match": "SELECT * FROM staging.client_match",
+             "clients": "SELECT * FROM staging.client", "managers": "SELECT * FROM staging.manager"}
+    folder.mkdir(parents=True, exist_ok=True)
+    with connect(settings.warehouse_path) as con:
+        frames = {name: pl.scan_parquet(path) if (path := folder / f"{name}.parquet").is_file()
+                  else export_parquet(con, table, path) for name, table in big.items()}
+        frames.update({name: query_polars(con, sql).lazy() for name, sql in small.items()})
     frames["payments"] = frames["staged"].filter(
         (pl.col("category") == "client_payment") & (pl.col("status") == "BOOK") & (pl.col("booking_date") <= as_of))
     return frames
@@ -456,7 +462,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     scratch = scratch_dir(settings, run_id) / client_month.NAME
     scratch.mkdir(parents=True)
     eco = settings.economics
-    frames = _mart_inputs(settings, as_of)
+    frames = _mart_inputs(settings, as_of, scratch.parent / "inputs")
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
     settlement = economics.settle_invoices(
         frames["invoices"], frames["payments"], as_of=as_of, cost_of_capital=eco.cost_of_capital,
@@ -547,7 +553,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     read the whole history); record the months' fingerprints; return row counts per mart."""
     version_dir = Path(plan.version_dir)
     eco = settings.economics
-    frames_in = _mart_inputs(settings, as_of)
+    frames_in = _mart_inputs(settings, as_of, Path(plan.scratch_dir) / "inputs")
     staged, payments, clients = frames_in["staged"], frames_in["payments"], frames_in["clients"]
     settlement = pl.read_parquet(Path(plan.scratch_dir) / "settlement.parquet").lazy()
     log_rows = frames_in["log"]
