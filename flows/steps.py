@@ -179,31 +179,39 @@ def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
     return outcome
 
 
-def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
-    """Validate what this run ingested (older files passed their own gate when they arrived), in DuckDB."""
-    new_files = f"(SELECT file_hash FROM {GATE_SCRATCH}.new_files)"  # noqa: S608
-    reconciliation = f"""
+def _raw_gate_queries(files: str) -> dict[str, str]:
+    """The raw gate's datasets, restricted to the files that ``files`` (a subquery of file hashes) selects."""
+    return {
+        "raw.bank_transaction": f"SELECT * FROM raw.bank_transaction WHERE file_hash IN {files}",  # noqa: S608
+        # rows in = rows raw + rows quarantined, per file
+        "file_accounting": f"""
+            SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
+                   f.records_in - f.rows_raw - f.rows_quarantined AS unaccounted
+            FROM ops.ingested_file f WHERE f.file_hash IN {files}""",  # noqa: S608
+        # opening + booked entries = closing, per statement with both balances
+        "statement_reconciliation": f"""
             SELECT source_file, statement_id, own_account, balance_date, opening, closing, entries_total,
                    opening + entries_total - closing AS diff
             FROM raw.statement_balance
-            WHERE file_hash IN {new_files} AND opening IS NOT NULL AND closing IS NOT NULL"""  # noqa: S608
-    accounting = f"""
-            SELECT f.path, f.records_in, f.rows_raw, f.rows_quarantined,
-                   f.records_in - f.rows_raw - f.rows_quarantined AS unaccounted
-            FROM ops.ingested_file f WHERE f.file_hash IN {new_files}"""  # noqa: S608
+            WHERE file_hash IN {files} AND opening IS NOT NULL AND closing IS NOT NULL""",  # noqa: S608
+    }
+
+
+def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
+    """Validate what this run ingested (older files passed their own gate when they arrived), in DuckDB."""
+    # the gate's own scratch catalog (a code constant) holds this run's file hashes
+    this_run = f"(SELECT file_hash FROM {GATE_SCRATCH}.new_files)"  # noqa: S608
     with connect(settings.warehouse_path) as con:
-        outcome = run_gate("raw", run_id, {
-            "raw.bank_transaction": f"SELECT * FROM raw.bank_transaction WHERE file_hash IN {new_files}",  # noqa: S608
-            "file_accounting": accounting,
-            "statement_reconciliation": reconciliation,
-        }, suites.raw_suite(), docs_dir=settings.data_docs_dir / "raw", con=con,
-            scratch={"new_files": pl.DataFrame({"file_hash": new_hashes}, schema={"file_hash": pl.String})})
+        outcome = run_gate("raw", run_id, _raw_gate_queries(this_run), suites.raw_suite(), docs_dir=settings.data_docs_dir / "raw", con=con,
+                           scratch={"new_files": pl.DataFrame({"file_hash": new_hashes},
+                                                              schema={"file_hash": pl.String})})
         if not outcome.passed:  # name the files, not only the check
-            hashes = [new_hashes]
-            unbalanced = query_polars(con, reconciliation.replace(new_files, "(SELECT unnest(?))")
-                                      + " AND diff != 0", hashes)  # noqa: S608
-            unaccounted = query_polars(con, accounting.replace(new_files, "(SELECT unnest(?))")
-                                       + " AND f.records_in - f.rows_raw - f.rows_quarantined != 0", hashes)
+            # the same datasets, the files as a bound list (the gate's scratch catalog is gone)
+            failing = _raw_gate_queries("(SELECT unnest(?))")
+            unbalanced = query_polars(con, f"SELECT * FROM ({failing['statement_reconciliation']}) "  # noqa: S608
+                                           "WHERE diff != 0", [new_hashes])
+            unaccounted = query_polars(con, f"SELECT * FROM ({failing['file_accounting']}) "  # noqa: S608
+                                            "WHERE unaccounted != 0", [new_hashes])
             for row in unbalanced.iter_rows(named=True):
                 outcome.failures.insert(0, (
                     f"{settings.inbox_dir / row['source_file']}: statement {row['statement_id'] or ''} of account "

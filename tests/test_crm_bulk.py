@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,14 @@ def assert_same(both):
     assert (bulk_stats.records_in, bulk_stats.rows_raw, bulk_stats.rows_quarantined, bulk_stats.encoding) == (
         ref_stats.records_in, ref_stats.rows_raw, ref_stats.rows_quarantined, ref_stats.encoding)
     return ref_tables, ref_quarantine
+
+
+def assert_same_outcome(outcome):
+    """Both paths failed with the same message, or both loaded the same rows."""
+    if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
+        assert outcome["bulk"] == outcome["reference"]
+    else:
+        assert_same(outcome)
 
 
 @pytest.fixture
@@ -233,11 +242,12 @@ def test_whitespace_set_is_pythons():
     assert crm_bulk.PY_SPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 
 
+FUZZ = settings(max_examples=int(os.environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 CELL = st.text(alphabet=st.sampled_from(list('aZ1Я ,;"\r\n\t\\\x01\xa0\u2003x.-')), max_size=8)
 
 
-@settings(max_examples=int(__import__("os").environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@FUZZ
 @given(header=st.sampled_from(["manager_id,name,department", "manager_id;name;department;x;x",
                                "Id,Username,Name,Department,IsActive"]),
        rows=st.lists(st.lists(st.tuples(CELL, st.booleans()), min_size=1, max_size=6), max_size=6),
@@ -250,25 +260,16 @@ def test_random_csv_parity(tmp_path, header, rows, ending, tail):
     body = header + ending + "".join(delimiter.join(cell(*v) for v in row) + ending for row in rows) + tail
     path = tmp_path / f"r{next(_counter)}.csv"
     path.write_text(body, encoding="utf-8", newline="")
-    outcome = outcomes(tmp_path, path)
-    if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
-        assert outcome["bulk"] == outcome["reference"]
-    else:
-        assert_same(outcome)
+    assert_same_outcome(outcomes(tmp_path, path))
 
 
-@settings(max_examples=int(__import__("os").environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@FUZZ
 @given(data=corrupted_fixture(CSV_FIXTURES))
 def test_corrupted_fixture_parity(tmp_path, data):
     """Flipped, cut and inserted bytes in the CSV fixtures: both paths agree (rows, quarantine or error)."""
     path = tmp_path / f"x{next(_counter)}.csv"
     path.write_bytes(data)
-    outcome = outcomes(tmp_path, path)
-    if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
-        assert outcome["bulk"] == outcome["reference"]
-    else:
-        assert_same(outcome)
+    assert_same_outcome(outcomes(tmp_path, path))
 
 
 def test_ingest_file_uses_the_fast_path_with_the_configured_mappings(tmp_path, monkeypatch):
@@ -297,8 +298,7 @@ def test_ingest_file_uses_the_fast_path_with_the_configured_mappings(tmp_path, m
             ("crm/kunden.csv", 2, "required field(s) name empty (preset our_erp_customers)")]
 
 
-@settings(max_examples=int(__import__("os").environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@FUZZ
 @given(data=st.data(), preset=st.sampled_from([
     ("invoice_id,client_id,issue_date,amount,currency,note", ","),
     ('"Record ID";"Activity date";"Call duration";"Associated Company IDs";"Activity assigned to"', ";"),
@@ -317,11 +317,7 @@ def test_well_formed_csv_parity(tmp_path, data, preset, ending, bom):
         delimiter.join(cell(*v) for v in row) + ending for row in rows)
     path = tmp_path / f"w{next(_counter)}.csv"
     path.write_text(body, encoding="utf-8", newline="")
-    outcome = outcomes(tmp_path, path)
-    if isinstance(outcome["reference"], str) or isinstance(outcome["bulk"], str):
-        assert outcome["bulk"] == outcome["reference"]
-    else:
-        assert_same(outcome)
+    assert_same_outcome(outcomes(tmp_path, path))
 
 
 def test_a_space_run_before_a_quote_across_scan_chunks(tmp_path, monkeypatch):
