@@ -56,8 +56,9 @@ from warehouse.db import (
     query_polars,
     quote_ident,
     quote_literal,
+    replace_staging,
     replace_table,
-    replace_table_from_parquet,
+    staging_file,
 )
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
 
@@ -343,11 +344,12 @@ def stage(settings: Settings) -> StageStats:
         for entity, table, stage_fn in crm_steps:
             staged_files[table] = scratch / f"{entity}.parquet"
             stage_fn(raw_crm[entity], manifest).sink_parquet(staged_files[table])
+        for table, frame in (("staging.client", clients), ("staging.client_match", client_match)):
+            staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
+            frame.write_parquet(staged_files[table])
         with connect(settings.warehouse_path) as con:
             for table, path in staged_files.items():
-                replace_table_from_parquet(con, table, path)
-            replace_table(con, "staging.client", clients)
-            replace_table(con, "staging.client_match", client_match)
+                replace_staging(con, settings.home, table, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
@@ -438,21 +440,18 @@ def _read_fingerprints(version: Path | None) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _mart_inputs(settings: Settings, as_of: dt.date, folder: Path) -> dict[str, pl.LazyFrame]:
+def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
     """The staging and ops tables the marts read, and the booked client payments up to as-of.
 
-    The big staging tables are exported once per run to parquet files in ``folder`` (the run's scratch
-    directory; the as-of marts reuse them) and scanned lazily, so each plan reads only the columns it uses and
-    no whole table sits in memory (at 10M transactions the eager read peaked at 17.6 GB)."""
-    big = {"staged": "staging.bank_transaction", "invoices": "staging.invoice",
-           "activities": "staging.activity", "tickets": "staging.ticket"}
-    small = {"log": "SELECT * FROM ops.run_log", "match": "SELECT * FROM staging.client_match",
-             "clients": "SELECT * FROM staging.client", "managers": "SELECT * FROM staging.manager"}
-    folder.mkdir(parents=True, exist_ok=True)
+    Staging tables are scanned lazily from their parquet files (``HOME/staging/``), so each plan reads only
+    the columns it uses and no whole table sits in memory (at 10M transactions the eager read peaked at
+    17.6 GB)."""
+    staged = {"staged": "staging.bank_transaction", "invoices": "staging.invoice",
+              "activities": "staging.activity", "tickets": "staging.ticket", "match": "staging.client_match",
+              "clients": "staging.client", "managers": "staging.manager"}
+    frames = {name: pl.scan_parquet(staging_file(settings.home, table)) for name, table in staged.items()}
     with connect(settings.warehouse_path) as con:
-        frames = {name: pl.scan_parquet(path) if (path := folder / f"{name}.parquet").is_file()
-                  else export_parquet(con, table, path) for name, table in big.items()}
-        frames.update({name: query_polars(con, sql).lazy() for name, sql in small.items()})
+        frames["log"] = query_polars(con, "SELECT * FROM ops.run_log").lazy()
     frames["payments"] = frames["staged"].filter(
         (pl.col("category") == "client_payment") & (pl.col("status") == "BOOK") & (pl.col("booking_date") <= as_of))
     return frames
@@ -470,7 +469,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     scratch = scratch_dir(settings, run_id) / client_month.NAME
     scratch.mkdir(parents=True)
     eco = settings.economics
-    frames = _mart_inputs(settings, as_of, scratch.parent / "inputs")
+    frames = _mart_inputs(settings, as_of)
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
     settlement = economics.settle_invoices(
         frames["invoices"], frames["payments"], as_of=as_of, cost_of_capital=eco.cost_of_capital,
@@ -561,7 +560,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     read the whole history); record the months' fingerprints; return row counts per mart."""
     version_dir = Path(plan.version_dir)
     eco = settings.economics
-    frames_in = _mart_inputs(settings, as_of, Path(plan.scratch_dir) / "inputs")
+    frames_in = _mart_inputs(settings, as_of)
     staged, payments, clients = frames_in["staged"], frames_in["payments"], frames_in["clients"]
     settlement = pl.read_parquet(Path(plan.scratch_dir) / "settlement.parquet").lazy()
     log_rows = frames_in["log"]

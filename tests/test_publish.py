@@ -1,9 +1,11 @@
 import os
 
+import duckdb
 import polars as pl
 import pytest
 
 from warehouse import publish
+from warehouse.db import connect, replace_staging, staging_file
 
 
 def frame(v: int) -> pl.DataFrame:
@@ -71,3 +73,29 @@ def test_same_frame_gives_same_bytes(tmp_path):
     publish.write_mart(b, "m", frame(1), "month")
     for f in (a / "m").iterdir():
         assert f.read_bytes() == (b / "m" / f.name).read_bytes()
+
+
+def test_staging_tables_are_parquet_files_behind_relative_views(tmp_path, monkeypatch):
+    """A warehouse from before this layout held staging as tables: the table gives way to the view, the view reads
+    HOME/staging/<name>.parquet by a relative path (the home can move), and a rebuild replaces the rows."""
+    home = tmp_path / "home"
+    with connect(home / "warehouse.duckdb") as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS staging; CREATE TABLE staging.client AS SELECT 'old' AS client_id")
+        for rows in (["C1", "C2"], ["C3"]):
+            built = tmp_path / "built.parquet"
+            pl.DataFrame({"client_id": rows}).write_parquet(built)
+            replace_staging(con, home, "staging.client", built)
+            assert not built.exists()
+            assert con.execute("SELECT list(client_id ORDER BY client_id) FROM staging.client").fetchone()[0] == rows
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'staging'").fetchone() == (0,)
+        (sql,), = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'client'").fetchall()
+    assert staging_file(home, "staging.client") == home / "staging" / "client.parquet"
+    assert "'staging/client.parquet'" in sql and str(home) not in sql
+    moved = tmp_path / "moved"
+    home.rename(moved)
+    monkeypatch.chdir(moved)
+    con = duckdb.connect("warehouse.duckdb", read_only=True)
+    try:
+        assert con.execute("SELECT client_id FROM staging.client").fetchall() == [("C3",)]
+    finally:
+        con.close()

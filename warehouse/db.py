@@ -103,13 +103,35 @@ def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> pl
     return pl.scan_parquet(path)
 
 
-def replace_table_from_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
-    """Materialise a parquet file (e.g. a polars ``sink_parquet``) as a warehouse table; DuckDB streams it in
-    file order, so the frame never has to exist in memory as a whole, nor as Arrow."""
+STAGING_DIR = "staging"
+
+
+def staging_file(home: Path, table: str) -> Path:
+    """Where the rows of a staging table live: ``HOME/staging/<name>.parquet``."""
+    return home / STAGING_DIR / f"{table.split('.')[1]}.parquet"
+
+
+def replace_staging(con: duckdb.DuckDBPyConnection, home: Path, table: str, path: Path) -> None:
+    """Make a parquet file (e.g. a polars ``sink_parquet``) the rows of a staging table.
+
+    Staging is rebuilt whole by every run and read mostly by polars, so its tables are parquet files in
+    ``HOME/staging/`` behind ``staging.<name>`` views, not DuckDB tables: loading them into DuckDB's storage
+    and exporting them again for the marts cost more than computing them. The file is moved into place with
+    ``os.replace`` (a reader holding the old file keeps reading it); the view reads it by a path relative to
+    HOME, like the ``marts`` views, so the home can move. A warehouse from before held staging as tables: such a
+    table is dropped for the view."""
+    target = staging_file(home, table)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
     schema, name = table.split(".")
-    # the table name is a code constant (staging.*), quoted as an identifier; the path is a bound parameter
-    con.execute(f"CREATE OR REPLACE TABLE {quote_ident(schema)}.{quote_ident(name)} AS "  # noqa: S608
-                "SELECT * FROM read_parquet(?)", [str(path)])
+    (is_table,), = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                               [schema, name]).fetchall()
+    # DDL takes no bound parameters: the name is a code constant (staging.*) quoted as an identifier, the path
+    # is ours, quoted as a literal
+    if is_table:
+        con.execute(f"DROP TABLE {quote_ident(schema)}.{quote_ident(name)}")
+    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(schema)}.{quote_ident(name)} AS "  # noqa: S608
+                f"SELECT * FROM read_parquet({quote_literal(f'{STAGING_DIR}/{target.name}')})")
 
 
 def mart_glob(name: str) -> str:
