@@ -43,8 +43,7 @@ import pyarrow as pa
 from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
-from sources.base import Rejected
-from sources.onec_bulk import _PY_SPACE, _folded, _line_ends
+from sources.onec_bulk import _NEEDS_FOLD, _PY_SPACE, _SPACE, _folded, _line_ends
 from warehouse.load import RecordWriter
 
 CHUNK_BYTES = 8 << 20
@@ -72,7 +71,9 @@ _OTHER_FIELDS = r"(?:\?(?:0[1-9]|1[0-9]|3[4-9]|[4-9][0-9])[^?]*)*"
 _USED_FIELDS = ("00", *(str(n) for n in range(20, 34)))
 _GERMAN = ("^(?P<gcode>[0-9]{3})" + _OTHER_FIELDS
            + "".join(rf"(?:\?{c}(?P<g{c}>[^?]*))?{_OTHER_FIELDS}" for c in _USED_FIELDS) + "$")
+_GERMAN_SHAPE = re.sub(r"\(\?P<\w+>", "(", _GERMAN)  # without named groups
 _GVC = "|".join(re.escape(k) for k in GVC_KEYS if k)
+_UNCLEAN = f"^{_SPACE}|{_SPACE}$|{_NEEDS_FOLD}"
 _DUTCH_FIELDS = ("NAME", "IBAN", "BIC", "REMI", "EREF")
 
 
@@ -236,7 +237,7 @@ def _process(st: _State, buf: bytes) -> None:
 def _where(values: pl.Series, needed: pl.Series, change) -> pl.Series:
     """values with ``change`` applied to the rows where ``needed`` holds (and only to those)."""
     rows = np.flatnonzero(needed.fill_null(False).to_numpy())
-    return values.scatter(rows, change(values.gather(rows))) if len(rows) else values
+    return values.clone().scatter(rows, change(values.gather(rows))) if len(rows) else values  # scatter: in place
 
 
 def _message_texts(lines: pl.Series, msg: np.ndarray, wanted: np.ndarray) -> dict[int, str]:
@@ -249,8 +250,9 @@ def _message_texts(lines: pl.Series, msg: np.ndarray, wanted: np.ndarray) -> dic
 
 
 def _clean(values: pl.Series) -> pl.Series:
-    """base.clean: whitespace runs folded to one space, stripped; empty -> NULL."""
-    return _folded(values.str.strip_chars(_PY_SPACE))
+    """base.clean: whitespace runs folded to one space, stripped; empty -> NULL (only rows that need it)."""
+    values = _where(values, values.str.contains(_UNCLEAN), lambda v: _folded(v.str.strip_chars(_PY_SPACE)))
+    return values.set(values == "", None)
 
 
 def _date(yymmdd: pl.Expr) -> pl.Expr:
@@ -299,8 +301,9 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
         details = details.scatter(joined["d"].to_numpy(), joined["text"])
     details = details.str.strip_chars_start(_PY_SPACE)
     party = _details(details)
-    bad_parts.append(pl.Series(frame["msg"].gather(d_rows)).filter(party["bad"]))
-    party = party.with_columns(t=pl.Series(entry_of_d, dtype=pl.Int64)).drop("bad")
+    bad_parts.append(frame["msg"].gather(d_rows).filter(party["bad"]))
+    right_after = (d_rows > 0) & np.isin(code[np.maximum(d_rows - 1, 0)], [_T, _U])  # else: not plain anyway
+    party = party.with_columns(t=pl.Series(entry_of_d, dtype=pl.Int64)).filter(right_after).drop("bad")
 
     entries = pl.DataFrame({"msg": frame["msg"].gather(t_rows), "value": statement}).with_columns(
         parts=pl.col("value").str.extract_groups(_STATEMENT)).unnest("parts").with_row_index("t")
@@ -330,63 +333,93 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
 
 
 def _details(details: pl.Series) -> pl.DataFrame:
-    """What ``mt940._counterparty`` makes of the ``:86:`` texts (joined lines, stripped), and ``bad``: the texts
-    outside the plain subset."""
-    d = pl.DataFrame({"details": details}).with_columns(
-        flat=pl.col("details").str.replace_all("\n", "", literal=True))  # the library's splitlines-join
-    d = d.with_columns(german=pl.col("flat").str.contains(r"^[0-9]{3}\?[0-9]{2}"))
-    d = d.with_columns(bad=pl.col("details").str.contains(_LINE_BREAKS)
-                       | pl.col("flat").str.contains(r"^\d{3}\?\d{2}") & ~pl.col("german"))
-    # German ?20..?33: processors._parse_mt940_details (DETAIL_KEYS_APPLICANT_IBAN), then _parse_mt940_gvcodes
-    d = d.with_columns(g=pl.when("german").then(pl.col("flat").str.extract_groups(_GERMAN))).unnest("g")
-    purpose = pl.concat_str([pl.col("g20"), *(_unlabelled(pl.col(f"g{n}")) for n in range(21, 30))],
-                            ignore_nulls=True)
-    d = d.with_columns(bad=pl.col("bad") | pl.col("german") & pl.col("gcode").is_null(), purpose=purpose)
-    markers = pl.col("german") & pl.col("purpose").str.contains(f"(?:{_GVC})\\+")
-    after = f"\\+(.*?)(?:(?:{_GVC})\\+|$)"
-    d = d.with_columns(
-        bad=pl.col("bad") | markers & ((pl.col("purpose").str.count_matches(r"SVWZ\+") > 1)
-                                      | (pl.col("purpose").str.count_matches(r"EREF\+") > 1)
-                                      | pl.col("purpose").str.contains(r"KREF\+")),
-        german_purpose=pl.when(markers).then(pl.col("purpose").str.extract("SVWZ" + after, 1))
-        .otherwise(pl.col("purpose")).str.strip_suffix(" BIC"),
-        german_e2e=pl.when(markers).then(pl.col("purpose").str.extract("EREF" + after, 1)))
-    # Dutch /KEY/value (mt940._split_dutch): markers found as re.split finds them, the first value of each key
-    d = d.with_columns(dutch=~pl.col("german") & pl.col("details").str.contains(mt940._DUTCH.pattern))
-    d = d.with_columns(split=pl.when("dutch").then(
-        pl.col("flat").str.replace_all(mt940._DUTCH.pattern, "\x00${1}\x01")))
-    d = d.with_columns(
-        bad=pl.col("bad") | pl.col("dutch") & pl.col("split").str.contains("\x00CNTP\x01", literal=True),
-        **{f"nl_{k}": pl.col("split").str.extract(f"\x00{k}\x01([^\x00]*)", 1).str.strip_chars("/ ")
-           .str.strip_chars(_PY_SPACE) for k in _DUTCH_FIELDS})
-    other = ~pl.col("german") & ~pl.col("dutch")
-    d = d.select(
-        "bad",
-        counterparty_name=pl.when("german").then(pl.concat_str("g32", "g33", ignore_nulls=True))
-        .otherwise("nl_NAME"),
-        counterparty_account=pl.when("german").then("g31").otherwise("nl_IBAN"),
-        counterparty_bic=pl.when("german").then("g30").otherwise("nl_BIC"),
-        purpose=pl.when("german").then("german_purpose").when("dutch").then("nl_REMI").otherwise("details"),
-        posting_text=pl.when("german").then("g00"),
-        end_to_end_id=pl.when("german").then("german_e2e").otherwise("nl_EREF"),
-        inn=other & pl.col("details").str.contains("ИНН", literal=True))
-    inn_rows = np.flatnonzero(d["inn"].to_numpy())
-    tax = pl.Series("counterparty_tax_id", [None] * d.height, dtype=pl.String)
+    """What ``mt940._counterparty`` makes of the ``:86:`` texts (joined lines, stripped), one row per text (``i``),
+    and ``bad``: the texts outside the plain subset. Each style is worked out on its own rows only."""
+    flat = _where(details, details.str.contains("\n", literal=True),
+                  lambda v: v.str.replace_all("\n", "", literal=True))  # the library's splitlines-join
+    german = flat.str.contains(r"^[0-9]{3}\?[0-9]{2}").to_numpy()
+    bad = (details.str.contains(_LINE_BREAKS) | flat.str.contains(r"^\d{3}\?\d{2}")).to_numpy() & ~german
+    dutch = ~german & details.str.contains(mt940._DUTCH.pattern).to_numpy()
+    other = np.flatnonzero(~german & ~dutch)
+    parts = [pl.DataFrame({"i": other, "purpose": details.gather(other)}, schema_overrides={"i": pl.Int64})]
+    if german.any():
+        rows = np.flatnonzero(german)
+        part, wrong = _german(flat.gather(rows))
+        bad[rows[wrong]] = True
+        parts.append(part.with_columns(i=pl.Series(rows, dtype=pl.Int64)))
+    if dutch.any():
+        rows = np.flatnonzero(dutch)
+        part, wrong = _dutch(flat.gather(rows))
+        bad[rows[wrong]] = True
+        parts.append(part.with_columns(i=pl.Series(rows, dtype=pl.Int64)))
+    party = pl.concat(parts, how="diagonal_relaxed").sort("i")
+    inn_rows = np.flatnonzero(details.str.contains("ИНН", literal=True).to_numpy() & ~german & ~dutch)
+    tax = pl.Series("counterparty_tax_id", [None] * len(details), dtype=pl.String)
     if len(inn_rows):  # mt940._INN itself, on the few texts that name one
         found = [mt940._INN.search(t) for t in details.gather(inn_rows).to_list()]
         tax = tax.scatter(inn_rows, pl.Series([f.group(1) if f else None for f in found], dtype=pl.String))
-    cleaned = {c: _clean(d[c]) for c in ("counterparty_name", "counterparty_account", "counterparty_bic",
-                                          "end_to_end_id")}
-    purpose = _clean(d["purpose"])
-    purpose = _where(purpose, purpose.is_null(), lambda _: _clean(d["posting_text"].filter(purpose.is_null())))
-    return pl.DataFrame({"bad": d["bad"], **cleaned, "purpose": purpose, "counterparty_tax_id": tax})
+    cleaned = {c: _clean(party[c]) if c in party.columns else pl.Series(c, [None] * len(details), pl.String)
+               for c in ("counterparty_name", "counterparty_account", "counterparty_bic", "end_to_end_id",
+                         "purpose", "posting_text")}
+    purpose = cleaned.pop("purpose")
+    posting = cleaned.pop("posting_text")
+    purpose = _where(purpose, purpose.is_null() & posting.is_not_null(), lambda _: posting.filter(
+        purpose.is_null() & posting.is_not_null()))
+    return pl.DataFrame({"bad": bad, **cleaned, "purpose": purpose, "counterparty_tax_id": tax})
 
 
-def _unlabelled(value: pl.Expr) -> pl.Expr:
+def _field(texts: pl.Series, start: str, stop: str) -> pl.Series:
+    """The text after the first ``start`` up to the next ``stop`` (NULL without ``start``), by literal splits."""
+    return texts.str.splitn(start, 2).struct.field("field_1").str.splitn(stop, 2).struct.field("field_0")
+
+
+def _german(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
+    """processors._parse_mt940_details (DETAIL_KEYS_APPLICANT_IBAN), then _parse_mt940_gvcodes, for texts in the
+    German ?xx style; and which texts are outside the plain subset (sub-fields in another order, KREF, ...)."""
+    wrong = ~flat.str.contains(_GERMAN_SHAPE).to_numpy()
+    sub = {c: _field(flat, f"?{c}", "?") for c in _USED_FIELDS if flat.str.contains(f"?{c}", literal=True).any()}
+    none = pl.Series([None] * len(flat), dtype=pl.String)
+    lines = [sub[c] if c == "20" else _unlabelled(sub[c]) for c in map(str, range(20, 30)) if c in sub]
+    purpose = (pl.select(pl.concat_str(lines, ignore_nulls=True)).to_series() if len(lines) > 1
+               else lines[0].fill_null("") if lines else none.fill_null(""))
+    markers = purpose.str.count_matches(f"(?:{_GVC})\\+")  # GVC keyword + '+' never overlap
+    e2e = none
+    alone = (markers == 1) & purpose.str.starts_with("SVWZ+")  # the common case: the purpose is all there is
+    purpose = _where(purpose, alone, lambda v: v.str.slice(5))
+    several = (markers > 0) & ~alone
+    if several.any():  # keywords as sentinels (each '+' is one), then the first value after SVWZ / EREF
+        split = purpose.filter(several).str.replace_all(f"({_GVC})\\+", "\x00${1}\x01")
+        wrong[several.to_numpy()] |= ((split.str.count_matches("\x00SVWZ\x01", literal=True) > 1)
+                                      | (split.str.count_matches("\x00EREF\x01", literal=True) > 1)
+                                      | split.str.contains("\x00KREF\x01", literal=True)).to_numpy()
+        e2e = _where(none, several, lambda _: _field(split, "\x00EREF\x01", "\x00"))
+        purpose = _where(purpose, several, lambda _: _field(split, "\x00SVWZ\x01", "\x00"))
+    names = [sub[c] for c in ("32", "33") if c in sub]
+    return pl.DataFrame({
+        "counterparty_name": pl.select(pl.concat_str(names, ignore_nulls=True)).to_series() if names else none,
+        "counterparty_account": sub.get("31", none), "counterparty_bic": sub.get("30", none),
+        "purpose": purpose.str.strip_suffix(" BIC"), "posting_text": sub.get("00", none), "end_to_end_id": e2e,
+    }), wrong
+
+
+def _dutch(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
+    """mt940._split_dutch: markers found as re.split finds them, the first value of each key; texts with /CNTP/
+    are left to the reference code."""
+    split = flat.str.replace_all(mt940._DUTCH.pattern, "\x00${1}\x01")
+    wrong = split.str.contains("\x00CNTP\x01", literal=True).to_numpy()
+    values = {k: _field(split, f"\x00{k}\x01", "\x00").str.strip_chars("/ ").str.strip_chars(_PY_SPACE)
+              for k in _DUTCH_FIELDS}
+    return pl.DataFrame({"counterparty_name": values["NAME"], "counterparty_account": values["IBAN"],
+                         "counterparty_bic": values["BIC"], "purpose": values["REMI"],
+                         "end_to_end_id": values["EREF"]}), wrong
+
+
+def _unlabelled(value: pl.Series) -> pl.Series:
     """A ?21..?29 purpose line without a dangling ' BIC' / ' IBAN' label (processors._process_segments)."""
-    return (pl.when(value.str.ends_with(" BIC")).then(value.str.strip_suffix(" BIC").str.strip_chars_end(_PY_SPACE))
-            .when(value.str.ends_with(" IBAN")).then(value.str.strip_suffix(" IBAN").str.strip_chars_end(_PY_SPACE))
-            .otherwise(value))
+    for label in (" BIC", " IBAN"):
+        value = _where(value, value.str.ends_with(label),
+                       lambda v, label=label: v.str.strip_suffix(label).str.strip_chars_end(_PY_SPACE))
+    return value
 
 
 _ENTRIES = """
