@@ -9,6 +9,11 @@ memory holds one statement at a time. ``:86:`` details are split for the two str
 
 anything else is kept whole as the purpose, with an INN (Russian tax id) picked out when present.
 The encoding is detected by the deterministic rule in ``sources/text.py`` and recorded in the manifest.
+
+``read`` is the reference implementation; ingestion uses ``load_bulk`` (``sources/mt940_bulk.py``), the
+set-based path that gives the same rows, rejections, balances and errors. It hands every message outside its
+plain subset to ``message_records`` (one message -> records, shared with ``read``), so the library's rules
+live in one place.
 """
 
 from __future__ import annotations
