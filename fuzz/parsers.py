@@ -3,8 +3,8 @@
     uv run python fuzz/parsers.py --seed-corpus CORPUS     # the test fixtures, one input per reader
     uv run python fuzz/parsers.py -max_total_time=600 -max_len=16384 CORPUS
 
-The first input byte picks the reader (bank formats through content detection, the set-based fast paths,
-CRM dumps, the CRM CSV fast path); the rest is the file. libFuzzer adds what it finds to CORPUS. A crash leaves ``crash-<sha1>``
+The first input byte picks the reader (bank formats through content detection, the set-based fast paths
+of 1C, bank CSV and MT940, CRM dumps, the CRM CSV fast path); the rest is the file. libFuzzer adds what it finds to CORPUS. A crash leaves ``crash-<sha1>``
 with the input: ``uv run python fuzz/parsers.py crash-...`` replays it. CI runs it for a bounded time
 (tests/test_fuzz.py::test_atheris_finds_no_crash).
 """

@@ -9,6 +9,11 @@ memory holds one statement at a time. ``:86:`` details are split for the two str
 
 anything else is kept whole as the purpose, with an INN (Russian tax id) picked out when present.
 The encoding is detected by the deterministic rule in ``sources/text.py`` and recorded in the manifest.
+
+``read`` is the reference implementation; ingestion uses ``load_bulk`` (``sources/mt940_bulk.py``), the
+set-based path that gives the same rows, rejections, balances and errors. It hands every message outside its
+plain subset to ``message_records`` (one message -> records, shared with ``read``), so the library's rules
+live in one place.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from mt940.options import Options
 
 from clientbase.errors import ParseError
 from sources import text
-from sources.base import Balance, BankTxn, FileInfo, Record, Rejected, clean
+from sources.base import Balance, BankTxn, BulkResult, FileInfo, Record, Rejected, clean
 
 # the library logs every tag it fails to match at ERROR level; a bad record is reported once, via quarantine
 logging.getLogger("mt940").setLevel(logging.CRITICAL)
@@ -145,61 +150,79 @@ def read(path: Path) -> Iterator[Record]:
         try:
             lines = iter(lambda: fh.readline(MAX_LINE_CHARS + 1), "")
             for line_number, message in _messages(lines, name):
-                try:
-                    statement = _parser()
-                    statement.parse(message)
-                except Exception as exc:  # the library raises assorted errors on malformed tags
-                    record += 1
-                    yield Rejected(record, line_number, f"malformed MT940 message: {type(exc).__name__}: {exc}",
-                                   raw=message[:2000])
-                    continue
-                account, account_ccy = _own_account(statement.data.get("account_identification"))
-                if account is None:
-                    record += 1
-                    yield Rejected(record, line_number, "message has no :25: account identification",
-                                   raw=message[:2000])
-                    continue
-                booked_total = Decimal(0)
-                for tx in statement:
-                    record += 1
-                    d = tx.data
-                    try:
-                        amount = d["amount"].amount
-                        currency = d.get("currency") or d["amount"].currency or account_ccy or statement.currency
-                        if not currency:
-                            raise ParseError("no currency on the entry or the statement", path=name,
-                                             record=record, field=":61:")
-                        booked_total += amount
-                        party = _counterparty(d)
-                        customer_ref = d.get("customer_reference")
-                        bank_ref = d.get("bank_reference") or (
-                            customer_ref if customer_ref and customer_ref.upper() != "NONREF" else None)
-                        yield BankTxn(
-                            record_number=record, source_line=line_number, own_account=account,
-                            booking_date=_date(d.get("entry_date") or d["date"]), value_date=_date(d.get("date")),
-                            amount=Decimal(amount), currency=currency,
-                            counterparty_name=clean(party["counterparty_name"]),
-                            counterparty_tax_id=party["counterparty_tax_id"],
-                            counterparty_account=clean(party["counterparty_account"]),
-                            counterparty_bic=clean(party["counterparty_bic"]),
-                            purpose=clean(party["purpose"]) or clean(party.get("posting_text")),
-                            bank_reference=clean(bank_ref), end_to_end_id=clean(party["end_to_end_id"]),
-                            status="BOOK", is_reversal=str(d.get("status", "")).upper().startswith("R"),
-                        )
-                    except (KeyError, TypeError, ParseError) as exc:
-                        reason = exc.reason if isinstance(exc, ParseError) else f"incomplete :61: entry ({exc})"
-                        yield Rejected(record, line_number, reason, raw=str(d)[:2000])
-                opening = statement.data.get("final_opening_balance") or statement.data.get("opening_balance")
-                closing = statement.data.get("final_closing_balance") or statement.data.get("closing_balance")
-                if opening is not None or closing is not None:
-                    ref = closing or opening
-                    yield Balance(
-                        record_number=record, own_account=account,
-                        statement_id=statement.data.get("transaction_reference"),
-                        balance_date=_date(ref.date), opening=opening.amount.amount if opening else None,
-                        closing=closing.amount.amount if closing else None, currency=ref.amount.currency,
-                        entries_total=booked_total,
-                    )
+                records = message_records(message, line_number, record, name)
+                yield from records
+                record = records_used(records, record)
         except UnicodeDecodeError as exc:
             raise ParseError(f"not valid {encoding} after the first megabyte ({exc.reason}); export the file "
                              "as UTF-8", path=name) from None
+
+
+def records_used(records: list[Record], record: int) -> int:
+    """The record counter after a message's records (a balance shares the number of the entry before it)."""
+    return records[-1].record_number if records else record
+
+
+def message_records(message: str, line_number: int, record: int, name: str) -> list[Record]:
+    """The records of one message (``_messages``), numbered after ``record``: its entries (or one rejection)
+    and its balance. ``read`` uses it for every message, ``load_bulk`` for those outside its plain subset."""
+    out: list[Record] = []
+    try:
+        statement = _parser()
+        statement.parse(message)
+    except Exception as exc:  # the library raises assorted errors on malformed tags
+        return [Rejected(record + 1, line_number, f"malformed MT940 message: {type(exc).__name__}: {exc}",
+                         raw=message[:2000])]
+    account, account_ccy = _own_account(statement.data.get("account_identification"))
+    if account is None:
+        return [Rejected(record + 1, line_number, "message has no :25: account identification", raw=message[:2000])]
+    booked_total = Decimal(0)
+    for tx in statement:
+        record += 1
+        d = tx.data
+        try:
+            amount = d["amount"].amount
+            currency = d.get("currency") or d["amount"].currency or account_ccy or statement.currency
+            if not currency:
+                raise ParseError("no currency on the entry or the statement", path=name, record=record,
+                                 field=":61:")
+            booked_total += amount
+            party = _counterparty(d)
+            customer_ref = d.get("customer_reference")
+            bank_ref = d.get("bank_reference") or (
+                customer_ref if customer_ref and customer_ref.upper() != "NONREF" else None)
+            out.append(BankTxn(
+                record_number=record, source_line=line_number, own_account=account,
+                booking_date=_date(d.get("entry_date") or d["date"]), value_date=_date(d.get("date")),
+                amount=Decimal(amount), currency=currency,
+                counterparty_name=clean(party["counterparty_name"]),
+                counterparty_tax_id=party["counterparty_tax_id"],
+                counterparty_account=clean(party["counterparty_account"]),
+                counterparty_bic=clean(party["counterparty_bic"]),
+                purpose=clean(party["purpose"]) or clean(party.get("posting_text")),
+                bank_reference=clean(bank_ref), end_to_end_id=clean(party["end_to_end_id"]),
+                status="BOOK", is_reversal=str(d.get("status", "")).upper().startswith("R"),
+            ))
+        except (KeyError, TypeError, ParseError) as exc:
+            reason = exc.reason if isinstance(exc, ParseError) else f"incomplete :61: entry ({exc})"
+            out.append(Rejected(record, line_number, reason, raw=str(d)[:2000]))
+    opening = statement.data.get("final_opening_balance") or statement.data.get("opening_balance")
+    closing = statement.data.get("final_closing_balance") or statement.data.get("closing_balance")
+    if opening is not None or closing is not None:
+        ref = closing or opening
+        out.append(Balance(
+            record_number=record, own_account=account, statement_id=statement.data.get("transaction_reference"),
+            balance_date=_date(ref.date), opening=opening.amount.amount if opening else None,
+            closing=closing.amount.amount if closing else None, currency=ref.amount.currency,
+            entries_total=booked_total,
+        ))
+    return out
+
+
+def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str, scratch: Path) -> BulkResult:
+    """The fast path used by ingestion: polars does the per-line work (see ``sources/mt940_bulk.py``)."""
+    from sources import mt940_bulk
+
+    loaded, quarantined, encoding = mt940_bulk.load(con, path, file_hash=file_hash, source_file=source_file,
+                                                    run_id=run_id)
+    return BulkResult(loaded, quarantined, encoding)

@@ -1,0 +1,484 @@
+"""The fast path for MT940/MT942 files: polars does the per-line work, Python only decodes.
+
+Same results as ``mt940.read`` (the reference implementation, parsing each message with the ``mt-940``
+library); a parity test runs both on every fixture and on generated awkward files. The file is decoded
+strictly with the encoding ``text.detect`` picks (as the reader does), re-encoded as UTF-8 and cut into chunks
+that end before a ``:20:`` line, so a chunk always holds whole messages. numpy finds the line breaks and every
+line becomes an Arrow string view over the chunk (no Python object per line). The lines are numbered into
+messages exactly as ``mt940._messages`` does it (SWIFT block wrappers dropped, a message from each ``:20:``,
+same first line), then seen as the library sees them (right-stripped, blank lines dropped): each line is a tag
+or a continuation of the tag before it, and each message a sequence of one-letter codes.
+
+A message is *plain* when its codes read ``:20: :25: [:28C:] opening (:61: [1 line] [:86: [lines]])* closing
+[:64:/:65:]*`` (checked as allowed neighbour pairs with numpy) and every field matches a strict pattern whose
+meaning in the library is unambiguous: ``:61:`` with an uppercase mark, ASCII amount, a ``[A-Z][A-Z0-9]{3}``
+type code, a customer reference without ``/`` (``str.extract_groups`` with one regex), valid dates (the entry
+date's year corrected as the library does across a year end), balances ``[DC]YYMMDDCCCamount``; ``:86:`` in the
+German ``?20..?33`` style with the used sub-fields in ascending order, at most one ``SVWZ+``/``EREF+`` and no
+``KREF+``, the Dutch ``/KEY/value`` style without ``/CNTP/``, or free text. Plain messages are turned into rows
+with vectorised expressions that follow ``processors.transaction_details_post_processor`` and
+``mt940._split_dutch`` / ``mt940._counterparty`` (the INN of free text is found by ``mt940._INN`` on the few
+rows that contain one); money stays text until DuckDB casts it to ``DECIMAL(23, 5)``, and the statement
+balance adds up the message's rows in SQL. Every other message (MT942 tags, ``:86:`` before the first entry,
+lowercase marks, odd references, bad amounts or dates, ...) is turned into records by the reference code
+itself (``mt940.message_records``), record numbers continuing across messages like the reader's counter.
+File-level problems (bytes the encoding cannot decode, over-long lines) are left to the reference reader,
+which raises its own error for them.
+
+Where the time goes: decoding and re-encoding, a handful of regex passes over the ``:61:``/``:86:`` lines
+(the ``:61:`` extraction and the German sub-field split dominate), and DuckDB's insert.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from mt940.processors import GVC_KEYS
+
+from sources import mt940, text
+from sources.onec_bulk import _NEEDS_FOLD, _PY_SPACE, _SPACE, _folded, _line_ends
+from warehouse.load import RecordWriter
+
+CHUNK_BYTES = 8 << 20
+
+# Line codes: what a line is in a plain message
+_A, _B, _S, _O, _T, _D, _E, _V, _U, _C, _X = range(1, 12)  # :20: :25: :28C: open :61: :86: close :64: +:61: +:86: odd
+_TAGS = {"20": _A, "25": _B, "28": _S, "28C": _S, "60": _O, "60F": _O, "60M": _O, "61": _T, "86": _D,
+         "62": _E, "62F": _E, "62M": _E, "64": _V, "65": _V}
+_NEXT = {_A: (_B,), _B: (_S, _O), _S: (_O,), _O: (_T, _E), _T: (_U, _D, _T, _E), _U: (_D, _T, _E),
+         _D: (_C, _T, _E), _C: (_C, _T, _E), _E: (_V,), _V: (_V,)}
+_ALLOWED = np.zeros((16, 16), bool)
+for _before, _afters in _NEXT.items():
+    _ALLOWED[_before, list(_afters)] = True
+_ENDS = np.zeros(16, bool)
+_ENDS[[_E, _V]] = True
+
+_TAG = r"^:([0-9]{2}[A-Z]?):"  # the library's tag pattern for a line that starts with one
+_PLAIN_AMOUNT = r"^[0-9]+(,[0-9]{0,5})?$"
+_BALANCE = r"^(?P<mark>[DC])(?P<date>[0-9]{6})(?P<currency>[A-Z]{3})(?P<amount>[0-9,]{1,16})$"
+_STATEMENT = (r"^(?P<date>[0-9]{6})(?P<entry>[0-9]{4})?(?P<mark>R?[DC])[A-Z]?(?P<amount>[0-9,]{1,15})"
+              r"[A-Z][A-Z0-9]{3}(?P<customer>[ -.0-~]{0,16})(?://(?P<bank>[^\n]{0,23}))?(?:\n[^\n]*)?$")
+_LINE_BREAKS = "[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00\x01]"  # str.splitlines() breaks, and our sentinels
+# German ?xx sub-fields: those the reader uses in ascending order, once; the others anywhere
+_OTHER_FIELDS = r"(?:\?(?:0[1-9]|1[0-9]|3[4-9]|[4-9][0-9])[^?]*)*"
+_USED_FIELDS = ("00", *(str(n) for n in range(20, 34)))
+_GERMAN = ("^(?P<gcode>[0-9]{3})" + _OTHER_FIELDS
+           + "".join(rf"(?:\?{c}(?P<g{c}>[^?]*))?{_OTHER_FIELDS}" for c in _USED_FIELDS) + "$")
+_GERMAN_SHAPE = re.sub(r"\(\?P<\w+>", "(", _GERMAN)  # without named groups
+_GVC = "|".join(re.escape(k) for k in GVC_KEYS if k)
+_UNCLEAN = f"^{_SPACE}|{_SPACE}$|{_NEEDS_FOLD}"
+_DUTCH_FIELDS = ("NAME", "IBAN", "BIC", "REMI", "EREF")
+
+
+class _Unusual(Exception):
+    """A file-level problem: the reference reader raises the file's error for it."""
+
+
+@dataclass
+class _State:
+    name: str
+    con: duckdb.DuckDBPyConnection
+    writer: RecordWriter
+    params: dict[str, object]
+    line_base: int = 0  # lines before the current chunk
+    record: int = 0  # the reader's record counter
+    loaded: int = 0
+    accounts: dict[str, str] | None = None  # :25: -> own account (mt940._own_account)
+
+
+def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_file: str,
+         run_id: str) -> tuple[int, int, str]:
+    """Load one MT940 file; returns (rows loaded, rows quarantined, encoding). The caller owns the transaction."""
+    name = str(path)
+    with path.open("rb") as fh:
+        encoding = text.detect(fh.read(text.SAMPLE_BYTES), name)
+    writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=mt940.NAME, run_id=run_id)
+    st = _State(name=name, con=con, writer=writer, accounts={},
+                params={"file_hash": file_hash, "source_file": source_file, "reader": mt940.NAME})
+    try:
+        for chunk in _chunks(path, encoding):
+            _process(st, chunk)
+    except _Unusual:
+        for _ in mt940.read(path):  # raises the reader's ParseError for this file
+            pass
+        raise AssertionError(f"{name}: the MT940 reader accepted what its fast path refused") from None
+    writer.flush()
+    return st.loaded + writer.rows_raw, writer.rows_quarantined, "utf-8" if encoding == "utf-8-sig" else encoding
+
+
+def _chunks(path: Path, encoding: str):
+    """UTF-8 bytes of whole messages: each chunk but the last ends before a line starting with ':20:'."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    pending = b""
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(CHUNK_BYTES)
+            try:
+                data = pending + decoder.decode(block, final=not block).encode("utf-8")
+            except UnicodeDecodeError:
+                raise _Unusual from None
+            if not block:
+                yield data
+                return
+            cut = max(data.rfind(b"\n:20:"), data.rfind(b"\r:20:")) + 1
+            if cut > 0:
+                yield data[:cut]
+                data = data[cut:]
+            pending = data
+
+
+def _strings(buf: bytes, offsets: np.ndarray) -> pl.Series:
+    """Arrow string views over buf, one per consecutive offset pair."""
+    return pl.from_arrow(pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets),
+                                                          pa.py_buffer(buf)))
+
+
+def _process(st: _State, buf: bytes) -> None:
+    if not buf:
+        return
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    ends = _line_ends(arr, buf)
+    starts = np.concatenate((np.zeros(1, np.int64), ends[:-1]))
+    n = len(ends)
+    for i in np.flatnonzero((ends - starts) > mt940.MAX_LINE_CHARS):  # bytes >= characters
+        if len(buf[starts[i]:ends[i]].decode("utf-8")) > mt940.MAX_LINE_CHARS:
+            raise _Unusual
+    last = arr[ends - 1]
+    crlf = (last == 10) & (ends - starts >= 2) & (arr[np.maximum(ends - 2, 0)] == 13)
+    content_end = ends - ((last == 10) | (last == 13)) - crlf
+    offsets = np.empty(2 * n + 1, np.int64)
+    offsets[0], offsets[1::2], offsets[2::2] = 0, content_end, ends
+    raw = _strings(buf, offsets).gather_every(2)  # the lines without their terminators
+    st_base = st.line_base
+    st.line_base += n
+
+    # mt940._messages: block wrappers, skipped lines, a message from each :20:
+    wrapped = raw.str.starts_with("{1:") | raw.str.starts_with("{2:")
+    if wrapped.any():
+        raw = _where(raw, wrapped, lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
+    skipped = (raw.is_in(["-}", "-", "}"]) | raw.str.starts_with("{5:") | raw.str.starts_with("-}{5:")
+               | (raw == ""))
+    kept = np.flatnonzero(~skipped.to_numpy())
+    if not len(kept):
+        return
+    lines = raw.gather(kept)
+    first20 = lines.str.starts_with(":20:").to_numpy()
+    opens = np.diff(np.cumsum(first20), prepend=-1) != 0
+    msg = np.cumsum(opens) - 1  # message of each kept line, 0..m-1
+    first = np.flatnonzero(opens)
+    m = len(first)
+    start_line = kept[first] + st_base + 1
+
+    # the library's view: lines right-stripped, blank ones dropped; tags and continuation lines
+    seen = lines.str.strip_chars_end(_PY_SPACE)
+    rows = np.flatnonzero((seen != "").to_numpy())
+    seen = seen.gather(rows)
+    row_msg = msg[rows]
+    tag = seen.str.extract(_TAG, 1)
+    code = tag.replace_strict(_TAGS, default=_X, return_dtype=pl.UInt8).to_numpy().copy()
+    continuation = tag.is_null().to_numpy()
+    odd_line = (seen.str.starts_with(":") | (seen.str.strip_chars(_PY_SPACE) == "-")).to_numpy()
+    code[continuation & odd_line] = _X
+    position = np.arange(len(rows))
+    owner = np.maximum.accumulate(np.where(~continuation, position, -1))
+    owned = continuation & ~odd_line
+    owner_code = np.where(owner >= 0, code[np.maximum(owner, 0)], _X)
+    owner_code[(owner >= 0) & (row_msg[np.maximum(owner, 0)] != row_msg)] = _X
+    code[owned] = np.select([owner_code[owned] == _T, owner_code[owned] == _D], [_U, _C], _X)
+
+    # structure: allowed neighbours, the first a :20:, the last a closing balance or :64:/:65:
+    bad = np.zeros(m, bool)
+    same = row_msg[1:] == row_msg[:-1]
+    bad[row_msg[1:][same & ~_ALLOWED[code[:-1], code[1:]]]] = True
+    present = np.zeros(m, bool)
+    present[row_msg] = True
+    bad |= ~present
+    if len(rows):
+        heads = np.flatnonzero(np.diff(row_msg, prepend=-1) != 0)
+        tails = np.append(heads[1:] - 1, len(rows) - 1)
+        bad[row_msg[heads[code[heads] != _A]]] = True
+        bad[row_msg[tails[~_ENDS[code[tails]]]]] = True
+
+    value = seen.str.slice(tag.str.len_chars().fill_null(-2) + 2)  # after ':61:' etc.
+    frame = pl.DataFrame({"msg": row_msg, "code": code, "tag": tag, "value": value})
+    fields = _fields(frame, seen, code)
+    bad[fields["bad_msgs"]] = True
+
+    plain_msgs = np.flatnonzero(~bad)
+    odd_msgs = np.flatnonzero(bad)
+    counts = np.zeros(m, np.int64)
+    entries: pl.DataFrame = fields["entries"]
+    if entries.height:
+        counts += np.bincount(entries["msg"].to_numpy(), minlength=m) * ~bad
+    odd_records = {}
+    if len(odd_msgs):
+        texts = _message_texts(lines, msg, odd_msgs)
+        for k in odd_msgs.tolist():
+            records = mt940.message_records(texts[k], int(start_line[k]), 0, st.name)
+            odd_records[k] = records
+            counts[k] = mt940.records_used(records, 0)
+    before = st.record + np.cumsum(counts) - counts
+    st.record += int(counts.sum())
+    for k, records in odd_records.items():
+        for rec in records:
+            rec.record_number += int(before[k])
+            st.writer.add(rec)
+    if len(plain_msgs):
+        _insert(st, fields, plain_msgs, before, start_line)
+
+
+def _where(values: pl.Series, needed: pl.Series, change) -> pl.Series:
+    """values with ``change`` applied to the rows where ``needed`` holds (and only to those)."""
+    rows = np.flatnonzero(needed.fill_null(False).to_numpy())
+    return values.clone().scatter(rows, change(values.gather(rows))) if len(rows) else values  # scatter: in place
+
+
+def _message_texts(lines: pl.Series, msg: np.ndarray, wanted: np.ndarray) -> dict[int, str]:
+    """The text ``mt940._messages`` gives the library for some messages."""
+    at = np.flatnonzero(np.isin(msg, wanted))
+    out: dict[int, list[str]] = {}
+    for k, line in zip(msg[at].tolist(), lines.gather(at).to_list(), strict=True):
+        out.setdefault(k, []).append(line)
+    return {k: "\n".join(v) for k, v in out.items()}
+
+
+def _clean(values: pl.Series) -> pl.Series:
+    """base.clean: whitespace runs folded to one space, stripped; empty -> NULL (only rows that need it)."""
+    values = _where(values, values.str.contains(_UNCLEAN), lambda v: _folded(v.str.strip_chars(_PY_SPACE)))
+    return values.set(values == "", None)
+
+
+def _date(yymmdd: pl.Expr) -> pl.Expr:
+    """models.Date of a YYMMDD text (two-digit years are 20YY); NULL when it is no date."""
+    return pl.concat_str(pl.lit("20"), yymmdd).str.strptime(pl.Date, "%Y%m%d", strict=False)
+
+
+def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
+    """Entries and balances of the messages with their values checked; ``bad_msgs``: messages outside the
+    plain subset."""
+    bad_parts = []
+    single = frame.filter(pl.col("code").is_in([_A, _B, _S, _O, _E, _V]))
+    checks = single.with_columns(ok=pl.when(pl.col("code") == _A).then(pl.col("value").str.contains(r"^[!-~]{1,16}$"))
+                                 .when(pl.col("code") == _B).then(pl.col("value").str.contains(r"^[A-Za-z0-9/]{1,35}$"))
+                                 .when(pl.col("code") == _S).then(pl.col("value").str.contains(
+                                     r"^[0-9]{1,5}(/?[0-9]{1,5})?$"))
+                                 .otherwise(True))
+    balances = checks.filter(pl.col("code").is_in([_O, _E, _V])).with_columns(
+        parts=pl.col("value").str.extract_groups(_BALANCE)).unnest("parts").with_columns(
+        day=_date(pl.col("date")),
+        amount_text=pl.when(pl.col("amount").str.contains(_PLAIN_AMOUNT)).then(
+            pl.concat_str(pl.when(pl.col("mark") == "D").then(pl.lit("-")).otherwise(pl.lit("")),
+                          pl.col("amount").str.replace(",", ".", literal=True))))
+    balances = balances.with_columns(ok=pl.col("day").is_not_null() & pl.col("amount_text").is_not_null())
+    bad_parts += [checks.filter(~pl.col("ok").fill_null(False))["msg"],
+                  balances.filter(~pl.col("ok").fill_null(False))["msg"]]
+
+    # :61: with its continuation line, and the :86: after it
+    t_rows = np.flatnonzero(code == _T)
+    follows = np.minimum(t_rows + 1, len(code) - 1)
+    with_line = (t_rows + 1 < len(code)) & (code[follows] == _U)
+    statement = frame["value"].gather(t_rows)
+    statement = _where(statement, pl.Series(with_line),
+                       lambda v: v + "\n" + seen.gather(t_rows[with_line] + 1))
+    d_rows = np.flatnonzero(code == _D)
+    entry_of_d = np.searchsorted(t_rows, d_rows, side="right") - 1  # the :61: before each :86:
+    details = frame["value"].gather(d_rows)
+    c_rows = np.flatnonzero(code == _C)
+    if len(c_rows):  # multi-line :86:
+        owner = np.searchsorted(d_rows, c_rows, side="right") - 1
+        joined = (pl.DataFrame({"d": np.concatenate((np.arange(len(d_rows)), owner)),
+                                "order": np.concatenate((d_rows, c_rows)),
+                                "text": pl.concat([details, seen.gather(c_rows)])})
+                  .filter(pl.col("d").is_in(np.unique(owner))).sort("d", "order")
+                  .group_by("d", maintain_order=True).agg(pl.col("text").str.join("\n")))
+        details = details.scatter(joined["d"].to_numpy(), joined["text"])
+    details = details.str.strip_chars_start(_PY_SPACE)
+    party = _details(details)
+    bad_parts.append(frame["msg"].gather(d_rows).filter(party["bad"]))
+    right_after = (d_rows > 0) & np.isin(code[np.maximum(d_rows - 1, 0)], [_T, _U])  # else: not plain anyway
+    party = party.with_columns(t=pl.Series(entry_of_d, dtype=pl.Int64)).filter(right_after).drop("bad")
+
+    entries = pl.DataFrame({"msg": frame["msg"].gather(t_rows), "value": statement}).with_columns(
+        parts=pl.col("value").str.extract_groups(_STATEMENT)).unnest("parts").with_row_index("t")
+    entries = entries.with_columns(t=pl.col("t").cast(pl.Int64)).join(party, on="t", how="left")
+    value_date = _date(pl.col("date"))
+    entry_date = _date(pl.concat_str(pl.col("date").str.slice(0, 2), pl.col("entry")))
+    entries = entries.with_columns(value_date=value_date, entry_date=entry_date)
+    shift = (pl.when((pl.col("value_date") - pl.col("entry_date")).dt.total_days() >= 330).then(1)
+             .when((pl.col("entry_date") - pl.col("value_date")).dt.total_days() >= 330).then(-1).otherwise(0))
+    entries = entries.with_columns(shift=shift).with_columns(
+        entry_date=pl.when(pl.col("shift") == 0).then(pl.col("entry_date")).otherwise(
+            pl.concat_str((pl.col("entry_date").dt.year() + pl.col("shift")).cast(pl.String).str.zfill(4),
+                          pl.col("entry")).str.strptime(pl.Date, "%Y%m%d", strict=False)))
+    customer = pl.col("customer")
+    entries = entries.with_columns(
+        ok=(pl.col("value_date").is_not_null() & (pl.col("entry").is_null() | pl.col("entry_date").is_not_null())
+            & pl.col("amount").str.contains(_PLAIN_AMOUNT)).fill_null(False),
+        booking_date=pl.coalesce("entry_date", "value_date"),
+        amount_text=pl.concat_str(pl.when(pl.col("mark") == "D").then(pl.lit("-")).otherwise(pl.lit("")),
+                                  pl.col("amount").str.replace(",", ".", literal=True)),
+        bank_reference=pl.when(pl.col("bank") != "").then(pl.col("bank"))
+        .when((customer != "") & (customer.str.to_uppercase() != "NONREF")).then(customer),
+        is_reversal=pl.col("mark").str.starts_with("R").fill_null(False))
+    bad_parts.append(entries.filter(~pl.col("ok"))["msg"])
+    bad_msgs = np.unique(pl.concat([p.cast(pl.Int64) for p in bad_parts]).to_numpy())
+    return {"entries": entries, "single": single, "balances": balances, "bad_msgs": bad_msgs}
+
+
+def _details(details: pl.Series) -> pl.DataFrame:
+    """What ``mt940._counterparty`` makes of the ``:86:`` texts (joined lines, stripped), one row per text (``i``),
+    and ``bad``: the texts outside the plain subset. Each style is worked out on its own rows only."""
+    flat = _where(details, details.str.contains("\n", literal=True),
+                  lambda v: v.str.replace_all("\n", "", literal=True))  # the library's splitlines-join
+    german = flat.str.contains(r"^[0-9]{3}\?[0-9]{2}").to_numpy()
+    bad = (details.str.contains(_LINE_BREAKS) | flat.str.contains(r"^\d{3}\?\d{2}")).to_numpy() & ~german
+    dutch = ~german & details.str.contains(mt940._DUTCH.pattern).to_numpy()
+    other = np.flatnonzero(~german & ~dutch)
+    parts = [pl.DataFrame({"i": other, "purpose": details.gather(other)}, schema_overrides={"i": pl.Int64})]
+    if german.any():
+        rows = np.flatnonzero(german)
+        part, wrong = _german(flat.gather(rows))
+        bad[rows[wrong]] = True
+        parts.append(part.with_columns(i=pl.Series(rows, dtype=pl.Int64)))
+    if dutch.any():
+        rows = np.flatnonzero(dutch)
+        part, wrong = _dutch(flat.gather(rows))
+        bad[rows[wrong]] = True
+        parts.append(part.with_columns(i=pl.Series(rows, dtype=pl.Int64)))
+    party = pl.concat(parts, how="diagonal_relaxed").sort("i")
+    inn_rows = np.flatnonzero(details.str.contains("ИНН", literal=True).to_numpy() & ~german & ~dutch)
+    tax = pl.Series("counterparty_tax_id", [None] * len(details), dtype=pl.String)
+    if len(inn_rows):  # mt940._INN itself, on the few texts that name one
+        found = [mt940._INN.search(t) for t in details.gather(inn_rows).to_list()]
+        tax = tax.scatter(inn_rows, pl.Series([f.group(1) if f else None for f in found], dtype=pl.String))
+    cleaned = {c: _clean(party[c]) if c in party.columns else pl.Series(c, [None] * len(details), pl.String)
+               for c in ("counterparty_name", "counterparty_account", "counterparty_bic", "end_to_end_id",
+                         "purpose", "posting_text")}
+    purpose = cleaned.pop("purpose")
+    posting = cleaned.pop("posting_text")
+    purpose = _where(purpose, purpose.is_null() & posting.is_not_null(), lambda _: posting.filter(
+        purpose.is_null() & posting.is_not_null()))
+    return pl.DataFrame({"bad": bad, **cleaned, "purpose": purpose, "counterparty_tax_id": tax})
+
+
+def _field(texts: pl.Series, start: str, stop: str) -> pl.Series:
+    """The text after the first ``start`` up to the next ``stop`` (NULL without ``start``), by literal splits."""
+    return texts.str.splitn(start, 2).struct.field("field_1").str.splitn(stop, 2).struct.field("field_0")
+
+
+def _german(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
+    """processors._parse_mt940_details (DETAIL_KEYS_APPLICANT_IBAN), then _parse_mt940_gvcodes, for texts in the
+    German ?xx style; and which texts are outside the plain subset (sub-fields in another order, KREF, ...)."""
+    wrong = ~flat.str.contains(_GERMAN_SHAPE).to_numpy()
+    sub = {c: _field(flat, f"?{c}", "?") for c in _USED_FIELDS if flat.str.contains(f"?{c}", literal=True).any()}
+    none = pl.Series([None] * len(flat), dtype=pl.String)
+    lines = [sub[c] if c == "20" else _unlabelled(sub[c]) for c in map(str, range(20, 30)) if c in sub]
+    purpose = (pl.select(pl.concat_str(lines, ignore_nulls=True)).to_series() if len(lines) > 1
+               else lines[0].fill_null("") if lines else none.fill_null(""))
+    markers = purpose.str.count_matches(f"(?:{_GVC})\\+")  # GVC keyword + '+' never overlap
+    e2e = none
+    alone = (markers == 1) & purpose.str.starts_with("SVWZ+")  # the common case: the purpose is all there is
+    purpose = _where(purpose, alone, lambda v: v.str.slice(5))
+    several = (markers > 0) & ~alone
+    if several.any():  # keywords as sentinels (each '+' is one), then the first value after SVWZ / EREF
+        split = purpose.filter(several).str.replace_all(f"({_GVC})\\+", "\x00${1}\x01")
+        wrong[several.to_numpy()] |= ((split.str.count_matches("\x00SVWZ\x01", literal=True) > 1)
+                                      | (split.str.count_matches("\x00EREF\x01", literal=True) > 1)
+                                      | split.str.contains("\x00KREF\x01", literal=True)).to_numpy()
+        e2e = _where(none, several, lambda _: _field(split, "\x00EREF\x01", "\x00"))
+        purpose = _where(purpose, several, lambda _: _field(split, "\x00SVWZ\x01", "\x00"))
+    names = [sub[c] for c in ("32", "33") if c in sub]
+    return pl.DataFrame({
+        "counterparty_name": pl.select(pl.concat_str(names, ignore_nulls=True)).to_series() if names else none,
+        "counterparty_account": sub.get("31", none), "counterparty_bic": sub.get("30", none),
+        "purpose": purpose.str.strip_suffix(" BIC"), "posting_text": sub.get("00", none), "end_to_end_id": e2e,
+    }), wrong
+
+
+def _dutch(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
+    """mt940._split_dutch: markers found as re.split finds them, the first value of each key; texts with /CNTP/
+    are left to the reference code."""
+    split = flat.str.replace_all(mt940._DUTCH.pattern, "\x00${1}\x01")
+    wrong = split.str.contains("\x00CNTP\x01", literal=True).to_numpy()
+    values = {k: _field(split, f"\x00{k}\x01", "\x00").str.strip_chars("/ ").str.strip_chars(_PY_SPACE)
+              for k in _DUTCH_FIELDS}
+    return pl.DataFrame({"counterparty_name": values["NAME"], "counterparty_account": values["IBAN"],
+                         "counterparty_bic": values["BIC"], "purpose": values["REMI"],
+                         "end_to_end_id": values["EREF"]}), wrong
+
+
+def _unlabelled(value: pl.Series) -> pl.Series:
+    """A ?21..?29 purpose line without a dangling ' BIC' / ' IBAN' label (processors._process_segments)."""
+    for label in (" BIC", " IBAN"):
+        value = _where(value, value.str.ends_with(label),
+                       lambda v, label=label: v.str.strip_suffix(label).str.strip_chars_end(_PY_SPACE))
+    return value
+
+
+_ENTRIES = """
+    INSERT INTO raw.bank_transaction BY NAME
+    SELECT $file_hash AS file_hash, $source_file AS source_file, record_number::INTEGER AS record_number,
+           source_line::INTEGER AS source_line, $reader AS reader, own_account, booking_date, value_date,
+           CAST(amount_text AS DECIMAL(23, 5)) AS amount, currency, counterparty_name, counterparty_tax_id,
+           counterparty_account, counterparty_bic, purpose, bank_reference, end_to_end_id, 'BOOK' AS status,
+           is_reversal
+    FROM _mt940_entries"""
+_BALANCES = """
+    INSERT INTO raw.statement_balance BY NAME
+    SELECT $file_hash AS file_hash, $source_file AS source_file, record_number::INTEGER AS record_number,
+           own_account, statement_id, balance_date, CAST(opening AS DECIMAL(23, 5)) AS opening,
+           CAST(closing AS DECIMAL(23, 5)) AS closing, currency, coalesce(total, 0) AS entries_total
+    FROM _mt940_balances LEFT JOIN (SELECT msg, sum(CAST(amount_text AS DECIMAL(23, 5))) AS total
+                                    FROM _mt940_entries GROUP BY msg) USING (msg)"""
+_ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking_date", "value_date", "amount_text",
+                  "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account",
+                  "counterparty_bic", "purpose", "bank_reference", "end_to_end_id", "is_reversal")
+
+
+def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, start_line: np.ndarray) -> None:
+    """The rows of the plain messages: entries typed by DuckDB, one balance per statement that has one."""
+    msgs = pl.DataFrame({"msg": plain, "before": before[plain], "source_line": start_line[plain]})
+    single = fields["single"].join(msgs.select("msg"), on="msg")
+    for value in single.filter(pl.col("code") == _B)["value"].unique().to_list():
+        if value not in st.accounts:
+            st.accounts[value] = mt940._own_account(value)[0]
+    heads = (single.filter(pl.col("code") == _A).select("msg", statement_id="value")
+             .join(single.filter(pl.col("code") == _B).select(
+                 "msg", own_account=pl.col("value").replace_strict(st.accounts, return_dtype=pl.String)), on="msg"))
+    balances = fields["balances"].join(msgs.select("msg"), on="msg")
+    opening = balances.filter(pl.col("code") == _O).select(
+        "msg", entry_currency="currency", open_used=pl.col("tag") != "60M", open_amount="amount_text",
+        open_day="day", open_currency="currency")
+    closing = balances.filter(pl.col("code") == _E).select(
+        "msg", close_used=pl.col("tag") != "62M", close_amount="amount_text", close_day="day",
+        close_currency="currency")
+    msgs = msgs.join(heads, on="msg").join(opening, on="msg").join(closing, on="msg")
+    entries = (fields["entries"].join(msgs.select("msg", "before", "source_line", "own_account", "entry_currency"),
+                                      on="msg")
+               .with_columns(record_number=pl.col("before") + pl.int_range(1, pl.len() + 1).over("msg"),
+                             currency="entry_currency")
+               .select(_ENTRY_COLUMNS))
+    counts = entries.group_by("msg").len()
+    statement = (msgs.filter(pl.col("open_used") | pl.col("close_used")).join(counts, on="msg", how="left")
+                 .select("msg", "own_account", "statement_id",
+                         record_number=pl.col("before") + pl.col("len").fill_null(0),
+                         balance_date=pl.when("close_used").then("close_day").otherwise("open_day"),
+                         opening=pl.when("open_used").then("open_amount"),
+                         closing=pl.when("close_used").then("close_amount"),
+                         currency=pl.when("close_used").then("close_currency").otherwise("open_currency")))
+    st.con.register("_mt940_entries", entries.to_arrow(compat_level=pl.CompatLevel.newest()))
+    st.con.register("_mt940_balances", statement.to_arrow(compat_level=pl.CompatLevel.newest()))
+    try:
+        st.con.execute(_ENTRIES, st.params)
+        st.con.execute(_BALANCES, {k: st.params[k] for k in ("file_hash", "source_file")})
+    finally:
+        st.con.unregister("_mt940_entries")
+        st.con.unregister("_mt940_balances")
+    st.loaded += entries.height
