@@ -115,10 +115,16 @@ def parse_decimal(text: str, *, path: str, record: int, field_name: str, decimal
         value = Decimal(cleaned)
     except InvalidOperation:
         raise ParseError(f"amount {text!r} is not a number", path=path, record=record, field=field_name) from None
+    return exact_amount(value, path=path, record=record, field_name=field_name, text=text)
+
+
+def exact_amount(value: Decimal, *, path: str, record: int | None, field_name: str, text: str | None = None) -> Decimal:
+    """``value`` when the warehouse's ``DECIMAL(23, 5)`` holds it exactly (no rounding, ever); else a ParseError
+    naming the amount as written (``text``) and the field."""
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_AMOUNT_SCALE:
-        raise ParseError(f"amount {text!r} has more than {MAX_AMOUNT_SCALE} decimals", path=path, record=record,
-                         field=field_name)
+        raise ParseError(f"amount {text if text is not None else str(value)!r} has more than {MAX_AMOUNT_SCALE} "
+                         "decimals", path=path, record=record, field=field_name)
     return value
 
 

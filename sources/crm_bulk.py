@@ -41,19 +41,16 @@ import pyarrow as pa
 
 from sources import crm, text
 from sources.base import BulkResult, clean
+from sources.columnar import SPACE_CHARS
 from warehouse.db import quote_ident
 from warehouse.load import RecordWriter
 
 _CHUNK = 1 << 20
 _BATCH_ROWS = 100_000
 _MAX_SPACE_RUN = 1 << 20  # longer runs of spaces at a chunk border: the reference reads the file
-# Whitespace as Python's str.split() and str.strip() see it (``clean`` and the reference's blank-row test).
-PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-            "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-_WS_CHARS = "".join(f"\\x{{{ord(c):x}}}" for c in PY_SPACE)
-_WS_RUN = f"[{_WS_CHARS}]+"
-_NOT_WS = f"[^{_WS_CHARS}]"
-_NEEDS_FOLD = f"[{_WS_CHARS.replace(chr(92) + 'x{20}', '')}]|[{_WS_CHARS}]{{2}}|^ | $"  # what clean() would change
+_WS_RUN = f"[{SPACE_CHARS}]+"
+_NOT_WS = f"[^{SPACE_CHARS}]"
+_NEEDS_FOLD = f"[{SPACE_CHARS.replace(chr(92) + 'x{20}', '')}]|[{SPACE_CHARS}]{{2}}|^ | $"  # what clean() would change
 _JSON_SPECIAL = '[\\x{1}-\\x{1f}"\\\\]'  # what json.dumps(ensure_ascii=False) escapes (NUL never gets here)
 _JSON_SHORT = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 _NEVER = "\x00"  # DuckDB's null string: files holding NUL go to the reference, so every field is text, never NULL

@@ -31,7 +31,7 @@ from mt940.options import Options
 
 from clientbase.errors import ParseError
 from sources import text
-from sources.base import Balance, BankTxn, BulkResult, FileInfo, Record, Rejected, clean
+from sources.base import Balance, BankTxn, BulkResult, FileInfo, Record, Rejected, clean, exact_amount
 
 # the library logs every tag it fails to match at ERROR level; a bad record is reported once, via quarantine
 logging.getLogger("mt940").setLevel(logging.CRITICAL)
@@ -176,12 +176,20 @@ def message_records(message: str, line_number: int, record: int, name: str) -> l
     account, account_ccy = _own_account(statement.data.get("account_identification"))
     if account is None:
         return [Rejected(record + 1, line_number, "message has no :25: account identification", raw=message[:2000])]
+    opening = statement.data.get("final_opening_balance") or statement.data.get("opening_balance")
+    closing = statement.data.get("final_closing_balance") or statement.data.get("closing_balance")
+    try:
+        for balance, tag in ((opening, ":60F:"), (closing, ":62F:")):
+            if balance is not None:
+                exact_amount(balance.amount.amount, path=name, record=record + 1, field_name=tag)
+    except ParseError as exc:  # the balance row shares the entries' record numbers: the message is refused
+        return [Rejected(record + 1, line_number, f"malformed MT940 message: {exc.reason}", raw=message[:2000])]
     booked_total = Decimal(0)
     for tx in statement:
         record += 1
         d = tx.data
         try:
-            amount = d["amount"].amount
+            amount = exact_amount(d["amount"].amount, path=name, record=record, field_name=":61:")
             currency = d.get("currency") or d["amount"].currency or account_ccy or statement.currency
             if not currency:
                 raise ParseError("no currency on the entry or the statement", path=name, record=record,
@@ -206,8 +214,6 @@ def message_records(message: str, line_number: int, record: int, name: str) -> l
         except (KeyError, TypeError, ParseError) as exc:
             reason = exc.reason if isinstance(exc, ParseError) else f"incomplete :61: entry ({exc})"
             out.append(Rejected(record, line_number, reason, raw=str(d)[:2000]))
-    opening = statement.data.get("final_opening_balance") or statement.data.get("opening_balance")
-    closing = statement.data.get("final_closing_balance") or statement.data.get("closing_balance")
     if opening is not None or closing is not None:
         ref = closing or opening
         out.append(Balance(

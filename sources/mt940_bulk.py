@@ -43,7 +43,7 @@ import pyarrow as pa
 from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
-from sources.onec_bulk import _NEEDS_FOLD, _PY_SPACE, _SPACE, _folded, _line_ends
+from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, where
 from warehouse.load import RecordWriter
 
 CHUNK_BYTES = 8 << 20
@@ -73,7 +73,7 @@ _GERMAN = ("^(?P<gcode>[0-9]{3})" + _OTHER_FIELDS
            + "".join(rf"(?:\?{c}(?P<g{c}>[^?]*))?{_OTHER_FIELDS}" for c in _USED_FIELDS) + "$")
 _GERMAN_SHAPE = re.sub(r"\(\?P<\w+>", "(", _GERMAN)  # without named groups
 _GVC = "|".join(re.escape(k) for k in GVC_KEYS if k)
-_UNCLEAN = f"^{_SPACE}|{_SPACE}$|{_NEEDS_FOLD}"
+_UNCLEAN = f"^{SPACE}|{SPACE}$|{NEEDS_FOLD}"
 _DUTCH_FIELDS = ("NAME", "IBAN", "BIC", "REMI", "EREF")
 
 
@@ -144,7 +144,7 @@ def _process(st: _State, buf: bytes) -> None:
     if not buf:
         return
     arr = np.frombuffer(buf, dtype=np.uint8)
-    ends = _line_ends(arr, buf)
+    ends = line_ends(arr, buf)
     starts = np.concatenate((np.zeros(1, np.int64), ends[:-1]))
     n = len(ends)
     for i in np.flatnonzero((ends - starts) > mt940.MAX_LINE_CHARS):  # bytes >= characters
@@ -162,7 +162,7 @@ def _process(st: _State, buf: bytes) -> None:
     # mt940._messages: block wrappers, skipped lines, a message from each :20:
     wrapped = raw.str.starts_with("{1:") | raw.str.starts_with("{2:")
     if wrapped.any():
-        raw = _where(raw, wrapped, lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
+        raw = where(raw, wrapped, lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
     skipped = (raw.is_in(["-}", "-", "}"]) | raw.str.starts_with("{5:") | raw.str.starts_with("-}{5:")
                | (raw == ""))
     kept = np.flatnonzero(~skipped.to_numpy())
@@ -177,14 +177,14 @@ def _process(st: _State, buf: bytes) -> None:
     start_line = kept[first] + st_base + 1
 
     # the library's view: lines right-stripped, blank ones dropped; tags and continuation lines
-    seen = lines.str.strip_chars_end(_PY_SPACE)
+    seen = lines.str.strip_chars_end(PY_SPACE)
     rows = np.flatnonzero((seen != "").to_numpy())
     seen = seen.gather(rows)
     row_msg = msg[rows]
     tag = seen.str.extract(_TAG, 1)
     code = tag.replace_strict(_TAGS, default=_X, return_dtype=pl.UInt8).to_numpy().copy()
     continuation = tag.is_null().to_numpy()
-    odd_line = (seen.str.starts_with(":") | (seen.str.strip_chars(_PY_SPACE) == "-")).to_numpy()
+    odd_line = (seen.str.starts_with(":") | (seen.str.strip_chars(PY_SPACE) == "-")).to_numpy()
     code[continuation & odd_line] = _X
     position = np.arange(len(rows))
     owner = np.maximum.accumulate(np.where(~continuation, position, -1))
@@ -234,12 +234,6 @@ def _process(st: _State, buf: bytes) -> None:
         _insert(st, fields, plain_msgs, before, start_line)
 
 
-def _where(values: pl.Series, needed: pl.Series, change) -> pl.Series:
-    """values with ``change`` applied to the rows where ``needed`` holds (and only to those)."""
-    rows = np.flatnonzero(needed.fill_null(False).to_numpy())
-    return values.clone().scatter(rows, change(values.gather(rows))) if len(rows) else values  # scatter: in place
-
-
 def _message_texts(lines: pl.Series, msg: np.ndarray, wanted: np.ndarray) -> dict[int, str]:
     """The text ``mt940._messages`` gives the library for some messages."""
     at = np.flatnonzero(np.isin(msg, wanted))
@@ -251,7 +245,7 @@ def _message_texts(lines: pl.Series, msg: np.ndarray, wanted: np.ndarray) -> dic
 
 def _clean(values: pl.Series) -> pl.Series:
     """base.clean: whitespace runs folded to one space, stripped; empty -> NULL (only rows that need it)."""
-    values = _where(values, values.str.contains(_UNCLEAN), lambda v: _folded(v.str.strip_chars(_PY_SPACE)))
+    values = where(values, values.str.contains(_UNCLEAN), lambda v: folded(v.str.strip_chars(PY_SPACE)))
     return values.set(values == "", None)
 
 
@@ -285,7 +279,7 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
     follows = np.minimum(t_rows + 1, len(code) - 1)
     with_line = (t_rows + 1 < len(code)) & (code[follows] == _U)
     statement = frame["value"].gather(t_rows)
-    statement = _where(statement, pl.Series(with_line),
+    statement = where(statement, pl.Series(with_line),
                        lambda v: v + "\n" + seen.gather(t_rows[with_line] + 1))
     d_rows = np.flatnonzero(code == _D)
     entry_of_d = np.searchsorted(t_rows, d_rows, side="right") - 1  # the :61: before each :86:
@@ -299,7 +293,7 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
                   .filter(pl.col("d").is_in(np.unique(owner))).sort("d", "order")
                   .group_by("d", maintain_order=True).agg(pl.col("text").str.join("\n")))
         details = details.scatter(joined["d"].to_numpy(), joined["text"])
-    details = details.str.strip_chars_start(_PY_SPACE)
+    details = details.str.strip_chars_start(PY_SPACE)
     party = _details(details)
     bad_parts.append(frame["msg"].gather(d_rows).filter(party["bad"]))
     right_after = (d_rows > 0) & np.isin(code[np.maximum(d_rows - 1, 0)], [_T, _U])  # else: not plain anyway
@@ -335,7 +329,7 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
 def _details(details: pl.Series) -> pl.DataFrame:
     """What ``mt940._counterparty`` makes of the ``:86:`` texts (joined lines, stripped), one row per text (``i``),
     and ``bad``: the texts outside the plain subset. Each style is worked out on its own rows only."""
-    flat = _where(details, details.str.contains("\n", literal=True),
+    flat = where(details, details.str.contains("\n", literal=True),
                   lambda v: v.str.replace_all("\n", "", literal=True))  # the library's splitlines-join
     german = flat.str.contains(r"^[0-9]{3}\?[0-9]{2}").to_numpy()
     bad = (details.str.contains(_LINE_BREAKS) | flat.str.contains(r"^\d{3}\?\d{2}")).to_numpy() & ~german
@@ -363,7 +357,7 @@ def _details(details: pl.Series) -> pl.DataFrame:
                          "purpose", "posting_text")}
     purpose = cleaned.pop("purpose")
     posting = cleaned.pop("posting_text")
-    purpose = _where(purpose, purpose.is_null() & posting.is_not_null(), lambda _: posting.filter(
+    purpose = where(purpose, purpose.is_null() & posting.is_not_null(), lambda _: posting.filter(
         purpose.is_null() & posting.is_not_null()))
     return pl.DataFrame({"bad": bad, **cleaned, "purpose": purpose, "counterparty_tax_id": tax})
 
@@ -385,15 +379,15 @@ def _german(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
     markers = purpose.str.count_matches(f"(?:{_GVC})\\+")  # GVC keyword + '+' never overlap
     e2e = none
     alone = (markers == 1) & purpose.str.starts_with("SVWZ+")  # the common case: the purpose is all there is
-    purpose = _where(purpose, alone, lambda v: v.str.slice(5))
+    purpose = where(purpose, alone, lambda v: v.str.slice(5))
     several = (markers > 0) & ~alone
     if several.any():  # keywords as sentinels (each '+' is one), then the first value after SVWZ / EREF
         split = purpose.filter(several).str.replace_all(f"({_GVC})\\+", "\x00${1}\x01")
         wrong[several.to_numpy()] |= ((split.str.count_matches("\x00SVWZ\x01", literal=True) > 1)
                                       | (split.str.count_matches("\x00EREF\x01", literal=True) > 1)
                                       | split.str.contains("\x00KREF\x01", literal=True)).to_numpy()
-        e2e = _where(none, several, lambda _: _field(split, "\x00EREF\x01", "\x00"))
-        purpose = _where(purpose, several, lambda _: _field(split, "\x00SVWZ\x01", "\x00"))
+        e2e = where(none, several, lambda _: _field(split, "\x00EREF\x01", "\x00"))
+        purpose = where(purpose, several, lambda _: _field(split, "\x00SVWZ\x01", "\x00"))
     names = [sub[c] for c in ("32", "33") if c in sub]
     return pl.DataFrame({
         "counterparty_name": pl.select(pl.concat_str(names, ignore_nulls=True)).to_series() if names else none,
@@ -407,7 +401,7 @@ def _dutch(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
     are left to the reference code."""
     split = flat.str.replace_all(mt940._DUTCH.pattern, "\x00${1}\x01")
     wrong = split.str.contains("\x00CNTP\x01", literal=True).to_numpy()
-    values = {k: _field(split, f"\x00{k}\x01", "\x00").str.strip_chars("/ ").str.strip_chars(_PY_SPACE)
+    values = {k: _field(split, f"\x00{k}\x01", "\x00").str.strip_chars("/ ").str.strip_chars(PY_SPACE)
               for k in _DUTCH_FIELDS}
     return pl.DataFrame({"counterparty_name": values["NAME"], "counterparty_account": values["IBAN"],
                          "counterparty_bic": values["BIC"], "purpose": values["REMI"],
@@ -417,8 +411,8 @@ def _dutch(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
 def _unlabelled(value: pl.Series) -> pl.Series:
     """A ?21..?29 purpose line without a dangling ' BIC' / ' IBAN' label (processors._process_segments)."""
     for label in (" BIC", " IBAN"):
-        value = _where(value, value.str.ends_with(label),
-                       lambda v, label=label: v.str.strip_suffix(label).str.strip_chars_end(_PY_SPACE))
+        value = where(value, value.str.ends_with(label),
+                       lambda v, label=label: v.str.strip_suffix(label).str.strip_chars_end(PY_SPACE))
     return value
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clientbase.errors import ParseError
 from sources import text
-from sources.base import Balance, BankTxn, FileInfo, Record, Rejected, clean
+from sources.base import Balance, BankTxn, FileInfo, Record, Rejected, clean, exact_amount
 
 NAME = "ofx"
 KIND = "bank"
@@ -82,7 +82,7 @@ def read(path: Path) -> Iterator[Record]:
                 if tx.amount is None or tx.date is None:
                     raise ParseError("transaction has no TRNAMT or DTPOSTED", path=name, record=record,
                                      field="TRNAMT/DTPOSTED")
-                amount = Decimal(tx.amount)
+                amount = exact_amount(Decimal(tx.amount), path=name, record=record, field_name="TRNAMT")
                 total += amount
                 yield BankTxn(
                     record_number=record, source_line=None, own_account=own,
@@ -98,6 +98,11 @@ def read(path: Path) -> Iterator[Record]:
         balance = getattr(statement, "balance", None)
         if own and currency and balance is not None:
             record += 1
+            try:
+                exact_amount(Decimal(balance), path=name, record=record, field_name="LEDGERBAL/BALAMT")
+            except ParseError as exc:
+                yield Rejected(record, None, f"balance: {exc.reason}")
+                continue
             as_of = getattr(statement, "balance_date", None) or getattr(statement, "end_date", None)
             yield Balance(record_number=record, own_account=own, statement_id=None,
                           balance_date=as_of.date() if as_of else dt.date.min, opening=None,

@@ -36,19 +36,13 @@ import pyarrow as pa
 from clientbase.errors import ParseError
 from sources import onec
 from sources.base import BankTxn, Rejected
+from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, where
 from warehouse.load import RecordWriter
 
 CHUNK_BYTES = 8 << 20
 _DECODE_BLOCK = 8192  # TextIOWrapper decodes the reference's input in blocks of this many bytes
 
-# Whitespace as Python's str.strip() and str.split() see it. polars (Rust) agrees except for \x1c-\x1f, so the
-# explicit set is only used for chunks that contain one of those.
-_PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-             "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-_RUST_MISSES = b"\x1c\x1d\x1e\x1f"
-_SPACE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
-_NEEDS_FOLD = _SPACE.replace("\\x{20}", "") + "|" + _SPACE + "{2}"  # what onec.clean would change
-_INN_PREFIX = "(?i)" + onec.INN_PREFIX.replace("\\s", _SPACE)  # Python's \s, \d and IGNORECASE in Rust's regex
+_INN_PREFIX = "(?i)" + onec.INN_PREFIX.replace("\\s", SPACE)  # Python's \s, \d and IGNORECASE in Rust's regex
 _PLAIN_AMOUNT = r"^[0-9]{1,18}([.,][0-9]{1,5})?$"  # DECIMAL(23, 5) holds it; anything else: reference rules
 _PLAIN_DATE = r"^[0-9]{2}\.[0-9]{2}\.[0-9]{4}$"
 
@@ -161,28 +155,12 @@ def _chunks(path: Path, encoding: str, name: str):
                 return
 
 
-def _line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:
-    """End offsets (after the terminator) of the lines in buf: \\n, \\r\\n and a lone \\r end a line."""
-    breaks = np.flatnonzero(arr == 10)
-    crlf = np.count_nonzero(arr[breaks[breaks > 0] - 1] == 13)
-    if np.count_nonzero(arr == 13) != crlf:  # some \r is not followed by \n
-        cr = np.flatnonzero(arr == 13)
-        after = np.minimum(cr + 1, len(arr) - 1)
-        lone = cr[(cr + 1 >= len(arr)) | (arr[after] != 10)]
-        if len(lone):
-            breaks = np.union1d(breaks, lone)
-    ends = breaks.astype(np.int64) + 1
-    if not len(ends) or ends[-1] != len(arr):
-        ends = np.append(ends, np.int64(len(arr)))
-    return ends
-
-
 def _process(st: _State, buf: bytes, last: bool) -> bytes:
     """Load the documents of buf; returns the lines after its last closed section (for the next chunk)."""
     if not buf:
         return b""
     arr = np.frombuffer(buf, dtype=np.uint8)
-    ends = _line_ends(arr, buf)
+    ends = line_ends(arr, buf)
     starts = np.concatenate((np.zeros(1, np.int64), ends[:-1]))
     n = len(ends)
     # every line as (head, tail): head up to and with the first '=' (or the whole line), tail after it; one
@@ -195,7 +173,8 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
     offsets[0], offsets[1::2], offsets[2::2] = 0, eq, ends
     parts = pl.from_arrow(pa.LargeStringArray.from_buffers(2 * n, pa.py_buffer(offsets), pa.py_buffer(buf)))
     lines = _Lines(heads=parts.gather_every(2), tails=parts.gather_every(2, offset=1),
-                   spaces=_PY_SPACE if any(c in buf for c in _RUST_MISSES) else None)
+                   # polars strips Rust's whitespace, Python's but \x1c-\x1f: the explicit set only when needed
+                   spaces=PY_SPACE if any(c in buf for c in RUST_MISSES) else None)
 
     unique = lines.heads.unique().to_list()
     if len(st.keys) > 200_000:  # many distinct lines without '=' (free text): keep the cache bounded
@@ -387,26 +366,13 @@ def _filled(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr != "").then(expr)
 
 
-def _where(values: pl.Series, needed: pl.Series, change) -> pl.Series:
-    """values with ``change`` applied to the rows where ``needed`` holds (and only to those: most need none)."""
-    rows = np.flatnonzero(needed.fill_null(False).to_numpy())
-    return values.scatter(rows, change(values.gather(rows))) if len(rows) else values
-
-
-def _folded(values: pl.Series) -> pl.Series:
-    """onec.clean: whitespace runs folded to one space; empty -> NULL (values are already stripped)."""
-    values = _where(values, values.str.contains(_NEEDS_FOLD),
-                    lambda v: v.str.replace_all(_SPACE + "+", " ").str.strip_chars(_PY_SPACE))
-    return values.set(values == "", None)
-
-
 def _names(docs: pl.DataFrame, keys: tuple[str, ...]) -> pl.Series:
     """The party's name: ``Плательщик1``, else ``Плательщик`` without its INN prefix (onec._party)."""
     _, _, name, name_inn, _, _ = keys
     names = docs[name]
     missing = names.is_null() | (names == "")
-    names = _where(names, missing, lambda _: docs[name_inn].filter(missing).fill_null(""))
-    return _folded(_where(names, missing, lambda v: v.str.replace(_INN_PREFIX, "")))
+    names = where(names, missing, lambda _: docs[name_inn].filter(missing).fill_null(""))
+    return folded(where(names, missing, lambda v: v.str.replace(_INN_PREFIX, "")))
 
 
 def _party(keys: tuple[str, ...], prefix: str) -> list[pl.Expr]:
@@ -440,7 +406,7 @@ def _typed(st: _State, docs: pl.DataFrame) -> pl.DataFrame:
         dates_ok=doc_date_ok & paid_ok & received_ok,
         amount_text=pl.col(onec.AMOUNT).str.replace(",", ".", literal=True),
         amount_ok=pl.col(onec.AMOUNT).str.contains(_PLAIN_AMOUNT).fill_null(False),
-        payer_name=_names(docs, _PAYER), payee_name=_names(docs, _PAYEE), purpose=_folded(docs[onec.PURPOSE]),
+        payer_name=_names(docs, _PAYER), payee_name=_names(docs, _PAYEE), purpose=folded(docs[onec.PURPOSE]),
     )
     for side in ("payer", "payee"):
         docs = docs.join(own.rename({"account": f"{side}_account", "since": f"{side}_since",

@@ -238,10 +238,6 @@ def test_missing_required_column_is_the_same_error(tmp_path):
                                      "lacks the column 'Amount' needed for amount")
 
 
-def test_whitespace_set_is_pythons():
-    assert crm_bulk.PY_SPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
-
-
 FUZZ = settings(max_examples=int(os.environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 CELL = st.text(alphabet=st.sampled_from(list('aZ1Я ,;"\r\n\t\\\x01\xa0\u2003x.-')), max_size=8)

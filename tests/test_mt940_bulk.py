@@ -109,7 +109,7 @@ def _dutch(rng: random.Random, words: list[str]) -> list[str]:
 def _entry(rng: random.Random, day: dt.date, words: list[str], mt942: bool) -> list[str]:
     mark = pick(rng, ["C", "D", "RC", "RD", "c", "CR", "DR"], [40, 40, 5, 5, 2, 4, 4])[0]
     amount = pick(rng, [f"{rng.randint(0, 99999)},{rng.randint(0, 99):02d}", f"{rng.randint(1, 999)},",
-                          "1,2,3", "12.50", "999999999999,99"], [80, 5, 3, 3, 6])[0]
+                          "1,2,3", "12.50", "999999999999,99", "1,123456"], [80, 5, 3, 3, 6, 2])[0]
     entry = pick(rng, [f"{day:%m%d}", "", "1231", "0102", "0230", "  "], [60, 25, 5, 5, 2, 3])[0]
     code = pick(rng, ["NTRF", "NMSC", "N541", "ntrf", "", "NTR "], [60, 20, 10, 3, 4, 3])[0]
     ref = pick(rng, ["NONREF", "", "KREF-1", "nonref", "A/B", "X" * 17, words[0][:8]], [50, 15, 15, 5, 5, 5, 5])[0]
@@ -147,7 +147,8 @@ def _message(rng: random.Random, n: int, words: list[str], currency: str) -> lis
         opening = pick(rng, ["60F", "60M", "60"], [80, 15, 5])[0]
         lines.append(pick(rng, [f":{opening}:C{day:%y%m%d}{currency}1000,00", f":{opening}:D{day:%y%m%d}"
                                   f"{currency}1,", f":{opening}:C{day:%y%m%d}{currency}1000,00 rest",
-                                  f":{opening}:C250230{currency}1,00"], [85, 5, 5, 5])[0])
+                                  f":{opening}:C250230{currency}1,00", f":{opening}:C{day:%y%m%d}{currency}1,000001"],
+                                [85, 5, 5, 5, 2])[0])
     if awkward(rng, 0.03):
         lines.append(":86:vor dem ersten Umsatz")
     for _ in range(rng.choice([0, 1, 3, 6])):

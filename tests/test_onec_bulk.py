@@ -272,10 +272,6 @@ def test_exactly_the_longest_line_is_accepted(tmp_path):
     both(tmp_path, write(tmp_path / "long.txt", lines, "utf-8"))
 
 
-def test_python_whitespace_set_is_what_polars_is_told():
-    assert onec_bulk._PY_SPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
-
-
 def test_bom_blank_first_line_and_no_final_newline(tmp_path):
     lines = generated(12, 30)
     path = tmp_path / "bom.txt"

@@ -88,3 +88,19 @@ def test_overlong_line_is_refused(tmp_path):
 def test_german_iban_from_blz_and_account():
     # the textbook example IBAN (Commerzbank Köln)
     assert mt940.german_iban("37040044", "532013000") == "DE89370400440532013000"
+
+
+def test_amounts_the_warehouse_cannot_hold_exactly_are_quarantined(tmp_path):
+    """DECIMAL(23, 5) takes five decimals; a sixth is never rounded away: the entry (or, for a balance, the
+    message, whose balance row shares the entries' record numbers) goes to quarantine."""
+    path = tmp_path / "six.sta"
+    path.write_text(":20:A\n:25:DE89370400440532013000\n:60F:C250301EUR10,00\n"
+                    ":61:2503020302CR1,123456NTRFNONREF\n:61:2503020302CR2,00NTRFNONREF\n:62F:C250305EUR13,00\n-\n"
+                    ":20:B\n:25:DE89370400440532013000\n:60F:C250305EUR13,000001\n"
+                    ":61:2503060306CR2,00NTRFNONREF\n:62F:C250306EUR15,00\n-\n")
+    recs = [r for r in parse(path) if not isinstance(r, FileInfo)]
+    assert [(type(r).__name__, r.record_number) for r in recs] == [
+        ("Rejected", 1), ("BankTxn", 2), ("Balance", 2), ("Rejected", 3)]
+    assert recs[0].reason == "amount '1.123456' has more than 5 decimals"
+    assert recs[3].reason == "malformed MT940 message: amount '13.000001' has more than 5 decimals"
+    assert recs[3].source_line == 8

@@ -5,7 +5,7 @@ import pytest
 
 from clientbase.errors import ParseError
 from sources import ofx, registry
-from sources.base import Balance, BankTxn
+from sources.base import Balance, BankTxn, Rejected
 
 
 def test_ofx1_sgml(fixtures):
@@ -45,3 +45,16 @@ def test_entity_declarations_are_refused(tmp_path):
                     "<?OFX OFXHEADER=\"200\"?><OFX><STMTTRN>&x;</STMTTRN></OFX>")
     with pytest.raises(ParseError, match="DOCTYPE/ENTITY declaration is refused"):
         list(ofx.read(path))
+
+
+def test_amounts_the_warehouse_cannot_hold_exactly_are_quarantined(tmp_path, fixtures):
+    text = (fixtures / "bank" / "ofx1_sgml_chase.qfx").read_text()
+    path = tmp_path / "six.qfx"
+    path.write_text(text.replace("<TRNAMT>-45.10", "<TRNAMT>-45.100001").replace("<BALAMT>12454.90",
+                                                                               "<BALAMT>12454.900001"))
+    recs = list(ofx.read(path))
+    rejected = [(r.record_number, r.reason) for r in recs if isinstance(r, Rejected)]
+    assert rejected == [(2, "amount '-45.100001' has more than 5 decimals"),
+                        (4, "balance: amount '12454.900001' has more than 5 decimals")]
+    assert not [r for r in recs if isinstance(r, Balance)]
+    assert len([r for r in recs if isinstance(r, BankTxn)]) == 2

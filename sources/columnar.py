@@ -1,0 +1,52 @@
+"""Vectorised helpers the set-based fast paths share (``*_bulk.py``): Python's whitespace rules for polars and
+DuckDB regexes, line ends found with numpy, and updates of only the rows that need one.
+
+The fast paths must give exactly what the reference readers give, and those clean text with Python's
+``str.split``/``str.strip``; Rust's (polars) and RE2's (DuckDB) notion of whitespace differ from Python's in
+\\x1c-\\x1f, so the set is spelled out here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+
+# Whitespace as Python's str.split() and str.strip() see it (a test checks it against str.isspace)
+PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+            "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+RUST_MISSES = b"\x1c\x1d\x1e\x1f"  # what Rust's whitespace lacks of Python's (as UTF-8 bytes)
+SPACE_CHARS = "".join(f"\\x{{{ord(c):x}}}" for c in PY_SPACE)  # for a character class of Rust's regex or RE2
+SPACE = f"[{SPACE_CHARS}]"
+NEEDS_FOLD = SPACE.replace("\\x{20}", "") + "|" + SPACE + "{2}"  # what clean() would change in a stripped value
+
+
+def line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:
+    """End offsets (after the terminator) of the lines in buf (``arr`` is its bytes as uint8): ``\\n``,
+    ``\\r\\n`` and a lone ``\\r`` end a line, as in Python's universal newlines."""
+    breaks = np.flatnonzero(arr == 10)
+    if buf.count(b"\r") != buf.count(b"\r\n"):  # some \r is not followed by \n
+        cr = np.flatnonzero(arr == 13)
+        after = np.minimum(cr + 1, len(arr) - 1)
+        lone = cr[(cr + 1 >= len(arr)) | (arr[after] != 10)]
+        if len(lone):
+            breaks = np.union1d(breaks, lone)
+    ends = breaks.astype(np.int64) + 1
+    if not len(ends) or ends[-1] != len(arr):
+        ends = np.append(ends, np.int64(len(arr)))
+    return ends
+
+
+def where(values: pl.Series, needed: pl.Series, change: Callable[[pl.Series], pl.Series]) -> pl.Series:
+    """``values`` with ``change`` applied to the rows where ``needed`` holds, and only to those (most rows need
+    no change, and the change is the expensive part). ``values`` itself is left as it was."""
+    rows = np.flatnonzero(needed.fill_null(False).to_numpy())
+    return values.clone().scatter(rows, change(values.gather(rows))) if len(rows) else values
+
+
+def folded(values: pl.Series) -> pl.Series:
+    """``base.clean`` of already stripped values: whitespace runs folded to one space; empty -> NULL."""
+    values = where(values, values.str.contains(NEEDS_FOLD),
+                   lambda v: v.str.replace_all(SPACE + "+", " ").str.strip_chars(PY_SPACE))
+    return values.set(values == "", None)

@@ -1,0 +1,30 @@
+import numpy as np
+import polars as pl
+
+from sources import columnar
+from sources.base import clean
+
+
+def test_whitespace_set_is_pythons():
+    assert columnar.PY_SPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+
+
+def test_line_ends_are_pythons_universal_newlines():
+    for text in ("a\r\nbb\nc\rd", "a\r\n", "", "x", "\r\r\n\n", "a\rb\r"):
+        buf = text.encode()
+        ends = columnar.line_ends(np.frombuffer(buf, np.uint8), buf)
+        starts = [0, *ends[:-1]]
+        assert [buf[s:e].decode() for s, e in zip(starts, ends, strict=True)] == (text.splitlines(keepends=True)
+                                                                                 or [""])
+
+
+def test_where_changes_only_the_rows_asked_and_not_its_input():
+    values = pl.Series(["a", "b", None, "d"])
+    changed = columnar.where(values, pl.Series([True, None, False, True]), lambda v: v.str.to_uppercase())
+    assert changed.to_list() == ["A", "b", None, "D"]
+    assert values.to_list() == ["a", "b", None, "d"]
+
+
+def test_folded_is_clean_of_stripped_values():
+    texts = ["a  b", "a\x1cb", "a\u3000\u2000b", "plain", "", "x\ty\nz"]
+    assert columnar.folded(pl.Series(texts)).to_list() == [clean(t) for t in texts]
