@@ -62,10 +62,6 @@ def _first(*elements: etree._Element | None) -> etree._Element | None:
     return next((e for e in elements if e is not None), None)
 
 
-def _children(el: etree._Element | None, name: str) -> list[etree._Element]:
-    return el.findall(f"{{*}}{name}") if el is not None else []
-
-
 def _text(el: etree._Element | None, *path: str) -> str | None:
     found = _child(el, *path) if path else el
     return clean(found.text) if found is not None and found.text is not None else None
@@ -84,16 +80,6 @@ def _date(el: etree._Element | None) -> dt.date | None:
 
 def _account(acct: etree._Element | None) -> str | None:
     return _text(acct, "Id", "IBAN") or _text(acct, "Id", "Othr", "Id")
-
-
-def _party_name(party: etree._Element | None) -> str | None:
-    # up to .07 the name is Dbtr/Nm; from .08 it is Dbtr/Pty/Nm
-    return _text(party, "Nm") or _text(party, "Pty", "Nm")
-
-
-def _party_tax_id(party: etree._Element | None) -> str | None:
-    org = _first(_child(party, "Id", "OrgId"), _child(party, "Pty", "Id", "OrgId"))
-    return _text(org, "Othr", "Id")
 
 
 _EVENT_TAGS = tuple(f"{{*}}{t}" for t in ("Acct", "Bal", "Ntry", *sorted(_CONTAINERS)))
@@ -202,29 +188,73 @@ def read(path: Path) -> Iterator[Record]:
         raise ParseError(f"cannot read the file ({exc})", path=name) from None
 
 
+class _Paths:
+    """The element descendants of one entry (or one ``TxDtls``) by their path of local names, in document order,
+    from a single walk: ``first('RmtInf', 'Ustrd')`` is what ``find('{*}RmtInf/{*}Ustrd')`` finds, without
+    an ElementPath evaluation per field (some thirty per entry). ``TxDtls`` subtrees are left out of an entry's
+    walk: each split gets a walk of its own."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, el: etree._Element, skip: tuple[str, ...] = ()):
+        self.paths: dict[tuple[str, ...], list[etree._Element]] = {}
+        self._walk(el, (), skip)
+
+    def _walk(self, el: etree._Element, path: tuple[str, ...], skip: tuple[str, ...]) -> None:
+        for child in el:
+            name = _local(child.tag)
+            if not name:
+                continue
+            key = (*path, name)
+            self.paths.setdefault(key, []).append(child)
+            if len(child) and key != skip:
+                self._walk(child, key, skip)
+
+    def first(self, *path: str) -> etree._Element | None:
+        found = self.paths.get(path)
+        return found[0] if found else None
+
+    def all(self, *path: str) -> list[etree._Element]:
+        return self.paths.get(path, [])
+
+    def text(self, *path: str) -> str | None:
+        found = self.paths.get(path)
+        return clean(found[0].text) if found and found[0].text is not None else None
+
+    def date(self, name: str) -> dt.date | None:
+        """``<Dt>`` or ``<DtTm>`` of the first ``name`` element (``_date``)."""
+        return _date(self.first(name))
+
+
+_SPLITS = ("NtryDtls", "TxDtls")
+
+
 def _entry(ntry: etree._Element, name: str, last_record: int, account: str | None,
            statement_currency: str | None) -> Iterator[Record]:
     record = last_record
     line = ntry.sourceline
+    entry = _Paths(ntry, skip=_SPLITS)
     try:
         if account is None:
             raise ParseError("entry appears before the statement's Acct", path=name, record=record + 1, field="Acct")
-        amt_el = _child(ntry, "Amt")
+        amt_el = entry.first("Amt")
         if amt_el is None:
             raise ParseError("entry has no Amt", path=name, record=record + 1, field="Amt")
-        indicator = _text(ntry, "CdtDbtInd")
+        indicator = entry.text("CdtDbtInd")
         entry_amount = parse_decimal(amt_el.text or "", path=name, record=record + 1, field_name="Amt")
         currency = amt_el.get("Ccy") or statement_currency
         if not currency:
             raise ParseError("entry amount has no Ccy", path=name, record=record + 1, field="Amt/@Ccy")
-        status = _text(ntry, "Sts", "Cd") or _text(ntry, "Sts") or "BOOK"
-        booking = _date(_child(ntry, "BookgDt")) or _date(_child(ntry, "ValDt"))
+        status = entry.text("Sts", "Cd") or entry.text("Sts") or "BOOK"
+        booking = entry.date("BookgDt") or entry.date("ValDt")
         if booking is None:
             raise ParseError("entry has neither BookgDt nor ValDt", path=name, record=record + 1, field="BookgDt")
-        value_date = _date(_child(ntry, "ValDt"))
-        reversal = (_text(ntry, "RvslInd") or "").lower() == "true"
-        entry_ref = _text(ntry, "AcctSvcrRef") or _text(ntry, "NtryRef")
-        details = ntry.findall("{*}NtryDtls/{*}TxDtls")
+        value_date = entry.date("ValDt")
+        reversal = (entry.text("RvslInd") or "").lower() == "true"
+        entry_ref = entry.text("AcctSvcrRef") or entry.text("NtryRef")
+        details = entry.all(*_SPLITS)
+        if not details:
+            signed = _signed(entry_amount, indicator, f"line {line}", name, record + 1)
     except ParseError as exc:
         yield Rejected(record + 1, line, exc.reason)
         return
@@ -233,16 +263,16 @@ def _entry(ntry: etree._Element, name: str, last_record: int, account: str | Non
         record += 1
         yield BankTxn(
             record_number=record, source_line=line, own_account=account, booking_date=booking,
-            value_date=value_date, amount=_signed(entry_amount, indicator, f"line {line}", name, record),
-            currency=currency, purpose=_text(ntry, "AddtlNtryInf"), bank_reference=entry_ref, status=status,
-            is_reversal=reversal,
+            value_date=value_date, amount=signed, currency=currency, purpose=entry.text("AddtlNtryInf"),
+            bank_reference=entry_ref, status=status, is_reversal=reversal,
         )
         return
 
     for index, tx in enumerate(details, start=1):
         record += 1
         try:
-            tx_amt_el = _first(_child(tx, "Amt"), _child(tx, "AmtDtls", "TxAmt", "Amt"))
+            t = _Paths(tx)
+            tx_amt_el = _first(t.first("Amt"), t.first("AmtDtls", "TxAmt", "Amt"))
             if tx_amt_el is not None:
                 amount = parse_decimal(tx_amt_el.text or "", path=name, record=record, field_name="TxDtls/Amt")
             elif len(details) == 1:
@@ -250,28 +280,29 @@ def _entry(ntry: etree._Element, name: str, last_record: int, account: str | Non
             else:
                 raise ParseError(f"split entry: TxDtls {index} of {len(details)} has no amount", path=name,
                                  record=record, field="TxDtls/Amt")
-            tx_indicator = _text(tx, "CdtDbtInd") or indicator
+            tx_indicator = t.text("CdtDbtInd") or indicator
             signed = _signed(amount, tx_indicator, f"line {tx.sourceline}", name, record)
-            incoming = signed >= 0
-            parties = _child(tx, "RltdPties")
-            party = _child(parties, "Dbtr" if incoming else "Cdtr")
-            party_acct = _child(parties, "DbtrAcct" if incoming else "CdtrAcct")
-            agent = _child(tx, "RltdAgts", "DbtrAgt" if incoming else "CdtrAgt", "FinInstnId")
+            side, party_acct, agent = ("Dbtr", "DbtrAcct", "DbtrAgt") if signed >= 0 else ("Cdtr", "CdtrAcct", "CdtrAgt")
+            # up to .07 the name is Dbtr/Nm; from .08 it is Dbtr/Pty/Nm
+            party_name = t.text("RltdPties", side, "Nm") or t.text("RltdPties", side, "Pty", "Nm")
+            org = _first(t.first("RltdPties", side, "Id", "OrgId"), t.first("RltdPties", side, "Pty", "Id", "OrgId"))
             purpose = " ".join(
-                t for t in (
-                    *(clean(u.text) for u in _children(_child(tx, "RmtInf"), "Ustrd")),
-                    _text(tx, "RmtInf", "Strd", "CdtrRefInf", "Ref"),
-                ) if t
-            ) or _text(tx, "AddtlTxInf") or _text(ntry, "AddtlNtryInf")
-            e2e = _text(tx, "Refs", "EndToEndId")
+                p for p in (
+                    *(clean(u.text) for u in t.all("RmtInf", "Ustrd")),
+                    t.text("RmtInf", "Strd", "CdtrRefInf", "Ref"),
+                ) if p
+            ) or t.text("AddtlTxInf") or entry.text("AddtlNtryInf")
+            e2e = t.text("Refs", "EndToEndId")
             yield BankTxn(
                 record_number=record, source_line=tx.sourceline, own_account=account, booking_date=booking,
                 value_date=value_date, amount=signed, currency=(tx_amt_el.get("Ccy") if tx_amt_el is not None
                                                                  else None) or currency,
-                counterparty_name=_party_name(party), counterparty_tax_id=_party_tax_id(party),
-                counterparty_account=_account(party_acct),
-                counterparty_bic=_text(agent, "BICFI") or _text(agent, "BIC"),
-                purpose=purpose, bank_reference=_text(tx, "Refs", "AcctSvcrRef") or (
+                counterparty_name=party_name, counterparty_tax_id=_text(org, "Othr", "Id"),
+                counterparty_account=(t.text("RltdPties", party_acct, "Id", "IBAN")
+                                      or t.text("RltdPties", party_acct, "Id", "Othr", "Id")),
+                counterparty_bic=(t.text("RltdAgts", agent, "FinInstnId", "BICFI")
+                                  or t.text("RltdAgts", agent, "FinInstnId", "BIC")),
+                purpose=purpose, bank_reference=t.text("Refs", "AcctSvcrRef") or (
                     f"{entry_ref}/{index}" if entry_ref and len(details) > 1 else entry_ref),
                 end_to_end_id=None if e2e == "NOTPROVIDED" else e2e, status=status, is_reversal=reversal,
             )

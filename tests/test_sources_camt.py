@@ -107,3 +107,21 @@ def test_billion_laughs_is_refused_without_expanding(tmp_path):
     path.write_text(lol)
     with pytest.raises(ParseError, match="DOCTYPE/DTD is refused"):
         records(path)
+
+
+def test_entry_without_details_and_a_bad_indicator_is_quarantined(tmp_path):
+    """The sign of an entry without TxDtls comes from its own CdtDbtInd; one that is neither CRDT nor DBIT is that
+    entry's problem (quarantined, the file goes on), not the whole file's."""
+    entries = "".join(
+        f'<Ntry><Amt Ccy="EUR">{amount}</Amt><CdtDbtInd>{ind}</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>'
+        f"<BookgDt><Dt>2025-03-0{n}</Dt></BookgDt><AddtlNtryInf>fee {n}</AddtlNtryInf></Ntry>\n"
+        for n, (amount, ind) in enumerate((("1.00", "DBIT"), ("2.00", "CRDIT"), ("3.00", "CRDT")), start=1))
+    path = tmp_path / "ind.xml"
+    path.write_text('<?xml version="1.0"?>\n<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">'
+                    "<BkToCstmrStmt><Stmt><Id>S</Id><Acct><Id><IBAN>DE89370400440532013000</IBAN></Id></Acct>\n"
+                    f"{entries}</Stmt></BkToCstmrStmt></Document>\n", encoding="utf-8")
+    recs = records(path)
+    assert [(type(r).__name__, r.record_number, r.source_line) for r in recs] == [
+        ("BankTxn", 1, 3), ("Rejected", 2, 4), ("BankTxn", 3, 5)]
+    assert recs[1].reason == "CdtDbtInd 'CRDIT' at line 4 is neither CRDT nor DBIT"
+    assert [(r.amount, r.purpose) for r in (recs[0], recs[2])] == [(Decimal("-1.00"), "fee 1"), (Decimal("3.00"), "fee 3")]
