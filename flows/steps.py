@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from transforms.marts import (
 )
 from warehouse import publish
 from warehouse.db import (
+    STAGING_DIR,
     connect,
     create_mart_views,
     export_parquet,
@@ -262,6 +264,30 @@ class StageStats:
     rows_staged: int
     duplicates: int
     clients: int
+    skipped: bool = False  # the inputs were those of the staging on disk: nothing was recomputed
+
+
+STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.invoice",
+                  "staging.activity", "staging.ticket", "staging.manager")
+STAGE_STATE = "_stage.json"  # HOME/staging/_stage.json: the fingerprint of the inputs the staging files are from
+# what staging is a function of besides the raw rows, the settings and the inbox files below: the code computing it
+_STAGE_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
+    staging, crm_staging, identity, m, sys.modules[__name__]))).hexdigest()
+
+
+def stage_fingerprint(settings: Settings, files: list[tuple[str, int]]) -> str:
+    """sha256 of everything staging depends on: the ingested files (raw only ever grows, one file at a time),
+    the settings stage reads, the FX rates and client overrides files, polars and the code."""
+    digest = hashlib.sha256(json.dumps({
+        "files": files, "reporting_currency": settings.reporting_currency,
+        "classification": settings.classification.model_dump(mode="json"),
+        "identity": settings.identity.model_dump(mode="json"), "fx": settings.fx.model_dump(mode="json"),
+        "payment_terms_days": settings.economics.payment_terms_days, "polars": pl.__version__,
+        "code": _STAGE_CODE}, sort_keys=True).encode())
+    for name in (settings.fx.rates_file, settings.identity.overrides_file):
+        path = settings.inbox_dir / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"\0absent"))
+    return digest.hexdigest()
 
 
 def _inbox_table(settings: Settings, name: str, schema: dict[str, pl.DataType], what: str) -> pl.LazyFrame | None:
@@ -295,7 +321,31 @@ def _inbox_table(settings: Settings, name: str, schema: dict[str, pl.DataType], 
 
 
 def stage(settings: Settings) -> StageStats:
-    """Rebuild the staging tables from the whole raw layer (deterministic: same raw -> same staging)."""
+    """Rebuild the staging tables from the whole raw layer (deterministic: same raw -> same staging).
+
+    When nothing staging depends on changed since the staging on disk was built (``stage_fingerprint``: no new
+    file, same settings, FX rates, overrides and code), that staging is kept and nothing is recomputed. The state
+    file is removed before any staging file is replaced and written after the last one, so a run killed in
+    between always restages."""
+    state_path = settings.home / STAGING_DIR / STAGE_STATE
+    with connect(settings.warehouse_path) as con:
+        files = [tuple(r) for r in con.execute(
+            "SELECT file_hash, ingest_seq FROM ops.ingested_file ORDER BY ingest_seq").fetchall()]
+    fingerprint = stage_fingerprint(settings, files)
+    if state_path.is_file():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if state.get("fingerprint") == fingerprint and all(
+                staging_file(settings.home, t).is_file() for t in STAGING_TABLES):
+            log.info("staging is up to date (no new file, same settings and code): kept as it is")
+            return StageStats(**state["stats"], skipped=True)
+        state_path.unlink()
+    stats = _restage(settings)
+    state_path.write_text(json.dumps({"fingerprint": fingerprint, "stats": {
+        k: v for k, v in asdict(stats).items() if k != "skipped"}}, indent=1) + "\n", encoding="utf-8")
+    return stats
+
+
+def _restage(settings: Settings) -> StageStats:
     cfg = settings.classification
     fx_rates = _inbox_table(settings, settings.fx.rates_file,
                             {"date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)}, "FX rates")

@@ -173,8 +173,13 @@ def test_second_run_ingests_nothing_and_gives_identical_marts(home, tmp_path):
     work = copy_home(home, tmp_path)
     every_mart = [mart.NAME for mart in MARTS if mart.NAME != "run_log"]  # the log remembers both runs
     before = {name: mart_digest(work, name) for name in every_mart}
+    staged = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (work / "staging").glob("*.parquet")}
     summary = run(work)
     assert summary["files_new"] == 0
+    # nothing staging depends on changed: the staging files were kept, not rebuilt (test_failed_gate_publishes_
+    # nothing shows a changed FX rates file restaging)
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (work / "staging").glob("*.parquet")} == staged
+    assert len(staged) == 7
     # byte for byte, every file of every mart (float shares come from exact sums, not row-order-dependent ones)
     assert {name: mart_digest(work, name) for name in every_mart} == before
     assert [r[0] for r in query(work, "SELECT status FROM ops.run_log ORDER BY started_at")] == ["published"] * 2
