@@ -397,6 +397,7 @@ def _restage(settings: Settings) -> StageStats:
         for table, frame in (("staging.client", clients), ("staging.client_match", client_match)):
             staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
             frame.write_parquet(staged_files[table])
+        assert sorted(staged_files) == sorted(STAGING_TABLES), "stage() keeps the staging when these files exist"
         with connect(settings.warehouse_path) as con:
             for table, path in staged_files.items():
                 replace_staging(con, settings.home, table, path)

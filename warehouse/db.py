@@ -114,7 +114,7 @@ def staging_file(home: Path, table: str) -> Path:
 def replace_staging(con: duckdb.DuckDBPyConnection, home: Path, table: str, path: Path) -> None:
     """Make a parquet file (e.g. a polars ``sink_parquet``) the rows of a staging table.
 
-    Staging is rebuilt whole by every run and read mostly by polars, so its tables are parquet files in
+    Staging is rebuilt whole (when its inputs change) and read mostly by polars, so its tables are parquet files in
     ``HOME/staging/`` behind ``staging.<name>`` views, not DuckDB tables: loading them into DuckDB's storage
     and exporting them again for the marts cost more than computing them. The file is moved into place with
     ``os.replace`` (a reader holding the old file keeps reading it); the view reads it by a path relative to
