@@ -111,8 +111,10 @@ def _counterparty(data: dict) -> dict[str, str | None]:
 def _parser() -> mt940_lib.models.Transactions:
     return mt940_lib.models.Transactions(
         processors={"post_transaction_details": [processors.transaction_details_post_processor]},
+        # reversal_sign: RC (reversal of a credit: money going back out) is a debit, RD a credit
         options=Options(applicant_iban=True, merge_keeps_values=True, case_insensitive_marks=True,
-                        unbounded_details=True, strip_bom=True, gvc_leading_text=True, timezone_offset=True),
+                        unbounded_details=True, strip_bom=True, gvc_leading_text=True, timezone_offset=True,
+                        reversal_sign=True),
     )
 
 

@@ -316,8 +316,8 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
         ok=(pl.col("value_date").is_not_null() & (pl.col("entry").is_null() | pl.col("entry_date").is_not_null())
             & pl.col("amount").str.contains(_PLAIN_AMOUNT)).fill_null(False),
         booking_date=pl.coalesce("entry_date", "value_date"),
-        amount_text=pl.concat_str(pl.when(pl.col("mark") == "D").then(pl.lit("-")).otherwise(pl.lit("")),
-                                  pl.col("amount").str.replace(",", ".", literal=True)),
+        amount_text=pl.concat_str(pl.when(pl.col("mark").is_in(["D", "RC"])).then(pl.lit("-"))  # RC: out again
+                                  .otherwise(pl.lit("")), pl.col("amount").str.replace(",", ".", literal=True)),
         bank_reference=pl.when(pl.col("bank") != "").then(pl.col("bank"))
         .when((customer != "") & (customer.str.to_uppercase() != "NONREF")).then(customer),
         is_reversal=pl.col("mark").str.starts_with("R").fill_null(False))

@@ -104,3 +104,17 @@ def test_amounts_the_warehouse_cannot_hold_exactly_are_quarantined(tmp_path):
     assert recs[0].reason == "amount '1.123456' has more than 5 decimals"
     assert recs[3].reason == "malformed MT940 message: amount '13.000001' has more than 5 decimals"
     assert recs[3].source_line == 8
+
+
+def test_reversals_carry_the_sign_of_the_money_movement(tmp_path):
+    """RC reverses a credit (the money goes back out: negative), RD reverses a debit (it comes back: positive);
+    both are marked as reversals."""
+    path = tmp_path / "rev.sta"
+    path.write_text(":20:A\n:25:DE89370400440532013000\n:60F:C250301EUR10,00\n"
+                    ":61:2503020302RC4,00NTRFNONREF\n:86:Rueckbuchung\n:61:2503020302RD1,50NTRFNONREF\n"
+                    ":61:2503020302C2,00NTRFNONREF\n:62F:C250302EUR9,50\n-\n")
+    txns = [r for r in parse(path) if isinstance(r, BankTxn)]
+    assert [(t.amount, t.is_reversal) for t in txns] == [
+        (Decimal("-4.00"), True), (Decimal("1.50"), True), (Decimal("2.00"), False)]
+    (balance,) = (r for r in parse(path) if isinstance(r, Balance))
+    assert balance.opening + balance.entries_total == balance.closing
