@@ -10,8 +10,8 @@ import pytest
 
 from clientbase.errors import ParseError
 from sources import onec, onec_bulk
-from warehouse.db import connect, query_polars
-from warehouse.load import FileStats, ingest_bulk, ingest_records
+from tests import parity
+from warehouse.db import connect
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bank"
 OWN_RUB, OWN_USD, OWN_ODD = "40702810900000012345", "40702840500000001234", "40702999000000000001"
@@ -19,27 +19,11 @@ OTHER = ("40702810400000067890", "40101810400000010001", "30101810400000000225")
 
 
 def load(tmp_path: Path, path: Path, mode: str):
-    stats = FileStats(path=path.name, sha256="h", reader=onec.NAME)
-    with connect(tmp_path / f"{mode}.duckdb") as con:
-        if mode == "bulk":
-            ingest_bulk(con, lambda c: onec.load_bulk(c, path, file_hash="h", source_file=path.name, run_id="r",
-                                                      scratch=tmp_path),
-                        stats=stats, kind="bank", size_bytes=1, run_id="r")
-        else:
-            ingest_records(con, onec.read(path), stats=stats, kind="bank", size_bytes=1, run_id="r")
-        return {
-            "stats": (stats.records_in, stats.rows_raw, stats.rows_quarantined, stats.encoding),
-            "rows": query_polars(con, "SELECT * FROM raw.bank_transaction ORDER BY record_number").to_dicts(),
-            "quarantine": query_polars(con, "SELECT * FROM ops.quarantine ORDER BY record_number").to_dicts(),
-            "balances": query_polars(con, "SELECT * FROM raw.statement_balance ORDER BY record_number").to_dicts(),
-        }
+    return parity.load(onec, tmp_path, path, mode)
 
 
 def both(tmp_path: Path, path: Path):
-    reference, bulk = load(tmp_path, path, "reference"), load(tmp_path, path, "bulk")
-    for part in ("stats", "rows", "quarantine", "balances"):
-        assert bulk[part] == reference[part], part
-    return reference
+    return parity.both(onec, tmp_path, path)
 
 
 def error_of(call) -> str:
