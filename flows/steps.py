@@ -329,9 +329,8 @@ def stage(settings: Settings) -> StageStats:
     between always restages."""
     state_path = settings.home / STAGING_DIR / STAGE_STATE
     with connect(settings.warehouse_path) as con:
-        files = [tuple(r) for r in con.execute(
-            "SELECT file_hash, ingest_seq FROM ops.ingested_file ORDER BY ingest_seq").fetchall()]
-    fingerprint = stage_fingerprint(settings, files)
+        manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file ORDER BY ingest_seq")
+    fingerprint = stage_fingerprint(settings, manifest.rows())
     if state_path.is_file():
         state = json.loads(state_path.read_text(encoding="utf-8"))
         if state.get("fingerprint") == fingerprint and all(
@@ -339,13 +338,13 @@ def stage(settings: Settings) -> StageStats:
             log.info("staging is up to date (no new file, same settings and code): kept as it is")
             return StageStats(**state["stats"], skipped=True)
         state_path.unlink()
-    stats = _restage(settings)
+    stats = _restage(settings, manifest.lazy())
     state_path.write_text(json.dumps({"fingerprint": fingerprint, "stats": {
         k: v for k, v in asdict(stats).items() if k != "skipped"}}, indent=1) + "\n", encoding="utf-8")
     return stats
 
 
-def _restage(settings: Settings) -> StageStats:
+def _restage(settings: Settings, manifest: pl.LazyFrame) -> StageStats:
     cfg = settings.classification
     fx_rates = _inbox_table(settings, settings.fx.rates_file,
                             {"date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)}, "FX rates")
@@ -367,7 +366,6 @@ def _restage(settings: Settings) -> StageStats:
     )
     try:
         with connect(settings.warehouse_path) as con:
-            manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file").lazy()
             raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
             raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
             raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
