@@ -297,11 +297,15 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
     party = _details(details)
     bad_parts.append(frame["msg"].gather(d_rows).filter(party["bad"]))
     right_after = (d_rows > 0) & np.isin(code[np.maximum(d_rows - 1, 0)], [_T, _U])  # else: not plain anyway
-    party = party.with_columns(t=pl.Series(entry_of_d, dtype=pl.Int64)).filter(right_after).drop("bad")
+    party_of = np.full(len(t_rows), -1, np.int64)  # the :86: of each :61: (the last one: not plain anyway)
+    party_of[entry_of_d[right_after]] = np.flatnonzero(right_after)
+    party = party.drop("bad")
+    if not np.array_equal(party_of, np.arange(len(d_rows))):
+        missing = party_of < 0
+        party = party.select(pl.all().gather(pl.Series(party_of).set(pl.Series(missing), None)))
 
     entries = pl.DataFrame({"msg": frame["msg"].gather(t_rows), "value": statement}).with_columns(
-        parts=pl.col("value").str.extract_groups(_STATEMENT)).unnest("parts").with_row_index("t")
-    entries = entries.with_columns(t=pl.col("t").cast(pl.Int64)).join(party, on="t", how="left")
+        parts=pl.col("value").str.extract_groups(_STATEMENT)).unnest("parts").hstack(party)
     value_date = _date(pl.col("date"))
     entry_date = _date(pl.concat_str(pl.col("date").str.slice(0, 2), pl.col("entry")))
     entries = entries.with_columns(value_date=value_date, entry_date=entry_date)
@@ -367,11 +371,36 @@ def _field(texts: pl.Series, start: str, stop: str) -> pl.Series:
     return texts.str.splitn(start, 2).struct.field("field_1").str.splitn(stop, 2).struct.field("field_0")
 
 
+def _subfields(flat: pl.Series) -> dict[str, pl.Series]:
+    """``_field(flat, "?c", "?")`` for each used sub-field code c that some text has, in one pass: the texts
+    split at every ``?``, a piece's code its first two characters (the piece before the first ``?`` has none),
+    the first piece of each code per text."""
+    parts = flat.str.split("?")
+    counts = parts.list.len().to_numpy()
+    pieces = parts.explode()
+    text_of = np.repeat(np.arange(len(flat)), counts)
+    head = pieces.str.head(2)
+    lead = np.zeros(len(pieces), bool)
+    lead[np.cumsum(counts) - counts] = True  # the piece before the first '?'
+    out = {}
+    for c in _USED_FIELDS:
+        at = np.flatnonzero((head == c).to_numpy() & ~lead)
+        if not len(at):
+            continue
+        texts = text_of[at]
+        first = np.ones(len(at), bool)
+        first[1:] = texts[1:] != texts[:-1]  # pieces are in text order
+        values = pieces.gather(at[first]).str.slice(2)
+        out[c] = values if first.sum() == len(flat) else pl.repeat(
+            None, len(flat), dtype=pl.String, eager=True).scatter(texts[first], values)
+    return out
+
+
 def _german(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
     """processors._parse_mt940_details (DETAIL_KEYS_APPLICANT_IBAN), then _parse_mt940_gvcodes, for texts in the
     German ?xx style; and which texts are outside the plain subset (sub-fields in another order, KREF, ...)."""
     wrong = ~flat.str.contains(_GERMAN_SHAPE).to_numpy()
-    sub = {c: _field(flat, f"?{c}", "?") for c in _USED_FIELDS if flat.str.contains(f"?{c}", literal=True).any()}
+    sub = _subfields(flat)
     none = pl.Series([None] * len(flat), dtype=pl.String)
     lines = [sub[c] if c == "20" else _unlabelled(sub[c]) for c in map(str, range(20, 30)) if c in sub]
     purpose = (pl.select(pl.concat_str(lines, ignore_nulls=True)).to_series() if len(lines) > 1
@@ -437,36 +466,45 @@ _ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking
 
 
 def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, start_line: np.ndarray) -> None:
-    """The rows of the plain messages: entries typed by DuckDB, one balance per statement that has one."""
-    msgs = pl.DataFrame({"msg": plain, "before": before[plain], "source_line": start_line[plain]})
-    single = fields["single"].join(msgs.select("msg"), on="msg")
-    for value in single.filter(pl.col("code") == _B)["value"].unique().to_list():
+    """The rows of the plain messages: entries typed by DuckDB, one balance per statement that has one. A plain
+    message has one :20:, :25:, opening and closing line each, so those rows, in line order, line up with
+    ``plain`` (no joins); entries find their message's values by its place in ``plain``."""
+    is_plain = np.zeros(len(before), bool)
+    is_plain[plain] = True
+    single = fields["single"]
+    single = single.filter(pl.Series(is_plain[single["msg"].to_numpy()]))
+    balances = fields["balances"]
+    balances = balances.filter(pl.Series(is_plain[balances["msg"].to_numpy()]))
+    accounts = single.filter(pl.col("code") == _B)["value"]
+    for value in accounts.unique().to_list():
         if value not in st.accounts:
             st.accounts[value] = mt940._own_account(value)[0]
-    heads = (single.filter(pl.col("code") == _A).select("msg", statement_id="value")
-             .join(single.filter(pl.col("code") == _B).select(
-                 "msg", own_account=pl.col("value").replace_strict(st.accounts, return_dtype=pl.String)), on="msg"))
-    balances = fields["balances"].join(msgs.select("msg"), on="msg")
-    opening = balances.filter(pl.col("code") == _O).select(
-        "msg", entry_currency="currency", open_used=pl.col("tag") != "60M", open_amount="amount_text",
-        open_day="day", open_currency="currency")
-    closing = balances.filter(pl.col("code") == _E).select(
-        "msg", close_used=pl.col("tag") != "62M", close_amount="amount_text", close_day="day",
-        close_currency="currency")
-    msgs = msgs.join(heads, on="msg").join(opening, on="msg").join(closing, on="msg")
-    entries = (fields["entries"].join(msgs.select("msg", "before", "source_line", "own_account", "entry_currency"),
-                                      on="msg")
-               .with_columns(record_number=pl.col("before") + pl.int_range(1, pl.len() + 1).over("msg"),
-                             currency="entry_currency")
-               .select(_ENTRY_COLUMNS))
-    counts = entries.group_by("msg").len()
-    statement = (msgs.filter(pl.col("open_used") | pl.col("close_used")).join(counts, on="msg", how="left")
-                 .select("msg", "own_account", "statement_id",
-                         record_number=pl.col("before") + pl.col("len").fill_null(0),
-                         balance_date=pl.when("close_used").then("close_day").otherwise("open_day"),
-                         opening=pl.when("open_used").then("open_amount"),
-                         closing=pl.when("close_used").then("close_amount"),
-                         currency=pl.when("close_used").then("close_currency").otherwise("open_currency")))
+    opening = balances.filter(pl.col("code") == _O)
+    closing = balances.filter(pl.col("code") == _E)
+    own_account = accounts.replace_strict(st.accounts, return_dtype=pl.String)
+
+    entries = fields["entries"]
+    entries = entries.filter(pl.Series(is_plain[entries["msg"].to_numpy()]))
+    msg = entries["msg"].to_numpy()
+    at = np.searchsorted(plain, msg)  # the message's place in plain
+    rank = np.arange(len(msg)) - np.searchsorted(msg, msg)  # entries are in message order
+    entries = entries.select(
+        "msg", pl.Series("record_number", before[msg] + rank + 1), pl.Series("source_line", start_line[msg]),
+        own_account.gather(at).alias("own_account"), "booking_date", "value_date", "amount_text",
+        opening["currency"].gather(at).alias("currency"), *_ENTRY_COLUMNS[8:])
+    used = (opening["tag"] != "60M") | (closing["tag"] != "62M")
+    open_used, close_used = pl.col("open_tag") != "60M", pl.col("close_tag") != "62M"
+    statement = pl.DataFrame({
+        "msg": plain, "own_account": own_account, "statement_id": single.filter(pl.col("code") == _A)["value"],
+        "record_number": before[plain] + np.bincount(msg, minlength=len(before))[plain],
+        "open_tag": opening["tag"], "open_amount": opening["amount_text"], "open_day": opening["day"],
+        "open_currency": opening["currency"], "close_tag": closing["tag"], "close_amount": closing["amount_text"],
+        "close_day": closing["day"], "close_currency": closing["currency"],
+    }).filter(used).select(
+        "msg", "own_account", "statement_id", "record_number",
+        balance_date=pl.when(close_used).then("close_day").otherwise("open_day"),
+        opening=pl.when(open_used).then("open_amount"), closing=pl.when(close_used).then("close_amount"),
+        currency=pl.when(close_used).then("close_currency").otherwise("open_currency"))
     st.con.register("_mt940_entries", entries.to_arrow(compat_level=pl.CompatLevel.newest()))
     st.con.register("_mt940_balances", statement.to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
