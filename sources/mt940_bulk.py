@@ -116,14 +116,19 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
 def _chunks(path: Path, encoding: str):
     """UTF-8 bytes of whole messages: each chunk but the last ends before a line starting with ':20:'."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     pending = b""
     with path.open("rb") as fh:
         while True:
             block = fh.read(CHUNK_BYTES)
-            try:
-                data = pending + decoder.decode(block, final=not block).encode("utf-8")
-            except UnicodeDecodeError:
-                raise _Unusual from None
+            if utf8 and block.isascii() and not decoder.getstate()[0]:  # no partial character pending
+                data = pending + block  # ASCII is UTF-8 already: no decoding and re-encoding
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")  # a BOM counts only first
+            else:
+                try:
+                    data = pending + decoder.decode(block, final=not block).encode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Unusual from None
             if not block:
                 yield data
                 return
@@ -181,10 +186,13 @@ def _process(st: _State, buf: bytes) -> None:
     rows = np.flatnonzero((seen != "").to_numpy())
     seen = seen.gather(rows)
     row_msg = msg[rows]
-    tag = seen.str.extract(_TAG, 1)
+    tagged = seen.str.contains(_TAG)  # then ':NN:' or ':NNA:', so the tag is the text up to the second ':'
+    tag = seen.str.slice(1, 3).str.strip_suffix(":").set(~tagged, None)
     code = tag.replace_strict(_TAGS, default=_X, return_dtype=pl.UInt8).to_numpy().copy()
-    continuation = tag.is_null().to_numpy()
-    odd_line = (seen.str.starts_with(":") | (seen.str.strip_chars(PY_SPACE) == "-")).to_numpy()
+    continuation = ~tagged.to_numpy()
+    odd_line = seen.str.starts_with(":").to_numpy()
+    dash = np.flatnonzero(seen.str.ends_with("-").to_numpy())  # a '-' line, maybe indented
+    odd_line[dash] |= (seen.gather(dash).str.strip_chars_start(PY_SPACE) == "-").to_numpy()
     code[continuation & odd_line] = _X
     position = np.arange(len(rows))
     owner = np.maximum.accumulate(np.where(~continuation, position, -1))
@@ -380,11 +388,13 @@ def _subfields(flat: pl.Series) -> dict[str, pl.Series]:
     pieces = parts.explode()
     text_of = np.repeat(np.arange(len(flat)), counts)
     head = pieces.str.head(2)
-    lead = np.zeros(len(pieces), bool)
-    lead[np.cumsum(counts) - counts] = True  # the piece before the first '?'
+    used = head.is_in(_USED_FIELDS).to_numpy()
+    used[np.cumsum(counts) - counts] = False  # the piece before the first '?'
+    used = np.flatnonzero(used)
+    number = head.gather(used).cast(pl.Int8).to_numpy()  # exact: each is one of the codes
     out = {}
     for c in _USED_FIELDS:
-        at = np.flatnonzero((head == c).to_numpy() & ~lead)
+        at = used[number == int(c)]
         if not len(at):
             continue
         texts = text_of[at]

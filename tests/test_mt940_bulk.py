@@ -213,6 +213,22 @@ def test_only_unusual_messages_go_through_the_reference_code(tmp_path, monkeypat
         (1, 1, "Miete", "Vermieter"), (2, 9, None, None)]
 
 
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_ascii_blocks_and_utf8_blocks_mix(tmp_path, monkeypatch, bom):
+    """ASCII blocks skip decoding; a U+FEFF after the start stays a character, a character cut at a block end
+    is still whole."""
+    monkeypatch.setattr(mt940_bulk, "CHUNK_BYTES", 64)
+    lines = []
+    for n, purpose in enumerate(["Miete", "Miete", "Stra\u00dfe \ufeff Ende", "Miete", "\u0418\u041d\u041d 7707083893"]):
+        lines += [f":20:S{n}", ":25:DE89370400440532013000", ":60F:C250301EUR0,00",
+                  ":61:2503020302C1,00NTRFNONREF", f":86:166?20SVWZ+{purpose}", ":62F:C250302EUR1,00", "-"]
+    path = tmp_path / "mixed.sta"
+    path.write_bytes((bom + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    ref = both(tmp_path, path)
+    assert [r["purpose"] for r in ref["rows"]] == ["Miete", "Miete", "Stra\u00dfe \ufeff Ende", "Miete",
+                                                   "\u0418\u041d\u041d 7707083893"]
+
+
 # ---- file-level errors: the same message ------------------------------------------------------------------
 
 def assert_same_error(tmp_path: Path, path: Path, match: str) -> None:
