@@ -170,11 +170,10 @@ def _process(st: _State, buf: bytes) -> None:
         raw = where(raw, wrapped, lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
     skipped = (raw.is_in(["-}", "-", "}"]) | raw.str.starts_with("{5:") | raw.str.starts_with("-}{5:")
                | (raw == ""))
-    kept = np.flatnonzero(~skipped.to_numpy())
+    kept = np.flatnonzero(~skipped.to_numpy())  # the message lines (not gathered: positions are enough)
     if not len(kept):
         return
-    lines = raw.gather(kept)
-    first20 = lines.str.starts_with(":20:").to_numpy()
+    first20 = raw.str.starts_with(":20:").to_numpy()[kept]
     opens = np.diff(np.cumsum(first20), prepend=-1) != 0
     msg = np.cumsum(opens) - 1  # message of each kept line, 0..m-1
     first = np.flatnonzero(opens)
@@ -182,9 +181,9 @@ def _process(st: _State, buf: bytes) -> None:
     start_line = kept[first] + st_base + 1
 
     # the library's view: lines right-stripped, blank ones dropped; tags and continuation lines
-    seen = lines.str.strip_chars_end(PY_SPACE)
-    rows = np.flatnonzero((seen != "").to_numpy())
-    seen = seen.gather(rows)
+    seen = raw.str.strip_chars_end(PY_SPACE)
+    rows = np.flatnonzero((seen != "").to_numpy()[kept])  # among the kept lines
+    seen = seen.gather(kept[rows])
     row_msg = msg[rows]
     tagged = seen.str.contains(_TAG)  # then ':NN:' or ':NNA:', so the tag is the text up to the second ':'
     tag = seen.str.slice(1, 3).str.strip_suffix(":").set(~tagged, None)
@@ -214,7 +213,9 @@ def _process(st: _State, buf: bytes) -> None:
         bad[row_msg[heads[code[heads] != _A]]] = True
         bad[row_msg[tails[~_ENDS[code[tails]]]]] = True
 
-    value = seen.str.slice(tag.str.len_chars().fill_null(-2) + 2)  # after ':61:' etc.
+    offset = tag.str.len_chars().fill_null(-2) + 2  # the value starts after ':61:' etc.
+    other = offset != 4
+    value = where(seen.str.slice(4), other, lambda _: seen.filter(other).str.slice(offset.filter(other)))
     frame = pl.DataFrame({"msg": row_msg, "code": code, "tag": tag, "value": value})
     fields = _fields(frame, seen, code)
     bad[fields["bad_msgs"]] = True
@@ -227,7 +228,7 @@ def _process(st: _State, buf: bytes) -> None:
         counts += np.bincount(entries["msg"].to_numpy(), minlength=m) * ~bad
     odd_records = {}
     if len(odd_msgs):
-        texts = _message_texts(lines, msg, odd_msgs)
+        texts = _message_texts(raw, kept, msg, odd_msgs)
         for k in odd_msgs.tolist():
             records = mt940.message_records(texts[k], int(start_line[k]), 0, st.name)
             odd_records[k] = records
@@ -242,11 +243,11 @@ def _process(st: _State, buf: bytes) -> None:
         _insert(st, fields, plain_msgs, before, start_line)
 
 
-def _message_texts(lines: pl.Series, msg: np.ndarray, wanted: np.ndarray) -> dict[int, str]:
+def _message_texts(raw: pl.Series, kept: np.ndarray, msg: np.ndarray, wanted: np.ndarray) -> dict[int, str]:
     """The text ``mt940._messages`` gives the library for some messages."""
     at = np.flatnonzero(np.isin(msg, wanted))
     out: dict[int, list[str]] = {}
-    for k, line in zip(msg[at].tolist(), lines.gather(at).to_list(), strict=True):
+    for k, line in zip(msg[at].tolist(), raw.gather(kept[at]).to_list(), strict=True):
         out.setdefault(k, []).append(line)
     return {k: "\n".join(v) for k, v in out.items()}
 
@@ -360,11 +361,11 @@ def _details(details: pl.Series) -> pl.DataFrame:
         parts.append(part.with_columns(i=pl.Series(rows, dtype=pl.Int64)))
     party = pl.concat(parts, how="diagonal_relaxed").sort("i")
     inn_rows = np.flatnonzero(details.str.contains("ИНН", literal=True).to_numpy() & ~german & ~dutch)
-    tax = pl.Series("counterparty_tax_id", [None] * len(details), dtype=pl.String)
+    tax = pl.repeat(None, len(details), dtype=pl.String, eager=True).alias("counterparty_tax_id")
     if len(inn_rows):  # mt940._INN itself, on the few texts that name one
         found = [mt940._INN.search(t) for t in details.gather(inn_rows).to_list()]
         tax = tax.scatter(inn_rows, pl.Series([f.group(1) if f else None for f in found], dtype=pl.String))
-    cleaned = {c: _clean(party[c]) if c in party.columns else pl.Series(c, [None] * len(details), pl.String)
+    cleaned = {c: _clean(party[c]) if c in party.columns else pl.repeat(None, len(details), dtype=pl.String, eager=True).alias(c)
                for c in ("counterparty_name", "counterparty_account", "counterparty_bic", "end_to_end_id",
                          "purpose", "posting_text")}
     purpose = cleaned.pop("purpose")
@@ -411,7 +412,7 @@ def _german(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
     German ?xx style; and which texts are outside the plain subset (sub-fields in another order, KREF, ...)."""
     wrong = ~flat.str.contains(_GERMAN_SHAPE).to_numpy()
     sub = _subfields(flat)
-    none = pl.Series([None] * len(flat), dtype=pl.String)
+    none = pl.repeat(None, len(flat), dtype=pl.String, eager=True)
     lines = [sub[c] if c == "20" else _unlabelled(sub[c]) for c in map(str, range(20, 30)) if c in sub]
     purpose = (pl.select(pl.concat_str(lines, ignore_nulls=True)).to_series() if len(lines) > 1
                else lines[0].fill_null("") if lines else none.fill_null(""))
