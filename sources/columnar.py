@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 # Whitespace as Python's str.split() and str.strip() see it (a test checks it against str.isspace)
 PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
@@ -49,3 +50,20 @@ def folded(values: pl.Series) -> pl.Series:
     values = where(values, values.str.contains(NEEDS_FOLD),
                    lambda v: v.str.replace_all(SPACE + "+", " ").str.strip_chars(PY_SPACE))
     return values.set(values == "", None)
+
+
+def string_heads(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(byte length, first four bytes as a uint8 (n, 4) array) of each string, NULL counting as length 0, read
+    straight from the Arrow string views: polars keeps strings as Utf8View, whose 16-byte view per string holds
+    its length and its first bytes (inline up to 12 bytes, else a 4-byte prefix). No string is materialised, so
+    this is a numpy pass where ``str.head`` would build a string per row. Bytes past a string's length are 0."""
+    arr = values.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.string_view():  # pragma: no cover - polars always exports views at this level
+        raise TypeError(f"expected string views, got {arr.type}")
+    views = np.frombuffer(arr.buffers()[1], np.uint8).reshape(-1, 16)[arr.offset:arr.offset + len(arr)]
+    length = views[:, :4].copy().view(np.int32).ravel()
+    if arr.null_count:
+        length[values.is_null().to_numpy()] = 0
+    return length, views[:, 4:8]

@@ -43,7 +43,7 @@ import pyarrow as pa
 from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
-from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, where
+from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, string_heads, where
 from warehouse.load import RecordWriter
 
 CHUNK_BYTES = 8 << 20
@@ -365,7 +365,8 @@ def _details(details: pl.Series) -> pl.DataFrame:
     if len(inn_rows):  # mt940._INN itself, on the few texts that name one
         found = [mt940._INN.search(t) for t in details.gather(inn_rows).to_list()]
         tax = tax.scatter(inn_rows, pl.Series([f.group(1) if f else None for f in found], dtype=pl.String))
-    cleaned = {c: _clean(party[c]) if c in party.columns else pl.repeat(None, len(details), dtype=pl.String, eager=True).alias(c)
+    nothing = pl.repeat(None, len(details), dtype=pl.String, eager=True)
+    cleaned = {c: _clean(party[c]) if c in party.columns else nothing.alias(c)
                for c in ("counterparty_name", "counterparty_account", "counterparty_bic", "end_to_end_id",
                          "purpose", "posting_text")}
     purpose = cleaned.pop("purpose")
@@ -388,11 +389,13 @@ def _subfields(flat: pl.Series) -> dict[str, pl.Series]:
     counts = parts.list.len().to_numpy()
     pieces = parts.explode()
     text_of = np.repeat(np.arange(len(flat)), counts)
-    head = pieces.str.head(2)
-    used = head.is_in(_USED_FIELDS).to_numpy()
-    used[np.cumsum(counts) - counts] = False  # the piece before the first '?'
-    used = np.flatnonzero(used)
-    number = head.gather(used).cast(pl.Int8).to_numpy()  # exact: each is one of the codes
+    length, head = string_heads(pieces)
+    digits = head[:, :2].astype(np.int16) - ord("0")
+    two_digits = (length >= 2) & (digits >= 0).all(1) & (digits <= 9).all(1)
+    number = np.where(two_digits, digits[:, 0] * 10 + digits[:, 1], -1)  # the piece's code, else -1
+    number[np.cumsum(counts) - counts] = -1  # the piece before the first '?'
+    used = np.flatnonzero((number == 0) | ((number >= 20) & (number <= 33)))  # 00, 20..33
+    number = number[used]
     out = {}
     for c in _USED_FIELDS:
         at = used[number == int(c)]
@@ -469,8 +472,7 @@ _BALANCES = """
     SELECT $file_hash AS file_hash, $source_file AS source_file, record_number::INTEGER AS record_number,
            own_account, statement_id, balance_date, CAST(opening AS DECIMAL(23, 5)) AS opening,
            CAST(closing AS DECIMAL(23, 5)) AS closing, currency, coalesce(total, 0) AS entries_total
-    FROM _mt940_balances LEFT JOIN (SELECT msg, sum(CAST(amount_text AS DECIMAL(23, 5))) AS total
-                                    FROM _mt940_entries GROUP BY msg) USING (msg)"""
+    FROM _mt940_balances"""
 _ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking_date", "value_date", "amount_text",
                   "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account",
                   "counterparty_bic", "purpose", "bank_reference", "end_to_end_id", "is_reversal")
@@ -516,6 +518,8 @@ def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, sta
         balance_date=pl.when(close_used).then("close_day").otherwise("open_day"),
         opening=pl.when(open_used).then("open_amount"), closing=pl.when(close_used).then("close_amount"),
         currency=pl.when(close_used).then("close_currency").otherwise("open_currency"))
+    totals = entries.group_by("msg").agg(total=pl.col("amount_text").cast(pl.Decimal(23, 5)).sum())  # exact
+    statement = statement.join(totals, on="msg", how="left")
     st.con.register("_mt940_entries", entries.to_arrow(compat_level=pl.CompatLevel.newest()))
     st.con.register("_mt940_balances", statement.to_arrow(compat_level=pl.CompatLevel.newest()))
     try:

@@ -28,3 +28,11 @@ def test_where_changes_only_the_rows_asked_and_not_its_input():
 def test_folded_is_clean_of_stripped_values():
     texts = ["a  b", "a\x1cb", "a\u3000\u2000b", "plain", "", "x\ty\nz"]
     assert columnar.folded(pl.Series(texts)).to_list() == [clean(t) for t in texts]
+
+
+def test_string_heads_read_length_and_first_bytes_from_the_views():
+    values = pl.Series(["", "a", "12", "abcdefghijkl", "abcdefghijklm", "\u20ac" * 5, None, "x" * 100]).slice(1)
+    length, head = columnar.string_heads(values)
+    assert length.tolist() == [1, 2, 12, 13, 15, 0, 100]
+    assert [bytes(h[:min(n, 4)]) for n, h in zip(length, head, strict=True)] == [
+        b"a", b"12", b"abcd", b"abcd", "\u20ac".encode() + b"\xe2", b"", b"xxxx"]
