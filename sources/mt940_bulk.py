@@ -345,8 +345,13 @@ def _details(details: pl.Series) -> pl.DataFrame:
     flat = where(details, details.str.contains("\n", literal=True),
                   lambda v: v.str.replace_all("\n", "", literal=True))  # the library's splitlines-join
     german = flat.str.contains(r"^[0-9]{3}\?[0-9]{2}").to_numpy()
-    bad = (details.str.contains(_LINE_BREAKS) | flat.str.contains(r"^\d{3}\?\d{2}")).to_numpy() & ~german
-    dutch = ~german & details.str.contains(mt940._DUTCH.pattern).to_numpy()
+    bad, dutch, inn = (np.zeros(len(details), bool) for _ in range(3))
+    rest = np.flatnonzero(~german)  # these tests matter only for the texts not in the German style
+    if len(rest):
+        text, flat_text = details.gather(rest), flat.gather(rest)
+        bad[rest] = (text.str.contains(_LINE_BREAKS) | flat_text.str.contains(r"^\d{3}\?\d{2}")).to_numpy()
+        dutch[rest] = text.str.contains(mt940._DUTCH.pattern).to_numpy()
+        inn[rest] = text.str.contains("ИНН", literal=True).to_numpy()
     other = np.flatnonzero(~german & ~dutch)
     parts = [pl.DataFrame({"i": other, "purpose": details.gather(other)}, schema_overrides={"i": pl.Int64})]
     if german.any():
@@ -359,8 +364,11 @@ def _details(details: pl.Series) -> pl.DataFrame:
         part, wrong = _dutch(flat.gather(rows))
         bad[rows[wrong]] = True
         parts.append(part.with_columns(i=pl.Series(rows, dtype=pl.Int64)))
-    party = pl.concat(parts, how="diagonal_relaxed").sort("i")
-    inn_rows = np.flatnonzero(details.str.contains("ИНН", literal=True).to_numpy() & ~german & ~dutch)
+    party = pl.concat(parts, how="diagonal_relaxed")
+    order = party["i"].to_numpy()
+    if not (order[1:] > order[:-1]).all():  # one style only: in order already
+        party = party.sort("i")
+    inn_rows = np.flatnonzero(inn & ~dutch)
     tax = pl.repeat(None, len(details), dtype=pl.String, eager=True).alias("counterparty_tax_id")
     if len(inn_rows):  # mt940._INN itself, on the few texts that name one
         found = [mt940._INN.search(t) for t in details.gather(inn_rows).to_list()]
@@ -390,9 +398,9 @@ def _subfields(flat: pl.Series) -> dict[str, pl.Series]:
     pieces = parts.explode()
     text_of = np.repeat(np.arange(len(flat)), counts)
     length, head = string_heads(pieces)
-    digits = head[:, :2].astype(np.int16) - ord("0")
-    two_digits = (length >= 2) & (digits >= 0).all(1) & (digits <= 9).all(1)
-    number = np.where(two_digits, digits[:, 0] * 10 + digits[:, 1], -1)  # the piece's code, else -1
+    tens, ones = head[:, 0] - np.uint8(ord("0")), head[:, 1] - np.uint8(ord("0"))  # below '0' wraps to > 9
+    two_digits = (length >= 2) & (tens <= 9) & (ones <= 9)
+    number = np.where(two_digits, tens.astype(np.int16) * 10 + ones, -1)  # the piece's code, else -1
     number[np.cumsum(counts) - counts] = -1  # the piece before the first '?'
     used = np.flatnonzero((number == 0) | ((number >= 20) & (number <= 33)))  # 00, 20..33
     number = number[used]
