@@ -65,6 +65,7 @@ _PLAIN_AMOUNT = r"^[0-9]+(,[0-9]{0,5})?$"
 _BALANCE = r"^(?P<mark>[DC])(?P<date>[0-9]{6})(?P<currency>[A-Z]{3})(?P<amount>[0-9,]{1,16})$"
 _STATEMENT = (r"^(?P<date>[0-9]{6})(?P<entry>[0-9]{4})?(?P<mark>R?[DC])[A-Z]?(?P<amount>[0-9,]{1,15})"
               r"[A-Z][A-Z0-9]{3}(?P<customer>[ -.0-~]{0,16})(?://(?P<bank>[^\n]{0,23}))?(?:\n[^\n]*)?$")
+_SKIPPED = [line + end for line in ("-}", "-", "}", "") for end in ("", "\n", "\r\n", "\r")]  # as mt940._messages
 _LINE_BREAKS = "[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00\x01]"  # str.splitlines() breaks, and our sentinels
 # German ?xx sub-fields: those the reader uses in ascending order, once; the others anywhere
 _OTHER_FIELDS = r"(?:\?(?:0[1-9]|1[0-9]|3[4-9]|[4-9][0-9])[^?]*)*"
@@ -132,7 +133,8 @@ def _chunks(path: Path, encoding: str):
             if not block:
                 yield data
                 return
-            cut = max(data.rfind(b"\n:20:"), data.rfind(b"\r:20:")) + 1
+            cut = data.rfind(b"\n:20:")
+            cut = max(cut, data.rfind(b"\r:20:", max(cut, 0))) + 1  # CR-only files; no full scan for CRLF ones
             if cut > 0:
                 yield data[:cut]
                 data = data[cut:]
@@ -155,12 +157,9 @@ def _process(st: _State, buf: bytes) -> None:
     for i in np.flatnonzero((ends - starts) > mt940.MAX_LINE_CHARS):  # bytes >= characters
         if len(buf[starts[i]:ends[i]].decode("utf-8")) > mt940.MAX_LINE_CHARS:
             raise _Unusual
-    last = arr[ends - 1]
-    crlf = (last == 10) & (ends - starts >= 2) & (arr[np.maximum(ends - 2, 0)] == 13)
-    content_end = ends - ((last == 10) | (last == 13)) - crlf
-    offsets = np.empty(2 * n + 1, np.int64)
-    offsets[0], offsets[1::2], offsets[2::2] = 0, content_end, ends
-    raw = _strings(buf, offsets).gather_every(2)  # the lines without their terminators
+    # the lines with their terminators (no line holds a \r or \n otherwise): the terminators go with the
+    # right-strip below, the tests for skipped lines allow for them, and _message_texts drops them
+    raw = _strings(buf, np.concatenate((np.zeros(1, np.int64), ends)))
     st_base = st.line_base
     st.line_base += n
 
@@ -168,8 +167,7 @@ def _process(st: _State, buf: bytes) -> None:
     wrapped = raw.str.starts_with("{1:") | raw.str.starts_with("{2:")
     if wrapped.any():
         raw = where(raw, wrapped, lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
-    skipped = (raw.is_in(["-}", "-", "}"]) | raw.str.starts_with("{5:") | raw.str.starts_with("-}{5:")
-               | (raw == ""))
+    skipped = raw.is_in(_SKIPPED) | raw.str.starts_with("{5:") | raw.str.starts_with("-}{5:")
     kept = np.flatnonzero(~skipped.to_numpy())  # the message lines (not gathered: positions are enough)
     if not len(kept):
         return
@@ -247,7 +245,8 @@ def _message_texts(raw: pl.Series, kept: np.ndarray, msg: np.ndarray, wanted: np
     """The text ``mt940._messages`` gives the library for some messages."""
     at = np.flatnonzero(np.isin(msg, wanted))
     out: dict[int, list[str]] = {}
-    for k, line in zip(msg[at].tolist(), raw.gather(kept[at]).to_list(), strict=True):
+    lines = raw.gather(kept[at]).str.strip_suffix("\n").str.strip_suffix("\r")  # '\r\n', '\n' or '\r'
+    for k, line in zip(msg[at].tolist(), lines.to_list(), strict=True):
         out.setdefault(k, []).append(line)
     return {k: "\n".join(v) for k, v in out.items()}
 
