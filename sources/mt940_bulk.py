@@ -67,12 +67,8 @@ _STATEMENT = (r"^(?P<date>[0-9]{6})(?P<entry>[0-9]{4})?(?P<mark>R?[DC])[A-Z]?(?P
               r"[A-Z][A-Z0-9]{3}(?P<customer>[ -.0-~]{0,16})(?://(?P<bank>[^\n]{0,23}))?(?:\n[^\n]*)?$")
 _SKIPPED = [line + end for line in ("-}", "-", "}", "") for end in ("", "\n", "\r\n", "\r")]  # as mt940._messages
 _LINE_BREAKS = "[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00\x01]"  # str.splitlines() breaks, and our sentinels
-# German ?xx sub-fields: those the reader uses in ascending order, once; the others anywhere
-_OTHER_FIELDS = r"(?:\?(?:0[1-9]|1[0-9]|3[4-9]|[4-9][0-9])[^?]*)*"
+# German ?xx sub-fields the reader uses (a plain text has each at most once, in this order; see _subfields)
 _USED_FIELDS = ("00", *(str(n) for n in range(20, 34)))
-_GERMAN = ("^(?P<gcode>[0-9]{3})" + _OTHER_FIELDS
-           + "".join(rf"(?:\?{c}(?P<g{c}>[^?]*))?{_OTHER_FIELDS}" for c in _USED_FIELDS) + "$")
-_GERMAN_SHAPE = re.sub(r"\(\?P<\w+>", "(", _GERMAN)  # without named groups
 _GVC = "|".join(re.escape(k) for k in GVC_KEYS if k)
 _UNCLEAN = f"^{SPACE}|{SPACE}$|{NEEDS_FOLD}"
 _DUTCH_FIELDS = ("NAME", "IBAN", "BIC", "REMI", "EREF")
@@ -388,21 +384,31 @@ def _field(texts: pl.Series, start: str, stop: str) -> pl.Series:
     return texts.str.splitn(start, 2).struct.field("field_1").str.splitn(stop, 2).struct.field("field_0")
 
 
-def _subfields(flat: pl.Series) -> dict[str, pl.Series]:
+def _subfields(flat: pl.Series) -> tuple[dict[str, pl.Series], np.ndarray]:
     """``_field(flat, "?c", "?")`` for each used sub-field code c that some text has, in one pass: the texts
     split at every ``?``, a piece's code its first two characters (the piece before the first ``?`` has none),
-    the first piece of each code per text."""
+    the first piece of each code per text. And which texts are not of the plain German shape: three digits,
+    then ``?``-pieces that each start with a two-digit code, the used codes (00, 20..33) at most once and in
+    ascending order (the others, 01..19 and 34..99, anywhere). Codes are read from the string views
+    (``string_heads``), so no piece is materialised for it."""
     parts = flat.str.split("?")
     counts = parts.list.len().to_numpy()
     pieces = parts.explode()
     text_of = np.repeat(np.arange(len(flat)), counts)
     length, head = string_heads(pieces)
-    tens, ones = head[:, 0] - np.uint8(ord("0")), head[:, 1] - np.uint8(ord("0"))  # below '0' wraps to > 9
-    two_digits = (length >= 2) & (tens <= 9) & (ones <= 9)
-    number = np.where(two_digits, tens.astype(np.int16) * 10 + ones, -1)  # the piece's code, else -1
-    number[np.cumsum(counts) - counts] = -1  # the piece before the first '?'
+    digit = head - np.uint8(ord("0")) <= 9  # bytes below '0' wrap round to > 9
+    shaped = (length >= 2) & digit[:, 0] & digit[:, 1]
+    number = np.where(shaped, head[:, 0].astype(np.int16) * 10 + head[:, 1] - 11 * ord("0"), -1)  # the code
+    lead = np.cumsum(counts) - counts  # the piece before the first '?': three digits, no code
+    shaped[lead] = (length[lead] == 3) & digit[lead, :3].all(1)
+    number[lead] = -1
+    wrong = np.zeros(len(flat), bool)
+    wrong[text_of[~shaped]] = True
     used = np.flatnonzero((number == 0) | ((number >= 20) & (number <= 33)))  # 00, 20..33
     number = number[used]
+    texts = text_of[used]
+    same = texts[1:] == texts[:-1]
+    wrong[texts[1:][same & (number[1:] <= number[:-1])]] = True
     out = {}
     for c in _USED_FIELDS:
         at = used[number == int(c)]
@@ -414,14 +420,13 @@ def _subfields(flat: pl.Series) -> dict[str, pl.Series]:
         values = pieces.gather(at[first]).str.slice(2)
         out[c] = values if first.sum() == len(flat) else pl.repeat(
             None, len(flat), dtype=pl.String, eager=True).scatter(texts[first], values)
-    return out
+    return out, wrong
 
 
 def _german(flat: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
     """processors._parse_mt940_details (DETAIL_KEYS_APPLICANT_IBAN), then _parse_mt940_gvcodes, for texts in the
     German ?xx style; and which texts are outside the plain subset (sub-fields in another order, KREF, ...)."""
-    wrong = ~flat.str.contains(_GERMAN_SHAPE).to_numpy()
-    sub = _subfields(flat)
+    sub, wrong = _subfields(flat)
     none = pl.repeat(None, len(flat), dtype=pl.String, eager=True)
     lines = [sub[c] if c == "20" else _unlabelled(sub[c]) for c in map(str, range(20, 30)) if c in sub]
     purpose = (pl.select(pl.concat_str(lines, ignore_nulls=True)).to_series() if len(lines) > 1

@@ -5,9 +5,11 @@ errors."""
 import datetime as dt
 import os
 import random
+import re
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -227,6 +229,21 @@ def test_ascii_blocks_and_utf8_blocks_mix(tmp_path, monkeypatch, bom):
     ref = both(tmp_path, path)
     assert [r["purpose"] for r in ref["rows"]] == ["Miete", "Miete", "Stra\u00dfe \ufeff Ende", "Miete",
                                                    "\u0418\u041d\u041d 7707083893"]
+
+
+def test_german_shape_is_the_pattern():
+    """The plain German shape, read from the sub-field codes, is this pattern: three digits, sub-fields with a
+    two-digit code, the used ones (00, 20..33) at most once and in ascending order."""
+    other = r"(?:\?(?:0[1-9]|1[0-9]|3[4-9]|[4-9][0-9])[^?]*)*"
+    pattern = re.compile("^[0-9]{3}" + other + "".join(
+        rf"(?:\?{c}[^?]*)?{other}" for c in ("00", *map(str, range(20, 34)))) + r"\Z", re.DOTALL)
+    texts = ["166?00GUTSCHRIFT?20SVWZ+x?30BIC?31IBAN?32Name", "166?21erst?20dann", "166?20SVWZ+x?20doppelt",
+             "166?00TEXT?20ende?", "166?34irrelevant?20SVWZ+z?34nochmal", "166", "16?20x", "1666?20x", "166?2",
+             "166?2x", "166?ab", "166?\u0662\u0660x", "166?20a?33b?00c", "166?19?01?99?20", "166?20?21?22?23?24?25",
+             "166?00?00", "166?33a?32b", "166?20\u00e4\u00f6?32\u20ac", "1a6?20x", "", "166?20x\ny", "?20x"]
+    _, wrong = mt940_bulk._subfields(pl.Series(texts))
+    assert wrong.tolist() == [not pattern.match(t) for t in texts]
+    assert wrong.tolist().count(False) == 7
 
 
 # ---- file-level errors: the same message ------------------------------------------------------------------
