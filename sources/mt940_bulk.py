@@ -297,7 +297,9 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
                   .filter(pl.col("d").is_in(np.unique(owner))).sort("d", "order")
                   .group_by("d", maintain_order=True).agg(pl.col("text").str.join("\n")))
         details = details.scatter(joined["d"].to_numpy(), joined["text"])
-    details = details.str.strip_chars_start(PY_SPACE)
+    length, head = string_heads(details)  # stripped only where the first byte may start some whitespace
+    details = where(details, pl.Series((length > 0) & ((head[:, 0] <= ord(" ")) | (head[:, 0] >= 0x80))),
+                    lambda v: v.str.strip_chars_start(PY_SPACE))
     party = _details(details)
     bad_parts.append(frame["msg"].gather(d_rows).filter(party["bad"]))
     right_after = (d_rows > 0) & np.isin(code[np.maximum(d_rows - 1, 0)], [_T, _U])  # else: not plain anyway
@@ -313,12 +315,14 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
     value_date = _date(pl.col("date"))
     entry_date = _date(pl.concat_str(pl.col("date").str.slice(0, 2), pl.col("entry")))
     entries = entries.with_columns(value_date=value_date, entry_date=entry_date)
-    shift = (pl.when((pl.col("value_date") - pl.col("entry_date")).dt.total_days() >= 330).then(1)
-             .when((pl.col("entry_date") - pl.col("value_date")).dt.total_days() >= 330).then(-1).otherwise(0))
-    entries = entries.with_columns(shift=shift).with_columns(
-        entry_date=pl.when(pl.col("shift") == 0).then(pl.col("entry_date")).otherwise(
-            pl.concat_str((pl.col("entry_date").dt.year() + pl.col("shift")).cast(pl.String).str.zfill(4),
-                          pl.col("entry")).str.strptime(pl.Date, "%Y%m%d", strict=False)))
+    days = (pl.col("value_date") - pl.col("entry_date")).dt.total_days()
+    entries = entries.with_columns(shift=pl.when(days >= 330).then(1).when(days <= -330).then(-1).otherwise(0))
+    moved = entries["shift"] != 0
+    if moved.any():  # the entry date's year across a year end, on the few rows that need it
+        year = (pl.col("entry_date").dt.year() + pl.col("shift")).cast(pl.String).str.zfill(4)
+        corrected = entries.filter(moved).select(
+            pl.concat_str(year, pl.col("entry")).str.strptime(pl.Date, "%Y%m%d", strict=False)).to_series()
+        entries = entries.with_columns(entry_date=where(entries["entry_date"], moved, lambda _: corrected))
     customer = pl.col("customer")
     entries = entries.with_columns(
         ok=(pl.col("value_date").is_not_null() & (pl.col("entry").is_null() | pl.col("entry_date").is_not_null())
@@ -496,10 +500,12 @@ def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, sta
     ``plain`` (no joins); entries find their message's values by its place in ``plain``."""
     is_plain = np.zeros(len(before), bool)
     is_plain[plain] = True
-    single = fields["single"]
-    single = single.filter(pl.Series(is_plain[single["msg"].to_numpy()]))
-    balances = fields["balances"]
-    balances = balances.filter(pl.Series(is_plain[balances["msg"].to_numpy()]))
+
+    def kept(frame: pl.DataFrame) -> pl.DataFrame:  # the rows of the plain messages
+        return frame if len(plain) == len(before) else frame.filter(pl.Series(is_plain[frame["msg"].to_numpy()]))
+
+    single = kept(fields["single"])
+    balances = kept(fields["balances"])
     accounts = single.filter(pl.col("code") == _B)["value"]
     for value in accounts.unique().to_list():
         if value not in st.accounts:
@@ -508,8 +514,7 @@ def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, sta
     closing = balances.filter(pl.col("code") == _E)
     own_account = accounts.replace_strict(st.accounts, return_dtype=pl.String)
 
-    entries = fields["entries"]
-    entries = entries.filter(pl.Series(is_plain[entries["msg"].to_numpy()]))
+    entries = kept(fields["entries"])
     msg = entries["msg"].to_numpy()
     at = np.searchsorted(plain, msg)  # the message's place in plain
     rank = np.arange(len(msg)) - np.searchsorted(msg, msg)  # entries are in message order
