@@ -54,6 +54,9 @@ _TAGS = {"20": _A, "25": _B, "28": _S, "28C": _S, "60": _O, "60F": _O, "60M": _O
          "62": _E, "62F": _E, "62M": _E, "64": _V, "65": _V}
 _NEXT = {_A: (_B,), _B: (_S, _O), _S: (_O,), _O: (_T, _E), _T: (_U, _D, _T, _E), _U: (_D, _T, _E),
          _D: (_C, _T, _E), _C: (_C, _T, _E), _E: (_V,), _V: (_V,)}
+_TAG_CODES = np.full((100, 128), _X, np.uint8)  # [NN, letter or 0] of a tag -> its line code
+for _tag, _code in _TAGS.items():
+    _TAG_CODES[int(_tag[:2]), ord(_tag[2:]) if _tag[2:] else 0] = _code
 _ALLOWED = np.zeros((16, 16), bool)
 for _before, _afters in _NEXT.items():
     _ALLOWED[_before, list(_afters)] = True
@@ -179,11 +182,11 @@ def _process(st: _State, buf: bytes) -> None:
     rows = np.flatnonzero((seen != "").to_numpy()[kept])  # among the kept lines
     seen = seen.gather(kept[rows])
     row_msg = msg[rows]
-    tagged = seen.str.contains(_TAG)  # then ':NN:' or ':NNA:', so the tag is the text up to the second ':'
-    tag = seen.str.slice(1, 3).str.strip_suffix(":").set(~tagged, None)
-    code = tag.replace_strict(_TAGS, default=_X, return_dtype=pl.UInt8).to_numpy().copy()
-    continuation = ~tagged.to_numpy()
-    odd_line = seen.str.starts_with(":").to_numpy()
+    code, short, tagged, odd_line = _line_tags(seen)
+    continuation = ~tagged
+    tag = pl.repeat(None, len(seen), dtype=pl.String, eager=True)  # the tag text, of the opening and closing
+    balance_rows = np.flatnonzero(np.isin(code, [_O, _E]))
+    tag = tag.scatter(balance_rows, seen.gather(balance_rows).str.slice(1, 3).str.strip_suffix(":"))
     dash = np.flatnonzero(seen.str.ends_with("-").to_numpy())  # a '-' line, maybe indented
     odd_line[dash] |= (seen.gather(dash).str.strip_chars_start(PY_SPACE) == "-").to_numpy()
     code[continuation & odd_line] = _X
@@ -207,9 +210,9 @@ def _process(st: _State, buf: bytes) -> None:
         bad[row_msg[heads[code[heads] != _A]]] = True
         bad[row_msg[tails[~_ENDS[code[tails]]]]] = True
 
-    offset = tag.str.len_chars().fill_null(-2) + 2  # the value starts after ':61:' etc.
-    other = offset != 4
-    value = where(seen.str.slice(4), other, lambda _: seen.filter(other).str.slice(offset.filter(other)))
+    other = pl.Series(~short)  # the value starts after ':61:' etc.: four characters in, or five, or none
+    offset = pl.Series(np.where(tagged, 5, 0)[~short])
+    value = where(seen.str.slice(4), other, lambda _: seen.filter(other).str.slice(offset))
     frame = pl.DataFrame({"msg": row_msg, "code": code, "tag": tag, "value": value})
     fields = _fields(frame, seen, code)
     bad[fields["bad_msgs"]] = True
@@ -235,6 +238,25 @@ def _process(st: _State, buf: bytes) -> None:
             st.writer.add(rec)
     if len(plain_msgs):
         _insert(st, fields, plain_msgs, before, start_line)
+
+
+def _line_tags(seen: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``_TAG`` read from the first bytes of each line (``string_heads``): ``:NN:``, or ``:NNA`` and a fifth byte
+    ``:`` (looked up on those few lines). Returns the line codes (``_X`` for other tags and untagged lines),
+    which lines have a two-character tag, which have a tag, and which start with ``:``."""
+    length, head = string_heads(seen)
+    digits = (head[:, 1:3] - np.uint8(ord("0")) <= 9).all(1)  # bytes below '0' wrap round to > 9
+    colon = (length > 0) & (head[:, 0] == ord(":"))
+    short = colon & digits & (length >= 4) & (head[:, 3] == ord(":"))
+    long = np.flatnonzero(colon & digits & (length >= 5) & (head[:, 3] >= ord("A")) & (head[:, 3] <= ord("Z")))
+    long = long[(seen.gather(long).str.slice(4, 1) == ":").to_numpy()]
+    number = head[:, 1].astype(np.int16) * 10 + head[:, 2] - 11 * ord("0")
+    code = np.full(len(seen), _X, np.uint8)
+    code[short] = _TAG_CODES[number[short], 0]
+    code[long] = _TAG_CODES[number[long], head[long, 3]]
+    tagged = short.copy()
+    tagged[long] = True
+    return code, short, tagged, colon
 
 
 def _message_texts(raw: pl.Series, kept: np.ndarray, msg: np.ndarray, wanted: np.ndarray) -> dict[int, str]:

@@ -246,6 +246,18 @@ def test_german_shape_is_the_pattern():
     assert wrong.tolist().count(False) == 7
 
 
+def test_line_tags_are_the_tag_pattern():
+    lines = [":20:A", ":61:x", ":28C:1", ":60F:C", ":60M:C", ":60:C", ":62F:", ":86:", ":13D:x", ":34F:EUR", ":NS:22",
+             ":2:x", ":200:x", ":20", ":20C", ":20c:x", "::20:", ":6\u00e4:", ":20C:", ":99Z:z", "20:x", ":", "-",
+             ":\u0662\u0660:", ":28C", ":28CX:", " :20:x", ":64:C", ":65:D", ":62M:x", ":25:DE"]
+    code, short, tagged, colon = mt940_bulk._line_tags(pl.Series(lines))
+    tags = [re.match(mt940_bulk._TAG, line) for line in lines]
+    assert tagged.tolist() == [bool(t) for t in tags]
+    assert short.tolist() == [bool(t) and len(t.group(1)) == 2 for t in tags]
+    assert code.tolist() == [mt940_bulk._TAGS.get(t.group(1), mt940_bulk._X) if t else mt940_bulk._X for t in tags]
+    assert colon.tolist() == [line.startswith(":") for line in lines]
+
+
 # ---- file-level errors: the same message ------------------------------------------------------------------
 
 def assert_same_error(tmp_path: Path, path: Path, match: str) -> None:
