@@ -146,6 +146,32 @@ def _strings(buf: bytes, offsets: np.ndarray) -> pl.Series:
                                                           pa.py_buffer(buf)))
 
 
+class _Heads:
+    """The first four bytes of each string (no NULLs) as one little-endian word, the bytes past its length
+    zeroed, and its byte length, from ``string_heads``: prefix and equality tests against texts of at most four
+    bytes in numpy, without a polars pass each."""
+
+    _MASKS = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF], np.uint32)
+
+    def __init__(self, values: pl.Series):
+        self.length, head = string_heads(values)
+        self.word = np.ascontiguousarray(head).view("<u4").ravel() & self._MASKS[np.minimum(self.length, 4)]
+
+    @staticmethod
+    def _word(text: str) -> tuple[int, int]:
+        data = text.encode()
+        assert len(data) <= 4, text  # the texts are constants of this module
+        return int.from_bytes(data, "little"), len(data)
+
+    def starts(self, prefix: str) -> np.ndarray:
+        word, size = self._word(prefix)
+        return (self.length >= size) & ((self.word & self._MASKS[size]) == word)
+
+    def equals(self, text: str) -> np.ndarray:
+        word, size = self._word(text)
+        return (self.length == size) & (self.word == word)
+
+
 def _process(st: _State, buf: bytes) -> None:
     if not buf:
         return
@@ -163,14 +189,20 @@ def _process(st: _State, buf: bytes) -> None:
     st.line_base += n
 
     # mt940._messages: block wrappers, skipped lines, a message from each :20:
-    wrapped = raw.str.starts_with("{1:") | raw.str.starts_with("{2:")
+    head = _Heads(raw)
+    wrapped = head.starts("{1:") | head.starts("{2:")
     if wrapped.any():
-        raw = where(raw, wrapped, lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
-    skipped = raw.is_in(_SKIPPED) | raw.str.starts_with("{5:") | raw.str.starts_with("-}{5:")
-    kept = np.flatnonzero(~skipped.to_numpy())  # the message lines (not gathered: positions are enough)
+        raw = where(raw, pl.Series(wrapped), lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
+        head = _Heads(raw)
+    skipped = head.starts("{5:")
+    for line in _SKIPPED:
+        skipped |= head.equals(line)
+    maybe = np.flatnonzero(head.starts("-}{5"))
+    skipped[maybe] |= raw.gather(maybe).str.starts_with("-}{5:").to_numpy()
+    kept = np.flatnonzero(~skipped)  # the message lines (not gathered: positions are enough)
     if not len(kept):
         return
-    first20 = raw.str.starts_with(":20:").to_numpy()[kept]
+    first20 = head.starts(":20:")[kept]
     opens = np.diff(np.cumsum(first20), prepend=-1) != 0
     msg = np.cumsum(opens) - 1  # message of each kept line, 0..m-1
     first = np.flatnonzero(opens)

@@ -258,6 +258,16 @@ def test_line_tags_are_the_tag_pattern():
     assert colon.tolist() == [line.startswith(":") for line in lines]
 
 
+def test_heads_test_prefixes_and_equality_as_polars_does():
+    values = pl.Series(["", "-", "-}", "-}\r\n", "-\n", "}", "{5:", "{5:{CHK:1}}", "-}{5:x", "-}{5", ":20:", ":20",
+                        ":20:ABCDEFGHIJKLMNOP", "{1:F01}{4:", "\u00e4-", "-\u00e4", "\r\n"]).slice(1)
+    head = mt940_bulk._Heads(values)
+    for text in ["", "-", "-}", "-}\r\n", "-\n", "}", "\r\n", "\u00e4"]:
+        assert head.equals(text).tolist() == (values == text).fill_null(False).to_list(), text
+    for prefix in ["{5:", ":20:", "-}{5", "{1:", "-", "\u00e4"]:
+        assert head.starts(prefix).tolist() == values.str.starts_with(prefix).fill_null(False).to_list(), prefix
+
+
 # ---- file-level errors: the same message ------------------------------------------------------------------
 
 def assert_same_error(tmp_path: Path, path: Path, match: str) -> None:
