@@ -42,7 +42,14 @@ def where(values: pl.Series, needed: pl.Series, change: Callable[[pl.Series], pl
     """``values`` with ``change`` applied to the rows where ``needed`` holds, and only to those (most rows need
     no change, and the change is the expensive part). ``values`` itself is left as it was."""
     rows = np.flatnonzero(needed.fill_null(False).to_numpy())
-    return values.clone().scatter(rows, change(values.gather(rows))) if len(rows) else values
+    if not len(rows):
+        return values
+    if len(rows) == len(values):  # every row: no gather and scatter
+        changed = change(values)
+        if changed.dtype == values.dtype:
+            return changed.alias(values.name)
+        return values.clone().scatter(rows, changed)
+    return values.clone().scatter(rows, change(values.gather(rows)))
 
 
 def folded(values: pl.Series) -> pl.Series:

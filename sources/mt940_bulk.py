@@ -304,7 +304,8 @@ def _message_texts(raw: pl.Series, kept: np.ndarray, msg: np.ndarray, wanted: np
 def _clean(values: pl.Series) -> pl.Series:
     """base.clean: whitespace runs folded to one space, stripped; empty -> NULL (only rows that need it)."""
     values = where(values, values.str.contains(_UNCLEAN), lambda v: folded(v.str.strip_chars(PY_SPACE)))
-    return values.set(values == "", None)
+    empty = values == ""
+    return values.set(empty, None) if empty.any() else values
 
 
 def _date(yymmdd: pl.Expr) -> pl.Expr:
