@@ -198,7 +198,8 @@ def _process(st: _State, buf: bytes) -> None:
     for line in _SKIPPED:
         skipped |= head.equals(line)
     maybe = np.flatnonzero(head.starts("-}{5"))
-    skipped[maybe] |= raw.gather(maybe).str.starts_with("-}{5:").to_numpy()
+    if len(maybe):
+        skipped[maybe] |= raw.gather(maybe).str.starts_with("-}{5:").to_numpy()
     kept = np.flatnonzero(~skipped)  # the message lines (not gathered: positions are enough)
     if not len(kept):
         return
@@ -534,7 +535,7 @@ _ENTRIES = """
     INSERT INTO raw.bank_transaction BY NAME
     SELECT $file_hash AS file_hash, $source_file AS source_file, record_number::INTEGER AS record_number,
            source_line::INTEGER AS source_line, $reader AS reader, own_account, booking_date, value_date,
-           CAST(amount_text AS DECIMAL(23, 5)) AS amount, currency, counterparty_name, counterparty_tax_id,
+           amount, currency, counterparty_name, counterparty_tax_id,
            counterparty_account, counterparty_bic, purpose, bank_reference, end_to_end_id, 'BOOK' AS status,
            is_reversal
     FROM _mt940_entries"""
@@ -544,7 +545,7 @@ _BALANCES = """
            own_account, statement_id, balance_date, CAST(opening AS DECIMAL(23, 5)) AS opening,
            CAST(closing AS DECIMAL(23, 5)) AS closing, currency, coalesce(total, 0) AS entries_total
     FROM _mt940_balances"""
-_ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking_date", "value_date", "amount_text",
+_ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking_date", "value_date", "amount",
                   "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account",
                   "counterparty_bic", "purpose", "bank_reference", "end_to_end_id", "is_reversal")
 
@@ -575,7 +576,8 @@ def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, sta
     rank = np.arange(len(msg)) - np.searchsorted(msg, msg)  # entries are in message order
     entries = entries.select(
         "msg", pl.Series("record_number", before[msg] + rank + 1), pl.Series("source_line", start_line[msg]),
-        own_account.gather(at).alias("own_account"), "booking_date", "value_date", "amount_text",
+        own_account.gather(at).alias("own_account"), "booking_date", "value_date",
+        pl.col("amount_text").cast(pl.Decimal(23, 5)).alias("amount"),  # exact, like DuckDB's cast of the text
         opening["currency"].gather(at).alias("currency"), *_ENTRY_COLUMNS[8:])
     used = (opening["tag"] != "60M") | (closing["tag"] != "62M")
     open_used, close_used = pl.col("open_tag") != "60M", pl.col("close_tag") != "62M"
@@ -590,7 +592,7 @@ def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, sta
         balance_date=pl.when(close_used).then("close_day").otherwise("open_day"),
         opening=pl.when(open_used).then("open_amount"), closing=pl.when(close_used).then("close_amount"),
         currency=pl.when(close_used).then("close_currency").otherwise("open_currency"))
-    totals = entries.group_by("msg").agg(total=pl.col("amount_text").cast(pl.Decimal(23, 5)).sum())  # exact
+    totals = entries.group_by("msg").agg(total=pl.col("amount").sum())
     statement = statement.join(totals, on="msg", how="left")
     st.con.register("_mt940_entries", entries.to_arrow(compat_level=pl.CompatLevel.newest()))
     st.con.register("_mt940_balances", statement.to_arrow(compat_level=pl.CompatLevel.newest()))
