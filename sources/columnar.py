@@ -60,10 +60,11 @@ def folded(values: pl.Series) -> pl.Series:
 
 
 def string_heads(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(byte length, first four bytes as a uint8 (n, 4) array) of each string, NULL counting as length 0, read
-    straight from the Arrow string views: polars keeps strings as Utf8View, whose 16-byte view per string holds
-    its length and its first bytes (inline up to 12 bytes, else a 4-byte prefix). No string is materialised, so
-    this is a numpy pass where ``str.head`` would build a string per row. Bytes past a string's length are 0."""
+    """(byte length, first four bytes as a uint8 (n, 4) array) of each string, NULL counting as length 0,
+    read straight from the Arrow string views: polars keeps strings as Utf8View, whose 16-byte view per
+    string holds its length and its first bytes (inline up to 12 bytes, else a 4-byte prefix). No string is
+    materialised, so this is a numpy pass where ``str.head`` would build a string per row. Bytes past a
+    string's length are not to be relied on."""
     arr = values.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()

@@ -1,32 +1,41 @@
-"""The fast path for MT940/MT942 files: polars does the per-line work, Python only decodes.
+"""The fast path for MT940/MT942 files: polars and numpy do the per-line work, Python only decodes.
 
 Same results as ``mt940.read`` (the reference implementation, parsing each message with the ``mt-940``
 library); a parity test runs both on every fixture and on generated awkward files. The file is decoded
-strictly with the encoding ``text.detect`` picks (as the reader does), re-encoded as UTF-8 and cut into chunks
-that end before a ``:20:`` line, so a chunk always holds whole messages. numpy finds the line breaks and every
-line becomes an Arrow string view over the chunk (no Python object per line). The lines are numbered into
-messages exactly as ``mt940._messages`` does it (SWIFT block wrappers dropped, a message from each ``:20:``,
-same first line), then seen as the library sees them (right-stripped, blank lines dropped): each line is a tag
-or a continuation of the tag before it, and each message a sequence of one-letter codes.
+strictly with the encoding ``text.detect`` picks (as the reader does), re-encoded as UTF-8 (ASCII blocks of
+a UTF-8 file pass as they are) and cut into chunks that end before a ``:20:`` line, so a chunk always holds
+whole messages. numpy finds the line breaks and every line, with its terminator, becomes an Arrow string view
+over the chunk (no Python object per line). The lines are numbered into messages exactly as
+``mt940._messages`` does it (SWIFT block wrappers dropped, a message from each ``:20:``, same first line),
+then seen as the library sees them (right-stripped, blank lines dropped): each line is a tag or a
+continuation of the tag before it, and each message a sequence of one-letter codes. Tests that only need a
+line's first bytes (wrappers, skipped lines, ``:20:``, the tag) read them from the 16-byte string views with
+numpy (``columnar.string_heads``, ``_Heads``, ``_line_tags``) instead of a polars pass each.
 
 A message is *plain* when its codes read ``:20: :25: [:28C:] opening (:61: [1 line] [:86: [lines]])* closing
 [:64:/:65:]*`` (checked as allowed neighbour pairs with numpy) and every field matches a strict pattern whose
 meaning in the library is unambiguous: ``:61:`` with an uppercase mark, ASCII amount, a ``[A-Z][A-Z0-9]{3}``
 type code, a customer reference without ``/`` (``str.extract_groups`` with one regex), valid dates (the entry
 date's year corrected as the library does across a year end), balances ``[DC]YYMMDDCCCamount``; ``:86:`` in the
-German ``?20..?33`` style with the used sub-fields in ascending order, at most one ``SVWZ+``/``EREF+`` and no
-``KREF+``, the Dutch ``/KEY/value`` style without ``/CNTP/``, or free text. Plain messages are turned into rows
-with vectorised expressions that follow ``processors.transaction_details_post_processor`` and
-``mt940._split_dutch`` / ``mt940._counterparty`` (the INN of free text is found by ``mt940._INN`` on the few
-rows that contain one); money stays text until DuckDB casts it to ``DECIMAL(23, 5)``, and the statement
-balance adds up the message's rows in SQL. Every other message (MT942 tags, ``:86:`` before the first entry,
+German ``?20..?33`` style with the used sub-fields in ascending order (the text split once at ``?``, the codes
+read from the pieces' views: ``_subfields``), at most one ``SVWZ+``/``EREF+`` and no ``KREF+``, the Dutch
+``/KEY/value`` style without ``/CNTP/``, or free text. Plain messages are turned into rows with vectorised
+expressions that follow ``processors.transaction_details_post_processor`` and ``mt940._split_dutch`` /
+``mt940._counterparty`` (the INN of free text is found by ``mt940._INN`` on the few rows that contain one); a
+message's values reach its entries by position, not by joins. Money stays text until it is cast exactly to
+``Decimal(23, 5)`` (polars' decimal parse of the checked amount text), which DuckDB stores as it is and the
+statement balance adds up per message. Every other message (MT942 tags, ``:86:`` before the first entry,
 lowercase marks, odd references, bad amounts or dates, ...) is turned into records by the reference code
 itself (``mt940.message_records``), record numbers continuing across messages like the reader's counter.
 File-level problems (bytes the encoding cannot decode, over-long lines) are left to the reference reader,
 which raises its own error for them.
 
-Where the time goes: decoding and re-encoding, a handful of regex passes over the ``:61:``/``:86:`` lines
-(the ``:61:`` extraction and the German sub-field split dominate), and DuckDB's insert.
+Where the time goes (``bench/parsers.py --records 300000``, one thread, cProfile on a shared 2-core machine,
+~1.4-1.8 s in all): about 0.06 s reading the chunks, 0.4 s the lines (views, right-strip, tags, message
+structure), 0.4 s the ``:86:`` texts (0.2 s of it the German sub-field split, 0.1 s the whitespace cleaning of
+five columns), 0.25 s the ``:61:`` regex, dates and amounts, 0.25 s building the rows and DuckDB's INSERT,
+and 0.4 s DuckDB's COMMIT (writing and compressing the rows, outside this module): about two dozen polars
+passes over the lines or the ``:61:``/``:86:`` values per chunk, and DuckDB's insert and commit a third of it.
 """
 
 from __future__ import annotations
@@ -68,7 +77,8 @@ _PLAIN_AMOUNT = r"^[0-9]+(,[0-9]{0,5})?$"
 _BALANCE = r"^(?P<mark>[DC])(?P<date>[0-9]{6})(?P<currency>[A-Z]{3})(?P<amount>[0-9,]{1,16})$"
 _STATEMENT = (r"^(?P<date>[0-9]{6})(?P<entry>[0-9]{4})?(?P<mark>R?[DC])[A-Z]?(?P<amount>[0-9,]{1,15})"
               r"[A-Z][A-Z0-9]{3}(?P<customer>[ -.0-~]{0,16})(?://(?P<bank>[^\n]{0,23}))?(?:\n[^\n]*)?$")
-_SKIPPED = [line + end for line in ("-}", "-", "}", "") for end in ("", "\n", "\r\n", "\r")]  # as mt940._messages
+# the lines mt940._messages skips, with any terminator
+_SKIPPED = [line + end for line in ("-}", "-", "}", "") for end in ("", "\n", "\r\n", "\r")]
 _LINE_BREAKS = "[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00\x01]"  # str.splitlines() breaks, and our sentinels
 # German ?xx sub-fields the reader uses (a plain text has each at most once, in this order; see _subfields)
 _USED_FIELDS = ("00", *(str(n) for n in range(20, 34)))
@@ -133,7 +143,7 @@ def _chunks(path: Path, encoding: str):
                 yield data
                 return
             cut = data.rfind(b"\n:20:")
-            cut = max(cut, data.rfind(b"\r:20:", max(cut, 0))) + 1  # CR-only files; no full scan for CRLF ones
+            cut = max(cut, data.rfind(b"\r:20:", max(cut, 0))) + 1  # CR-only files; CRLF: no full scan
             if cut > 0:
                 yield data[:cut]
                 data = data[cut:]
@@ -148,8 +158,8 @@ def _strings(buf: bytes, offsets: np.ndarray) -> pl.Series:
 
 class _Heads:
     """The first four bytes of each string (no NULLs) as one little-endian word, the bytes past its length
-    zeroed, and its byte length, from ``string_heads``: prefix and equality tests against texts of at most four
-    bytes in numpy, without a polars pass each."""
+    zeroed, and its byte length, from ``string_heads``: prefix and equality tests against texts of at most
+    four bytes in numpy, without a polars pass each."""
 
     _MASKS = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF], np.uint32)
 
@@ -192,7 +202,8 @@ def _process(st: _State, buf: bytes) -> None:
     head = _Heads(raw)
     wrapped = head.starts("{1:") | head.starts("{2:")
     if wrapped.any():
-        raw = where(raw, pl.Series(wrapped), lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
+        raw = where(raw, pl.Series(wrapped),
+                    lambda v: v.str.splitn("{4:", 2).struct.field("field_1").fill_null(""))
         head = _Heads(raw)
     skipped = head.starts("{5:")
     for line in _SKIPPED:
@@ -274,14 +285,15 @@ def _process(st: _State, buf: bytes) -> None:
 
 
 def _line_tags(seen: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``_TAG`` read from the first bytes of each line (``string_heads``): ``:NN:``, or ``:NNA`` and a fifth byte
-    ``:`` (looked up on those few lines). Returns the line codes (``_X`` for other tags and untagged lines),
-    which lines have a two-character tag, which have a tag, and which start with ``:``."""
+    """``_TAG`` read from the first bytes of each line (``string_heads``): ``:NN:``, or ``:NNA`` and a fifth
+    byte ``:`` (looked up on those few lines). Returns the line codes (``_X`` for other tags and untagged
+    lines), which lines have a two-character tag, which have a tag, and which start with ``:``."""
     length, head = string_heads(seen)
     digits = (head[:, 1:3] - np.uint8(ord("0")) <= 9).all(1)  # bytes below '0' wrap round to > 9
     colon = (length > 0) & (head[:, 0] == ord(":"))
     short = colon & digits & (length >= 4) & (head[:, 3] == ord(":"))
-    long = np.flatnonzero(colon & digits & (length >= 5) & (head[:, 3] >= ord("A")) & (head[:, 3] <= ord("Z")))
+    letter = (head[:, 3] >= ord("A")) & (head[:, 3] <= ord("Z"))
+    long = np.flatnonzero(colon & digits & (length >= 5) & letter)
     long = long[(seen.gather(long).str.slice(4, 1) == ":").to_numpy()]
     number = head[:, 1].astype(np.int16) * 10 + head[:, 2] - 11 * ord("0")
     code = np.full(len(seen), _X, np.uint8)
@@ -372,7 +384,8 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
     entry_date = _date(pl.concat_str(pl.col("date").str.slice(0, 2), pl.col("entry")))
     entries = entries.with_columns(value_date=value_date, entry_date=entry_date)
     days = (pl.col("value_date") - pl.col("entry_date")).dt.total_days()
-    entries = entries.with_columns(shift=pl.when(days >= 330).then(1).when(days <= -330).then(-1).otherwise(0))
+    shift = pl.when(days >= 330).then(1).when(days <= -330).then(-1).otherwise(0)
+    entries = entries.with_columns(shift=shift)
     moved = entries["shift"] != 0
     if moved.any():  # the entry date's year across a year end, on the few rows that need it
         year = (pl.col("entry_date").dt.year() + pl.col("shift")).cast(pl.String).str.zfill(4)
@@ -545,20 +558,22 @@ _BALANCES = """
            own_account, statement_id, balance_date, CAST(opening AS DECIMAL(23, 5)) AS opening,
            CAST(closing AS DECIMAL(23, 5)) AS closing, currency, coalesce(total, 0) AS entries_total
     FROM _mt940_balances"""
-_ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking_date", "value_date", "amount",
-                  "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account",
+_ENTRY_COLUMNS = ("msg", "record_number", "source_line", "own_account", "booking_date", "value_date",
+                  "amount", "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account",
                   "counterparty_bic", "purpose", "bank_reference", "end_to_end_id", "is_reversal")
 
 
 def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, start_line: np.ndarray) -> None:
-    """The rows of the plain messages: entries typed by DuckDB, one balance per statement that has one. A plain
-    message has one :20:, :25:, opening and closing line each, so those rows, in line order, line up with
-    ``plain`` (no joins); entries find their message's values by its place in ``plain``."""
+    """The rows of the plain messages: entries typed by DuckDB, one balance per statement that has one. A
+    plain message has one :20:, :25:, opening and closing line each, so those rows, in line order, line up
+    with ``plain`` (no joins); entries find their message's values by its place in ``plain``."""
     is_plain = np.zeros(len(before), bool)
     is_plain[plain] = True
 
     def kept(frame: pl.DataFrame) -> pl.DataFrame:  # the rows of the plain messages
-        return frame if len(plain) == len(before) else frame.filter(pl.Series(is_plain[frame["msg"].to_numpy()]))
+        if len(plain) == len(before):
+            return frame
+        return frame.filter(pl.Series(is_plain[frame["msg"].to_numpy()]))
 
     single = kept(fields["single"])
     balances = kept(fields["balances"])
@@ -577,15 +592,17 @@ def _insert(st: _State, fields: dict, plain: np.ndarray, before: np.ndarray, sta
     entries = entries.select(
         "msg", pl.Series("record_number", before[msg] + rank + 1), pl.Series("source_line", start_line[msg]),
         own_account.gather(at).alias("own_account"), "booking_date", "value_date",
-        pl.col("amount_text").cast(pl.Decimal(23, 5)).alias("amount"),  # exact, like DuckDB's cast of the text
+        pl.col("amount_text").cast(pl.Decimal(23, 5)).alias("amount"),  # exact, as DuckDB's cast of it
         opening["currency"].gather(at).alias("currency"), *_ENTRY_COLUMNS[8:])
     used = (opening["tag"] != "60M") | (closing["tag"] != "62M")
     open_used, close_used = pl.col("open_tag") != "60M", pl.col("close_tag") != "62M"
     statement = pl.DataFrame({
-        "msg": plain, "own_account": own_account, "statement_id": single.filter(pl.col("code") == _A)["value"],
+        "msg": plain, "own_account": own_account,
+        "statement_id": single.filter(pl.col("code") == _A)["value"],
         "record_number": before[plain] + np.bincount(msg, minlength=len(before))[plain],
         "open_tag": opening["tag"], "open_amount": opening["amount_text"], "open_day": opening["day"],
-        "open_currency": opening["currency"], "close_tag": closing["tag"], "close_amount": closing["amount_text"],
+        "open_currency": opening["currency"], "close_tag": closing["tag"],
+        "close_amount": closing["amount_text"],
         "close_day": closing["day"], "close_currency": closing["currency"],
     }).filter(used).select(
         "msg", "own_account", "statement_id", "record_number",

@@ -221,14 +221,14 @@ def test_ascii_blocks_and_utf8_blocks_mix(tmp_path, monkeypatch, bom):
     is still whole."""
     monkeypatch.setattr(mt940_bulk, "CHUNK_BYTES", 64)
     lines = []
-    for n, purpose in enumerate(["Miete", "Miete", "Stra\u00dfe \ufeff Ende", "Miete", "\u0418\u041d\u041d 7707083893"]):
+    purposes = ["Miete", "Miete", "Stra\u00dfe \ufeff Ende", "Miete", "\u0418\u041d\u041d 7707083893"]
+    for n, purpose in enumerate(purposes):
         lines += [f":20:S{n}", ":25:DE89370400440532013000", ":60F:C250301EUR0,00",
                   ":61:2503020302C1,00NTRFNONREF", f":86:166?20SVWZ+{purpose}", ":62F:C250302EUR1,00", "-"]
     path = tmp_path / "mixed.sta"
     path.write_bytes((bom + "\r\n".join(lines) + "\r\n").encode("utf-8"))
     ref = both(tmp_path, path)
-    assert [r["purpose"] for r in ref["rows"]] == ["Miete", "Miete", "Stra\u00dfe \ufeff Ende", "Miete",
-                                                   "\u0418\u041d\u041d 7707083893"]
+    assert [r["purpose"] for r in ref["rows"]] == purposes
 
 
 def test_german_shape_is_the_pattern():
@@ -238,34 +238,37 @@ def test_german_shape_is_the_pattern():
     pattern = re.compile("^[0-9]{3}" + other + "".join(
         rf"(?:\?{c}[^?]*)?{other}" for c in ("00", *map(str, range(20, 34)))) + r"\Z", re.DOTALL)
     texts = ["166?00GUTSCHRIFT?20SVWZ+x?30BIC?31IBAN?32Name", "166?21erst?20dann", "166?20SVWZ+x?20doppelt",
-             "166?00TEXT?20ende?", "166?34irrelevant?20SVWZ+z?34nochmal", "166", "16?20x", "1666?20x", "166?2",
-             "166?2x", "166?ab", "166?\u0662\u0660x", "166?20a?33b?00c", "166?19?01?99?20", "166?20?21?22?23?24?25",
-             "166?00?00", "166?33a?32b", "166?20\u00e4\u00f6?32\u20ac", "1a6?20x", "", "166?20x\ny", "?20x"]
+             "166?00TEXT?20ende?", "166?34irrelevant?20SVWZ+z?34nochmal", "166", "16?20x", "1666?20x",
+             "166?2", "166?2x", "166?ab", "166?\u0662\u0660x", "166?20a?33b?00c", "166?19?01?99?20",
+             "166?20?21?22?23?24?25", "166?00?00", "166?33a?32b", "166?20\u00e4\u00f6?32\u20ac", "1a6?20x",
+             "", "166?20x\ny", "?20x"]
     _, wrong = mt940_bulk._subfields(pl.Series(texts))
     assert wrong.tolist() == [not pattern.match(t) for t in texts]
     assert wrong.tolist().count(False) == 7
 
 
 def test_line_tags_are_the_tag_pattern():
-    lines = [":20:A", ":61:x", ":28C:1", ":60F:C", ":60M:C", ":60:C", ":62F:", ":86:", ":13D:x", ":34F:EUR", ":NS:22",
-             ":2:x", ":200:x", ":20", ":20C", ":20c:x", "::20:", ":6\u00e4:", ":20C:", ":99Z:z", "20:x", ":", "-",
-             ":\u0662\u0660:", ":28C", ":28CX:", " :20:x", ":64:C", ":65:D", ":62M:x", ":25:DE"]
+    lines = [":20:A", ":61:x", ":28C:1", ":60F:C", ":60M:C", ":60:C", ":62F:", ":86:", ":13D:x", ":34F:EUR",
+             ":NS:22", ":2:x", ":200:x", ":20", ":20C", ":20c:x", "::20:", ":6\u00e4:", ":20C:", ":99Z:z",
+             "20:x", ":", "-", ":\u0662\u0660:", ":28C", ":28CX:", " :20:x", ":64:C", ":65:D", ":62M:x", ":25:DE"]
     code, short, tagged, colon = mt940_bulk._line_tags(pl.Series(lines))
     tags = [re.match(mt940_bulk._TAG, line) for line in lines]
     assert tagged.tolist() == [bool(t) for t in tags]
     assert short.tolist() == [bool(t) and len(t.group(1)) == 2 for t in tags]
-    assert code.tolist() == [mt940_bulk._TAGS.get(t.group(1), mt940_bulk._X) if t else mt940_bulk._X for t in tags]
+    x = mt940_bulk._X
+    assert code.tolist() == [mt940_bulk._TAGS.get(t.group(1), x) if t else x for t in tags]
     assert colon.tolist() == [line.startswith(":") for line in lines]
 
 
 def test_heads_test_prefixes_and_equality_as_polars_does():
-    values = pl.Series(["", "-", "-}", "-}\r\n", "-\n", "}", "{5:", "{5:{CHK:1}}", "-}{5:x", "-}{5", ":20:", ":20",
-                        ":20:ABCDEFGHIJKLMNOP", "{1:F01}{4:", "\u00e4-", "-\u00e4", "\r\n"]).slice(1)
+    values = pl.Series(["", "-", "-}", "-}\r\n", "-\n", "}", "{5:", "{5:{CHK:1}}", "-}{5:x", "-}{5", ":20:",
+                        ":20", ":20:ABCDEFGHIJKLMNOP", "{1:F01}{4:", "\u00e4-", "-\u00e4", "\r\n"]).slice(1)
     head = mt940_bulk._Heads(values)
     for text in ["", "-", "-}", "-}\r\n", "-\n", "}", "\r\n", "\u00e4"]:
         assert head.equals(text).tolist() == (values == text).fill_null(False).to_list(), text
     for prefix in ["{5:", ":20:", "-}{5", "{1:", "-", "\u00e4"]:
-        assert head.starts(prefix).tolist() == values.str.starts_with(prefix).fill_null(False).to_list(), prefix
+        expected = values.str.starts_with(prefix).fill_null(False).to_list()
+        assert head.starts(prefix).tolist() == expected, prefix
 
 
 # ---- file-level errors: the same message ------------------------------------------------------------------
