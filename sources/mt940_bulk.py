@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,17 +223,15 @@ def _process(st: _State, buf: bytes) -> None:
     start_line = kept[first] + st_base + 1
 
     # the library's view: lines right-stripped, blank ones dropped; tags and continuation lines
-    seen = raw.str.strip_chars_end(PY_SPACE)
-    rows = np.flatnonzero((seen != "").to_numpy()[kept])  # among the kept lines
-    seen = seen.gather(kept[rows])
+    # (the seen lines are rows; their texts stay in seen_all and are gathered only where values are needed)
+    seen_all = raw.str.strip_chars_end(PY_SPACE)
+    rows = np.flatnonzero((seen_all != "").to_numpy()[kept])  # among the kept lines
+    at = kept[rows]  # each row's line in seen_all
     row_msg = msg[rows]
-    code, short, tagged, odd_line = _line_tags(seen)
+    code, short, tagged, odd_line = (a[at] for a in _line_tags(seen_all))
     continuation = ~tagged
-    tag = pl.repeat(None, len(seen), dtype=pl.String, eager=True)  # the tag text, of the opening and closing
-    balance_rows = np.flatnonzero(np.isin(code, [_O, _E]))
-    tag = tag.scatter(balance_rows, seen.gather(balance_rows).str.slice(1, 3).str.strip_suffix(":"))
-    dash = np.flatnonzero(seen.str.ends_with("-").to_numpy())  # a '-' line, maybe indented
-    odd_line[dash] |= (seen.gather(dash).str.strip_chars_start(PY_SPACE) == "-").to_numpy()
+    dash = np.flatnonzero(seen_all.str.ends_with("-").to_numpy()[at])  # a '-' line, maybe indented
+    odd_line[dash] |= (seen_all.gather(at[dash]).str.strip_chars_start(PY_SPACE) == "-").to_numpy()
     code[continuation & odd_line] = _X
     position = np.arange(len(rows))
     owner = np.maximum.accumulate(np.where(~continuation, position, -1))
@@ -254,11 +253,15 @@ def _process(st: _State, buf: bytes) -> None:
         bad[row_msg[heads[code[heads] != _A]]] = True
         bad[row_msg[tails[~_ENDS[code[tails]]]]] = True
 
-    other = pl.Series(~short)  # the value starts after ':61:' etc.: four characters in, or five, or none
-    offset = pl.Series(np.where(tagged, 5, 0)[~short])
-    value = where(seen.str.slice(4), other, lambda _: seen.filter(other).str.slice(offset))
-    frame = pl.DataFrame({"msg": row_msg, "code": code, "tag": tag, "value": value})
-    fields = _fields(frame, seen, code)
+    def lines(picked: np.ndarray) -> pl.Series:  # the seen lines of some rows
+        return seen_all.gather(at[picked])
+
+    def values(picked: np.ndarray) -> pl.Series:  # their values: after ':61:' etc., four characters in or five
+        text, other = lines(picked), pl.Series(~short[picked])
+        offset = pl.Series(np.where(tagged[picked], 5, 0)[~short[picked]])
+        return where(text.str.slice(4), other, lambda _: text.filter(other).str.slice(offset))
+
+    fields = _fields(row_msg, code, lines, values)
     bad[fields["bad_msgs"]] = True
 
     plain_msgs = np.flatnonzero(~bad)
@@ -326,11 +329,16 @@ def _date(yymmdd: pl.Expr) -> pl.Expr:
     return pl.concat_str(pl.lit("20"), yymmdd).str.strptime(pl.Date, "%Y%m%d", strict=False)
 
 
-def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
-    """Entries and balances of the messages with their values checked; ``bad_msgs``: messages outside the
-    plain subset."""
+def _fields(row_msg: np.ndarray, code: np.ndarray, lines: Callable[[np.ndarray], pl.Series],
+            values: Callable[[np.ndarray], pl.Series]) -> dict:
+    """Entries and balances of the messages with their values checked (``lines``/``values``: the text of some
+    rows, whole or after the tag); ``bad_msgs``: messages outside the plain subset."""
     bad_parts = []
-    single = frame.filter(pl.col("code").is_in([_A, _B, _S, _O, _E, _V]))
+    s_rows = np.flatnonzero(np.isin(code, [_A, _B, _S, _O, _E, _V]))
+    ends = np.flatnonzero(np.isin(code[s_rows], [_O, _E]))  # their tag text is used: 60F/60M, 62F/62M
+    tag = pl.repeat(None, len(s_rows), dtype=pl.String, eager=True).scatter(
+        ends, lines(s_rows[ends]).str.slice(1, 3).str.strip_suffix(":"))
+    single = pl.DataFrame({"msg": row_msg[s_rows], "code": code[s_rows], "tag": tag, "value": values(s_rows)})
     checks = single.with_columns(ok=pl.when(pl.col("code") == _A).then(pl.col("value").str.contains(r"^[!-~]{1,16}$"))
                                  .when(pl.col("code") == _B).then(pl.col("value").str.contains(r"^[A-Za-z0-9/]{1,35}$"))
                                  .when(pl.col("code") == _S).then(pl.col("value").str.contains(
@@ -350,18 +358,17 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
     t_rows = np.flatnonzero(code == _T)
     follows = np.minimum(t_rows + 1, len(code) - 1)
     with_line = (t_rows + 1 < len(code)) & (code[follows] == _U)
-    statement = frame["value"].gather(t_rows)
-    statement = where(statement, pl.Series(with_line),
-                       lambda v: v + "\n" + seen.gather(t_rows[with_line] + 1))
+    statement = values(t_rows)
+    statement = where(statement, pl.Series(with_line), lambda v: v + "\n" + lines(t_rows[with_line] + 1))
     d_rows = np.flatnonzero(code == _D)
     entry_of_d = np.searchsorted(t_rows, d_rows, side="right") - 1  # the :61: before each :86:
-    details = frame["value"].gather(d_rows)
+    details = values(d_rows)
     c_rows = np.flatnonzero(code == _C)
     if len(c_rows):  # multi-line :86:
         owner = np.searchsorted(d_rows, c_rows, side="right") - 1
         joined = (pl.DataFrame({"d": np.concatenate((np.arange(len(d_rows)), owner)),
                                 "order": np.concatenate((d_rows, c_rows)),
-                                "text": pl.concat([details, seen.gather(c_rows)])})
+                                "text": pl.concat([details, lines(c_rows)])})
                   .filter(pl.col("d").is_in(np.unique(owner))).sort("d", "order")
                   .group_by("d", maintain_order=True).agg(pl.col("text").str.join("\n")))
         details = details.scatter(joined["d"].to_numpy(), joined["text"])
@@ -369,7 +376,7 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
     details = where(details, pl.Series((length > 0) & ((head[:, 0] <= ord(" ")) | (head[:, 0] >= 0x80))),
                     lambda v: v.str.strip_chars_start(PY_SPACE))
     party = _details(details)
-    bad_parts.append(frame["msg"].gather(d_rows).filter(party["bad"]))
+    bad_parts.append(pl.Series(row_msg[d_rows]).filter(party["bad"]))
     right_after = (d_rows > 0) & np.isin(code[np.maximum(d_rows - 1, 0)], [_T, _U])  # else: not plain anyway
     party_of = np.full(len(t_rows), -1, np.int64)  # the :86: of each :61: (the last one: not plain anyway)
     party_of[entry_of_d[right_after]] = np.flatnonzero(right_after)
@@ -378,7 +385,7 @@ def _fields(frame: pl.DataFrame, seen: pl.Series, code: np.ndarray) -> dict:
         missing = party_of < 0
         party = party.select(pl.all().gather(pl.Series(party_of).set(pl.Series(missing), None)))
 
-    entries = pl.DataFrame({"msg": frame["msg"].gather(t_rows), "value": statement}).with_columns(
+    entries = pl.DataFrame({"msg": row_msg[t_rows], "value": statement}).with_columns(
         parts=pl.col("value").str.extract_groups(_STATEMENT)).unnest("parts").hstack(party)
     value_date = _date(pl.col("date"))
     entry_date = _date(pl.concat_str(pl.col("date").str.slice(0, 2), pl.col("entry")))
