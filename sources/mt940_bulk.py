@@ -292,7 +292,8 @@ def _line_tags(seen: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     byte ``:`` (looked up on those few lines). Returns the line codes (``_X`` for other tags and untagged
     lines), which lines have a two-character tag, which have a tag, and which start with ``:``."""
     length, head = string_heads(seen)
-    digits = (head[:, 1:3] - np.uint8(ord("0")) <= 9).all(1)  # bytes below '0' wrap round to > 9
+    zero = np.uint8(ord("0"))  # bytes below '0' wrap round to > 9
+    digits = (head[:, 1] - zero <= 9) & (head[:, 2] - zero <= 9)
     colon = (length > 0) & (head[:, 0] == ord(":"))
     short = colon & digits & (length >= 4) & (head[:, 3] == ord(":"))
     letter = (head[:, 3] >= ord("A")) & (head[:, 3] <= ord("Z"))
@@ -476,11 +477,11 @@ def _subfields(flat: pl.Series) -> tuple[dict[str, pl.Series], np.ndarray]:
     pieces = parts.explode()
     text_of = np.repeat(np.arange(len(flat)), counts)
     length, head = string_heads(pieces)
-    digit = head - np.uint8(ord("0")) <= 9  # bytes below '0' wrap round to > 9
-    shaped = (length >= 2) & digit[:, 0] & digit[:, 1]
+    zero = np.uint8(ord("0"))  # bytes below '0' wrap round to > 9
+    shaped = (length >= 2) & (head[:, 0] - zero <= 9) & (head[:, 1] - zero <= 9)
     number = np.where(shaped, head[:, 0].astype(np.int16) * 10 + head[:, 1] - 11 * ord("0"), -1)  # the code
     lead = np.cumsum(counts) - counts  # the piece before the first '?': three digits, no code
-    shaped[lead] = (length[lead] == 3) & digit[lead, :3].all(1)
+    shaped[lead] = (length[lead] == 3) & (head[lead, :3] - zero <= 9).all(1)
     number[lead] = -1
     wrong = np.zeros(len(flat), bool)
     wrong[text_of[~shaped]] = True
