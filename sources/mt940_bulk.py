@@ -31,10 +31,10 @@ File-level problems (bytes the encoding cannot decode, over-long lines) are left
 which raises its own error for them.
 
 Where the time goes (``bench/parsers.py --records 300000``, one thread, cProfile on a shared 2-core machine,
-~1.4-1.8 s in all): about 0.06 s reading the chunks, 0.4 s the lines (views, right-strip, tags, message
-structure), 0.4 s the ``:86:`` texts (0.2 s of it the German sub-field split, 0.1 s the whitespace cleaning of
-five columns), 0.25 s the ``:61:`` regex, dates and amounts, 0.25 s building the rows and DuckDB's INSERT,
-and 0.4 s DuckDB's COMMIT (writing and compressing the rows, outside this module): about two dozen polars
+~1.45-1.6 s in all): about 0.07 s reading the chunks, 0.3 s the lines (views, right-strip, tags, message
+structure), 0.32 s the ``:86:`` texts (0.17 s of it the German sub-field split, 0.07 s the whitespace cleaning
+of five columns), 0.23 s the ``:61:`` regex, dates and amounts, 0.24 s building the rows and DuckDB's INSERT,
+and 0.32 s DuckDB's COMMIT (writing and compressing the rows, outside this module): about two dozen polars
 passes over the lines or the ``:61:``/``:86:`` values per chunk, and DuckDB's insert and commit a third of it.
 """
 
