@@ -40,6 +40,7 @@ from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, wh
 from warehouse.load import RecordWriter
 
 CHUNK_BYTES = 8 << 20
+_KNOWN_SPELLINGS = 1024  # line heads coded by an Enum cast
 _DECODE_BLOCK = 8192  # TextIOWrapper decodes the reference's input in blocks of this many bytes
 
 _INN_PREFIX = "(?i)" + onec.INN_PREFIX.replace("\\s", SPACE)  # Python's \s, \d and IGNORECASE in Rust's regex
@@ -83,6 +84,9 @@ class _State:
     currency: dict[str, str | None] = field(default_factory=dict)  # own account -> currency (None: unknown)
     sections: list[tuple[onec.Section, int]] = field(default_factory=list)  # with the line that closed each
     keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # line head -> (normalised key, code)
+    known: list[str] = field(default_factory=list)  # the line heads of known_dtype, in its order
+    known_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # their line codes
+    known_dtype: pl.Enum | None = None
     loaded: int = 0
 
     def add_own(self, account: str, line: int) -> None:
@@ -176,14 +180,7 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
                    # polars strips Rust's whitespace, Python's but \x1c-\x1f: the explicit set only when needed
                    spaces=PY_SPACE if any(c in buf for c in RUST_MISSES) else None)
 
-    unique = lines.heads.unique().to_list()
-    if len(st.keys) > 200_000:  # many distinct lines without '=' (free text): keep the cache bounded
-        st.keys.clear()
-    for head in unique:
-        if head not in st.keys:  # 'Сумма=' or a line without '=': split_line finds the key as in the line
-            line, key, _ = onec.split_line(head)
-            st.keys[head] = (key, _code(key) if line else _EMPTY)
-    codes = lines.heads.replace_strict({h: st.keys[h][1] for h in unique}, return_dtype=pl.Int8).to_numpy()
+    codes = _codes(st, lines.heads)
 
     if last:
         done = n
@@ -271,6 +268,33 @@ def _process(st: _State, buf: bytes, last: bool) -> bytes:
                 st.writer.add(rec)
     _insert(st, plain.join(numbered.select("doc", "before"), on="doc"))
     return buf[int(ends[done - 1]):] if done < n else b""
+
+
+def _codes(st: _State, heads: pl.Series) -> np.ndarray:
+    """The line code of every line. The spellings of earlier chunks are an Enum, so most lines are coded by one
+    cast; a spelling not seen before is normalised once by ``onec.split_line`` ('Сумма=' or a line without '=')."""
+    if st.known:
+        found = heads.cast(st.known_dtype, strict=False).to_physical()
+        new = found.is_null().to_numpy()
+        codes = st.known_codes[found.fill_null(0).to_numpy()]
+    else:
+        new, codes = np.ones(len(heads), bool), np.zeros(len(heads), np.int8)
+    if new.any():
+        at = np.flatnonzero(new)
+        fresh = heads.gather(at)
+        unique = fresh.unique().to_list()
+        if len(st.keys) > 200_000:  # many distinct lines without '=' (free text): keep the cache bounded
+            st.keys.clear()
+        for head in unique:
+            if head not in st.keys:
+                line, key, _ = onec.split_line(head)
+                st.keys[head] = (key, _code(key) if line else _EMPTY)
+        codes[at] = fresh.replace_strict({h: st.keys[h][1] for h in unique}, return_dtype=pl.Int8).to_numpy()
+        if len(st.known) < _KNOWN_SPELLINGS:  # free text (lines without '=') would make the Enum grow
+            st.known += unique[:_KNOWN_SPELLINGS - len(st.known)]
+            st.known_codes = np.array([st.keys[h][1] for h in st.known], np.int8)
+            st.known_dtype = pl.Enum(st.known)
+    return codes
 
 
 @dataclass
