@@ -53,7 +53,9 @@ _STRUCTURE = {onec.SECTION: 4, onec.SECTION_END: 5, onec.DOCUMENT: 6, onec.DOCUM
 _SECTION, _SECTION_END, _DOCUMENT, _DOCUMENT_END, _FILE_END = _STRUCTURE.values()
 _PAYER, _PAYEE = onec.party_keys(onec.PAYER), onec.party_keys(onec.PAYEE)
 _FIELDS = (onec.AMOUNT, onec.DATE, onec.BOOKED[onec.PAYER], onec.BOOKED[onec.PAYEE], onec.PURPOSE, *_PAYER, *_PAYEE)
-_FIELD_CODE = {key: 16 + n for n, key in enumerate(_FIELDS)}
+_FIRST_FIELD = 16
+_FIELD_CODE = {key: _FIRST_FIELD + n for n, key in enumerate(_FIELDS)}
+_NO_LINE = np.iinfo(np.int64).max  # a document without the key
 
 
 def _code(key: str) -> int:
@@ -368,17 +370,14 @@ def _fields(docs: pl.DataFrame, lines: _Lines, row: np.ndarray, code: np.ndarray
     """One column per document key: the first value of that key in the document (``onec.put``'s setdefault)."""
     doc_of_block = np.full(int(block[-1]) + 1 if len(block) else 1, -1, np.int64)
     doc_of_block[docs["block"].to_numpy()] = np.arange(docs.height)
-    keyed = np.flatnonzero(is_key & (code >= min(_FIELD_CODE.values())))
-    keyed = keyed[np.argsort(code[keyed], kind="stable")]  # by key, each in line order
-    keyed = keyed[doc_of_block[block[keyed]] >= 0]
-    bounds = np.searchsorted(code[keyed], [*_FIELD_CODE.values(), 128])
-    index = np.full((len(_FIELD_CODE), docs.height), -1, np.int64)  # the line of each key of each document
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        doc = doc_of_block[block[keyed[lo:hi]]]
-        first = np.flatnonzero(np.diff(doc, prepend=-1) != 0)  # doc never decreases: its first line of the key
-        index[k, doc[first]] = row[keyed[lo + first]]
-    positions = pl.Series(index.ravel())
-    picked = lines.value_column(positions.set(positions < 0, None))
+    keyed = np.flatnonzero(is_key & (code >= _FIRST_FIELD))
+    doc = doc_of_block[block[keyed]]
+    keyed, doc = keyed[doc >= 0], doc[doc >= 0]
+    # the line of each key (rows, in _FIELD_CODE order) of each document (columns): its first line of the key
+    index = np.full(len(_FIELD_CODE) * docs.height, _NO_LINE, np.int64)
+    np.minimum.at(index, (code[keyed] - _FIRST_FIELD).astype(np.int64) * docs.height + doc, row[keyed])
+    positions = pl.Series(index)
+    picked = lines.value_column(positions.set(positions == _NO_LINE, None))
     columns = {key: picked.slice(k * docs.height, docs.height) for k, key in enumerate(_FIELD_CODE)}
     more = np.flatnonzero(is_key & (code == _PURPOSE_MORE))
     continued = {b for b, v in zip(block[more].tolist(), lines.values(row[more]), strict=True) if v}
