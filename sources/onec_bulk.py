@@ -313,7 +313,7 @@ class _Lines:
 
     def value_column(self, at: pl.Series) -> pl.Series:
         """Values of many lines (a NULL line: NULL), stripped by polars."""
-        return self.tails.gather(at).str.strip_chars(self.spaces)
+        return self.tails.str.strip_chars(self.spaces).gather(at)  # in line order: twice as fast as gathered
 
 
 def _file_errors(st: _State, buf: bytes, ends: np.ndarray, starts: np.ndarray, code: np.ndarray,
@@ -409,9 +409,10 @@ def _party(keys: tuple[str, ...], prefix: str) -> list[pl.Expr]:
 
 def _date(key: str) -> tuple[pl.Expr, pl.Expr]:
     """(the date or NULL, whether the fast path can take the text: empty or a plain valid date)."""
-    text = _filled(pl.col(key))
-    value = text.str.strptime(pl.Date, onec.DATE_FORMAT, strict=False)
-    ok = text.is_null() | (text.str.contains(_PLAIN_DATE) & value.is_not_null() & (value.dt.year() >= 1))
+    text = pl.col(key)
+    value = text.str.strptime(pl.Date, onec.DATE_FORMAT, strict=False)  # NULL for '' as well
+    ok = text.is_null() | (text == "") | (text.str.contains(_PLAIN_DATE) & value.is_not_null()
+                                          & (value.dt.year() >= 1))
     return value, ok.fill_null(False)
 
 
