@@ -5,8 +5,9 @@ every fixture and on generated awkward files). The file is read in chunks of who
 decoded strictly with the encoding ``onec.encoding_of`` verified and re-encoded as UTF-8; numpy finds the line
 breaks and polars the first ``=`` of every line, so every line becomes a (head, value) pair of Arrow string
 views over the chunk, without a Python object per line. Keys are normalised once per distinct spelling with
-``onec.split_line`` (case variants, BOMs, spaces), structure markers become section ids by cumulative sums,
-and a document's fields are the first value of each key in its section, exactly as ``onec.put`` keeps them.
+``onec.split_line`` (case variants, BOMs, spaces); the spellings seen so far are a polars Enum, so a chunk's
+lines are coded by one cast. Structure markers become section ids by cumulative sums, and a document's fields
+are the first value of each key in its section (one ``np.minimum.at``), exactly as ``onec.put`` keeps them.
 Lines after the last closed section are carried into the next chunk, so a chunk always holds whole documents
 and memory depends on the chunk size rather than the file size.
 
@@ -20,6 +21,14 @@ quarantine reason. Statement balances add up the loaded rows in SQL (``onec.bala
 are the reader's, raised for the same line: over-long lines, a first line that is not
 ``1CClientBankExchange``, content after ``КонецФайла``, bytes the declared encoding cannot decode, a missing
 ``КонецФайла``.
+
+Where the time goes (``bench/parsers.py --records 300000 --formats 1c``: 96 MB cp1251, 300k documents, 3.6M
+lines, 13 chunks; one thread; CPU seconds, least of 5 runs in one process on the shared 2-core machine, 1.7 s
+in all): 0.28 s decoding cp1251 and re-encoding UTF-8 in Python (``str.encode`` is two thirds of it), 0.12 s
+line breaks, 0.14 s the first ``=`` and the string views, 0.12 s line codes, 0.09 s the structure (numpy),
+0.18 s picking and stripping the 17 fields, 0.19 s typing (dates, amounts, names, directions), 0.26 s DuckDB's
+insert and ~0.3 s connecting, the manifest and the commit. DuckDB's part and the transcoding are fixed costs
+here; what polars and numpy do per line is the rest.
 """
 
 from __future__ import annotations
