@@ -26,7 +26,8 @@ def line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:
     """End offsets (after the terminator) of the lines in buf (``arr`` is its bytes as uint8): ``\\n``,
     ``\\r\\n`` and a lone ``\\r`` end a line, as in Python's universal newlines."""
     breaks = np.flatnonzero(arr == 10)
-    if buf.count(b"\r") != buf.count(b"\r\n"):  # some \r is not followed by \n
+    crlf = np.count_nonzero(arr[breaks[breaks > 0] - 1] == 13)  # numpy counts several times faster than bytes
+    if np.count_nonzero(arr == 13) != crlf:  # some \r is not followed by \n
         cr = np.flatnonzero(arr == 13)
         after = np.minimum(cr + 1, len(arr) - 1)
         lone = cr[(cr + 1 >= len(arr)) | (arr[after] != 10)]

@@ -28,3 +28,10 @@ def test_where_changes_only_the_rows_asked_and_not_its_input():
 def test_folded_is_clean_of_stripped_values():
     texts = ["a  b", "a\x1cb", "a\u3000\u2000b", "plain", "", "x\ty\nz"]
     assert columnar.folded(pl.Series(texts)).to_list() == [clean(t) for t in texts]
+
+
+def test_line_ends_with_lone_cr_after_crlf():
+    for text in ("\r\n\r", "a\r\r\nb", "\n\r", "\rx\r\n"):
+        buf = text.encode()
+        ends = columnar.line_ends(np.frombuffer(buf, np.uint8), buf)
+        assert [buf[s:e].decode() for s, e in zip([0, *ends[:-1]], ends, strict=True)] == text.splitlines(True)
