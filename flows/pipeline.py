@@ -145,8 +145,9 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                 gate_raw(settings, run_id, [s.sha256 for s in stats])
                 summary["gates"]["raw"] = "passed"
         stage_stats = stage(settings)
-        logger.info("staged %d transactions (%d duplicates dropped), %d clients", stage_stats.rows_staged,
-                    stage_stats.duplicates, stage_stats.clients)
+        logger.info("staged %d transactions (%d duplicates dropped), %d clients; staging %s", stage_stats.rows_staged,
+                    stage_stats.duplicates, stage_stats.clients,
+                    "kept" if stage_stats.skipped else "appended to" if stage_stats.appended else "rebuilt")
         fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
         gate_staged(settings, run_id)
         summary["gates"]["staged"] = "passed"

@@ -55,12 +55,12 @@ from warehouse.db import (
     connect,
     create_mart_views,
     export_parquet,
+    put_staging,
     query_polars,
     quote_ident,
     quote_literal,
-    replace_staging,
     replace_table,
-    staging_file,
+    staging_files,
 )
 from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
 
@@ -265,21 +265,23 @@ class StageStats:
     duplicates: int
     clients: int
     skipped: bool = False  # the inputs were those of the staging on disk: nothing was recomputed
+    appended: bool = False  # only new bank files: their rows were staged and appended, nothing else recomputed
 
 
 STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.invoice",
                   "staging.activity", "staging.ticket", "staging.manager")
+MAX_STAGING_PARTS = 32  # staged increments appended before they are merged into one file
 STAGE_STATE = "_stage.json"  # HOME/staging/_stage.json: the fingerprint of the inputs the staging files are from
 # what staging is a function of besides the raw rows, the settings and the inbox files below: the code computing it
 _STAGE_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     staging, crm_staging, identity, m, sys.modules[__name__]))).hexdigest()
 
 
-def stage_fingerprint(settings: Settings, files: list[tuple[str, int]]) -> str:
-    """sha256 of everything staging depends on: the ingested files (raw only ever grows, one file at a time),
-    the settings stage reads, the FX rates and client overrides files, polars and the code."""
+def stage_fingerprint(settings: Settings) -> str:
+    """sha256 of everything staging depends on besides the ingested files: the settings stage reads, the FX rates
+    and client overrides files, polars and the code."""
     digest = hashlib.sha256(json.dumps({
-        "files": files, "reporting_currency": settings.reporting_currency,
+        "reporting_currency": settings.reporting_currency,
         "classification": settings.classification.model_dump(mode="json"),
         "identity": settings.identity.model_dump(mode="json"), "fx": settings.fx.model_dump(mode="json"),
         "payment_terms_days": settings.economics.payment_terms_days, "polars": pl.__version__,
@@ -321,37 +323,68 @@ def _inbox_table(settings: Settings, name: str, schema: dict[str, pl.DataType], 
 
 
 def stage(settings: Settings) -> StageStats:
-    """Rebuild the staging tables from the whole raw layer (deterministic: same raw -> same staging).
+    """Bring the staging tables up to date with the raw layer (deterministic: same raw -> same staging).
 
-    When nothing staging depends on changed since the staging on disk was built (``stage_fingerprint``: no new
-    file, same settings, FX rates, overrides and code), that staging is kept and nothing is recomputed. The state
-    file is removed before any staging file is replaced and written after the last one, so a run killed in
-    between always restages."""
+    - nothing staging depends on changed since the staging on disk was built (no new file; same settings, FX
+      rates, overrides and code: ``stage_fingerprint``): kept as it is;
+    - only bank files arrived since: their rows are staged against the staged ones and appended as a new part
+      (``_append``), unless they change staged rows, which it detects; then, and for anything else, a rebuild
+      from the whole raw layer (``_restage``).
+
+    The state file is removed before any staging file changes and written after the last one, so a run killed in
+    between always rebuilds."""
     state_path = settings.home / STAGING_DIR / STAGE_STATE
     with connect(settings.warehouse_path) as con:
-        manifest = query_polars(con, "SELECT file_hash, ingest_seq FROM ops.ingested_file ORDER BY ingest_seq")
-    fingerprint = stage_fingerprint(settings, manifest.rows())
-    if state_path.is_file():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        if state.get("fingerprint") == fingerprint and all(
-                staging_file(settings.home, t).is_file() for t in STAGING_TABLES):
+        manifest = query_polars(con, "SELECT file_hash, ingest_seq, kind FROM ops.ingested_file ORDER BY ingest_seq")
+    files = [[h, seq] for h, seq in manifest.select("file_hash", "ingest_seq").iter_rows()]
+    fingerprint = stage_fingerprint(settings)
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    built, reason = None, "no staging on disk, or one built by other settings or code"
+    if state.get("fingerprint") == fingerprint and all(staging_files(settings.home, t) for t in STAGING_TABLES):
+        done = state["files"]
+        if files == done:
             log.info("staging is up to date (no new file, same settings and code): kept as it is")
             return StageStats(**state["stats"], skipped=True)
-        state_path.unlink()
-    stats = _restage(settings, manifest.lazy())
-    state_path.write_text(json.dumps({"fingerprint": fingerprint, "stats": {
-        k: v for k, v in asdict(stats).items() if k != "skipped"}}, indent=1) + "\n", encoding="utf-8")
+        new = manifest.slice(len(done))
+        if files[:len(done)] != done:
+            reason = "files were removed from the raw layer"
+        elif not new["kind"].eq("bank").all():
+            reason = "new CRM files"
+        else:
+            state_path.unlink()
+            appended = _append(settings, manifest.lazy(), new["file_hash"].to_list(), state)
+            built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
+    if built is None:
+        log.info("restaging from the whole raw layer: %s", reason)
+        state_path.unlink(missing_ok=True)
+        built = _restage(settings, manifest.lazy())
+    stats, own_accounts = built
+    state_path.write_text(json.dumps({"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
+                                      "stats": {k: v for k, v in asdict(stats).items()
+                                                if k not in ("skipped", "appended")}},
+                                     indent=1) + "\n", encoding="utf-8")
     return stats
 
 
-def _restage(settings: Settings, manifest: pl.LazyFrame) -> StageStats:
-    cfg = settings.classification
+def _stage_lookups(settings: Settings) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+    """The FX rates and the client overrides from the inbox (None when absent)."""
     fx_rates = _inbox_table(settings, settings.fx.rates_file,
                             {"date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)}, "FX rates")
     if fx_rates is not None:
         fx_rates = fx_rates.rename({"date": "rate_date"}).with_columns(pl.col("currency").str.to_uppercase())
     overrides = _inbox_table(settings, settings.identity.overrides_file,
                              {"counterparty_key": pl.String, "client_id": pl.String}, "client overrides")
+    return fx_rates, overrides
+
+
+def _own_account_keys(labelled: pl.DataFrame) -> list[str]:
+    """The accounts statements were issued for (normalised), as label_counterparties counts them own."""
+    return sorted(labelled["_own"].drop_nulls().unique().to_list())
+
+
+def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, list[str]]:
+    cfg = settings.classification
+    fx_rates, overrides = _stage_lookups(settings)
     # big frames go through parquet files in a scratch folder: DuckDB streams the raw tables out (and its
     # connection, with its buffers, is closed while polars works), polars reads only the columns a plan uses and
     # sinks each staged table to a file, each frame is dropped as soon as the next one exists, and DuckDB loads
@@ -379,6 +412,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame) -> StageStats:
             keyed.lazy(), own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
             excluded_keywords=cfg.excluded_purpose_keywords).collect()
         del keyed
+        own_accounts = _own_account_keys(labelled)
         client_match = identity.resolve(staging.counterparties(labelled.lazy()), crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
@@ -396,13 +430,106 @@ def _restage(settings: Settings, manifest: pl.LazyFrame) -> StageStats:
             staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
             frame.write_parquet(staged_files[table])
         assert sorted(staged_files) == sorted(STAGING_TABLES), "stage() keeps the staging when these files exist"
+        part = _last_seq(manifest)
         with connect(settings.warehouse_path) as con:
             for table, path in staged_files.items():
-                replace_staging(con, settings.home, table, path)
+                put_staging(con, settings.home, table, path, part=part, replace=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
-                      clients=clients.height)
+                      clients=clients.height), own_accounts
+
+
+def _last_seq(manifest: pl.LazyFrame) -> int:
+    return manifest.select(pl.col("ingest_seq").max()).collect().item() or 0
+
+
+def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
+            state: dict) -> tuple[StageStats, list[str]] | str:
+    """Stage the rows of newly ingested bank files against the staged rows and append them as a new part.
+
+    Equal to a rebuild (``tests/test_stage_increment.py`` checks it on generated sequences of files) because
+    staging is row-wise except where rows meet — and where they meet, this either takes the staged side into
+    account or gives up:
+
+    - dedupe: ``staging.dedupe_increment`` (its docstring has the argument); gives up when a new row would drop
+      a staged one (a booked copy of a staged pending row, a bank reference for a staged row without one);
+    - own accounts: a new statement account makes staged payments to that account own transfers: gives up when a
+      staged row has it as its counterparty account; otherwise the new rows are labelled with every own account;
+    - identity: counterparties already matched keep their match (their first row is a staged one); only new ones
+      are resolved, against the same CRM (a new CRM file always rebuilds);
+    - refunds: money out to a bank counterparty is a refund once it has paid us: ``paid_before`` carries the
+      staged payers; gives up when a counterparty pays for the first time and staged rows sent it money;
+    - the client dimension is recomputed from every part (one group-by over the payments).
+
+    Returns the stats and the own accounts seen so far, or why it gave up (the caller then rebuilds).
+    """
+    cfg = settings.classification
+    fx_rates, overrides = _stage_lookups(settings)
+    home = settings.home
+    staged = pl.scan_parquet(staging_files(home, "staging.bank_transaction"))
+    with connect(settings.warehouse_path) as con:
+        raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+        new_raw = query_polars(con, "SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
+                               [new_files])
+        raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
+    crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy()
+                   if raw_clients.height else None)
+    keyed = staging.transaction_keys(new_raw.lazy()).collect()
+    related = staging.related_staged(staged, keyed.lazy()).collect()
+    decided = staging.dedupe_increment(related.lazy(), keyed.lazy(), manifest).collect()
+    if decided["_staged"].sum() != related.height:
+        return "a new file supersedes staged rows (a booked copy of a pending one, or a bank reference)"
+    labelled = staging.label_counterparties(
+        decided.filter(~pl.col("_staged")).drop("_staged").lazy(),
+        own_accounts=[*cfg.own_accounts, *state["own_accounts"]], excluded_ids=cfg.excluded_counterparty_ids,
+        excluded_keywords=cfg.excluded_purpose_keywords).collect()
+    own_accounts = _own_account_keys(labelled)
+    new_own = sorted(set(own_accounts) - set(state["own_accounts"]))
+    if new_own and staged.filter(pl.col("category") != m.OWN_TRANSFER).select(
+            m.normalise_account(pl.col("counterparty_account")).is_in(new_own).any()).collect().item():
+        return f"a new statement account ({', '.join(new_own)}) was a counterparty of staged rows"
+    old_match = pl.read_parquet(staging_files(home, "staging.client_match"))
+    new_match = identity.resolve(
+        staging.counterparties(labelled.lazy()).filter(~pl.col("counterparty_key").is_in(old_match["counterparty_key"])),
+        crm_clients, overrides, threshold=settings.identity.fuzzy_threshold).collect()
+    client_match = pl.concat([old_match, new_match])
+    paid = staged.filter(pl.col("category") == m.CLIENT_PAYMENT).select("client_id").unique()
+    rows = staging.classify(labelled.lazy(), client_match.lazy(), reporting_currency=settings.reporting_currency,
+                            fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
+                            paid_before=paid).collect()
+    first_payers = (rows.lazy().filter((pl.col("category") == m.CLIENT_PAYMENT)
+                                       & pl.col("client_id").str.starts_with("bank:"))
+                    .select("client_id").unique().join(paid, on="client_id", how="anti"))
+    if staged.filter(pl.col("category") == m.OTHER_OUTGOING).select(
+            client_id=pl.concat_str([pl.lit("bank:"), pl.col("counterparty_key")])
+    ).join(first_payers, on="client_id", how="semi").select(pl.len()).collect().item():
+        return "a counterparty paid for the first time after staged payments to it (they become refunds)"
+    scratch = home / SCRATCH_DIR / f"stage-{os.getpid()}-{secrets.token_hex(4)}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        part = _last_seq(manifest)
+        built = {"staging.bank_transaction": scratch / "bank_transaction.parquet",
+                 "staging.client_match": scratch / "client_match.parquet", "staging.client": scratch / "client.parquet"}
+        rows.write_parquet(built["staging.bank_transaction"])
+        client_match.write_parquet(built["staging.client_match"])
+        parts = [*staging_files(home, "staging.bank_transaction"), built["staging.bank_transaction"]]
+        clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients).collect()
+        clients.write_parquet(built["staging.client"])
+        compact = len(parts) > MAX_STAGING_PARTS
+        if compact:  # one file again, the same rows in the same order (a night's part is small; many slow scans)
+            built["staging.bank_transaction"] = scratch / "bank_transaction_compacted.parquet"
+            pl.scan_parquet(parts).sink_parquet(built["staging.bank_transaction"])
+        with connect(settings.warehouse_path) as con:
+            for table, path in built.items():
+                put_staging(con, home, table, path, part=part, replace=compact or table != "staging.bank_transaction")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rows_staged = state["stats"]["rows_staged"] + rows.height
+    log.info("staged %d new rows of %d new file(s) against the %d staged ones", rows.height, len(new_files),
+             state["stats"]["rows_staged"])
+    return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
+                      clients=clients.height, appended=True), sorted({*state["own_accounts"], *own_accounts})
 
 
 def _stage_invoices(settings: Settings, fx_rates: pl.LazyFrame | None):
@@ -498,7 +625,7 @@ def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
     staged = {"staged": "staging.bank_transaction", "invoices": "staging.invoice",
               "activities": "staging.activity", "tickets": "staging.ticket", "match": "staging.client_match",
               "clients": "staging.client", "managers": "staging.manager"}
-    frames = {name: pl.scan_parquet(staging_file(settings.home, table)) for name, table in staged.items()}
+    frames = {name: pl.scan_parquet(staging_files(settings.home, table)) for name, table in staged.items()}
     with connect(settings.warehouse_path) as con:
         frames["log"] = query_polars(con, "SELECT * FROM ops.run_log").lazy()
     frames["payments"] = frames["staged"].filter(

@@ -27,11 +27,13 @@ def line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:
     """End offsets (after the terminator) of the lines in buf (``arr`` is its bytes as uint8): ``\\n``,
     ``\\r\\n`` and a lone ``\\r`` end a line, as in Python's universal newlines."""
     breaks = np.flatnonzero(arr == 10)
-    crs = np.count_nonzero(arr == 13)
-    if crs and crs != np.count_nonzero(arr[breaks[breaks > 0] - 1] == 13):  # some \r is not before a \n
+    crlf = np.count_nonzero(arr[breaks[breaks > 0] - 1] == 13)  # numpy counts several times faster than bytes
+    if np.count_nonzero(arr == 13) != crlf:  # some \r is not followed by \n
         cr = np.flatnonzero(arr == 13)
-        lone = cr[(cr + 1 >= len(arr)) | (arr[np.minimum(cr + 1, len(arr) - 1)] != 10)]
-        breaks = np.union1d(breaks, lone)  # a lone \r ends a line too
+        after = np.minimum(cr + 1, len(arr) - 1)
+        lone = cr[(cr + 1 >= len(arr)) | (arr[after] != 10)]
+        if len(lone):
+            breaks = np.union1d(breaks, lone)
     ends = breaks.astype(np.int64) + 1
     if not len(ends) or ends[-1] != len(arr):
         ends = np.append(ends, np.int64(len(arr)))

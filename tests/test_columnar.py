@@ -37,3 +37,10 @@ def test_string_heads_read_length_and_first_bytes_from_the_views():
     assert length.tolist() == [1, 2, 12, 13, 15, 0, 100]
     assert [bytes(h[:min(n, 4)]) for n, h in zip(length, head, strict=True)] == [
         b"a", b"12", b"abcd", b"abcd", "\u20ac".encode() + b"\xe2", b"", b"xxxx"]
+
+
+def test_line_ends_with_lone_cr_after_crlf():
+    for text in ("\r\n\r", "a\r\r\nb", "\n\r", "\rx\r\n"):
+        buf = text.encode()
+        ends = columnar.line_ends(np.frombuffer(buf, np.uint8), buf)
+        assert [buf[s:e].decode() for s, e in zip([0, *ends[:-1]], ends, strict=True)] == text.splitlines(True)

@@ -125,25 +125,24 @@ def test_execution_address_without_dask_is_an_error(tmp_path):
 
 
 def test_stage_fingerprint_follows_what_staging_depends_on_only(tmp_path):
-    """Staging is kept when this fingerprint is unchanged: it must move with every input of staging (files,
-    the settings stage reads, the FX rates and overrides files) and stay put for the rest (as-of, mart settings)."""
+    """Staging is kept (or only appended to, for new bank files) while this fingerprint is unchanged: it must move
+    with every input of staging besides the files (the settings stage reads, the FX rates and overrides files) and
+    stay put for the rest (as-of, mart settings)."""
     from flows.steps import stage_fingerprint
 
-    files = [("a" * 64, 1)]
-    base = stage_fingerprint(load_settings(tmp_path, as_of=dt.date(2026, 1, 31)), files)
-    assert stage_fingerprint(load_settings(tmp_path, as_of=dt.date(2026, 2, 28)), files) == base
+    base = stage_fingerprint(load_settings(tmp_path, as_of=dt.date(2026, 1, 31)))
+    assert stage_fingerprint(load_settings(tmp_path, as_of=dt.date(2026, 2, 28))) == base
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "config.yaml").write_text("economics:\n  default_margin: 0.5\n")
-    assert stage_fingerprint(load_settings(tmp_path), files) == base
-    assert stage_fingerprint(load_settings(tmp_path), [*files, ("b" * 64, 2)]) != base
+    assert stage_fingerprint(load_settings(tmp_path)) == base
     changed = []
     for config in ("classification:\n  own_accounts: [DE89370400440532013000]\n", "identity:\n  fuzzy_threshold: 95\n",
                    "fx:\n  max_rate_age_days: 3\n", "reporting_currency: USD\n", "economics:\n  payment_terms_days: 14\n"):
         (tmp_path / "inbox" / "config.yaml").write_text(config)
-        changed.append(stage_fingerprint(load_settings(tmp_path), files))
+        changed.append(stage_fingerprint(load_settings(tmp_path)))
     (tmp_path / "inbox" / "config.yaml").unlink()
     for name, text in (("fx_rates.csv", "date,currency,rate\n2026-01-02,USD,0.9\n"),
                        ("client_overrides.csv", "counterparty_key,client_id\nname:acme,C1\n")):
         (tmp_path / "inbox" / name).write_text(text)
-        changed.append(stage_fingerprint(load_settings(tmp_path), files))
+        changed.append(stage_fingerprint(load_settings(tmp_path)))
     assert len({base, *changed}) == len(changed) + 1

@@ -153,6 +153,20 @@ def test_generated_files_equal_reference(tmp_path, monkeypatch, seed, encoding, 
     assert [b["own_account"] for b in ref["balances"]] == [OWN_RUB, OWN_USD]
 
 
+@pytest.mark.parametrize("known", [0, 5, 1024])
+def test_key_spellings_beyond_the_enum_are_coded_the_same(tmp_path, monkeypatch, known):
+    """Spellings first seen in later chunks, and more of them than the Enum keeps, are still the reference's keys."""
+    monkeypatch.setattr(onec_bulk, "CHUNK_BYTES", 1200)
+    monkeypatch.setattr(onec_bulk, "_KNOWN_SPELLINGS", known)
+    lines = ["1CClientBankExchange", "РасчСчет=" + OWN_RUB]
+    for n in range(40):
+        amount, payee = ("Сумма", "ПолучательСчет") if n % 3 else ("сУММА ", "получательсчет")
+        lines += [f"Свободный текст {n}", "СекцияДокумент=Платежное поручение", f"Дата=0{n % 9 + 1}.03.2025",
+                  f"{amount}={n}.5", f"ПлательщикСчет={OTHER[n % 3]}", f"{payee}={OWN_RUB}", "КонецДокумента"]
+    ref = both(tmp_path, write(tmp_path / "spellings.txt", [*lines, "КонецФайла"], "cp1251"))
+    assert [r["amount"] for r in ref["rows"]] == [Decimal(f"{n}.5") for n in range(40)]
+
+
 def test_internal_transfer_gives_two_rows_and_balances_sum_them(tmp_path):
     lines = ["1CClientBankExchange", *_section(OWN_RUB, "01.03.2025", "31.03.2025", "10.00", "5.00"),
              *_section(OWN_USD, "01.03.2025", "31.03.2025", "0", "5"),

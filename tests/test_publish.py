@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from warehouse import publish
-from warehouse.db import connect, replace_staging, staging_file
+from warehouse.db import connect, put_staging, staging_files
 
 
 def frame(v: int) -> pl.DataFrame:
@@ -75,27 +75,33 @@ def test_same_frame_gives_same_bytes(tmp_path):
         assert f.read_bytes() == (b / "m" / f.name).read_bytes()
 
 
-def test_staging_tables_are_parquet_files_behind_relative_views(tmp_path, monkeypatch):
-    """A warehouse from before this layout held staging as tables: the table gives way to the view, the view reads
-    HOME/staging/<name>.parquet by a relative path (the home can move), and a rebuild replaces the rows."""
+def test_staging_tables_are_parquet_parts_behind_relative_views(tmp_path, monkeypatch):
+    """Warehouses from before this layout held staging as tables, then as one file per table: both give way to
+    the view over HOME/staging/<name>/, read by a relative path (the home can move); a rebuild replaces the parts,
+    an increment adds one after them."""
     home = tmp_path / "home"
+    (home / "staging").mkdir(parents=True)
+    (home / "staging" / "client.parquet").write_bytes(b"the previous layout")
     with connect(home / "warehouse.duckdb") as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS staging; CREATE TABLE staging.client AS SELECT 'old' AS client_id")
-        for rows in (["C1", "C2"], ["C3"]):
+        for part, rows, replace in ((3, ["C1", "C2"], True), (4, ["C0"], False), (4, ["C3"], True),
+                                    (5, ["C4"], False)):
             built = tmp_path / "built.parquet"
             pl.DataFrame({"client_id": rows}).write_parquet(built)
-            replace_staging(con, home, "staging.client", built)
+            put_staging(con, home, "staging.client", built, part=part, replace=replace)
             assert not built.exists()
-            assert con.execute("SELECT list(client_id ORDER BY client_id) FROM staging.client").fetchone()[0] == rows
+        assert con.execute("SELECT list(client_id) FROM staging.client").fetchone()[0] == ["C3", "C4"]
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'staging'").fetchone() == (0,)
         (sql,), = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'client'").fetchall()
-    assert staging_file(home, "staging.client") == home / "staging" / "client.parquet"
-    assert "'staging/client.parquet'" in sql and str(home) not in sql
+    assert [p.relative_to(home).as_posix() for p in staging_files(home, "staging.client")] == [
+        "staging/client/part-0000000004.parquet", "staging/client/part-0000000005.parquet"]
+    assert not (home / "staging" / "client.parquet").exists()
+    assert "'staging/client/*.parquet'" in sql and str(home) not in sql
     moved = tmp_path / "moved"
     home.rename(moved)
     monkeypatch.chdir(moved)
     con = duckdb.connect("warehouse.duckdb", read_only=True)
     try:
-        assert con.execute("SELECT client_id FROM staging.client").fetchall() == [("C3",)]
+        assert con.execute("SELECT client_id FROM staging.client").fetchall() == [("C3",), ("C4",)]
     finally:
         con.close()

@@ -93,6 +93,37 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
             .select(keyed.drop("_row").collect_schema().names()))
 
 
+def related_staged(staged: pl.LazyFrame, new_keyed: pl.LazyFrame) -> pl.LazyFrame:
+    """The staged rows a dedupe of new rows must see: those sharing a ``txn_key`` or a ``fingerprint`` with a new
+    row (``new_keyed``: ``transaction_keys`` of the new files' raw rows); narrow, only what dedupe decides on."""
+    narrow = staged.select(*KEY_COLUMNS, "file_hash", "status", "record_number")
+    return pl.concat([narrow.join(new_keyed.select(key), on=key, how="semi") for key in ("txn_key", "fingerprint")]
+                     ).unique(subset="txn_key", maintain_order=True)  # staged txn_keys are unique
+
+
+def dedupe_increment(related: pl.LazyFrame, new_keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """``dedupe_transactions`` for the rows of files ingested after the staged ones, decided against the staged
+    rows they meet (``related_staged``).
+
+    Returns the rows the dedupe keeps: the related staged ones (``_staged`` true, narrow) and the new ones
+    (``_staged`` false), in staging order. When every related staged row is kept, the new ones kept are exactly
+    those a dedupe of the whole raw layer keeps, appended after the staged rows; when one is not, a new row
+    supersedes a staged one and staging must be rebuilt (the caller's check).
+
+    Why: the new files sort after every staged one (higher ``ingest_seq``), so a new row wins a ``txn_key`` that
+    staging already holds only when it is booked and the staged row pending — which drops that staged row; and a
+    ``fingerprint``'s referenced file changes only when a new referenced row comes first for it — which drops the
+    staged unreferenced row of that fingerprint, or changes nothing. Raw rows that are not staged decide nothing
+    a staged row does not: each lost its ``txn_key`` to a staged row, or its fingerprint to a staged referenced
+    row of another file (so a new row with that key is dropped too: its file is new, and a fingerprint is unique
+    within a file). The kept new rows then follow the staged ones in (ingest_seq, record_number) order, as in the
+    full build.
+    """
+    return dedupe_transactions(pl.concat([related.with_columns(_staged=pl.lit(True)),
+                                          new_keyed.with_columns(_staged=pl.lit(False))], how="diagonal_relaxed"),
+                               manifest)
+
+
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """Typed CRM clients: one row per client id over all dumps, the latest ingested version winning."""
     present = set(raw_clients.collect_schema().names())
@@ -193,12 +224,14 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
 
 
 def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_currency: str,
-             fx_rates: pl.LazyFrame | None = None, max_rate_age_days: int = 7) -> pl.LazyFrame:
+             fx_rates: pl.LazyFrame | None = None, max_rate_age_days: int = 7,
+             paid_before: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Label every transaction with a category and, for client payments and refunds, a client.
 
     A counterparty matched to the CRM is that client; otherwise (or in bank-only mode) the counterparty is its
     own client, ``bank:<counterparty key>``. Money in from an identified counterparty is a client payment;
-    money out to a client (CRM-matched, or a counterparty that has paid us) is a refund.
+    money out to a client (CRM-matched, or a counterparty that has paid us) is a refund. ``paid_before``
+    (``client_id``): clients with a payment outside ``labelled`` (the staged rows, when classifying an increment).
     """
     frame = labelled.join(client_match.select("counterparty_key", pl.col("client_id").alias("_crm_client"),
                                               pl.col("method").alias("_method")),
@@ -213,6 +246,10 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
     has_paid_us = (
         ((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).any().over("client_id")
     )
+    if paid_before is not None:
+        frame = frame.join(paid_before.select("client_id").unique().with_columns(_paid_before=pl.lit(True)),
+                           on="client_id", how="left", maintain_order="left")
+        has_paid_us = has_paid_us | pl.col("_paid_before").fill_null(False)
     category = (
         pl.when(pl.col("_own_transfer")).then(pl.lit(m.OWN_TRANSFER))
         .when(pl.col("_excluded")).then(pl.lit(m.EXCLUDED))

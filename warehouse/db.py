@@ -106,23 +106,37 @@ def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> pl
 STAGING_DIR = "staging"
 
 
-def staging_file(home: Path, table: str) -> Path:
-    """Where the rows of a staging table live: ``HOME/staging/<name>.parquet``."""
-    return home / STAGING_DIR / f"{table.split('.')[1]}.parquet"
+def staging_dir(home: Path, table: str) -> Path:
+    """Where the rows of a staging table live: the parquet parts in ``HOME/staging/<name>/``."""
+    return home / STAGING_DIR / table.split(".")[1]
 
 
-def replace_staging(con: duckdb.DuckDBPyConnection, home: Path, table: str, path: Path) -> None:
-    """Make a parquet file (e.g. a polars ``sink_parquet``) the rows of a staging table.
+def staging_files(home: Path, table: str) -> list[Path]:
+    """The parts of a staging table in row order (their names sort by the last ingested file they cover)."""
+    return sorted(staging_dir(home, table).glob("part-*.parquet"))
 
-    Staging is rebuilt whole (when its inputs change) and read mostly by polars, so its tables are parquet files in
-    ``HOME/staging/`` behind ``staging.<name>`` views, not DuckDB tables: loading them into DuckDB's storage
-    and exporting them again for the marts cost more than computing them. The file is moved into place with
-    ``os.replace`` (a reader holding the old file keeps reading it); the view reads it by a path relative to
-    HOME, like the ``marts`` views, so the home can move. A warehouse from before held staging as tables: such a
-    table is dropped for the view."""
-    target = staging_file(home, table)
-    target.parent.mkdir(parents=True, exist_ok=True)
+
+def put_staging(con: duckdb.DuckDBPyConnection, home: Path, table: str, path: Path, *, part: int,
+                replace: bool) -> Path:
+    """Make a parquet file (e.g. a polars ``sink_parquet``) a part of a staging table: all of its rows when
+    ``replace`` (a rebuild), else rows appended after the existing parts (an increment).
+
+    Staging is read mostly by polars, so its tables are parquet files behind ``staging.<name>`` views, not DuckDB
+    tables: loading them into DuckDB's storage and exporting them again for the marts cost more than computing
+    them. ``part`` names the file (``part-<part>.parquet``, zero-padded so names sort in row order): the highest
+    ingest sequence number of the files the rows come from. The file is moved into place with ``os.replace`` (a
+    reader holding an old part keeps reading it); the view reads the folder by a path relative to HOME, like the
+    ``marts`` views, so the home can move. Warehouses from before held staging as tables, then as one file per
+    table: those give way to the folder."""
+    folder = staging_dir(home, table)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"part-{part:010d}.parquet"
     os.replace(path, target)
+    if replace:
+        for old in staging_files(home, table):
+            if old != target:
+                old.unlink()
+    folder.with_suffix(".parquet").unlink(missing_ok=True)
     schema, name = table.split(".")
     (is_table,), = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
                                [schema, name]).fetchall()
@@ -131,7 +145,8 @@ def replace_staging(con: duckdb.DuckDBPyConnection, home: Path, table: str, path
     if is_table:
         con.execute(f"DROP TABLE {quote_ident(schema)}.{quote_ident(name)}")
     con.execute(f"CREATE OR REPLACE VIEW {quote_ident(schema)}.{quote_ident(name)} AS "  # noqa: S608
-                f"SELECT * FROM read_parquet({quote_literal(f'{STAGING_DIR}/{target.name}')})")
+                f"SELECT * FROM read_parquet({quote_literal(f'{STAGING_DIR}/{name}/*.parquet')})")
+    return target
 
 
 def mart_glob(name: str) -> str:

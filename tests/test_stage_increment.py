@@ -1,0 +1,184 @@
+"""Staging an increment (only new bank files) gives exactly the staging a rebuild from the whole raw layer gives.
+
+Each case ingests camt.053 files into one home in two batches (staging after each: the second is appended when
+it can be) and all of them into another home at once (staging rebuilt), then compares every staging table row
+for row, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clientbase.config import load_settings
+from flows import steps
+from warehouse.db import staging_files
+
+OWN = ("DE89370400440532013000", "DE02120300000000202051", "LT121000011101001000")
+PARTIES = (("Acme GmbH", "DE44500105175407324931"), ("Baltic Logistics UAB", "LT601010012345678901"),
+           ("Nord Handel AG", None), ("Supplier Ltd", "GB29NWBK60161331926819"),
+           ("Treasury", OWN[2]))  # the last one's account is one of ours (a transfer, once we hold a statement for it)
+CRM = ("client_id,name,tax_id,accounts,industry,size_band,region,acquisition_channel,created_date,manager_id,"
+       "referred_by_client_id,is_potential,is_reference,is_innovator,is_demanding,satisfaction,share_of_wallet,"
+       "is_exclusive,lead_stage\n"
+       "C1,Acme GmbH,,,it,S,EU,web,2024-01-01,M01,,false,false,false,false,8,0.5,false,customer\n")
+
+
+def camt(number: int, entries: list[tuple]) -> str:
+    """A camt.053 document: one statement per own account, the entries in the given order."""
+    statements = []
+    for account in sorted({e[0] for e in entries}):
+        rows = []
+        for acct, day, amount, booked, ref, party in entries:
+            if acct != account:
+                continue
+            name, iban = PARTIES[party]
+            side = "Dbtr" if amount > 0 else "Cdtr"
+            rows.append(
+                f"<Ntry><Amt Ccy=\"EUR\">{abs(amount)}.00</Amt><CdtDbtInd>{'CRDT' if amount > 0 else 'DBIT'}"
+                f"</CdtDbtInd><Sts>{'BOOK' if booked else 'PDNG'}</Sts><BookgDt><Dt>2026-03-{day:02d}</Dt></BookgDt>"
+                + (f"<AcctSvcrRef>R{ref}</AcctSvcrRef>" if ref is not None else "")
+                + f"<NtryDtls><TxDtls><RltdPties><{side}><Nm>{name}</Nm></{side}>"
+                + (f"<{side}Acct><Id><IBAN>{iban}</IBAN></Id></{side}Acct>" if iban else "")
+                + "</RltdPties></TxDtls></NtryDtls></Ntry>")
+        statements.append(f"<Stmt><Id>S{number}-{account}</Id><Acct><Id><IBAN>{OWN[account]}</IBAN></Id></Acct>"
+                          + "".join(rows) + "</Stmt>")
+    return ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+            "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:camt.053.001.02\"><BkToCstmrStmt>"
+            f"<GrpHdr><MsgId>M{number}</MsgId><CreDtTm>2026-03-31T06:00:00</CreDtTm></GrpHdr>"
+            + "".join(statements) + "</BkToCstmrStmt></Document>")
+
+
+def ingest(home: Path, files: list[list[tuple]], first: int = 0, crm: bool = False) -> None:
+    bank = home / "inbox" / "bank"
+    bank.mkdir(parents=True, exist_ok=True)
+    for number, entries in enumerate(files, start=first):
+        (bank / f"f{number:02d}.xml").write_text(camt(number, entries), encoding="utf-8")
+    if crm:
+        (home / "inbox" / "crm").mkdir(parents=True, exist_ok=True)
+        (home / "inbox" / "crm" / "clients.csv").write_text(CRM, encoding="utf-8")
+    config = load_settings(home)
+    found, _ = steps.discover(config)
+    for item in found:
+        steps.ingest_file(config, item, "run")
+
+
+def staging_tables(home: Path) -> dict[str, pl.DataFrame]:
+    return {t: pl.read_parquet(staging_files(home, t)) for t in steps.STAGING_TABLES}
+
+
+def increment_and_rebuild(root: Path, files: list[list[tuple]], split: int, crm: bool = False):
+    """(stats of the second stage of the two-batch home, its staging, the rebuilt home's staging)."""
+    inc, full = root / "inc", root / "full"
+    ingest(inc, files[:split], crm=crm)
+    steps.stage(load_settings(inc))
+    ingest(inc, files[split:], first=split)
+    stats = steps.stage(load_settings(inc))
+    ingest(full, files, crm=crm)
+    steps.stage(load_settings(full))
+    return stats, staging_tables(inc), staging_tables(full)
+
+
+def assert_same(got: dict[str, pl.DataFrame], want: dict[str, pl.DataFrame]) -> None:
+    for table, frame in want.items():
+        assert got[table].equals(frame), (table, got[table], frame)
+
+
+BOOKED_ACME = (0, 2, 500, True, 1, 0)
+
+
+def test_a_new_file_is_appended_as_a_part_and_equals_a_rebuild(tmp_path):
+    files = [[BOOKED_ACME, (0, 3, -20, True, 2, 3), (1, 3, 70, True, None, 2)],
+             [(0, 4, 300, True, 3, 1), BOOKED_ACME, (1, 3, 70, True, None, 2), (1, 5, 90, False, None, 2)]]
+    stats, got, want = increment_and_rebuild(tmp_path, files, 1, crm=True)
+    assert stats.appended and not stats.skipped
+    # the second file repeats two rows of the first (by reference, and by fingerprint): staged once
+    assert (stats.rows_raw_total, stats.rows_staged, stats.duplicates) == (7, 5, 2)
+    assert [p.name for p in staging_files(tmp_path / "inc", "staging.bank_transaction")] == [
+        "part-0000000002.parquet", "part-0000000003.parquet"]
+    assert_same(got, want)
+    staged = got["staging.bank_transaction"]
+    assert staged.select("client_id", "category", "amount").rows()[-2:] == [
+        ("bank:acct:LT601010012345678901", "client_payment", 300), ("bank:name:nord handel", "client_payment", 90)]
+    # the staged counterparties keep their match (Acme is the CRM's C1 by name); the new one is resolved and added
+    assert got["staging.client_match"].select("counterparty_key", "client_id").rows() == [
+        ("acct:DE44500105175407324931", "C1"), ("acct:GB29NWBK60161331926819", None), ("name:nord handel", None),
+        ("acct:LT601010012345678901", None)]
+
+
+def test_a_booked_copy_of_a_staged_pending_row_rebuilds(tmp_path, caplog):
+    files = [[(0, 2, 500, False, 1, 0)], [BOOKED_ACME]]
+    with caplog.at_level(logging.INFO, logger="clientbase"):
+        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
+    assert not stats.appended and "a new file supersedes staged rows" in caplog.text
+    assert got["staging.bank_transaction"]["status"].to_list() == ["BOOK"]
+    assert_same(got, want)
+
+
+def test_a_reference_for_a_staged_unreferenced_row_rebuilds(tmp_path, caplog):
+    files = [[(0, 2, 500, True, None, 0)], [BOOKED_ACME]]  # same account, day, amount: the same transaction
+    with caplog.at_level(logging.INFO, logger="clientbase"):
+        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
+    assert not stats.appended and "a new file supersedes staged rows" in caplog.text
+    assert got["staging.bank_transaction"]["key_method"].to_list() == ["bank_reference"]
+    assert_same(got, want)
+
+
+def test_a_new_own_account_that_was_a_counterparty_rebuilds(tmp_path, caplog):
+    # money to 'Treasury' (our LT account, unknown as ours until its statement arrives) was an outgoing payment
+    files = [[(0, 2, -100, True, 1, 4)], [(2, 2, 100, True, 2, 0)]]
+    with caplog.at_level(logging.INFO, logger="clientbase"):
+        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
+    assert not stats.appended and "a new statement account (LT121000011101001000)" in caplog.text
+    assert got["staging.bank_transaction"]["category"].to_list() == ["own_transfer", "client_payment"]
+    assert_same(got, want)
+
+
+def test_a_first_payment_after_money_sent_to_the_counterparty_rebuilds(tmp_path, caplog):
+    files = [[(0, 2, -40, True, 1, 3)], [(0, 9, 400, True, 2, 3)]]
+    with caplog.at_level(logging.INFO, logger="clientbase"):
+        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
+    assert not stats.appended and "paid for the first time" in caplog.text
+    assert got["staging.bank_transaction"]["category"].to_list() == ["refund", "client_payment"]
+    assert_same(got, want)
+
+
+def test_a_refund_to_a_staged_payer_is_appended(tmp_path):
+    files = [[(0, 2, 400, True, 1, 3)], [(0, 9, -40, True, 2, 3)]]
+    stats, got, want = increment_and_rebuild(tmp_path, files, 1)
+    assert stats.appended
+    assert got["staging.bank_transaction"]["category"].to_list() == ["client_payment", "refund"]
+    assert_same(got, want)
+
+
+ENTRY = st.tuples(st.integers(0, 2), st.integers(1, 3), st.sampled_from([-40, 100, 500]), st.booleans(),
+                  st.none() | st.integers(1, 4), st.integers(0, len(PARTIES) - 1))
+
+
+@given(files=st.lists(st.lists(ENTRY, min_size=1, max_size=5), min_size=2, max_size=4),
+       split=st.integers(1, 3), crm=st.booleans())
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_increment_equals_a_rebuild(tmp_path_factory, files, split, crm):
+    stats, got, want = increment_and_rebuild(tmp_path_factory.mktemp("case"), files, min(split, len(files) - 1),
+                                             crm=crm)
+    assert_same(got, want)
+
+
+def test_parts_are_merged_past_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(steps, "MAX_STAGING_PARTS", 2)
+    home = tmp_path / "inc"
+    files = [[(0, day, 100, True, day, 0)] for day in range(1, 5)]
+    parts = []
+    for number, batch in enumerate(files):
+        ingest(home, [batch], first=number)
+        assert steps.stage(load_settings(home)).appended == (number > 0)
+        parts.append([int(p.stem.removeprefix("part-")) for p in staging_files(home, "staging.bank_transaction")])
+    assert parts == [[1], [1, 2], [3], [3, 4]]  # the third would have been the third part: all merged into one
+    ingest(tmp_path / "full", files)
+    steps.stage(load_settings(tmp_path / "full"))
+    assert_same(staging_tables(home), staging_tables(tmp_path / "full"))
+    assert staging_tables(home)["staging.bank_transaction"]["bank_reference"].to_list() == ["R1", "R2", "R3", "R4"]
