@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from clientbase.config import load_settings
 from flows import steps
-from warehouse.db import staging_files
+from warehouse.db import connect, staging_files
 
 OWN = ("DE89370400440532013000", "DE02120300000000202051", "LT121000011101001000")
 PARTIES = (("Acme GmbH", "DE44500105175407324931"), ("Baltic Logistics UAB", "LT601010012345678901"),
@@ -182,3 +182,20 @@ def test_parts_are_merged_past_the_limit(tmp_path, monkeypatch):
     steps.stage(load_settings(tmp_path / "full"))
     assert_same(staging_tables(home), staging_tables(tmp_path / "full"))
     assert staging_tables(home)["staging.bank_transaction"]["bank_reference"].to_list() == ["R1", "R2", "R3", "R4"]
+
+
+def test_a_new_file_with_every_record_quarantined_appends_nothing(tmp_path):
+    home = tmp_path / "inc"
+    ingest(home, [[BOOKED_ACME]])
+    steps.stage(load_settings(home))
+    broken = camt(1, [(0, 3, 70, True, 2, 1)]).replace("<Amt Ccy=\"EUR\">70.00</Amt>", "<Amt Ccy=\"EUR\">7O,00</Amt>")
+    (home / "inbox" / "bank" / "f01.xml").write_text(broken, encoding="utf-8")
+    config = load_settings(home)
+    found, _ = steps.discover(config)
+    assert [steps.ingest_file(config, item, "run").rows_quarantined for item in found] == [1]
+    stats = steps.stage(config)
+    assert stats.appended and (stats.rows_raw_total, stats.rows_staged) == (1, 1)
+    assert len(staging_files(home, "staging.bank_transaction")) == 2
+    assert staging_tables(home)["staging.bank_transaction"]["bank_reference"].to_list() == ["R1"]
+    with connect(config.warehouse_path) as con:  # the view reads the empty part too (the staged gate does)
+        assert con.execute("SELECT list(bank_reference) FROM staging.bank_transaction").fetchone() == (["R1"],)
