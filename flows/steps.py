@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from clientbase.config import Settings
@@ -377,6 +378,19 @@ def _stage_lookups(settings: Settings) -> tuple[pl.LazyFrame | None, pl.LazyFram
     return fx_rates, overrides
 
 
+def _stage_scratch(settings: Settings) -> Path:
+    """A private scratch folder for one stage (removed by the caller when done)."""
+    scratch = settings.home / SCRATCH_DIR / f"stage-{os.getpid()}-{secrets.token_hex(4)}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
+def _crm_clients(con: duckdb.DuckDBPyConnection, manifest: pl.LazyFrame) -> pl.LazyFrame | None:
+    """The staged CRM clients (latest version of each), or None without a CRM (bank-only mode)."""
+    raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+    return staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy() if raw_clients.height else None
+
+
 def _own_account_keys(labelled: pl.DataFrame) -> list[str]:
     """The accounts statements were issued for (normalised), as label_counterparties counts them own."""
     return sorted(labelled["_own"].drop_nulls().unique().to_list())
@@ -389,8 +403,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, li
     # connection, with its buffers, is closed while polars works), polars reads only the columns a plan uses and
     # sinks each staged table to a file, each frame is dropped as soon as the next one exists, and DuckDB loads
     # the files
-    scratch = settings.home / SCRATCH_DIR / f"stage-{os.getpid()}-{secrets.token_hex(4)}"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = _stage_scratch(settings)
     crm_steps = (
         ("crm_managers", "staging.manager", crm_staging.stage_managers),
         ("crm_activities", "staging.activity", crm_staging.stage_activities),
@@ -399,14 +412,11 @@ def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, li
     )
     try:
         with connect(settings.warehouse_path) as con:
-            raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+            crm_clients = _crm_clients(con, manifest)
             raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
             raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
                        for entity, _, _ in crm_steps}
             raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
-        crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy()
-                       if raw_clients.height else None)
-        del raw_clients
         keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest).collect()
         labelled = staging.label_counterparties(
             keyed.lazy(), own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
@@ -467,14 +477,13 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
     cfg = settings.classification
     fx_rates, overrides = _stage_lookups(settings)
     home = settings.home
-    staged = pl.scan_parquet(staging_files(home, "staging.bank_transaction"))
+    parts = staging_files(home, "staging.bank_transaction")
+    staged = pl.scan_parquet(parts)
     with connect(settings.warehouse_path) as con:
-        raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+        crm_clients = _crm_clients(con, manifest)
         new_raw = query_polars(con, "SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
                                [new_files])
         raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
-    crm_clients = (staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy()
-                   if raw_clients.height else None)
     keyed = staging.transaction_keys(new_raw.lazy()).collect()
     related = staging.related_staged(staged, keyed.lazy()).collect()
     decided = staging.dedupe_increment(related.lazy(), keyed.lazy(), manifest).collect()
@@ -505,15 +514,14 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
             client_id=pl.concat_str([pl.lit("bank:"), pl.col("counterparty_key")])
     ).join(first_payers, on="client_id", how="semi").select(pl.len()).collect().item():
         return "a counterparty paid for the first time after staged payments to it (they become refunds)"
-    scratch = home / SCRATCH_DIR / f"stage-{os.getpid()}-{secrets.token_hex(4)}"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = _stage_scratch(settings)
     try:
         part = _last_seq(manifest)
         built = {"staging.bank_transaction": scratch / "bank_transaction.parquet",
                  "staging.client_match": scratch / "client_match.parquet", "staging.client": scratch / "client.parquet"}
         rows.write_parquet(built["staging.bank_transaction"])
         client_match.write_parquet(built["staging.client_match"])
-        parts = [*staging_files(home, "staging.bank_transaction"), built["staging.bank_transaction"]]
+        parts = [*parts, built["staging.bank_transaction"]]
         clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients).collect()
         clients.write_parquet(built["staging.client"])
         compact = len(parts) > MAX_STAGING_PARTS

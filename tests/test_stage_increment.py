@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,40 +111,24 @@ def test_a_new_file_is_appended_as_a_part_and_equals_a_rebuild(tmp_path):
         ("acct:LT601010012345678901", None)]
 
 
-def test_a_booked_copy_of_a_staged_pending_row_rebuilds(tmp_path, caplog):
-    files = [[(0, 2, 500, False, 1, 0)], [BOOKED_ACME]]
-    with caplog.at_level(logging.INFO, logger="clientbase"):
-        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
-    assert not stats.appended and "a new file supersedes staged rows" in caplog.text
-    assert got["staging.bank_transaction"]["status"].to_list() == ["BOOK"]
-    assert_same(got, want)
-
-
-def test_a_reference_for_a_staged_unreferenced_row_rebuilds(tmp_path, caplog):
-    files = [[(0, 2, 500, True, None, 0)], [BOOKED_ACME]]  # same account, day, amount: the same transaction
-    with caplog.at_level(logging.INFO, logger="clientbase"):
-        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
-    assert not stats.appended and "a new file supersedes staged rows" in caplog.text
-    assert got["staging.bank_transaction"]["key_method"].to_list() == ["bank_reference"]
-    assert_same(got, want)
-
-
-def test_a_new_own_account_that_was_a_counterparty_rebuilds(tmp_path, caplog):
+@pytest.mark.parametrize(("files", "reason", "column", "staged"), [
+    pytest.param([[(0, 2, 500, False, 1, 0)], [BOOKED_ACME]], "a new file supersedes staged rows", "status",
+                 ["BOOK"], id="booked copy of a staged pending row"),
+    # same account, day, amount: the same transaction
+    pytest.param([[(0, 2, 500, True, None, 0)], [BOOKED_ACME]], "a new file supersedes staged rows", "key_method",
+                 ["bank_reference"], id="reference for a staged unreferenced row"),
     # money to 'Treasury' (our LT account, unknown as ours until its statement arrives) was an outgoing payment
-    files = [[(0, 2, -100, True, 1, 4)], [(2, 2, 100, True, 2, 0)]]
+    pytest.param([[(0, 2, -100, True, 1, 4)], [(2, 2, 100, True, 2, 0)]],
+                 "a new statement account (LT121000011101001000)", "category", ["own_transfer", "client_payment"],
+                 id="new own account that was a counterparty"),
+    pytest.param([[(0, 2, -40, True, 1, 3)], [(0, 9, 400, True, 2, 3)]], "paid for the first time", "category",
+                 ["refund", "client_payment"], id="first payment after money sent to the counterparty"),
+])
+def test_new_rows_that_change_staged_ones_rebuild(tmp_path, caplog, files, reason, column, staged):
     with caplog.at_level(logging.INFO, logger="clientbase"):
         stats, got, want = increment_and_rebuild(tmp_path, files, 1)
-    assert not stats.appended and "a new statement account (LT121000011101001000)" in caplog.text
-    assert got["staging.bank_transaction"]["category"].to_list() == ["own_transfer", "client_payment"]
-    assert_same(got, want)
-
-
-def test_a_first_payment_after_money_sent_to_the_counterparty_rebuilds(tmp_path, caplog):
-    files = [[(0, 2, -40, True, 1, 3)], [(0, 9, 400, True, 2, 3)]]
-    with caplog.at_level(logging.INFO, logger="clientbase"):
-        stats, got, want = increment_and_rebuild(tmp_path, files, 1)
-    assert not stats.appended and "paid for the first time" in caplog.text
-    assert got["staging.bank_transaction"]["category"].to_list() == ["refund", "client_payment"]
+    assert not stats.appended and reason in caplog.text
+    assert got["staging.bank_transaction"][column].to_list() == staged
     assert_same(got, want)
 
 
