@@ -23,6 +23,16 @@ def test_float_sum_and_mean_do_not_depend_on_row_order():
     assert np.allclose(per_group["mu"], expected["mu"], rtol=1e-12)
 
 
+def test_float_sum_is_the_exact_sum_of_the_values():
+    """1e16 + 1 - 1e16 is 0 or 1 in float depending on the order; the fixed-point sum gives 1 in every order."""
+    for values in ([1e16, 1.0, -1e16], [1.0, -1e16, 1e16], [-1e16, 1e16, 1.0]):
+        frame = pl.DataFrame({"g": [1, 1, 1], "x": values})
+        assert frame.select(m.fsum(pl.col("x"))).item() == 1.0
+        assert frame.group_by("g").agg(m.fsum(pl.col("x")))["x"].to_list() == [1.0]
+    tiny = pl.DataFrame({"x": [0.25, 0.5, 2.0**-60]})  # below 2^-52 is rounded away
+    assert tiny.select(m.fsum(pl.col("x"))).item() == 0.75
+
+
 def test_float_sum_of_nothing_is_zero_and_mean_is_null():
     empty = pl.DataFrame({"x": [None, None]}, schema={"x": pl.Float64})
     assert empty.select(m.fsum(pl.col("x")), m.fmean(pl.col("x")).alias("mu")).row(0) == (0.0, None)

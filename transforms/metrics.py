@@ -116,7 +116,7 @@ def rank_order(measure: str) -> tuple[list[str], list[bool]]:
 # The same inbox must give byte-identical marts, but a float sum depends on the order rows arrive in (polars'
 # streaming engine and joins vary it). Money shares are therefore ratios of exact sums in integer cents
 # (Int128), divided as floats only at the end; genuine float quantities (hours, costs before rounding) use
-# fsum, a running sum in sorted order.
+# fsum, an exact fixed-point sum.
 
 def cents(expr: pl.Expr) -> pl.Expr:
     """A money expression in integer cents (exact)."""
@@ -140,15 +140,21 @@ def share_of_total(measure: str, *partition: str) -> pl.Expr:
     return ratio(x, total).fill_null(0.0)
 
 
+_FSUM_SCALE = 2.0**52  # fsum's fixed point: values of magnitude >= 1 convert exactly
+
+
 def fsum(expr: pl.Expr) -> pl.Expr:
-    """A float sum that does not depend on row order: the values are added one by one in sorted order.
+    """A float sum that does not depend on row order: the values are added as exact integers.
 
     Float addition is not associative, and joins and group-bys return rows (and rows within a group) in an
-    order that varies between runs; adding in sorted order makes the same rows give the same bits, so the marts
-    are byte-identical from run to run and between a single-process and a distributed run. (A running sum, not
-    ``sort().sum()``: the optimiser drops a sort before an order-free aggregation.)
+    order that varies between runs; an order-free sum makes the same rows give the same bits, so the marts are
+    byte-identical from run to run and between a single-process and a distributed run. Each value is scaled by
+    2^52 (exact: a power of two), rounded to an integer (exact for values of magnitude >= 1, smaller ones lose
+    what lies below 2^-52) and the integers are added in Int128, which is associative; the total is converted
+    back once. Totals stay exact up to ~3.8e22. (It replaced a running sum in sorted order, which gave the same
+    guarantee but sorted inside every group: 12 s instead of 1 s for the time costs of 10M-row histories.)
     """
-    return expr.drop_nulls().sort().cum_sum().last().fill_null(0)
+    return ((expr * _FSUM_SCALE).round().cast(pl.Int128).sum().cast(pl.Float64) / _FSUM_SCALE).fill_null(0)
 
 
 def fmean(expr: pl.Expr) -> pl.Expr:
