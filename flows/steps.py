@@ -581,7 +581,8 @@ class MonthJob:
     """One month of client_month to build: its input partition and what the published version has for it."""
 
     month: str  # ISO date of the first day
-    inputs: str  # directory with the month's client_month.INPUTS as parquet files
+    inputs: str | None  # directory with the month's client_month.INPUTS as parquet files (None: carried over)
+    fingerprint: str  # of the month's inputs (month_fingerprint)
     previous_file: str | None  # the published version's file of this month, if any
     previous_fingerprint: str | None  # and the fingerprint of the inputs it was computed from
     force: bool  # backfill: recompute even when the fingerprint is unchanged
@@ -645,9 +646,10 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                   months: tuple[dt.date, dt.date] | None = None) -> MonthPlan:
     """Create the unpublished version directory and cut client_month's inputs into month partitions.
 
-    The pre-steps run once; each month's inputs go to ``HOME/.work/<run id>/client_month/month=<date>/`` for
-    one ``build_client_month`` task per month. With ``months`` (backfill) only those months get a job (and
-    are recomputed); the published files of the other months are carried over.
+    The pre-steps run once; each month gets one ``build_client_month`` task. A month whose inputs have the
+    fingerprint the published file was computed from is carried over (its task links the file); the others get
+    their inputs written to ``HOME/.work/<run id>/client_month/month=<date>/``. With ``months`` (backfill) only
+    those months get a job (and are recomputed); the published files of the other months are carried over.
     """
     version_dir = publish.new_version_dir(settings.home, run_id)
     scratch = scratch_dir(settings, run_id) / client_month.NAME
@@ -669,24 +671,32 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     if months is not None:
         cut = {name: frame.filter(pl.col("month").is_between(months[0], months[1])) for name, frame in cut.items()}
     collected = {name: frame.collect() for name, frame in cut.items()}
-    parts = {name: frame.partition_by("month", as_dict=True, maintain_order=True)
-             for name, frame in collected.items()}
-    month_keys = sorted({key for name in ("payments", "costs", "settlement") for (key,) in parts[name]})
+    digests = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
+    month_keys = sorted({key for name in ("payments", "costs", "settlement") for key in digests[name]})
     previous = publish.current_version_dir(settings.home)
     fingerprints = _read_fingerprints(previous)
     jobs: list[MonthJob] = []
+    dirty: list[tuple[dt.date, Path]] = []
     for month in month_keys:
-        folder = scratch / _month_file(month.isoformat()).removesuffix(".parquet")
-        folder.mkdir(parents=True)
-        for name in client_month.INPUTS:
-            part = parts[name].get((month,))
-            frame = part if part is not None else collected[name].clear()
-            frame.write_parquet(folder / f"{name}.parquet", statistics=True)
         name = _month_file(month.isoformat())
+        fingerprint = month_fingerprint(settings, {n: digests[n].get(month) for n in client_month.INPUTS})
         old = previous / client_month.NAME / name if previous is not None else None
-        jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder),
-                             previous_file=str(old) if old is not None and old.is_file() else None,
+        old_file = str(old) if old is not None and old.is_file() else None
+        carried = months is None and old_file is not None and fingerprints.get(name) == fingerprint
+        folder = None if carried else scratch / name.removesuffix(".parquet")
+        if folder is not None:
+            dirty.append((month, folder))
+        jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder) if folder is not None else None,
+                             fingerprint=fingerprint, previous_file=old_file,
                              previous_fingerprint=fingerprints.get(name), force=months is not None))
+    # only the months to compute get their input partition written (an increment: the few months it touched)
+    wanted = pl.Series([month for month, _ in dirty], dtype=pl.Date)
+    for name, frame in collected.items():
+        parts = frame.filter(pl.col("month").is_in(wanted)).partition_by("month", as_dict=True)
+        for month, folder in dirty:
+            folder.mkdir(parents=True, exist_ok=True)
+            part = parts.get((month,))
+            (part if part is not None else frame.clear()).write_parquet(folder / f"{name}.parquet", statistics=True)
     kept: dict[str, str] = {}
     if months is not None:
         # file names are '<column>=<ISO date>.parquet', so they sort like the months they hold
@@ -696,38 +706,39 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     return MonthPlan(version_dir=str(version_dir), scratch_dir=str(scratch.parent), jobs=jobs, kept=kept)
 
 
-def month_fingerprint(settings: Settings, inputs: Path) -> str:
-    """sha256 of everything a month's client_month file depends on: its input partition (sorted rows, written
-    by the same polars), the settings build_month reads, and the code that computes it."""
-    digest = hashlib.sha256(json.dumps({
+def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
+    """sha256 of everything a month's client_month file depends on: the digests of its input partitions
+    (``client_month.partition_digests``; None for an input without rows in the month), the settings build_month reads, and the
+    code that computes it."""
+    return hashlib.sha256(json.dumps({
         "reporting_currency": settings.reporting_currency, "default_margin": settings.economics.default_margin,
-        "polars": pl.__version__, "code": _MONTH_CODE}, sort_keys=True).encode())
-    for name in client_month.INPUTS:
-        digest.update(name.encode() + b"\0" + (inputs / f"{name}.parquet").read_bytes())
-    return digest.hexdigest()
+        "polars": pl.__version__, "code": _MONTH_CODE, "inputs": [digests[name] for name in client_month.INPUTS]},
+        sort_keys=True).encode()).hexdigest()
 
 
 def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> MonthResult:
     """Write one month's client_month file into the version directory from its input partition.
 
-    When the fingerprint of the partition equals the one the published file was computed from (and this is
-    not a backfill), the published file is hard-linked instead: the output is a pure function of the inputs.
-    Reads and writes files only (no DuckDB), so it can run in any process that sees HOME.
+    A job without inputs is a month whose fingerprint equals the one the published file was computed from
+    (``prepare_marts`` decides, never for a backfill): the published file is hard-linked instead, the output
+    being a pure function of the inputs. Reads and writes files only (no DuckDB), so it can run in any process
+    that sees HOME.
     """
-    inputs = Path(job.inputs)
-    fingerprint = month_fingerprint(settings, inputs)
+    fingerprint = job.fingerprint
     name = _month_file(job.month)
     target = Path(version_dir) / client_month.NAME / name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)  # a retried task starts clean
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    if not job.force and job.previous_file is not None and job.previous_fingerprint == fingerprint:
+    if job.inputs is None:
+        assert job.previous_file is not None and job.previous_fingerprint == fingerprint and not job.force
         try:
             os.link(job.previous_file, target)
         except OSError:
             shutil.copy2(job.previous_file, target)
         rows = pl.scan_parquet(target).select(pl.len()).collect().item()
         return MonthResult(job.month, name, rows, fingerprint, computed=False, worker=worker)
+    inputs = Path(job.inputs)
     frames = {name_: pl.scan_parquet(inputs / f"{name_}.parquet") for name_ in client_month.INPUTS}
     frame = client_month.build_month(frames, dt.date.fromisoformat(job.month),
                                      reporting_currency=settings.reporting_currency,

@@ -117,9 +117,9 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
                  margins: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
     """``build``'s inputs cut to the columns it reads, each with a ``month`` column to partition on.
 
-    Rows are sorted on every column, so a month's partition is the same rows in the same order whatever the
-    order of the inputs (its fingerprint and its output depend on its content only). ``margins`` is repeated
-    per month for the clients with rows in that month.
+    ``margins`` is repeated per month for the clients with rows in that month. Rows are in no particular
+    order: ``build_month`` does not depend on it (exact sums, sorted output) and a month's fingerprint is taken
+    over its rows as a multiset (``partition_digests``).
     """
     payments = (
         staged_txns.filter(m.is_booked() & (m.is_client_payment() | m.is_refund()) & (pl.col("booking_date") <= as_of))
@@ -130,8 +130,22 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
                                    month=pl.col("event_month"))
     keys = pl.concat([f.select("client_id", "month") for f in (payments, costs, settlement)]).unique()
     margins = keys.join(margins.select("client_id", "margin_rate"), on="client_id", how="inner")
-    frames = {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
-    return {name: frame.sort(pl.all(), nulls_last=True) for name, frame in frames.items()}
+    return {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
+
+
+def partition_digests(frame: pl.DataFrame) -> dict[dt.date, tuple[str, int, int, int]]:
+    """Per month: the frame's schema, the row count and two sums of 64-bit row hashes (different seeds), taken
+    as integers.
+
+    A sum does not depend on row order, so the digest is that of the month's rows as a multiset: the inputs
+    need no sort before they are compared with the published month's. Any change of a value changes its row's
+    hashes and so, but for a chance of about 2^-64 per sum, the sums. polars keeps its hash stable within one
+    version (the fingerprint includes the version)."""
+    rows = pl.struct(pl.all().exclude("month"))
+    sums = frame.group_by("month").agg(
+        pl.len().alias("_n"), *(rows.hash(seed).cast(pl.Int128).sum().alias(f"_h{seed}") for seed in (1, 2)))
+    schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
+    return {month: (schema, n, h1, h2) for month, n, h1, h2 in sums.iter_rows()}
 
 
 def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_currency: str,
