@@ -250,3 +250,38 @@ def test_advocate_via_a_referred_client_who_paid():
     # x is regular in March (3 of the last 6 months) and w, who names x as referrer, paid on March 20th
     assert steps[("x", dt.date(2025, 3, 1))] == "advocate"
     assert steps[("x", dt.date(2025, 2, 1))] == "repeat"
+
+
+def test_per_client_windows_do_not_depend_on_the_row_order():
+    """The ladder, its moves, the activity gaps and the CLV summary read each client's rows in date order; the
+    inputs arrive in any order (and are not sorted by client), so shuffled inputs must give the same rows."""
+    import random
+
+    from transforms import clv
+
+    rng = random.Random(3)
+    rows = [(f"c{rng.randrange(60):02d}", dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(600)),
+             Decimal(rng.randrange(1, 10_000)) / 100) for _ in range(1500)]
+    schema = {"client_id": pl.String, "booking_date": pl.Date, "amount_reporting": pl.Decimal(18, 2)}
+    as_of = dt.date(2025, 8, 31)
+    clients = pl.LazyFrame({"client_id": [f"c{i:02d}" for i in range(60)],
+                            "referred_by_client_id": [None] * 58 + ["c01", "c02"]},
+                           schema={"client_id": pl.String, "referred_by_client_id": pl.String}).with_columns(
+        share_of_wallet=pl.lit(None, pl.Float64), is_exclusive=pl.lit(None, pl.Boolean))
+
+    def outputs(order):
+        pays = pl.DataFrame(order, schema=schema, orient="row").lazy()
+        months_ = pays.group_by("client_id", pl.col("booking_date").dt.truncate("1mo").alias("month")).agg(
+            purchases=pl.len())
+        history = behaviour.ladder_history(months_, pays, clients, as_of=as_of, window_days=90)
+        return [frame.collect().sort(pl.all()) for frame in (
+            history, behaviour.ladder_transitions(history),
+            behaviour.activity(pays, as_of=as_of, at_risk_factor=2.0, window_days=90),
+            clv.client_summary(pays, as_of=as_of))]
+
+    first = outputs(rows)
+    assert first[0].filter(pl.col("step") == "lost").height > 0 and first[2]["usual_gap_days"].null_count() < 60
+    for seed in range(3):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        assert all(a.equals(b) for a, b in zip(first, outputs(shuffled), strict=True))

@@ -82,3 +82,13 @@ def test_fit_does_not_depend_on_the_number_of_customers(monkeypatch):
     assert (many.r, many.alpha, many.a, many.b) == (pytest.approx(0.2426, rel=2e-3), pytest.approx(4.414, rel=1e-2),
                                                     pytest.approx(0.793, rel=1e-2), pytest.approx(2.426, rel=1e-2))
     assert len(calls) < 400
+
+
+def test_scores_do_not_depend_on_the_row_order_of_the_summary():
+    """A group-by hands the summary over in any order; the fitted scores must be the same bits."""
+    summary = CDNOW.select(pl.col("ID").cast(pl.String).alias("client_id"), pl.col("x").cast(pl.Float64),
+                           "t_x", "T", "zbar")
+    one = clv.scores(summary).sort("client_id")
+    for seed in range(2):
+        two = clv.scores(summary.sample(fraction=1.0, shuffle=True, seed=seed)).sort("client_id")
+        assert one.to_arrow().to_pydict() == two.to_arrow().to_pydict()

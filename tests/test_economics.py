@@ -67,6 +67,44 @@ def test_settlement_first_in_first_out():
     assert rows["J1"]["collection_cost"] == pytest.approx(200 * 180 * 0.001)
 
 
+def test_settlement_matches_a_plain_fifo_loop_whatever_the_row_order():
+    """Many clients whose ids sort unlike their dates, in shuffled order: each invoice is paid on the first day
+    the client's payments so far cover it and the invoices due before it (a per-client loop as the oracle)."""
+    import random
+
+    rng = random.Random(7)
+    inv_rows, pay_rows = [], []
+    for c in range(40):
+        client = f"K{rng.randrange(1000):03d}-{c}"
+        for i in range(rng.randrange(1, 6)):
+            issue = dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(400))
+            inv_rows.append((client, f"{c}-{i}", issue, issue + dt.timedelta(days=rng.choice([0, 14, 30])),
+                             D(rng.randrange(1, 500_00)) / 100, "won"))
+        for _ in range(rng.randrange(0, 6)):
+            pay_rows.append((client, dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(500)),
+                             D(rng.randrange(1, 400_00)) / 100))
+    rng.shuffle(inv_rows)
+    rng.shuffle(pay_rows)
+    out = economics.settle_invoices(invoices(inv_rows), payments(pay_rows), as_of=AS_OF, cost_of_capital=0.1,
+                                    write_off_days=180).collect()
+    expected = {}
+    for client in {r[0] for r in inv_rows}:
+        days: dict[dt.date, Decimal] = {}
+        for _, day, amount in (r for r in pay_rows if r[0] == client and r[1] <= AS_OF):
+            days[day] = days.get(day, D(0)) + amount
+        paid, running = [], D(0)
+        for day in sorted(days):
+            running += days[day]
+            paid.append((running, day))
+        end = D(0)
+        for _, invoice, issue, due, amount, _ in sorted((r for r in inv_rows if r[0] == client and r[2] <= AS_OF),
+                                                      key=lambda r: (r[3], r[2], r[1])):
+            end += amount
+            expected[invoice] = next((day for total, day in paid if total >= end), None)
+    assert len(expected) > 100 and sum(v is None for v in expected.values()) > 10
+    assert dict(out.select("invoice_id", "paid_date").iter_rows()) == expected
+
+
 def test_time_costs_use_each_persons_hourly_cost():
     activities = pl.LazyFrame({
         "client_id": ["C1", "C1", "C2"], "manager_id": ["M1", "M9", "M1"],
