@@ -285,3 +285,59 @@ def test_per_client_windows_do_not_depend_on_the_row_order():
         shuffled = rows[:]
         random.Random(seed).shuffle(shuffled)
         assert all(a.equals(b) for a, b in zip(first, outputs(shuffled), strict=True))
+
+
+@pytest.mark.parametrize(("first_month", "periods_expected"), [
+    (dt.date(2023, 1, 1), 30 + 10 + 2),
+    (dt.date(2018, 1, 1), 90 + 30 + 7),  # more than 63 boundary days: the activity bits span two words
+])
+def test_retention_equals_its_definitions_client_by_client(first_month, periods_expected):
+    """Random histories against the DOMAIN §5 definitions evaluated client by client in plain Python."""
+    import random
+
+    rng = random.Random(11)
+    rows = []
+    for c in range(80):
+        start = dt.date(2022, 6, 1) + dt.timedelta(days=rng.randrange(900))
+        for _ in range(rng.randrange(1, 12)):
+            rows.append((f"k{c:02d}", start + dt.timedelta(days=rng.randrange(0, 500)),
+                         Decimal(rng.randrange(-2_000, 50_000)) / 100))
+    rows = [r for r in rows if r[1] <= dt.date(2025, 6, 30)]
+    rng.shuffle(rows)
+    pays = pl.DataFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date,
+                                      "amount_reporting": pl.Decimal(18, 2)}, orient="row").lazy()
+    window_days = 120
+    periods = behaviour.periods(first_month, dt.date(2025, 6, 1))
+    out = behaviour.retention(pays, periods, window_days=window_days).collect()
+    assert out.height == periods.collect().height == periods_expected
+
+    by_client: dict[str, list[tuple[dt.date, Decimal]]] = {}
+    for client, day, amount in rows:
+        by_client.setdefault(client, []).append((day, amount))
+
+    def active(client, day):
+        return any(0 <= (day - d).days < window_days for d, _ in by_client[client])
+
+    def paid(client, first, last):
+        return sum((a for d, a in by_client[client] if first <= d <= last), Decimal(0))
+
+    for r in out.iter_rows(named=True):
+        start, end = r["period_start"], r["period_end"]
+        before = start - dt.timedelta(days=1)
+        prev_start = {"month": m.next_month(start.replace(day=28) - dt.timedelta(days=60)),
+                      "quarter": dt.date(start.year - (start.month < 4), (start.month - 4) % 12 + 1, 1),
+                      "year": dt.date(start.year - 1, 1, 1)}[r["period_type"]]
+        s = {c for c in by_client if active(c, before)}
+        e = {c for c in by_client if active(c, end)}
+        n = {c for c in by_client if start <= min(d for d, _ in by_client[c]) <= end}
+        now = {c: paid(c, start, end) for c in s}
+        prev = {c: paid(c, prev_start, before) for c in s}
+        kept = sum((min(now[c], prev[c]) for c in s), Decimal(0))
+        assert (r["clients_start"], r["clients_end"], r["new_clients"], r["churned"], r["reactivated"]) == (
+            len(s), len(e), len(n), len(s - e), len(e - s - n)), r
+        total_prev = sum(prev.values(), Decimal(0))
+        assert r["net_revenue_retention"] == (pytest.approx(float(sum(now.values()) / total_prev))
+                                              if total_prev > 0 else None), r
+        assert r["gross_revenue_retention"] == (pytest.approx(float(kept / total_prev))
+                                                if total_prev > 0 else None), r
+    assert out["churned"].sum() > 10 and out["reactivated"].sum() > 3 and out["new_clients"].sum() > 40

@@ -67,20 +67,6 @@ def periods(first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
                         orient="row")
 
 
-def active_on(payments: pl.LazyFrame, days: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
-    """client_id, day, active: paid within ``window_days`` up to and including ``day`` (DOMAIN §5)."""
-    clients = payments.select("client_id").unique()
-    grid = clients.join(days.select("day"), how="cross").sort("day")
-    paid = payments.select("client_id", pl.col("booking_date").alias("_paid")).unique().sort("_paid")
-    return (
-        grid.join_asof(paid, left_on="day", right_on="_paid", by="client_id", strategy="backward",
-                       check_sortedness=False)
-        .with_columns(active=pl.col("_paid").is_not_null() & ((pl.col("day") - pl.col("_paid")).dt.total_days()
-                                                             < window_days))
-        .select("client_id", "day", "active")
-    )
-
-
 def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
     """Per period: S, E, N, CRR, churned, reactivated, churn rate, gross and net revenue retention.
 
@@ -89,46 +75,100 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
     reactivated: neither new nor active at the start, active at the end (won back). Revenue retention compares
     what the S clients paid in the period with what they paid in the period before it (previous month,
     quarter or year): net = sum(now) / sum(before); gross = sum(min(now, before)) / sum(before).
+
+    Each client's activity on the periods' boundary days is one bit per day (``_ActiveDays``), so the counts
+    are sums over one row per client instead of joins over one row per client per period.
     """
-    bounds = period_frame.with_columns(_before=pl.col("period_start") - dt.timedelta(days=1))
-    days = pl.concat([bounds.select(pl.col("_before").alias("day")), bounds.select(pl.col("period_end").alias("day"))]
-                     ).unique()
-    active = active_on(payments, days, window_days=window_days)
-    first = first_purchases(payments)
-    at_start = bounds.join(active, left_on="_before", right_on="day").rename({"active": "_s"})
-    flags = (
-        at_start.join(active.rename({"day": "period_end", "active": "_e"}), on=["client_id", "period_end"])
-        .join(first, on="client_id", how="left")
-        .with_columns(_n=pl.col("first_payment").is_between(pl.col("period_start"), pl.col("period_end")))
-    )
-    # revenue of each client in the period, and in the period just before it
+    bounds = period_frame.collect().with_columns(_before=pl.col("period_start") - dt.timedelta(days=1))
+    days = _ActiveDays(sorted({*bounds["_before"], *bounds["period_end"]}))
+    clients = days.active_bits(payments, window_days=window_days).join(first_purchases(payments), on="client_id")
+    counts = []
+    for period in bounds.iter_rows(named=True):
+        s, e = days.bit(period["_before"]), days.bit(period["period_end"])
+        n = pl.col("first_payment").is_between(period["period_start"], period["period_end"]).fill_null(False)
+        key = f"{period['period_type']}|{period['period_start']}"
+        counts += [s.sum().alias(f"s|{key}"), e.sum().alias(f"e|{key}"), n.sum().alias(f"n|{key}"),
+                   (s & ~e).sum().alias(f"churned|{key}"), (~s & e & ~n).sum().alias(f"reactivated|{key}")]
+    totals = clients.select(counts).collect().row(0, named=True)
+    flags = pl.LazyFrame([
+        {"period_type": p["period_type"], "period_start": p["period_start"], "period_end": p["period_end"],
+         **{name: totals[f"{part}|{p['period_type']}|{p['period_start']}"] for name, part in (
+             ("clients_start", "s"), ("clients_end", "e"), ("new_clients", "n"), ("churned", "churned"),
+             ("reactivated", "reactivated"))}}
+        for p in bounds.iter_rows(named=True)],
+        schema={"period_type": pl.String, "period_start": pl.Date, "period_end": pl.Date,
+                **dict.fromkeys(("clients_start", "clients_end", "new_clients", "churned", "reactivated"), pl.Int32)})
+    # revenue of each S client in the period and in the period just before it (exact cents)
     revenue = _period_revenue(payments)
-    flags = (flags.join(revenue.rename({"_revenue": "_now"}), on=["period_type", "period_start", "client_id"],
-                        how="left")
-             .join(_shift_to_next_period(revenue).rename({"_revenue": "_prev"}),
-                   on=["period_type", "period_start", "client_id"], how="left")
-             .with_columns(pl.col("_now", "_prev").fill_null(0)))
-    s, e, n = pl.col("_s"), pl.col("_e"), pl.col("_n")
+    both = (pl.concat([revenue.with_columns(_prev=pl.lit(0, pl.Int128)).rename({"_revenue": "_now"}),
+                       _shift_to_next_period(revenue).with_columns(_now=pl.lit(0, pl.Int128))
+                       .rename({"_revenue": "_prev"}).select("period_type", "period_start", "client_id", "_now",
+                                                             "_prev")], how="vertical_relaxed")
+            .group_by("period_type", "period_start", "client_id").agg(pl.col("_now", "_prev").sum()))
+    at_start = (both.join(bounds.lazy().select("period_type", "period_start", "_before")
+                          .join(days.frame.lazy(), left_on="_before", right_on="day"),
+                          on=["period_type", "period_start"])
+                .join(clients.select("client_id", *days.words), on="client_id")
+                .filter(days.bit_of_row()))
+    money = at_start.group_by("period_type", "period_start").agg(
+        _prev_s=pl.col("_prev").sum(), _now_s=pl.col("_now").sum(), _kept_s=pl.min_horizontal("_now", "_prev").sum())
     return (
-        flags.group_by("period_type", "period_start", "period_end")
-        .agg(
-            clients_start=s.sum().cast(pl.Int32), clients_end=e.sum().cast(pl.Int32),
-            new_clients=n.sum().cast(pl.Int32),
-            churned=(s & ~e).sum().cast(pl.Int32),
-            reactivated=(~s & e & ~n).sum().cast(pl.Int32),
-            _prev_s=pl.col("_prev").filter(s).sum(), _now_s=pl.col("_now").filter(s).sum(),  # exact cents
-            _kept_s=pl.min_horizontal("_now", "_prev").filter(s).sum(),
-        )
+        flags.join(money, on=["period_type", "period_start"], how="left")
         .with_columns(
             crr=pl.when(pl.col("clients_start") > 0).then(
                 (pl.col("clients_end") - pl.col("new_clients")) / pl.col("clients_start") * 100),
             churn_rate=pl.when(pl.col("clients_start") > 0).then(pl.col("churned") / pl.col("clients_start")),
-            net_revenue_retention=m.ratio(pl.col("_now_s"), pl.col("_prev_s")),
-            gross_revenue_retention=m.ratio(pl.col("_kept_s"), pl.col("_prev_s")),
+            net_revenue_retention=m.ratio(pl.col("_now_s").fill_null(0), pl.col("_prev_s").fill_null(0)),
+            gross_revenue_retention=m.ratio(pl.col("_kept_s").fill_null(0), pl.col("_prev_s").fill_null(0)),
         )
         .drop("_prev_s", "_now_s", "_kept_s")
         .sort("period_type", "period_start")
     )
+
+
+class _ActiveDays:
+    """The periods' boundary days as bits: day i is bit i % 62 of the Int64 word column ``_w<i // 62>``."""
+
+    BITS = 62  # 2^62 still fits an Int64, so a word's bit ranges are differences of powers of two
+
+    def __init__(self, days: list[dt.date]):
+        self.days = pl.Series("day", days, dtype=pl.Date)
+        self.frame = pl.DataFrame({"day": days, "_word": [i // self.BITS for i in range(len(days))],
+                                   "_bit": [1 << (i % self.BITS) for i in range(len(days))]},
+                                  schema={"day": pl.Date, "_word": pl.Int32, "_bit": pl.Int64})
+        self.index = {day: i for i, day in enumerate(days)}
+        self.words = [f"_w{w}" for w in range(max(1, -(-len(days) // self.BITS)))]
+
+    def active_bits(self, payments: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
+        """client_id and the word columns, for every client that paid: active on a day when it paid within
+        ``window_days`` up to and including that day (DOMAIN §5). A payment on day p makes the client active on
+        the boundary days in [p, p + window_days): a range of bits, found by binary search in the sorted days."""
+        paid = payments.select("client_id", pl.col("booking_date").alias("_paid")).unique().with_columns(
+            _lo=pl.lit(self.days).search_sorted(pl.col("_paid"), side="left").cast(pl.Int64),
+            _hi=pl.lit(self.days).search_sorted(pl.col("_paid") + dt.timedelta(days=window_days),
+                                                side="left").cast(pl.Int64))
+
+        def power(exponent: pl.Expr) -> pl.Expr:
+            return pl.lit(2, pl.Int64).pow(exponent)
+
+        words = []
+        for w, name in enumerate(self.words):
+            lo = pl.col("_lo").clip(w * self.BITS, (w + 1) * self.BITS) - w * self.BITS
+            hi = pl.col("_hi").clip(w * self.BITS, (w + 1) * self.BITS) - w * self.BITS
+            words.append(pl.when(hi > lo).then(power(hi) - power(lo)).otherwise(0).bitwise_or().alias(name))
+        return paid.group_by("client_id").agg(words)
+
+    def bit(self, day: dt.date) -> pl.Expr:
+        """Whether the client was active on ``day``."""
+        i = self.index[day]
+        return (pl.col(self.words[i // self.BITS]) & (1 << (i % self.BITS))) != 0
+
+    def bit_of_row(self) -> pl.Expr:
+        """The same test with the day given per row by its ``_word`` and ``_bit`` columns."""
+        word = pl.lit(0, pl.Int64)
+        for w, name in reversed(list(enumerate(self.words))):
+            word = pl.when(pl.col("_word") == w).then(pl.col(name)).otherwise(word)
+        return (word & pl.col("_bit")) != 0
 
 
 _EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
