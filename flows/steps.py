@@ -708,8 +708,8 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
     """sha256 of everything a month's client_month file depends on: the digests of its input partitions
-    (``client_month.partition_digests``; None for an input without rows in the month), the settings build_month reads, and the
-    code that computes it."""
+    (``client_month.partition_digests``; None for an input without rows in the month), the settings
+    build_month reads, and the code that computes it."""
     return hashlib.sha256(json.dumps({
         "reporting_currency": settings.reporting_currency, "default_margin": settings.economics.default_margin,
         "polars": pl.__version__, "code": _MONTH_CODE, "inputs": [digests[name] for name in client_month.INPUTS]},
