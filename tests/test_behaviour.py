@@ -341,3 +341,5 @@ def test_retention_equals_its_definitions_client_by_client(first_month, periods_
         assert r["gross_revenue_retention"] == (pytest.approx(float(kept / total_prev))
                                                 if total_prev > 0 else None), r
     assert out["churned"].sum() > 10 and out["reactivated"].sum() > 3 and out["new_clients"].sum() > 40
+    no_periods = behaviour.retention(pays, periods.clear(), window_days=window_days).collect()
+    assert no_periods.height == 0 and no_periods.columns == out.columns

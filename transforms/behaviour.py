@@ -89,7 +89,7 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
         key = f"{period['period_type']}|{period['period_start']}"
         counts += [s.sum().alias(f"s|{key}"), e.sum().alias(f"e|{key}"), n.sum().alias(f"n|{key}"),
                    (s & ~e).sum().alias(f"churned|{key}"), (~s & e & ~n).sum().alias(f"reactivated|{key}")]
-    totals = clients.select(counts).collect().row(0, named=True)
+    totals = clients.select(counts).collect().row(0, named=True) if counts else {}
     flags = pl.LazyFrame([
         {"period_type": p["period_type"], "period_start": p["period_start"], "period_end": p["period_end"],
          **{name: totals[f"{part}|{p['period_type']}|{p['period_start']}"] for name, part in (
