@@ -768,9 +768,10 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     (version_dir / FINGERPRINTS / f"{client_month.NAME}.json").write_text(
         json.dumps(dict(sorted(fingerprints.items())), indent=1) + "\n", encoding="utf-8")
     months_all = publish.read_mart(version_dir, client_month)
-    first = behaviour.first_purchases(payments)
+    # small per-client frames that several marts read: computed once (lazy, each plan would recompute them)
+    first = behaviour.first_purchases(payments).collect().lazy()
     window = m.window_bounds(as_of, eco.window_months)
-    regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y)
+    regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y).collect().lazy()
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
     ladder = behaviour.ladder_history(months_all.lazy(), payments, clients, as_of=as_of,
