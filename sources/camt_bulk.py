@@ -89,16 +89,18 @@ for _path in _FIELDS:
         _STATES.setdefault(_path[:_n], len(_STATES) + _CONTAINER)
 _NAMES = ("", *sorted({n for p in _STATES for n in p} | camt.CONTAINERS))
 _CODE = {n: i for i, n in enumerate(_NAMES)}
-_NEXT = np.zeros((len(_STATES) + _CONTAINER, len(_NAMES)), np.int16)  # state of a child: [parent's, its code]
+_DECLARING = len(_NAMES)  # the code of a start tag that declares namespaces: the root's only
+_NEXT = np.zeros((len(_STATES) + _CONTAINER, len(_NAMES) + 1), np.int16)  # state of a child: [parent's, its code]
 _NEXT[_START, :], _NEXT[_ROOT, :] = _ROOT, _GROUP
 for _name in camt.CONTAINERS:
     _NEXT[_GROUP, _CODE[_name]] = _CONTAINER
 for _path, _state in _STATES.items():
     if _path:
         _NEXT[_STATES[_path[:-1]], _CODE[_path[-1]]] = _state
-_EXPECTED = np.full(len(_NAMES), -1, np.int16)  # elements the reference reacts to, wherever they are: only here
+_EXPECTED = np.full(len(_NAMES) + 1, -1, np.int16)  # elements the reference reacts to, wherever they are: only here
 _EXPECTED[[_CODE[n] for n in camt.CONTAINERS]] = _CONTAINER
 _EXPECTED[_CODE["Bal"]], _EXPECTED[_CODE["Ntry"]] = _STATES[_BAL], _STATES[_NTRY]
+_EXPECTED[_DECLARING] = _ROOT
 _SCOPE_OPENER = {"container": _CONTAINER, "bal": _STATES[_BAL], "entry": _STATES[_NTRY], "tx": _STATES[_TX]}
 _PICKED = np.zeros(len(_STATES) + _CONTAINER, bool)
 _PICKED[[_STATES[p] for p in _FIELDS]] = True
@@ -171,6 +173,8 @@ class _Spellings:
 
     def __init__(self, prefixes: set[str]):
         self.prefixes = prefixes
+        self.qnames: dict[bytes, int] = {}  # kept for the file: the open elements carried between chunks use them
+        self.currencies: list[str | None] = [None]
         self.reset()
 
     def reset(self) -> None:
@@ -179,22 +183,19 @@ class _Spellings:
         self.table_length = np.full(size, -1, np.int64)
         self.table_id = np.full(size, -1, np.int32)
         self.ids: dict[bytes, int] = {}
-        self.qnames: dict[bytes, int] = {}
-        self.props: list[tuple[int, int, int, int, bool]] = []  # kind, qname, code, Ccy id, declares namespaces
-        self.currencies: list[str | None] = [None]
+        self.props: list[tuple[int, int, int, int]] = []  # kind, qualified-name id, local-name code, Ccy id
         self.arrays()
 
     def arrays(self) -> None:
-        props = np.array(self.props or [(0, 0, 0, 0, False)], np.int64).reshape(-1, 5)
+        props = np.array(self.props or [(0, 0, 0, 0)], np.int64).reshape(-1, 4)
         self.kind = props[:, 0].astype(np.int8)
         self.qname = props[:, 1].astype(np.int32)
         self.code = props[:, 2].astype(np.int16)
         self.ccy = props[:, 3].astype(np.int32)
-        self.declares = props[:, 4].astype(bool)
 
-    def parse(self, spelling: bytes) -> tuple[int, int, int, int, bool]:
-        """(kind, qualified-name id, local-name code, Ccy id, declares namespaces) of a spelling outside the subset:
-        _Fallback."""
+    def parse(self, spelling: bytes) -> tuple[int, int, int, int]:
+        """(kind, qualified-name id, local-name code, Ccy id) of a spelling; the code is ``_DECLARING`` when it
+        declares namespaces. A spelling outside the subset: _Fallback."""
         if spelling.startswith(b"/"):
             m = _END_TAG.fullmatch(spelling)
             kind, ccy, declares = _CLOSE, 0, False
@@ -207,7 +208,8 @@ class _Spellings:
         if m is None or m.group(1) is not None and m.group(1).decode() not in self.prefixes:
             raise _Fallback  # undeclared prefix: lxml fails on it
         qname = spelling[1:m.end(2)] if kind == _CLOSE else spelling[:m.end(2)]
-        return kind, self.qnames.setdefault(qname, len(self.qnames)), _CODE.get(m.group(2).decode(), 0), ccy, declares
+        code = _DECLARING if declares else _CODE.get(m.group(2).decode(), 0)
+        return kind, self.qnames.setdefault(qname, len(self.qnames)), code, ccy
 
     def _attributes(self, text: bytes) -> tuple[int, bool]:
         seen: set[bytes] = set()
@@ -232,6 +234,8 @@ class _Spellings:
     def lookup(self, buf: bytes, padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """The spelling id of every tag (``buf[starts:ends]``). Its first 24 bytes are three little-endian words
         (the bytes past the spelling zeroed; the second and third only where the spelling is that long)."""
+        if len(self.ids) > _MAX_SPELLINGS:  # many attribute values: start again (ids are per chunk)
+            self.reset()
         length = ends - starts
         words = [padded[starts] & _MASKS[np.minimum(length, 8)]]
         longer = [np.flatnonzero(length > 8 * w) for w in range(1, _WORDS)]
@@ -265,8 +269,6 @@ class _Spellings:
 
     def _add(self, buf: bytes, starts: np.ndarray, ends: np.ndarray, words: list[np.ndarray],
              mixed: np.ndarray) -> np.ndarray:
-        if len(self.ids) > _MAX_SPELLINGS:
-            self.reset()
         length = ends - starts
         # one representative per distinct 64-bit mix; a tag whose words differ from its representative's (two
         # spellings, one mix) or that is longer than 24 bytes is looked up by its bytes
@@ -325,6 +327,7 @@ class _State:
     line_base: int = 0  # line breaks before the current chunk
     record: int = 0
     loaded: int = 0
+    written: bool = False  # rows inserted or handed to the writer
 
 
 def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_file: str,
@@ -343,9 +346,10 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
         return st.loaded + st.writer.rows_raw, st.writer.rows_quarantined, None
     except _Fallback:
         pass
-    for table in ("raw.bank_transaction", "raw.statement_balance", "ops.quarantine"):
-        con.execute(f"DELETE FROM {table} WHERE file_hash = $file_hash AND source_file = $source_file",  # noqa: S608 - table names are constants
-                    {"file_hash": file_hash, "source_file": source_file})
+    if st.written:  # undo this load's rows (it owns the file's transaction; the manifest's key is the hash)
+        for table in ("raw.bank_transaction", "raw.statement_balance", "ops.quarantine"):
+            con.execute(f"DELETE FROM {table} WHERE file_hash = $file_hash AND source_file = $source_file",  # noqa: S608 - table names are constants
+                        {"file_hash": file_hash, "source_file": source_file})
     writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=camt.NAME, run_id=run_id)
     for rec in camt.read(path):
         writer.add(rec)
@@ -436,6 +440,8 @@ class _Tokens:
 
 
 def _process(st: _State, buf: bytes, start: int, last: bool) -> None:
+    if len(buf) >= 1 << 31:
+        raise _Fallback  # no '</Ntry>' for 2 GB: string views hold 32-bit offsets
     arr = np.frombuffer(buf, np.uint8)
     breaks = _check_bytes(buf, arr)
     tokens = _tokens(st, buf, arr, start, last)
@@ -479,18 +485,16 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
     padded = np.frombuffer(buf + bytes(8 * _WORDS + 8), np.uint8)
     words = np.ndarray((len(buf) + 8 * _WORDS,), "<u8", buffer=padded, strides=(1,))  # a word at every byte
     ids = sp.lookup(buf, words, lt + 1, gt)
-    declares = np.flatnonzero(sp.declares[ids])
-    if len(declares) and (st.stack is not None or declares.tolist() != [0]):
-        raise _Fallback  # namespaces are declared on the root only
     carried = st.stack if st.stack is not None else (np.zeros(0, np.int8),) * 3
     k = len(carried[0])
-    kind = np.concatenate((carried[0], sp.kind[ids]))
-    qname = np.concatenate((carried[1], sp.qname[ids]))
-    code = np.concatenate((carried[2], sp.code[ids]))
-    ccy = np.concatenate((np.zeros(k, np.int32), sp.ccy[ids]))
+    n = k + len(ids)
+    kind, qname, code = np.empty(n, np.int8), np.empty(n, np.int32), np.empty(n, np.int16)
+    for column, start_with, of_spelling in ((kind, carried[0], sp.kind), (qname, carried[1], sp.qname),
+                                            (code, carried[2], sp.code)):
+        column[:k] = start_with
+        np.take(of_spelling, ids, out=column[k:])
     lt = np.concatenate((np.full(k, -1, np.int64), lt))
     gt = np.concatenate((np.full(k, -1, np.int64), gt))
-    n = len(kind)
     depth = np.cumsum(kind, dtype=np.int32)
     level = (depth - (kind == _OPEN)).astype(np.int16)  # int16: numpy sorts it by radix
     if level.min() < 0 or level.max() > _MAX_LEVEL:
@@ -508,12 +512,12 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
                         or (qname[order[closes - 1]] != qname[order[closes]]).any()):
         raise _Fallback
     # parent: the open tag just before (a first child), else the parent of the one before on the same level
-    after_open = np.zeros(n, bool)
-    after_open[1:] = kind[:-1] == _OPEN
+    after_open = np.empty(n, bool)
+    after_open[0] = False
+    np.equal(kind[:-1], _OPEN, out=after_open[1:])
     first_child = after_open[order] & (sorted_kind != _CLOSE)
-    candidate = np.where(first_child, order - 1, -1)
-    filled = np.maximum.accumulate(np.where(first_child, np.arange(n), -1))
-    parent = candidate[np.maximum(filled, 0)]
+    filled = np.maximum.accumulate(np.where(first_child, np.arange(n), 0))
+    parent = order[filled] - 1  # (level 0 has none)
     bounds = np.searchsorted(level[order], np.arange(int(level.max()) + 2))
     state = np.zeros(n, np.int16)
     top = order[bounds[0]:bounds[1]]
@@ -531,7 +535,8 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
         stack = [order[bounds[lv]:bounds[lv + 1]] for lv in range(3)]
         opened = np.array([seg[sorted_kind[bounds[lv]:bounds[lv + 1]] == _OPEN][-1] for lv, seg in enumerate(stack)])
         st.stack = (kind[opened], qname[opened], code[opened])
-    return _Tokens(words=words, lt=lt, gt=gt, kind=kind, qname=qname, code=code, ccy=ccy, level=level, state=state)
+    return _Tokens(words=words, lt=lt, gt=gt, kind=kind, qname=qname, code=code,
+                   ccy=np.concatenate((np.zeros(k, np.int32), sp.ccy[ids])), level=level, state=state)
 
 
 # ---- fields: the first element of a path in each statement, balance, entry or split ---------------------------
@@ -878,6 +883,7 @@ def _write(st: _State, buf: bytes, f: _Fields, tok: _Tokens, stm: _Statements, e
     n_e, n_r = len(ent.tokens), len(stm.rejected)
 
     rows = ent.rows.with_columns(record_number=before[ent.rows["entry"].to_numpy()] + ent.rows["offset"])
+    st.written = st.written or bool(rows.height or odd_records or stm.rejected or balanced)
     if rows.height:
         st.con.register("_camt_rows", rows.select(
             pl.col("record_number", "source_line").cast(pl.Int32), *_COLUMNS[2:]).to_arrow())
