@@ -102,8 +102,11 @@ _EXPECTED[[_CODE[n] for n in camt.CONTAINERS]] = _CONTAINER
 _EXPECTED[_CODE["Bal"]], _EXPECTED[_CODE["Ntry"]] = _STATES[_BAL], _STATES[_NTRY]
 _EXPECTED[_DECLARING] = _ROOT
 _SCOPE_OPENER = {"container": _CONTAINER, "bal": _STATES[_BAL], "entry": _STATES[_NTRY], "tx": _STATES[_TX]}
+_SCOPES = tuple(_SCOPE_OPENER)
+_SCOPE_OF = np.full(len(_STATES) + _CONTAINER, -1, np.int8)  # the scope of a picked path's state
+_SCOPE_OF[[_STATES[p] for p in _FIELDS]] = [_SCOPES.index(scope) for scope in _FIELDS.values()]
 _PICKED = np.zeros(len(_STATES) + _CONTAINER, bool)
-_PICKED[[_STATES[p] for p in _FIELDS]] = True
+_PICKED[[_STATES[p] for p in _FIELDS]] = _PICKED[_CONTAINER] = True  # statements open a scope
 _READ = _PICKED.copy()  # the picked elements whose text is read (the others are counted or open a scope)
 _READ[[_STATES[p] for p in _FIELDS if p in (_BAL, _NTRY, _TX, ("Acct",), (*_BAL, "Dt"), (*_NTRY, "BookgDt"),
                                               (*_NTRY, "ValDt")) or p[-1] == "OrgId"]] = False
@@ -340,8 +343,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
                 writer=RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=camt.NAME,
                                     run_id=run_id))
     try:
-        for buf, start, last in _chunks(path):
-            _process(st, buf, start, last)
+        for buf, size, start, last in _chunks(path):
+            _process(st, buf, size, start, last)
         st.writer.flush()
         return st.loaded + st.writer.rows_raw, st.writer.rows_quarantined, None
     except _Fallback:
@@ -357,28 +360,31 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
     return writer.rows_raw, writer.rows_quarantined, None
 
 
+_PAD = bytes(8 * _WORDS + 8)  # zeros after a chunk: words can be read at every byte of it
+
+
 def _chunks(path: Path):
-    """(bytes, offset where the tags start, is the last chunk): chunks but the last end right after a ``</Ntry>``;
-    the first starts after the XML declaration."""
+    """(bytes and ``_PAD``, their size without it, offset where the tags start, is the last chunk): chunks but
+    the last end right after a ``</Ntry>``; the first starts after the XML declaration."""
+    pending, start = b"", None
     with path.open("rb") as fh:
-        data = fh.read(CHUNK_BYTES)
-        if data.startswith(b"<?xml"):
-            m = _DECLARATION.match(data)
-            if m is None:
-                raise _Fallback
-            start = m.end()
-        else:
-            start = 0
         while True:
             block = fh.read(CHUNK_BYTES)
+            data = pending + block if pending else block
+            if start is None:
+                m = _DECLARATION.match(data) if data.startswith(b"<?xml") else None
+                if data.startswith(b"<?xml") and m is None:
+                    raise _Fallback
+                start = m.end() if m else 0
             if not block:
-                yield data, start, True
+                yield data + _PAD, len(data), start, True
                 return
-            data += block
             cut = _cut(data, start)
             if cut:
-                yield data[:cut], start, False
-                data, start = data[cut:], 0
+                yield b"".join((memoryview(data)[:cut], _PAD)), cut, start, False
+                pending, start = data[cut:], 0
+            else:
+                pending = data
 
 
 def _cut(data: bytes, start: int) -> int:
@@ -439,10 +445,10 @@ class _Tokens:
     state: np.ndarray
 
 
-def _process(st: _State, buf: bytes, start: int, last: bool) -> None:
-    if len(buf) >= 1 << 31:
+def _process(st: _State, buf: bytes, size: int, start: int, last: bool) -> None:
+    if size >= 1 << 31:
         raise _Fallback  # no '</Ntry>' for 2 GB: string views hold 32-bit offsets
-    arr = np.frombuffer(buf, np.uint8)
+    arr = np.frombuffer(buf, np.uint8, count=size)
     breaks = _check_bytes(buf, arr)
     tokens = _tokens(st, buf, arr, start, last)
     fields = _Fields(st, buf, breaks, tokens)
@@ -454,13 +460,16 @@ def _process(st: _State, buf: bytes, start: int, last: bool) -> None:
 
 def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> _Tokens:
     """Tags, their kinds, names, levels and path states; everything that makes the file odd raises _Fallback."""
-    lt = np.flatnonzero(arr == 60)
-    gt = np.flatnonzero(arr == 62)
+    marks = np.flatnonzero((arr | 2) == 62)  # '<' and '>' (0x3C, 0x3E: no other byte or'ed with 2 gives 0x3E)
     if start:
-        lt, gt = lt[np.searchsorted(lt, start):], gt[np.searchsorted(gt, start):]
+        marks = marks[np.searchsorted(marks, start):]
+    lt, gt = marks[0::2], marks[1::2]
     if not len(lt):
         raise _Fallback
-    if not (len(gt) == len(lt) and (gt > lt).all() and (lt[1:] > gt[:-1]).all()):  # else some '>' is in a text
+    if not (len(gt) == len(lt) and (arr[lt] == 60).all() and (arr[gt] == 62).all()):  # some '>' is in a text
+        lt, gt = marks[arr[marks] == 60], marks[arr[marks] == 62]
+        if not len(lt):
+            raise _Fallback
         at = np.searchsorted(gt, lt)
         if at[-1] >= len(gt):
             raise _Fallback
@@ -469,7 +478,7 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
             raise _Fallback  # a '<' in a tag, or ']]>' in a text
     if (gt - lt).max() > _MAX_TAG or (len(lt) > 1 and (lt[1:] - gt[:-1]).max() > _MAX_TEXT):
         raise _Fallback
-    if buf[gt[-1] + 1:].strip(b" \t\r\n") if last else gt[-1] + 1 != len(buf):
+    if buf[gt[-1] + 1:len(arr)].strip(b" \t\r\n") if last else gt[-1] + 1 != len(arr):
         raise _Fallback
     if st.spellings is None:  # the root element: its prefixes are the only ones allowed
         if buf[start:lt[0]].strip(b" \t\r\n"):
@@ -482,8 +491,7 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
         st.spellings = _Spellings(prefixes)
         st.wrapper = b"<w" + b"".join(b' xmlns:%s="urn:w"' % p.encode() for p in sorted(prefixes)) + b">"
     sp = st.spellings
-    padded = np.frombuffer(buf + bytes(8 * _WORDS + 8), np.uint8)
-    words = np.ndarray((len(buf) + 8 * _WORDS,), "<u8", buffer=padded, strides=(1,))  # a word at every byte
+    words = np.ndarray((len(arr) + 8 * _WORDS,), "<u8", buffer=buf, strides=(1,))  # a word at every byte
     ids = sp.lookup(buf, words, lt + 1, gt)
     carried = st.stack if st.stack is not None else (np.zeros(0, np.int8),) * 3
     k = len(carried[0])
@@ -551,11 +559,17 @@ class _Fields:
 
     def __init__(self, st: _State, buf: bytes, breaks: np.ndarray, tok: _Tokens):
         self.buf, self.tok, self.line_base = buf, tok, st.line_base
-        not_close = tok.kind != _CLOSE
-        self.openers = {scope: np.flatnonzero((tok.state == s) & not_close) for scope, s in _SCOPE_OPENER.items()}
-        picked = np.flatnonzero(_PICKED[tok.state] & not_close)
-        order = np.argsort(tok.state[picked], kind="stable")
-        self.picked, self.picked_states = picked[order], tok.state[picked][order]
+        picked = np.flatnonzero(_PICKED[tok.state] & (tok.kind != _CLOSE))
+        states = tok.state[picked]
+        order = np.argsort(states, kind="stable")
+        self.picked, states = picked[order], states[order]  # by state, each in document order
+        self.bounds = np.searchsorted(states, np.arange(len(_PICKED) + 1))
+        self.openers = {scope: self.picked[self.bounds[s]:self.bounds[s + 1]] for scope, s in _SCOPE_OPENER.items()}
+        self.item = np.zeros(len(picked), np.int64)  # the scope item (statement, balance, entry, split) of each
+        scope_of = _SCOPE_OF[states]
+        for i, scope in enumerate(_SCOPES):
+            at = np.flatnonzero(scope_of == i)
+            self.item[at] = np.searchsorted(self.openers[scope], self.picked[at], "right") - 1
         self.breaks = breaks
         self.breaks_total = len(self.breaks)
         self.currencies = pl.Series(st.spellings.currencies, dtype=pl.String)
@@ -563,10 +577,8 @@ class _Fields:
 
     def items(self, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The elements at ``path`` (document order) and the item of their scope each belongs to."""
-        state = _STATES[path]
-        a, b = np.searchsorted(self.picked_states, [state, state + 1])
-        tokens = self.picked[a:b]
-        return tokens, np.searchsorted(self.openers[_FIELDS[path]], tokens, "right") - 1
+        a, b = self.bounds[_STATES[path]], self.bounds[_STATES[path] + 1]
+        return self.picked[a:b], self.item[a:b]
 
     def size(self, path: tuple[str, ...]) -> int:
         return len(self.openers[_FIELDS[path]])
@@ -744,7 +756,7 @@ def _entries(f: _Fields, stm: _Statements) -> _Entries:
         "n_dates": np.maximum(f.count((*_NTRY, "BookgDt")), f.count((*_NTRY, "ValDt"))),
         "own_account": accounts.gather(statement), "statement_currency": currencies.gather(statement),
         "amount_ccy": f.ccy(e_amount), "statement": statement,
-    }).with_columns(
+    }).lazy().with_columns(
         currency=pl.coalesce("amount_ccy", "statement_currency"),
         status=pl.coalesce("sts_cd", "sts", pl.lit(camt.BOOKED)),
         booking_date=pl.coalesce(booking, value_date), value_date=value_date,
@@ -754,7 +766,7 @@ def _entries(f: _Fields, stm: _Statements) -> _Entries:
         ok=(pl.col("has_amount") & pl.col("amount").str.contains(_PLAIN_AMOUNT).fill_null(False)
             & pl.col("currency").is_not_null() & pl.col("dates_ok") & pl.col("booking_date").is_not_null()
             & (pl.col("n_dates") <= 1) & ((pl.col("n_tx") > 0) | pl.col("ind").is_in(_INDICATORS).fill_null(False)))
-    )
+    ).collect(engine="in-memory")
     t = _splits(f, txs, tx_entry, e)
     bad_tx = np.bincount(tx_entry[~t["ok"].to_numpy()], minlength=n) > 0
     plain = e["ok"].to_numpy() & ~bad_tx
@@ -806,15 +818,17 @@ def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, e: pl.DataFrame) 
     unstructured = pl.DataFrame({"tx": ustrd_of, "text": texts.pop("ustrd")}).drop_nulls()
     if unstructured["tx"].is_duplicated().any():  # several Ustrd in a split: joined with a space
         unstructured = unstructured.group_by("tx", maintain_order=True).agg(pl.col("text").str.join(" "))
+    at = np.full(len(txs), -1, np.int64)
+    at[unstructured["tx"].to_numpy()] = np.arange(unstructured.height)
     index = np.arange(len(txs)) - np.searchsorted(tx_entry, tx_entry) + 1  # 1-based within the entry
+    entry_columns = ("amount", "ind", "currency", "n_tx", "own_account", "statement", "booking_date", "value_date",
+                     "status", "is_reversal", "entry_ref", "addtl")
     t = pl.DataFrame({
         **texts, **counts, "entry": tx_entry, "offset": index, "source_line": f.line(txs),
         "has1": columns["amount1"] >= 0, "has2": columns["amount2"] >= 0,
         "ccy1": f.ccy(columns["amount1"]), "ccy2": f.ccy(columns["amount2"]),
-    }).with_row_index("tx").join(unstructured, on="tx", how="left")
-    entry_columns = ("amount", "ind", "currency", "n_tx", "own_account", "statement", "booking_date", "value_date",
-                     "status", "is_reversal", "entry_ref", "addtl")
-    t = t.with_columns(e.select(pl.col(c).alias(f"e_{c}") for c in entry_columns)[tx_entry])
+        "text": unstructured["text"].gather(pl.Series(at).set(pl.Series(at < 0), None)),
+    }).hstack(e.select(pl.col(c).alias(f"e_{c}") for c in entry_columns)[tx_entry]).lazy()
     amount = (pl.when("has1").then("amount1").when("has2").then("amount2")
               .when(pl.col("e_n_tx") == 1).then("e_amount"))
     t = t.with_columns(
@@ -845,7 +859,7 @@ def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, e: pl.DataFrame) 
         bank_reference=pl.coalesce("tx_asr", pl.when(pl.col("e_n_tx") > 1).then(
             reference + "/" + pl.col("offset").cast(pl.String)).otherwise(reference)),
         end_to_end_id=pl.when(e2e != camt.NOT_PROVIDED).then(e2e),
-    )
+    ).collect(engine="in-memory")
 
 
 # ---- writing: record numbers, plain rows in one INSERT, odd entries through the reference code ---------------
