@@ -350,8 +350,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
     except _Fallback:
         pass
     if st.written:  # undo this load's rows (it owns the file's transaction; the manifest's key is the hash)
-        for table in ("raw.bank_transaction", "raw.statement_balance", "ops.quarantine"):
-            con.execute(f"DELETE FROM {table} WHERE file_hash = $file_hash AND source_file = $source_file",  # noqa: S608 - table names are constants
+        for table in _TABLES:
+            con.execute(f"DELETE FROM {table} WHERE {_THIS_FILE}",  # noqa: S608 - table names are code constants
                         {"file_hash": file_hash, "source_file": source_file})
     writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=camt.NAME, run_id=run_id)
     for rec in camt.read(path):
@@ -360,6 +360,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
     return writer.rows_raw, writer.rows_quarantined, None
 
 
+_TABLES = ("raw.bank_transaction", "raw.statement_balance", "ops.quarantine")  # what a load writes
+_THIS_FILE = "file_hash = $file_hash AND source_file = $source_file"
 _PAD = bytes(8 * _WORDS + 8)  # zeros after a chunk: words can be read at every byte of it
 
 

@@ -100,7 +100,8 @@ def test_awkward_fixture_without_comments_on_the_fast_path(tmp_path, spy):
     rows = [(r["record_number"], r["amount"], r["bank_reference"], r["end_to_end_id"], r["purpose"], r["status"],
              r["is_reversal"], r["source_line"]) for r in ref["rows"]]
     assert rows == [
-        (1, Decimal("1000"), "2025022800001-1", "INV-2025-0042", "Rechnung INV-2025-0042 Kunde 4711", "BOOK", False, 17),
+        (1, Decimal("1000"), "2025022800001-1", "INV-2025-0042", "Rechnung INV-2025-0042 Kunde 4711", "BOOK", False,
+         17),
         (2, Decimal("500"), "2025022800001-2", None, "RF18539007547034", "BOOK", False, 27),
         (3, Decimal("-4.5"), "2025022800002", None, "Entgelt Kontoführung 02/2025", "BOOK", False, 35),
         (4, Decimal("-350"), "2025022800003", None, "RUECKBUCHUNG", "BOOK", True, 45),
@@ -142,10 +143,13 @@ def _party(rng: random.Random, side: str, v08: bool) -> str:
     nm = f"<Pty><Nm>{name}</Nm></Pty>" if v08 and rng.random() < 0.8 else f"<Nm>{name}</Nm>"
     org = rng.choice(["", "<Id><OrgId><Othr><Id>DE136695976</Id></Othr></OrgId></Id>",
                       "<Pty><Id><OrgId><Othr><Id>LV40003245752</Id></Othr></OrgId></Id></Pty>",
-                      "<Id><OrgId><AnyBIC>X</AnyBIC></OrgId></Id><Pty><Id><OrgId><Othr><Id>9</Id></Othr></OrgId></Id></Pty>",
+                      "<Id><OrgId><AnyBIC>X</AnyBIC></OrgId></Id>"
+                      "<Pty><Id><OrgId><Othr><Id>9</Id></Othr></OrgId></Id></Pty>",
                       "<Id><OrgId><Othr><Id>1</Id></Othr></OrgId><OrgId><Othr><Id>2</Id></Othr></OrgId></Id>"])
-    acct = rng.choice(["", "<Id><IBAN>DE02120300000000202051</IBAN></Id>", "<Id><Othr><Id>LT1210000</Id></Othr></Id>"])
-    agent = rng.choice(["", "<FinInstnId><BICFI>HABALV22</BICFI></FinInstnId>", "<FinInstnId><BIC>BYLADEM1</BIC></FinInstnId>"])
+    acct = rng.choice(["", "<Id><IBAN>DE02120300000000202051</IBAN></Id>",
+                       "<Id><Othr><Id>LT1210000</Id></Othr></Id>"])
+    agent = rng.choice(["", "<FinInstnId><BICFI>HABALV22</BICFI></FinInstnId>",
+                        "<FinInstnId><BIC>BYLADEM1</BIC></FinInstnId>"])
     return (f"<RltdPties><{side}>{nm}{org}</{side}>" + (f"<{side}Acct>{acct}</{side}Acct>" if acct else "")
             + "</RltdPties>" + (f"<RltdAgts><{side}Agt>{agent}</{side}Agt></RltdAgts>" if agent else ""))
 
@@ -153,7 +157,8 @@ def _party(rng: random.Random, side: str, v08: bool) -> str:
 def _split(rng: random.Random, n: int, v08: bool) -> str:
     parts = []
     amount = rng.choices(["", f'<Amt Ccy="EUR">{_amount(rng)}</Amt>', f"<Amt>{_amount(rng)}</Amt>",
-                          f'<AmtDtls><TxAmt><Amt Ccy="USD">{_amount(rng)}</Amt></TxAmt></AmtDtls>'], [40, 30, 10, 20])[0]
+                          f'<AmtDtls><TxAmt><Amt Ccy="USD">{_amount(rng)}</Amt></TxAmt></AmtDtls>'],
+                         [40, 30, 10, 20])[0]
     if rng.random() < 0.5:
         parts.append("<Refs>" + rng.choice(["", f"<AcctSvcrRef>T{n}</AcctSvcrRef>"])
                      + rng.choice(["", f"<EndToEndId>E2E-{n}</EndToEndId>", "<EndToEndId>NOTPROVIDED</EndToEndId>"])
@@ -181,8 +186,8 @@ def _entry(rng: random.Random, n: int, day: dt.date, v08: bool) -> str:
              "<CdtDbtInd>" + rng.choices(["CRDT", "DBIT", "CRDIT", ""], [50, 45, 3, 2])[0] + "</CdtDbtInd>"]
     if rng.random() < 0.1:
         parts.append("<RvslInd>" + rng.choice(["true", "TRUE", "false"]) + "</RvslInd>")
-    parts.append(rng.choices(["<Sts><Cd>BOOK</Cd></Sts>", "<Sts>BOOK</Sts>", "<Sts>PDNG</Sts>", "", "<Sts> INFO </Sts>"],
-                             [50, 20, 10, 10, 10])[0])
+    parts.append(rng.choices(["<Sts><Cd>BOOK</Cd></Sts>", "<Sts>BOOK</Sts>", "<Sts>PDNG</Sts>", "",
+                              "<Sts> INFO </Sts>"], [50, 20, 10, 10, 10])[0])
     if rng.random() < 0.95:
         parts.append(_date(rng, day, "BookgDt"))
     if rng.random() < 0.5:
@@ -207,8 +212,8 @@ def _balance(rng: random.Random, day: dt.date) -> str:
     return (f"<Bal><Tp><CdOrPrtry><Cd>{code}</Cd></CdOrPrtry></Tp>"
             + rng.choices([f'<Amt Ccy="EUR">{_amount(rng)}</Amt>', "", f"<Amt>{_amount(rng)}</Amt>"], [80, 5, 15])[0]
             + "<CdtDbtInd>" + rng.choices(["CRDT", "DBIT", "XX"], [60, 35, 5])[0] + "</CdtDbtInd>"
-            + rng.choices([f"<Dt><Dt>{day}</Dt></Dt>", f"<Dt><DtTm>{day}T23:59:59</DtTm></Dt>", "", "<Dt><Dt>bad</Dt></Dt>"],
-                          [70, 15, 10, 5])[0] + "</Bal>")
+            + rng.choices([f"<Dt><Dt>{day}</Dt></Dt>", f"<Dt><DtTm>{day}T23:59:59</DtTm></Dt>", "",
+                           "<Dt><Dt>bad</Dt></Dt>"], [70, 15, 10, 5])[0] + "</Bal>")
 
 
 def generated(seed: int, entries: int = 60) -> str:
@@ -351,7 +356,8 @@ def test_outside_the_subset_goes_to_the_reference(tmp_path, spy, name, change):
 
 @pytest.mark.parametrize(("name", "change"), [
     ("'>' in a text", lambda d: d.replace("ACME", "A > B")),
-    ("single quotes and spaces in tags", lambda d: d.replace('<Amt Ccy="EUR">1.00</Amt>', "<Amt  Ccy = 'EUR' >1.00</Amt >")),
+    ("single quotes and spaces in tags",
+     lambda d: d.replace('<Amt Ccy="EUR">1.00</Amt>', "<Amt  Ccy = 'EUR' >1.00</Amt >")),
     ("entities", lambda d: d.replace("ACME", "A&amp;B &lt;&#x4D;&#233;&gt; &quot;&apos;")),
     ("empty elements", lambda d: d.replace("<Nm>ACME</Nm>", "<Nm/><Pty><Nm>Y</Nm></Pty>")),
     ("no declaration", lambda d: d.split("\n", 1)[1]),
