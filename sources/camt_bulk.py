@@ -528,7 +528,7 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
     first_child = after_open[order] & (sorted_kind != _CLOSE)
     filled = np.maximum.accumulate(np.where(first_child, np.arange(n), 0))
     parent = order[filled] - 1  # (level 0 has none)
-    bounds = np.searchsorted(level[order], np.arange(int(level.max()) + 2))
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(level))))
     state = np.zeros(n, np.int16)
     top = order[bounds[0]:bounds[1]]
     state[top] = _NEXT[_START, code[top]]
@@ -713,7 +713,6 @@ def _balances(st: _State, f: _Fields, bals: np.ndarray, bal_of: np.ndarray,
 # ---- entries: typed and checked with polars -------------------------------------------------------------------
 
 _PLAIN_AMOUNT = r"^[0-9]{1,18}(\.[0-9]{1,5})?$"  # DECIMAL(23, 5) holds it exactly; anything else: reference
-_ZERO = r"^[0.]+$"
 _PLAIN_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"  # date.fromisoformat of the first ten characters takes it alike
 _INDICATORS = ("CRDT", "DBIT")
 _MONEY = pl.Decimal(23, 5)
@@ -837,7 +836,7 @@ def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, e: pl.DataFrame) 
         amount_text=amount, indicator=pl.coalesce("tx_ind", "e_ind"),
         currency=pl.coalesce(pl.when("has1").then("ccy1").when("has2").then("ccy2"), "e_currency"),
     ).with_columns(
-        debit=(pl.col("indicator") == "DBIT") & ~pl.col("amount_text").str.contains(_ZERO).fill_null(False),
+        debit=(pl.col("indicator") == "DBIT") & (pl.col("amount_text").cast(_MONEY, strict=False) != 0),
         ok=(pl.col("amount_text").str.contains(_PLAIN_AMOUNT).fill_null(False)
             & pl.col("indicator").is_in(_INDICATORS).fill_null(False)),
         purpose=pl.concat_str("text", "ref", separator=" ", ignore_nulls=True),
