@@ -11,7 +11,7 @@ One entry yields one record per ``TxDtls`` (split amounts) or one record when it
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -260,12 +260,18 @@ class _Paths:
 SPLITS = ("NtryDtls", "TxDtls")
 
 
+def _sourceline(el: etree._Element) -> int:
+    return el.sourceline
+
+
 def entry_records(ntry: etree._Element, name: str, last_record: int, account: str | None,
-          statement_currency: str | None, line_base: int = 0) -> Iterator[Record]:
-    """The records of one ``Ntry`` (numbered after ``last_record``). ``line_base`` is added to lxml's source
-    lines: the fast path (``camt_bulk``) hands single entries, parsed on their own, to this function."""
+                  statement_currency: str | None,
+                  line_of: Callable[[etree._Element], int] = _sourceline) -> Iterator[Record]:
+    """The records of one ``Ntry`` (numbered after ``last_record``). ``line_of`` gives the source line of the
+    ``Ntry`` and of each ``TxDtls``: the fast path (``camt_bulk``) hands single entries, parsed on their own, to
+    this function, with the lines they have in the file."""
     record = last_record
-    line = ntry.sourceline + line_base
+    line = line_of(ntry)
     entry = _Paths(ntry, skip=SPLITS)
     try:
         if account is None:
@@ -314,7 +320,7 @@ def entry_records(ntry: etree._Element, name: str, last_record: int, account: st
                 raise ParseError(f"split entry: TxDtls {index} of {len(details)} has no amount", path=name,
                                  record=record, field="TxDtls/Amt")
             tx_indicator = t.text("CdtDbtInd") or indicator
-            signed = _signed(amount, tx_indicator, f"line {tx.sourceline + line_base}", name, record)
+            signed = _signed(amount, tx_indicator, f"line {line_of(tx)}", name, record)
             side, party_acct, agent = ("Dbtr", "DbtrAcct", "DbtrAgt") if signed >= 0 else ("Cdtr", "CdtrAcct", "CdtrAgt")
             # up to .07 the name is Dbtr/Nm; from .08 it is Dbtr/Pty/Nm
             party_name = t.text("RltdPties", side, "Nm") or t.text("RltdPties", side, "Pty", "Nm")
@@ -327,7 +333,7 @@ def entry_records(ntry: etree._Element, name: str, last_record: int, account: st
             ) or t.text("AddtlTxInf") or entry.text("AddtlNtryInf")
             e2e = t.text("Refs", "EndToEndId")
             yield BankTxn(
-                record_number=record, source_line=tx.sourceline + line_base, own_account=account,
+                record_number=record, source_line=line_of(tx), own_account=account,
                 booking_date=booking,
                 value_date=value_date, amount=signed, currency=(tx_amt_el.get("Ccy") if tx_amt_el is not None
                                                                  else None) or currency,
@@ -341,7 +347,7 @@ def entry_records(ntry: etree._Element, name: str, last_record: int, account: st
                 end_to_end_id=None if e2e == NOT_PROVIDED else e2e, status=status, is_reversal=reversal,
             )
         except ParseError as exc:
-            yield Rejected(record, tx.sourceline + line_base, exc.reason)
+            yield Rejected(record, line_of(tx), exc.reason)
 
 
 def load_bulk(con, path: Path, *, file_hash: str, source_file: str, run_id: str, scratch: Path) -> BulkResult:

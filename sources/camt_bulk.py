@@ -59,6 +59,7 @@ CHUNK_BYTES = 8 << 20
 _MAX_TEXT = 1 << 20  # longer texts and tags: the reference (libxml2 has limits of its own)
 _MAX_TAG = 4096
 _MAX_LEVEL = 64
+_BIG_LINE = 65535  # libxml2 keeps an element's line in 16 bits: lxml's sourceline from here is found otherwise
 _MAX_SPELLINGS = 100_000  # distinct tag spellings kept (attribute values make them); then the table restarts
 
 # ---- the paths the reference reads, as states of an automaton over local names -------------------------------
@@ -552,6 +553,7 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
 # ---- fields: the first element of a path in each statement, balance, entry or split ---------------------------
 
 _UNCLEAN = f"^{SPACE}|{SPACE}$|{NEEDS_FOLD}"  # what base.clean would change in a value
+_SPLIT_PATH = "/".join(f"{{*}}{name}" for name in camt.SPLITS)
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
                           remove_comments=True, remove_pis=True)
 
@@ -598,8 +600,27 @@ class _Fields:
         return np.bincount(self.items(path)[1], minlength=self.size(path))
 
     def line(self, tokens: np.ndarray) -> np.ndarray:
-        """lxml's sourceline: the line of the '>' that ends the start tag."""
-        return self.line_base + 1 + np.searchsorted(self.breaks, self.tok.gt[tokens])
+        """lxml's sourceline of these elements: the line of the '>' that ends the start tag, below line 65535.
+        From there libxml2 keeps no line for an element (16 bits) and ``xmlGetLineNo`` reports the line of its
+        first text, looked for through first children down to depth 3 (deeper: 65535); a text's line is the
+        line of the '<' after it (checked against lxml in the tests). An element without children on that way
+        (where the siblings would decide) is left to the reference: _Fallback."""
+        tok = self.tok
+        lines = self.line_base + 1 + np.searchsorted(self.breaks, tok.gt[tokens])
+        big = np.flatnonzero(lines >= _BIG_LINE)
+        if len(big):
+            found = np.full(len(big), _BIG_LINE, np.int64)
+            at, todo = tokens[big], np.arange(len(big))
+            for _depth in range(4):
+                if (tok.kind[at] != _OPEN).any():
+                    raise _Fallback
+                text = tok.lt[at + 1] > tok.gt[at] + 1  # a text before the next tag: the first child
+                found[todo[text]] = self.line_base + 1 + np.searchsorted(self.breaks, tok.lt[at[text] + 1])
+                at, todo = at[~text] + 1, todo[~text]
+                if (tok.kind[at] == _CLOSE).any():
+                    raise _Fallback
+            lines[big] = found
+        return lines
 
     def ccy(self, tokens: np.ndarray) -> pl.Series:
         """The Ccy attribute of each element (NULL: none, empty, or no element)."""
@@ -734,6 +755,12 @@ class _Entries:
     plain: np.ndarray  # bool
     counts: np.ndarray  # records of each plain entry (odd ones: filled in by _write)
     rows: pl.DataFrame  # one per record of the plain entries: entry, offset (1-based) and the raw columns
+    split_entry: np.ndarray  # the entry of each TxDtls (ascending)
+    split_line: np.ndarray  # the source line of each TxDtls
+
+    def split_lines(self, entry: int) -> list[int]:
+        a, b = np.searchsorted(self.split_entry, [entry, entry + 1])
+        return self.split_line[a:b].tolist()
 
 
 def _entries(f: _Fields, stm: _Statements) -> _Entries:
@@ -768,7 +795,8 @@ def _entries(f: _Fields, stm: _Statements) -> _Entries:
             & pl.col("currency").is_not_null() & pl.col("dates_ok") & pl.col("booking_date").is_not_null()
             & (pl.col("n_dates") <= 1) & ((pl.col("n_tx") > 0) | pl.col("ind").is_in(_INDICATORS).fill_null(False)))
     ).collect(engine="in-memory")
-    t = _splits(f, txs, tx_entry, e)
+    tx_lines = f.line(txs)
+    t = _splits(f, txs, tx_entry, tx_lines, e)
     bad_tx = np.bincount(tx_entry[~t["ok"].to_numpy()], minlength=n) > 0
     plain = e["ok"].to_numpy() & ~bad_tx
     counts = np.where(plain, np.maximum(n_tx, 1), 0)
@@ -785,7 +813,8 @@ def _entries(f: _Fields, stm: _Statements) -> _Entries:
         no_splits.select(keep).with_columns(pl.col("entry").cast(pl.Int64)),
         t.filter(pl.Series(plain[tx_entry])).select(keep),
     ], how="vertical_relaxed")
-    return _Entries(tokens=entries, statement=statement, lines=lines, plain=plain, counts=counts, rows=rows)
+    return _Entries(tokens=entries, statement=statement, lines=lines, plain=plain, counts=counts, rows=rows,
+                    split_entry=tx_entry, split_line=tx_lines)
 
 
 def _signed(amount: str, indicator: str) -> pl.Expr:
@@ -793,7 +822,7 @@ def _signed(amount: str, indicator: str) -> pl.Expr:
     return pl.when(pl.col(indicator) == "DBIT").then(-value).otherwise(value)
 
 
-def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, e: pl.DataFrame) -> pl.DataFrame:
+def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, tx_lines: np.ndarray, e: pl.DataFrame) -> pl.DataFrame:
     """One row per ``TxDtls``: the reference's choices (amount, side by sign, names, purposes, references)."""
     first = {path: f.first((*_TX, *path)) for path in (p for p in _TX_PATHS if p != ("RmtInf", "Ustrd"))}
     side_paths = {"name": (("Nm",), ("Pty", "Nm")), "org": (("Id", "OrgId", "Othr", "Id"),
@@ -825,7 +854,7 @@ def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, e: pl.DataFrame) 
     entry_columns = ("amount", "ind", "currency", "n_tx", "own_account", "statement", "booking_date", "value_date",
                      "status", "is_reversal", "entry_ref", "addtl")
     t = pl.DataFrame({
-        **texts, **counts, "entry": tx_entry, "offset": index, "source_line": f.line(txs),
+        **texts, **counts, "entry": tx_entry, "offset": index, "source_line": tx_lines,
         "has1": columns["amount1"] >= 0, "has2": columns["amount2"] >= 0,
         "ccy1": f.ccy(columns["amount1"]), "ccy2": f.ccy(columns["amount2"]),
         "text": unstructured["text"].gather(pl.Series(at).set(pl.Series(at < 0), None)),
@@ -883,8 +912,8 @@ def _write(st: _State, buf: bytes, f: _Fields, tok: _Tokens, stm: _Statements, e
             end = int(tok.gt[opener] if tok.kind[opener] == _EMPTY else tok.gt[closes[np.searchsorted(closes, opener)]])
             ntry = etree.fromstring(st.wrapper + buf[int(tok.lt[opener]):end + 1] + b"</w>", _PARSER)[0]
             ctx = stm.contexts[ent.statement[e]]
-            odd_records[e] = list(camt.entry_records(ntry, st.name, 0, ctx.account, ctx.currency,
-                                                     int(ent.lines[e]) - ntry.sourceline))
+            lines = {ntry: int(ent.lines[e]), **dict(zip(ntry.iterfind(_SPLIT_PATH), ent.split_lines(e), strict=True))}
+            odd_records[e] = list(camt.entry_records(ntry, st.name, 0, ctx.account, ctx.currency, lines.__getitem__))
             counts[e] = len(odd_records[e])
     # record numbers run through balances' rejections, entries and statement balances in document order
     balanced = [i for i, c in enumerate(stm.closes.tolist()) if c >= 0 and stm.contexts[i].balances]

@@ -398,3 +398,36 @@ def test_odd_entries_go_through_the_reference_code_only(tmp_path, monkeypatch, s
     assert len(calls) == 1  # the odd entry only
     assert [(q["record_number"], q["source_line"], q["reason"]) for q in ref["quarantine"]] == [
         (2, 4, "amount '2,00' is not a number")]
+
+
+# ---- source lines past 65535 (libxml2 keeps 16 bits of an element's line) ------------------------------------
+
+_PADDED = _BASE.replace("<BkToCstmrStmt>", "<BkToCstmrStmt><GrpHdr>" + "\n" * 65600 + "</GrpHdr>")
+
+
+@pytest.mark.parametrize(("name", "change", "fast"), [
+    ("compact", lambda d: d, True),
+    ("pretty", lambda d: d.replace("><", ">\n    <"), True),
+    ("pretty with CRLF", lambda d: d.replace("><", ">\r\n    <"), True),
+    ("start tag over two lines", lambda d: d.replace('<Amt Ccy="EUR">', '<Amt\n Ccy="EUR">'), True),
+    ("first leaf deep down", lambda d: d.replace("<NtryDtls><TxDtls>", "<NtryDtls><TxDtls><A><B><C><D>\nx</D></C></B></A>"),
+     True),
+    ("an empty first child", lambda d: d.replace('<Ntry><Amt Ccy="EUR">2.00', '<Ntry><X/><Amt Ccy="EUR">2.00'), False),
+    ("odd entry", lambda d: d.replace("2.00</Amt>", "2,00</Amt>").replace("><", ">\n<"), True),
+])
+def test_source_lines_past_65535_are_lxml_s(tmp_path, spy, name, change, fast):
+    path = tmp_path / "long.xml"
+    path.write_text(change(_PADDED), encoding="utf-8")
+    ref = same_outcome(tmp_path, path)
+    assert bool(spy) != fast, name
+    assert ref["rows"] or ref["quarantine"]
+    assert all(r["source_line"] > 65535 or r["source_line"] == 65535 for r in ref["rows"] + ref["quarantine"])
+
+
+def test_generated_documents_past_65535_lines_equal_reference(tmp_path, monkeypatch):
+    monkeypatch.setattr(camt_bulk, "CHUNK_BYTES", 50_000)
+    for seed in range(8):
+        doc = generated(seed).replace("</GrpHdr>", "\n" * 65600 + "</GrpHdr>")
+        path = tmp_path / f"long{seed}.xml"
+        path.write_text(doc, encoding="utf-8")
+        same_outcome(tmp_path, path)
