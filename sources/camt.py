@@ -6,6 +6,11 @@ Security: no DTD is accepted (XXE / billion laughs), entities are never resolved
 
 One entry yields one record per ``TxDtls`` (split amounts) or one record when it has none (the entry's
 ``AddtlNtryInf`` is then the purpose). Sign comes from ``CdtDbtInd``; ``RvslInd`` is kept as ``is_reversal``.
+
+``read`` is the reference implementation; ingestion uses ``load_bulk`` (``sources/camt_bulk.py``), a columnar
+tokenizer for the regular subset of XML that banks write, which gives the same rows, rejections, balances and
+errors and hands everything else to ``read``. Both use the pieces here (``balance``, ``statement_balance``,
+``entry_records``, the constants), so a rule lives in one place.
 """
 
 from __future__ import annotations

@@ -250,15 +250,17 @@ class _Spellings:
             self.reset()
         length = ends - starts
         words = [padded[starts] & _MASKS[np.minimum(length, 8)]]
-        longer = [np.flatnonzero(length > 8 * w) for w in range(1, _WORDS)]
+        longer = [np.flatnonzero(length > 8)]
+        longer.append(longer[0][length[longer[0]] > 16])
         for w, at in enumerate(longer, start=1):
             words.append(padded[starts[at] + 8 * w] & _MASKS[np.minimum(length[at] - 8 * w, 8)])
-        mixed = length.astype(np.uint64) * _MIX[3] ^ words[0] * _MIX[0]
+        mixed = (words[0] ^ length.view(np.uint64)) * _MIX[0]
         for w, at in enumerate(longer, start=1):
             mixed[at] ^= words[w] * _MIX[w]
         slot = (mixed >> np.uint64(64 - self._BITS)).astype(np.intp)
         ids = self.table_id[slot]
-        hit = (ids >= 0) & (self.table_length[slot] == length) & (self.table_words[0][slot] == words[0])
+        hit = self.table_length[slot] == length  # -1 in a free slot
+        hit &= self.table_words[0][slot] == words[0]
         for w, at in enumerate(longer, start=1):
             hit[at] &= self.table_words[w][slot[at]] == words[w]
         missed = np.flatnonzero(~hit)
@@ -642,7 +644,7 @@ class _Fields:
         marked = np.zeros(len(tok.kind) + 1, bool)  # the last one stands for -1, no element
         marked[:-1] = _READ[tok.state] & (tok.kind == _OPEN)
         unique = np.flatnonzero(marked)
-        self.marked, self.rank = marked, np.cumsum(marked) - 1
+        self.rank = np.cumsum(marked) - 1  # position of an element's text (see below for the others)
         texts = _views(self.buf, tok.words, tok.gt[unique] + 1, tok.lt[unique + 1])
         if b"&" in self.buf or b"\r" in self.buf:
             texts = where(texts, texts.str.contains("[&\r]"),
@@ -650,7 +652,9 @@ class _Fields:
         decoded = texts
         cleaned = where(decoded, decoded.str.contains(_UNCLEAN),
                         lambda v: v.str.replace_all(SPACE + "+", " ").str.strip_chars(PY_SPACE))
-        self.decoded, self.cleaned = decoded, cleaned.set(cleaned == "", None)
+        none = pl.Series([None], dtype=pl.String)  # at the end: what elements without a text point at
+        self.decoded, self.cleaned = decoded.append(none), cleaned.set(cleaned == "", None).append(none)
+        self.rank[~marked] = len(unique)
 
     def texts(self, columns: dict[str, np.ndarray], raw: tuple[str, ...] = ()) -> dict[str, pl.Series]:
         """The text of each element (-1: NULL): cleaned as ``base.clean`` does, or as lxml's ``.text`` for the
@@ -662,7 +666,7 @@ class _Fields:
             if not keys:
                 continue
             tokens = np.concatenate([columns[k] for k in keys])
-            picked = source.gather(pl.Series(self.rank[tokens]).set(pl.Series(~self.marked[tokens]), None))
+            picked = source.gather(self.rank[tokens])
             at = 0
             for k in keys:
                 out[k] = picked.slice(at, len(columns[k]))
