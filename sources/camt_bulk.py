@@ -453,7 +453,7 @@ class _Tokens:
     kind: np.ndarray
     qname: np.ndarray
     code: np.ndarray
-    ccy: np.ndarray
+    spelling: np.ndarray  # the spelling id of each tag (the carried elements have none)
     level: np.ndarray
     state: np.ndarray
 
@@ -557,7 +557,7 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
         opened = np.array([seg[sorted_kind[bounds[lv]:bounds[lv + 1]] == _OPEN][-1] for lv, seg in enumerate(stack)])
         st.stack = (kind[opened], qname[opened], code[opened])
     return _Tokens(words=words, lt=lt, gt=gt, kind=kind, qname=qname, code=code,
-                   ccy=np.concatenate((np.zeros(k, np.int32), sp.ccy[ids])), level=level, state=state)
+                   spelling=np.concatenate((np.full(k, -1, np.int32), ids)), level=level, state=state)
 
 
 # ---- fields: the first element of a path in each statement, balance, entry or split ---------------------------
@@ -587,6 +587,7 @@ class _Fields:
         self.breaks = breaks
         self.breaks_total = len(self.breaks)
         self.currencies = pl.Series(st.spellings.currencies, dtype=pl.String)
+        self.ccys = np.append(st.spellings.ccy, 0)  # Ccy id of each spelling; -1 (a carried element): none
         self.rank: np.ndarray | None = None
 
     def items(self, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -634,7 +635,7 @@ class _Fields:
 
     def ccy(self, tokens: np.ndarray) -> pl.Series:
         """The Ccy attribute of each element (NULL: none, empty, or no element)."""
-        ids = np.where(tokens >= 0, self.tok.ccy[np.maximum(tokens, 0)], 0)
+        ids = np.where(tokens >= 0, self.ccys[self.tok.spelling[np.maximum(tokens, 0)]], 0)
         return self.currencies.gather(pl.Series(ids).set(pl.Series(ids == 0), None))
 
     def _read(self) -> None:
@@ -815,16 +816,14 @@ def _entries(f: _Fields, stm: _Statements) -> _Entries:
     keep = ["entry", "offset", "statement", "source_line", "own_account", "booking_date", "value_date", "amount",
             "currency", "counterparty_name", "counterparty_tax_id", "counterparty_account", "counterparty_bic",
             "purpose", "bank_reference", "end_to_end_id", "status", "is_reversal"]
-    no_splits = e.with_row_index("entry").filter(pl.col("ok") & (pl.col("n_tx") == 0)).with_columns(
+    no_splits = e.lazy().with_row_index("entry").filter(pl.col("ok") & (pl.col("n_tx") == 0)).with_columns(
         offset=pl.lit(1, pl.Int64), source_line=pl.col("line"),
         amount=_signed("amount", "ind"), counterparty_name=pl.lit(None, pl.String),
         counterparty_tax_id=pl.lit(None, pl.String), counterparty_account=pl.lit(None, pl.String),
         counterparty_bic=pl.lit(None, pl.String), purpose=pl.col("addtl"), bank_reference=pl.col("entry_ref"),
-        end_to_end_id=pl.lit(None, pl.String))
-    rows = pl.concat([
-        no_splits.select(keep).with_columns(pl.col("entry").cast(pl.Int64)),
-        t.filter(pl.Series(plain[tx_entry])).select(keep),
-    ], how="vertical_relaxed")
+        end_to_end_id=pl.lit(None, pl.String)).select(keep).with_columns(pl.col("entry").cast(pl.Int64))
+    splits = t.lazy().filter(pl.Series(plain[tx_entry])).select(keep)
+    rows = pl.concat([no_splits, splits], how="vertical_relaxed").collect(engine="in-memory")
     return _Entries(tokens=entries, statement=statement, lines=lines, plain=plain, counts=counts, rows=rows,
                     split_entry=tx_entry, split_line=tx_lines)
 
