@@ -12,11 +12,12 @@ For each format it writes N synthetic records (bench/out/), then measures on thi
 - peak RSS of the measuring process, and its growth during parse + load (flat growth = streaming).
 
 "Per core": every format is measured in its own process with ``POLARS_MAX_THREADS=1`` and DuckDB
-``threads=1`` (``--threads`` changes it), so a set-based path (bank CSV, 1C, CRM CSV, MT940) gets one core like the
-Python readers. ``1c`` is the set-based fast path (``onec.load_bulk``), ``1c_reference`` the reference reader
+``threads=1`` (``--threads`` changes it), so a set-based path (bank CSV, 1C, CRM CSV, MT940, camt) gets one core like
+the Python readers. ``1c`` is the set-based fast path (``onec.load_bulk``), ``1c_reference`` the reference reader
 (``onec.read``) on the same file; likewise ``crm_csv`` (``crm.load_bulk``, a canonical invoices dump) and
-``crm_csv_reference`` (``crm.read``), and ``mt940`` (``mt940.load_bulk``; plain German ``?20`` statements) and
-``mt940_reference`` (``mt940.read``).
+``crm_csv_reference`` (``crm.read``), ``mt940`` (``mt940.load_bulk``; plain German ``?20`` statements) and
+``mt940_reference`` (``mt940.read``), and ``camt`` (``camt.load_bulk``, the columnar tokenizer; a camt.053.001.08
+statement, one entry per line) and ``camt_reference`` (``camt.read``, lxml).
 Targets from the bank-ingestion issue are printed beside the measurements. Nothing here is a unit test.
 """
 
@@ -42,7 +43,8 @@ from warehouse.load import FileStats, ingest_bulk, ingest_records  # noqa: E402
 
 OUT = Path(__file__).with_name("out")
 TARGETS = {"bank_csv": 1_000_000, "sparkasse_csv": 1_000_000, "1c": 200_000, "1c_reference": 200_000,
-           "mt940": 200_000, "mt940_reference": 200_000, "camt": 100_000, "crm_csv": 0, "crm_csv_reference": 0}  # CRM: no issue target
+           "mt940": 200_000, "mt940_reference": 200_000, "camt": 100_000, "camt_reference": 100_000, "crm_csv": 0,
+           "crm_csv_reference": 0}  # CRM: no issue target
 
 
 def rows(n: int, seed: int = 1):
@@ -129,14 +131,15 @@ def write_crm(path: Path, n: int) -> None:
 
 
 WRITERS = {"bank_csv": ("generic.csv", write_generic), "sparkasse_csv": ("sparkasse.csv", write_sparkasse),
-           "camt": ("camt053.xml", write_camt), "mt940": ("mt940.sta", write_mt940),
+           "camt": ("camt053.xml", write_camt), "camt_reference": ("camt053.xml", write_camt),
+           "mt940": ("mt940.sta", write_mt940),
            "mt940_reference": ("mt940.sta", write_mt940), "1c": ("1c.txt", write_onec),
            "1c_reference": ("1c.txt", write_onec), "crm_csv": ("crm_invoices.csv", write_crm),
            "crm_csv_reference": ("crm_invoices.csv", write_crm)}
 
 
 def measure(path: Path, scratch: Path, *, bulk: bool, threads: int) -> tuple[int, float, float, float]:
-    """(records, parse seconds, load seconds, load CPU seconds). For a set-based path (bank CSV, 1C, CRM CSV, MT940)
+    """(records, parse seconds, load seconds, load CPU seconds). For a set-based path (bank CSV, 1C, CRM CSV, MT940, camt)
     parse and load are the same: parsing happens inside DuckDB/polars while loading."""
     kind = "crm" if path.name.startswith("crm") else "bank"
     reader = registry.detect(path, kind)

@@ -148,7 +148,7 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
         reader = registry.detect(path, item.kind)
         stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
         with connect(settings.warehouse_path) as con:
-            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV, 1C, MT940, CRM CSV)
+            if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV, 1C, MT940, camt, CRM CSV)
                 scratch = settings.home / ".tmp"
                 scratch.mkdir(exist_ok=True)
                 mappings = {"user_presets": settings.crm.mappings} if item.kind == "crm" else {}

@@ -113,6 +113,27 @@ def test_corrupted_crm_dumps_raise_only_clean_errors(tmp_path, data):
     parse_crm(path)
 
 
+def camt_outcome(folder: Path, path: Path, mode: str) -> dict | str:
+    from sources import camt
+    from tests import parity
+
+    try:
+        return parity.load(camt, folder, path, mode)
+    except ClientbaseError as exc:
+        return str(exc)
+
+
+@FUZZ
+@given(data=corrupted_fixture([p for p in SEEDS if p.name.startswith("camt")]))
+def test_corrupted_camt_gives_the_reference_outcome_on_the_fast_path(tmp_path, data):
+    """camt's columnar path (``camt.load_bulk``) on damaged statements: the reference's error, or its rows."""
+    folder = tmp_path / f"k{next(_counter)}"
+    folder.mkdir()
+    path = folder / "statement.xml"
+    path.write_bytes(data)
+    assert camt_outcome(folder, path, "bulk") == camt_outcome(folder, path, "reference")
+
+
 @FUZZ
 @given(prefix=st.sampled_from(PREFIXES), tail=st.one_of(
     st.binary(max_size=600),
