@@ -97,7 +97,7 @@ def test_settlement_matches_a_plain_fifo_loop_whatever_the_row_order():
             running += days[day]
             paid.append((running, day))
         end = D(0)
-        for _, invoice, issue, due, amount, _ in sorted((r for r in inv_rows if r[0] == client and r[2] <= AS_OF),
+        for _, invoice, _issue, _due, amount, _ in sorted((r for r in inv_rows if r[0] == client and r[2] <= AS_OF),
                                                       key=lambda r: (r[3], r[2], r[1])):
             end += amount
             expected[invoice] = next((day for total, day in paid if total >= end), None)
