@@ -140,9 +140,9 @@ class _ActiveDays:
         self.words = [f"_w{w}" for w in range(max(1, -(-len(days) // self.BITS)))]
 
     def active_bits(self, payments: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
-        """client_id and the word columns, for every client that paid: active on a day when it paid within
-        ``window_days`` up to and including that day (DOMAIN §5). A payment on day p makes the client active on
-        the boundary days in [p, p + window_days): a range of bits, found by binary search in the sorted days."""
+        """client_id and the word columns, for every client that paid: ``metrics.is_active`` on each boundary
+        day d, as ranges: 0 <= d - p < window_days for some payment day p, so a payment on day p makes the client
+        active on the boundary days in [p, p + window_days), a range of bits found by binary search."""
         paid = payments.select("client_id", pl.col("booking_date").alias("_paid")).unique().with_columns(
             _lo=pl.lit(self.days).search_sorted(pl.col("_paid"), side="left").cast(pl.Int64),
             _hi=pl.lit(self.days).search_sorted(pl.col("_paid") + dt.timedelta(days=window_days),
@@ -234,7 +234,7 @@ def activity(payments: pl.LazyFrame, *, as_of: dt.date, at_risk_factor: float, w
                       usual_gap_days=pl.when(pl.col("_days") >= 3).then(pl.col("_median")))
         .with_columns(is_at_risk=(pl.col("usual_gap_days").is_not_null()
                                   & (pl.col("days_since_last_payment") > at_risk_factor * pl.col("usual_gap_days"))
-                                  & (pl.col("days_since_last_payment") < window_days)))
+                                  & m.is_active(pl.col("days_since_last_payment"), window_days)))
         .select("client_id", "last_payment_date", "days_since_last_payment", "usual_gap_days", "is_at_risk")
     )
 
@@ -344,7 +344,7 @@ def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: 
         )
         .with_columns(month_end=pl.min_horizontal(month_end, pl.lit(as_of)))
     )
-    active = (pl.col("month_end") - pl.col("_last")).dt.total_days() < window_days
+    active = m.is_active((pl.col("month_end") - pl.col("_last")).dt.total_days(), window_days)
     refers = pl.col("_referral_paid").is_not_null() & (pl.col("_referral_paid") <= pl.col("month_end"))
     steps = {"step": pl.lit(False), "step_with_xyz": pl.col("xyz").is_in(["X", "Y"])}
     return frame.select(

@@ -75,6 +75,12 @@ def normalise_tax_id(expr: pl.Expr) -> pl.Expr:
 
 
 
+def is_active(days_since_last_payment: pl.Expr, window_days: int) -> pl.Expr:
+    """DOMAIN §5: a client is active on a day when it paid within ``window_days`` up to and including that day,
+    i.e. its last payment is fewer than ``window_days`` days before it (a payment that day is 0 days)."""
+    return days_since_last_payment < window_days
+
+
 # ---- profitability (DOMAIN §1) -------------------------------------------------------------------------------
 
 def money(expr: pl.Expr) -> pl.Expr:
