@@ -61,7 +61,7 @@ from lxml import etree
 from sources import camt
 from sources.base import BankTxn, Rejected
 from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, where
-from warehouse.load import RecordWriter
+from warehouse.load import BulkState, RecordWriter
 
 CHUNK_BYTES = 8 << 20
 _MAX_TEXT = 1 << 20  # longer texts and tags: the reference (libxml2 has limits of its own)
@@ -329,18 +329,11 @@ class _Statement:
 
 
 @dataclass
-class _State:
-    name: str
-    con: duckdb.DuckDBPyConnection
-    writer: RecordWriter
-    params: dict[str, object]
+class _State(BulkState):
     spellings: _Spellings | None = None
     wrapper: bytes = b""  # the root's namespace prefixes, declared around an entry parsed on its own
     stack: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (kind, qname, code) of the open elements
     statement: _Statement | None = None  # open at the end of the last chunk
-    line_base: int = 0  # line breaks before the current chunk
-    record: int = 0
-    loaded: int = 0
     written: bool = False  # rows inserted or handed to the writer
 
 
@@ -348,11 +341,7 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
          run_id: str) -> tuple[int, int, str | None]:
     """Load one camt file; returns (rows loaded, rows quarantined, encoding: None like the reader). The caller
     owns the transaction."""
-    name = str(path)
-    params = {"file_hash": file_hash, "source_file": source_file, "reader": camt.NAME}
-    st = _State(name=name, con=con, params=params,
-                writer=RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=camt.NAME,
-                                    run_id=run_id))
+    st = _State.start(con, path, file_hash=file_hash, source_file=source_file, run_id=run_id, reader=camt.NAME)
     try:
         for buf, size, start, last in _chunks(path):
             _process(st, buf, size, start, last)

@@ -54,7 +54,7 @@ from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
 from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, string_heads, where
-from warehouse.load import RecordWriter
+from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
 
@@ -93,14 +93,7 @@ class _Unusual(Exception):
 
 
 @dataclass
-class _State:
-    name: str
-    con: duckdb.DuckDBPyConnection
-    writer: RecordWriter
-    params: dict[str, object]
-    line_base: int = 0  # lines before the current chunk
-    record: int = 0  # the reader's record counter
-    loaded: int = 0
+class _State(BulkState):
     accounts: dict[str, str] | None = None  # :25: -> own account (mt940._own_account)
 
 
@@ -110,9 +103,9 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
     name = str(path)
     with path.open("rb") as fh:
         encoding = text.detect(fh.read(text.SAMPLE_BYTES), name)
-    writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=mt940.NAME, run_id=run_id)
-    st = _State(name=name, con=con, writer=writer, accounts={},
-                params={"file_hash": file_hash, "source_file": source_file, "reader": mt940.NAME})
+    st = _State.start(con, path, file_hash=file_hash, source_file=source_file, run_id=run_id, reader=mt940.NAME,
+                      accounts={})
+    writer = st.writer
     try:
         for chunk in _chunks(path, encoding):
             _process(st, chunk)

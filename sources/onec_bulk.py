@@ -46,7 +46,7 @@ from clientbase.errors import ParseError
 from sources import onec
 from sources.base import BankTxn, Rejected
 from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, where
-from warehouse.load import RecordWriter
+from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
 _KNOWN_SPELLINGS = 1024  # line heads coded by an Enum cast
@@ -80,15 +80,9 @@ def _code(key: str) -> int:
 
 
 @dataclass
-class _State:
+class _State(BulkState):
     """What the reader knows between chunks."""
 
-    name: str
-    con: duckdb.DuckDBPyConnection
-    writer: RecordWriter
-    params: dict[str, object]
-    line_base: int = 0  # lines before the current buffer
-    record: int = 0  # the last record number given
     started_at: int = 0  # line of the last section opener (the reference keeps it after the section closes)
     finished: bool = False  # КонецФайла seen
     own: dict[str, int] = field(default_factory=dict)  # own account -> the line from which it is own
@@ -98,7 +92,6 @@ class _State:
     known: list[str] = field(default_factory=list)  # the line heads of known_dtype, in its order
     known_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # their line codes
     known_dtype: pl.Enum | None = None
-    loaded: int = 0
 
     def add_own(self, account: str, line: int) -> None:
         if account not in self.own:
@@ -117,9 +110,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
     """Load one 1C file; returns (rows loaded, rows quarantined, encoding). The caller owns the transaction."""
     name = str(path)
     encoding = onec.encoding_of(path)
-    writer = RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=onec.NAME, run_id=run_id)
-    st = _State(name=name, con=con, writer=writer,
-                params={"file_hash": file_hash, "source_file": source_file, "reader": onec.NAME})
+    st = _State.start(con, path, file_hash=file_hash, source_file=source_file, run_id=run_id, reader=onec.NAME)
+    writer = st.writer
     carry = b""
     for data, last, error in _chunks(path, encoding, name):
         carry = _process(st, carry + data, last or error is not None)

@@ -173,6 +173,29 @@ class RecordWriter:
             buffer.flush()
 
 
+@dataclass
+class BulkState:
+    """What a set-based fast path (``sources/*_bulk.py``) carries while it loads one file chunk by chunk: the file's
+    name for messages, the connection, a ``RecordWriter`` for the records it hands to its reference code, the bound
+    parameters of its own INSERTs, and its counters. Each fast path extends it with what its format needs."""
+
+    name: str
+    con: duckdb.DuckDBPyConnection
+    writer: RecordWriter
+    params: dict[str, object]
+    line_base: int = 0  # line breaks before the current chunk
+    record: int = 0  # the last record number given
+    loaded: int = 0  # rows the fast path inserted itself (the writer counts its own)
+
+    @classmethod
+    def start(cls, con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_file: str, run_id: str,
+              reader: str, **state):
+        return cls(name=str(path), con=con, **state,
+                   writer=RecordWriter(con, file_hash=file_hash, source_file=source_file, reader=reader,
+                                       run_id=run_id),
+                   params={"file_hash": file_hash, "source_file": source_file, "reader": reader})
+
+
 def ingest_records(
     con: duckdb.DuckDBPyConnection,
     records: Iterable[object],
