@@ -584,8 +584,6 @@ class MonthJob:
     inputs: str | None  # directory with the month's client_month.INPUTS as parquet files (None: carried over)
     fingerprint: str  # of the month's inputs (month_fingerprint)
     previous_file: str | None  # the published version's file of this month, if any
-    previous_fingerprint: str | None  # and the fingerprint of the inputs it was computed from
-    force: bool  # backfill: recompute even when the fingerprint is unchanged
 
 
 @dataclass(frozen=True)
@@ -687,8 +685,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
         if folder is not None:
             dirty.append((month, folder))
         jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder) if folder is not None else None,
-                             fingerprint=fingerprint, previous_file=old_file,
-                             previous_fingerprint=fingerprints.get(name), force=months is not None))
+                             fingerprint=fingerprint, previous_file=old_file))
     # only the months to compute get their input partition written (an increment: the few months it touched)
     wanted = pl.Series([month for month, _ in dirty], dtype=pl.Date)
     for name, frame in collected.items():
@@ -731,7 +728,7 @@ def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> M
     target.unlink(missing_ok=True)  # a retried task starts clean
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if job.inputs is None:
-        assert job.previous_file is not None and job.previous_fingerprint == fingerprint and not job.force
+        assert job.previous_file is not None
         try:
             os.link(job.previous_file, target)
         except OSError:
