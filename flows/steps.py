@@ -391,9 +391,9 @@ def _crm_clients(con: duckdb.DuckDBPyConnection, manifest: pl.LazyFrame) -> pl.L
     return staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy() if raw_clients.height else None
 
 
-def _own_account_keys(labelled: pl.DataFrame) -> list[str]:
+def _own_account_keys(labelled: pl.LazyFrame) -> list[str]:
     """The accounts statements were issued for (normalised), as label_counterparties counts them own."""
-    return sorted(labelled["_own"].drop_nulls().unique().to_list())
+    return sorted(labelled.select(pl.col("_own").drop_nulls().unique()).collect()["_own"].to_list())
 
 
 def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, list[str]]:
@@ -417,19 +417,24 @@ def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, li
             raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
                        for entity, _, _ in crm_steps}
             raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
-        keyed = staging.dedupe_transactions(staging.transaction_keys(raw), manifest).collect()
-        labelled = staging.label_counterparties(
-            keyed.lazy(), own_accounts=cfg.own_accounts, excluded_ids=cfg.excluded_counterparty_ids,
-            excluded_keywords=cfg.excluded_purpose_keywords).collect()
-        del keyed
+        # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file to
+        # a file of their own (in memory, the raw table was held twice: as read, and gathered in staging order)
+        kept = staging.kept_raw_rows(raw, manifest).collect()
+        in_raw_order = kept.select(pl.col("_row").diff().fill_null(1).gt(0).all()).item()
+        staging.gather_kept(raw, kept.lazy(), in_raw_order=in_raw_order).sink_parquet(scratch / "keyed.parquet")
+        del kept
+        staging.label_counterparties(
+            pl.scan_parquet(scratch / "keyed.parquet"), own_accounts=cfg.own_accounts,
+            excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords,
+        ).sink_parquet(scratch / "labelled.parquet")
+        labelled = pl.scan_parquet(scratch / "labelled.parquet")
         own_accounts = _own_account_keys(labelled)
-        client_match = identity.resolve(staging.counterparties(labelled.lazy()), crm_clients, overrides,
+        client_match = identity.resolve(staging.counterparties(labelled), crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
-        staging.classify(labelled.lazy(), client_match.lazy(), reporting_currency=settings.reporting_currency,
+        staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
                          fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
                          ).sink_parquet(staged_files["staging.bank_transaction"])
-        del labelled
         staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
         rows_staged = staged.select(pl.len()).collect().item()
         clients = staging.stage_clients(staged, crm_clients).collect()
@@ -493,7 +498,7 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
         decided.filter(~pl.col("_staged")).drop("_staged").lazy(),
         own_accounts=[*cfg.own_accounts, *state["own_accounts"]], excluded_ids=cfg.excluded_counterparty_ids,
         excluded_keywords=cfg.excluded_purpose_keywords).collect()
-    own_accounts = _own_account_keys(labelled)
+    own_accounts = _own_account_keys(labelled.lazy())
     new_own = sorted(set(own_accounts) - set(state["own_accounts"]))
     if new_own and staged.filter(pl.col("category") != m.OWN_TRANSFER).select(
             m.normalise_account(pl.col("counterparty_account")).is_in(new_own).any()).collect().item():

@@ -73,6 +73,30 @@ def test_daily_report_and_monthly_statement_keep_the_booked_copy():
         ("R1", "BOOK", "camt053"), ("R2", "BOOK", "camt053")]
 
 
+def test_rebuild_dedupe_from_key_columns_equals_the_whole_dedupe():
+    """kept_raw_rows + gather_kept (the rebuild's narrow decision, then the wide rows) give exactly the rows,
+    keys and order of dedupe_transactions, whether the raw table is in ingest order or not."""
+    twin = {"amount": 99, "counterparty_name": "ACME", "purpose": "rent"}
+    rows = [{"file_hash": "a", **twin}, {"file_hash": "a", **twin, "end_to_end_id": "NOTPROVIDED"},
+            {"file_hash": "b", **twin}, {"file_hash": "b", **twin},
+            {"file_hash": "a", "amount": 70, "bank_reference": "R1", "status": "PDNG", "end_to_end_id": "E7"},
+            {"file_hash": "b", "amount": 70, "bank_reference": "R1", "purpose": "booked copy",
+             "end_to_end_id": "E6"},
+            {"file_hash": "c", "amount": 100, "counterparty_name": "ACME GMBH"},
+            {"file_hash": "b", "amount": 100, "bank_reference": "R9"}]
+    frame = raw([{"record_number": i, **r} for i, r in enumerate(rows, start=1)]).collect()
+    for order in (list(range(len(rows))), [5, 2, 7, 0, 6, 1, 4, 3]):
+        table = frame[order].lazy()
+        expected = staging.dedupe_transactions(staging.transaction_keys(table), manifest("a", "b", "c")).collect()
+        kept = staging.kept_raw_rows(table, manifest("a", "b", "c")).collect()
+        in_raw_order = bool(kept["_row"].is_sorted())
+        assert in_raw_order == (order == sorted(order))
+        got = staging.gather_kept(table, kept.lazy(), in_raw_order=in_raw_order).collect()
+        assert got.equals(expected)
+        assert got.select("file_hash", "record_number", "end_to_end_id").rows() == [
+            ("a", 1, None), ("a", 2, None), ("b", 6, "E6"), ("b", 8, None)]  # c's row: b's R9 without reference
+
+
 def crm_clients() -> pl.LazyFrame:
     raw_clients = pl.LazyFrame({
         "file_hash": ["c", "c"], "record_number": [1, 2], "client_id": ["C1", "C2"], "name": ["Müller GmbH", "Baltic UAB"],

@@ -33,15 +33,27 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
       the same day exported twice — as camt.052 and camt.053, or as camt and a CSV without references —
       collapses to one.
     """
+    return _keys(raw.with_columns(end_to_end_id=_end_to_end_id()))
+
+
+def _end_to_end_id() -> pl.Expr:
+    """Banks write this placeholder when the payer gave no end-to-end id."""
+    return pl.when(pl.col("end_to_end_id").str.to_uppercase() != "NOTPROVIDED").then(pl.col("end_to_end_id"))
+
+
+KEY_COLUMNS = ("txn_key", "key_method", "fingerprint")  # what transaction_keys derives for dedupe
+# the raw columns the keys and the dedupe decision read
+KEY_INPUTS = ("file_hash", "record_number", "own_account", "booking_date", "amount", "currency", "bank_reference",
+              "status")
+
+
+def _keys(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """``KEY_COLUMNS`` added to ``raw`` (in its row order), from ``KEY_INPUTS`` only."""
     account = m.normalise_account(pl.col("own_account"))
     amount = pl.col("amount").cast(pl.String)
     day = pl.col("booking_date").cast(pl.String)
     return (
-        raw.with_columns(  # banks write this placeholder when the payer gave no end-to-end id
-            end_to_end_id=pl.when(pl.col("end_to_end_id").str.to_uppercase() != "NOTPROVIDED")
-            .then(pl.col("end_to_end_id")),
-            _account=account,
-        )
+        raw.with_columns(_account=account)
         .with_columns(_occurrence=pl.int_range(pl.len()).over(
             ["file_hash", "_account", "booking_date", "amount", "currency"], order_by="record_number"))
         .with_columns(
@@ -59,9 +71,6 @@ def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-KEY_COLUMNS = ("txn_key", "key_method", "fingerprint")  # what transaction_keys derives for dedupe
-
-
 def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """One row per transaction, deterministically: booked copies beat pending ones, then the earliest-ingested
     file wins, then the first record.
@@ -71,6 +80,13 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
     """
     # decide on the narrow key columns only, then gather the wide rows once, in the final order
     keyed = keyed.with_row_index("_row")
+    # the keys come along with the kept rows, so the wide side never computes them (nor their window) again
+    return (_kept(keyed, manifest).join(keyed.drop(*KEY_COLUMNS), on="_row", how="left", maintain_order="left")
+            .select(keyed.drop("_row").collect_schema().names()))
+
+
+def _kept(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """The dedupe decision: ``_row`` and ``KEY_COLUMNS`` of the rows kept, in staging order."""
     ordered = (
         keyed.select("_row", "txn_key", "key_method", "fingerprint", "file_hash", "status", "record_number")
         .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
@@ -82,15 +98,33 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
         .select("fingerprint", pl.col("file_hash").alias("_ref_file"))
         .unique(subset="fingerprint", keep="first", maintain_order=True)
     )
-    kept = (
+    return (
         by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
         .filter((pl.col("key_method") == "bank_reference") | pl.col("_ref_file").is_null()
                 | (pl.col("_ref_file") == pl.col("file_hash")))
         .sort("ingest_seq", "record_number").select("_row", *KEY_COLUMNS)
     )
-    # the keys come along with the kept rows, so the wide side never computes them (nor their window) again
-    return (kept.join(keyed.drop(*KEY_COLUMNS), on="_row", how="left", maintain_order="left")
-            .select(keyed.drop("_row").collect_schema().names()))
+
+
+def kept_raw_rows(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """``dedupe_transactions(transaction_keys(raw))``'s decision for a whole raw table, computed from
+    ``KEY_INPUTS`` alone: ``_row`` (the kept row's position in ``raw``) and its ``KEY_COLUMNS``, in staging
+    order. Narrow, so a rebuild never holds the raw table's wide columns while it decides (``gather_kept``
+    fetches them)."""
+    return _kept(_keys(raw.select(KEY_INPUTS)).with_row_index("_row"), manifest)
+
+
+def gather_kept(raw: pl.LazyFrame, kept: pl.LazyFrame, *, in_raw_order: bool) -> pl.LazyFrame:
+    """The rows of ``raw`` that ``kept`` (``kept_raw_rows``) names, with their keys, in ``kept``'s order: equal
+    to ``dedupe_transactions(transaction_keys(raw), manifest)``.
+
+    ``in_raw_order``: ``kept``'s ``_row`` increases (the raw table is in ingest and record order, as ingestion
+    writes it), so raw order is the staging order and the join streams; else the joined rows are sorted by
+    their position in ``kept`` (in memory)."""
+    names = transaction_keys(raw).collect_schema().names()
+    joined = raw.with_row_index("_row").with_columns(end_to_end_id=_end_to_end_id()).join(
+        kept.with_row_index("_position"), on="_row", how="inner", maintain_order="left")
+    return (joined if in_raw_order else joined.sort("_position")).select(names)
 
 
 def related_staged(staged: pl.LazyFrame, new_keyed: pl.LazyFrame) -> pl.LazyFrame:
@@ -243,13 +277,13 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
         match_method=pl.when(is_crm).then(pl.col("_method"))
         .when(pl.col("counterparty_key").is_not_null()).then(pl.lit("bank_counterparty")),
     )
-    has_paid_us = (
-        ((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).any().over("client_id")
-    )
+    # clients who paid us: an aggregate joined back (not a window over client_id), so the plan streams
+    payers = frame.filter((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).select("client_id")
     if paid_before is not None:
-        frame = frame.join(paid_before.select("client_id").unique().with_columns(_paid_before=pl.lit(True)),
-                           on="client_id", how="left", maintain_order="left")
-        has_paid_us = has_paid_us | pl.col("_paid_before").fill_null(False)
+        payers = pl.concat([payers, paid_before.select("client_id")])
+    frame = frame.join(payers.unique().with_columns(_has_paid_us=pl.lit(True)), on="client_id", how="left",
+                       maintain_order="left")
+    has_paid_us = pl.col("_has_paid_us").fill_null(False)
     category = (
         pl.when(pl.col("_own_transfer")).then(pl.lit(m.OWN_TRANSFER))
         .when(pl.col("_excluded")).then(pl.lit(m.EXCLUDED))
