@@ -777,7 +777,8 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
     ladder = behaviour.ladder_history(months_all.lazy(), payments, clients, as_of=as_of,
-                                      window_days=settings.activity_window_days, xyz_frame=regularity).collect()
+                                      window_days=settings.activity_window_days, xyz_frame=regularity,
+                                      first=first).collect()
     scorecard = client_scorecard.build(
         months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
@@ -794,7 +795,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
     retention = (behaviour.retention(payments, behaviour.periods(first_payment.replace(day=1), window[1]),
-                                     window_days=settings.activity_window_days)
+                                     window_days=settings.activity_window_days, first=first)
                  if first_payment is not None else pl.LazyFrame(schema={
                      c: t for c, (t, _) in retention_period.SCHEMA.items()}))
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()

@@ -67,7 +67,8 @@ def periods(first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
                         orient="row")
 
 
-def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days: int) -> pl.LazyFrame:
+def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days: int,
+              first: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Per period: S, E, N, CRR, churned, reactivated, churn rate, gross and net revenue retention.
 
     S: clients active at the end of the day before the period; E: active at its last day; N: clients whose
@@ -77,11 +78,13 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
     quarter or year): net = sum(now) / sum(before); gross = sum(min(now, before)) / sum(before).
 
     Each client's activity on the periods' boundary days is one bit per day (``_ActiveDays``), so the counts
-    are sums over one row per client instead of joins over one row per client per period.
+    are sums over one row per client instead of joins over one row per client per period. ``first``:
+    ``first_purchases(payments)`` when the caller has it already (computed here otherwise).
     """
     bounds = period_frame.collect().with_columns(_before=pl.col("period_start") - dt.timedelta(days=1))
     days = _ActiveDays(sorted({*bounds["_before"], *bounds["period_end"]}))
-    clients = days.active_bits(payments, window_days=window_days).join(first_purchases(payments), on="client_id")
+    first = first_purchases(payments) if first is None else first
+    clients = days.active_bits(payments, window_days=window_days).join(first, on="client_id")
     counts = []
     for period in bounds.iter_rows(named=True):
         s, e = days.bit(period["_before"]), days.bit(period["period_end"])
@@ -308,14 +311,16 @@ def ladder_stage(purchases_total: pl.Expr, months_bought_6: pl.Expr, regular_by_
 
 
 def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: pl.LazyFrame, *,
-                   as_of: dt.date, window_days: int, xyz_frame: pl.LazyFrame | None = None) -> pl.LazyFrame:
+                   as_of: dt.date, window_days: int, xyz_frame: pl.LazyFrame | None = None,
+                   first: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """client_id, month, step, step_with_xyz: each client's ladder step at the end of every month from its
     first purchase to as-of. ``step`` uses the 3-of-6-months rule for 'regular' (the same rule every month, so
     moves are comparable); ``step_with_xyz`` also counts XYZ class X or Y as regular (``xyz_frame``: client_id,
-    xyz — an as-of measure, so only its as-of month is meaningful: the scorecard's ladder stage)."""
+    xyz — an as-of measure, so only its as-of month is meaningful: the scorecard's ladder stage). ``first``:
+    ``first_purchases(payments)`` when the caller has it already (computed here otherwise)."""
     month_end = pl.col("month").dt.offset_by("1mo") - dt.timedelta(days=1)
     last_month = as_of.replace(day=1)
-    first = first_purchases(payments)
+    first = first_purchases(payments) if first is None else first
     grid = (first.with_columns(month=pl.date_ranges(pl.col("first_payment").dt.truncate("1mo"), pl.lit(last_month),
                                                     interval="1mo"))
             .explode("month").select("client_id", "month"))
