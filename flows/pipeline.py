@@ -147,7 +147,8 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
         stage_stats = stage(settings)
         logger.info("staged %d transactions (%d duplicates dropped), %d clients; staging %s", stage_stats.rows_staged,
                     stage_stats.duplicates, stage_stats.clients,
-                    "kept" if stage_stats.skipped else "appended to" if stage_stats.appended else "rebuilt")
+                    "kept" if stage_stats.skipped else "appended to" if stage_stats.appended
+                    else "reclassified" if stage_stats.reclassified else "rebuilt")
         fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
         gate_staged(settings, run_id)
         summary["gates"]["staged"] = "passed"

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -267,6 +267,9 @@ class StageStats:
     clients: int
     skipped: bool = False  # the inputs were those of the staging on disk: nothing was recomputed
     appended: bool = False  # only new bank files: their rows were staged and appended, nothing else recomputed
+    # only new CRM files: the staged bank rows (the dedupe reads no CRM data) were labelled, resolved and classified
+    # again against the new clients; the CRM tables were rebuilt
+    reclassified: bool = False
 
 
 STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.invoice",
@@ -329,8 +332,11 @@ def stage(settings: Settings) -> StageStats:
     - nothing staging depends on changed since the staging on disk was built (no new file; same settings, FX
       rates, overrides and code: ``stage_fingerprint``): kept as it is;
     - only bank files arrived since: their rows are staged against the staged ones and appended as a new part
-      (``_append``), unless they change staged rows, which it detects; then, and for anything else, a rebuild
-      from the whole raw layer (``_restage``).
+      (``_append``), unless they change staged rows, which it detects;
+    - only CRM files arrived since: the bank side is rebuilt from the staged bank rows instead of the raw layer
+      (``_restage(staged_bank=True)``): the dedupe reads no CRM data and the staged rows are exactly the rows it
+      keeps, so only what the new clients change (labels, matches, categories, clients) is recomputed;
+    - anything else: a rebuild from the whole raw layer (``_restage``).
 
     The state file is removed before any staging file changes and written after the last one, so a run killed in
     between always rebuilds."""
@@ -349,8 +355,13 @@ def stage(settings: Settings) -> StageStats:
         new = manifest.slice(len(done))
         if files[:len(done)] != done:
             reason = "files were removed from the raw layer"
+        elif new["kind"].eq("crm").all():
+            log.info("only new CRM files: the staged bank rows are classified again, the CRM tables rebuilt")
+            state_path.unlink()
+            stats, own_accounts = _restage(settings, manifest.lazy(), staged_bank=True)
+            built = replace(stats, reclassified=True), own_accounts
         elif not new["kind"].eq("bank").all():
-            reason = "new CRM files"
+            reason = "new bank and CRM files"
         else:
             state_path.unlink()
             appended = _append(settings, manifest.lazy(), new["file_hash"].to_list(), state)
@@ -362,7 +373,7 @@ def stage(settings: Settings) -> StageStats:
     stats, own_accounts = built
     state_path.write_text(json.dumps({"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
                                       "stats": {k: v for k, v in asdict(stats).items()
-                                                if k not in ("skipped", "appended")}},
+                                                if k not in ("skipped", "appended", "reclassified")}},
                                      indent=1) + "\n", encoding="utf-8")
     return stats
 
@@ -396,7 +407,9 @@ def _own_account_keys(labelled: pl.LazyFrame) -> list[str]:
     return sorted(labelled.select(pl.col("_own").drop_nulls().unique()).collect()["_own"].to_list())
 
 
-def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, list[str]]:
+def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = False) -> tuple[StageStats, list[str]]:
+    """Every staging table from the raw layer; with ``staged_bank``, the bank rows the dedupe keeps are taken from
+    the staged bank table (valid while no bank file arrived since it was built) instead of deduplicated again."""
     cfg = settings.classification
     fx_rates, overrides = _stage_lookups(settings)
     # big frames go through parquet files in a scratch folder: DuckDB streams the raw tables out (and its
@@ -413,18 +426,25 @@ def _restage(settings: Settings, manifest: pl.LazyFrame) -> tuple[StageStats, li
     try:
         with connect(settings.warehouse_path) as con:
             crm_clients = _crm_clients(con, manifest)
-            raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
+            if not staged_bank:
+                raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
             raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
                        for entity, _, _ in crm_steps}
             raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
-        # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file to
-        # a file of their own (in memory, the raw table was held twice: as read, and gathered in staging order)
-        kept = staging.kept_raw_rows(raw, manifest).collect()
-        in_raw_order = kept.select(pl.col("_row").diff().fill_null(1).gt(0).all()).item()
-        staging.gather_kept(raw, kept.lazy(), in_raw_order=in_raw_order).sink_parquet(scratch / "keyed.parquet")
-        del kept
+        if staged_bank:  # in staging order, with their keys; what classify adds is computed again below
+            keyed = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction")).drop(
+                *staging.CLASSIFIED_COLUMNS)
+        else:
+            # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file
+            # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
+            # order)
+            kept = staging.kept_raw_rows(raw, manifest).collect()
+            in_raw_order = kept.select(pl.col("_row").diff().fill_null(1).gt(0).all()).item()
+            staging.gather_kept(raw, kept.lazy(), in_raw_order=in_raw_order).sink_parquet(scratch / "keyed.parquet")
+            del kept
+            keyed = pl.scan_parquet(scratch / "keyed.parquet")
         staging.label_counterparties(
-            pl.scan_parquet(scratch / "keyed.parquet"), own_accounts=cfg.own_accounts,
+            keyed, own_accounts=cfg.own_accounts,
             excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords,
         ).sink_parquet(scratch / "labelled.parquet")
         labelled = pl.scan_parquet(scratch / "labelled.parquet")

@@ -140,6 +140,33 @@ def test_a_refund_to_a_staged_payer_is_appended(tmp_path):
     assert_same(got, want)
 
 
+def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
+    """A new CRM dump (the usual night) re-resolves and re-classifies the staged bank rows instead of deduplicating
+    the raw layer again: the same staging as a rebuild, with the new client matched."""
+    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3), (0, 4, 70, True, None, 2)]]
+    dump = CRM + "C2,Nord Handel AG,,,retail,M,EU,fair,2024-02-01,M01,,false,false,false,false,7,0.3,false,customer\n"
+    inc, full = tmp_path / "inc", tmp_path / "full"
+    ingest(inc, files, crm=True)
+    steps.stage(load_settings(inc))
+    for home in (inc, full):
+        (home / "inbox" / "crm").mkdir(parents=True, exist_ok=True)
+        (home / "inbox" / "crm" / "clients_2.csv").write_text(dump, encoding="utf-8")
+    ingest(inc, [], crm=False)
+    with caplog.at_level(logging.INFO, logger="clientbase"):
+        stats = steps.stage(load_settings(inc))
+    ingest(full, files, crm=True)
+    steps.stage(load_settings(full))
+    got, want = staging_tables(inc), staging_tables(full)
+    assert stats.reclassified and not stats.appended and not stats.skipped
+    assert "only new CRM files" in caplog.text and "restaging" not in caplog.text
+    assert (stats.rows_raw_total, stats.rows_staged, stats.clients) == (4, 4, want["staging.client"].height)
+    assert got["staging.bank_transaction"].select("client_id", "match_method", "amount").rows() == [
+        ("C1", "name_exact", 500), (None, None, -20), ("C2", "name_exact", 70), ("C2", "name_exact", 70)]
+    assert_same(got, want)
+    # and the next run with nothing new keeps it
+    assert steps.stage(load_settings(inc)).skipped
+
+
 ENTRY = st.tuples(st.integers(0, 2), st.integers(1, 3), st.sampled_from([-40, 100, 500]), st.booleans(),
                   st.none() | st.integers(1, 4), st.integers(0, len(PARTIES) - 1))
 

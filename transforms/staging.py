@@ -22,6 +22,10 @@ STAGED_BANK_COLUMNS = (
     "category", "client_id", "match_method", "file_hash", "source_file", "record_number",
 )
 
+# what label_counterparties and classify add to the deduplicated rows (the rest of a staged row is the raw row and
+# its keys)
+CLASSIFIED_COLUMNS = ("fx_rate", "amount_reporting", "counterparty_key", "category", "client_id", "match_method")
+
 
 def transaction_keys(raw: pl.LazyFrame) -> pl.LazyFrame:
     """Two keys per transaction, the same whichever file (or format) it arrived in.
