@@ -11,7 +11,8 @@
 2. Ours: the plain step functions of flows/steps.py in the order of flows/pipeline.py::run_pipeline (discover,
    ingest each file, gate raw, stage, gate staged, build marts, gate marts, publish, report; no Prefect), in a
    fresh process and HOME, with wall time and peak RSS (psutil, sampled every 50 ms) per stage.
-3. Increment: the one-day file added to that HOME's inbox and the pipeline run again in a fresh process.
+3. Increment: the one-day file added to that HOME's inbox and the pipeline run again in a fresh process; then a
+   CRM dump alone (the clients re-exported with one change, ``crm_dump``), as a CRM's nightly export brings it.
 4. DuckDB reference: bare SQL from the same inbox files (read_csv -> dedupe -> classify -> client_month ->
    scorecard ABC, XYZ, cohorts, monthly retention), reusing bench/marts.py's SQL.
 5. pandas reference: the same marts in straightforward pandas (``--skip-pandas`` to leave it out).
@@ -251,6 +252,22 @@ def cached_inputs(n: int, seed: int) -> tuple[Path, dict]:
     (tmp / "manifest.json").write_text(json.dumps(counts, indent=1))
     tmp.rename(root)
     return root, counts
+
+
+def crm_dump(root: Path) -> Path:
+    """The next night's CRM dump for the cached inputs under ``root``: the clients re-exported with one change (the
+    last client moved to another region), as a CRM system's nightly export brings them. Written once, next to the
+    cached inputs; returns its inbox folder."""
+    folder = root / "crm_dump"
+    target = folder / "crm" / f"clients_{AS_OF + dt.timedelta(days=1)}.csv"
+    if not target.is_file():
+        clients = pl.read_csv(root / "inbox" / "crm" / "clients.csv", infer_schema=False)
+        changed = clients.with_columns(
+            region=pl.when(pl.int_range(pl.len()) == pl.len() - 1).then(pl.lit("XX")).otherwise(pl.col("region")))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        changed.write_csv(target.with_suffix(".tmp"))
+        target.with_suffix(".tmp").rename(target)
+    return folder
 
 
 # ---- measuring -----------------------------------------------------------------------------------------------
@@ -709,7 +726,7 @@ def main() -> None:
                                                               "the best (fastest) run of each is reported")
     parser.add_argument("--skip-pandas", action="store_true")
     parser.add_argument("--skip-reference", action="store_true", help="skip the DuckDB reference too (100M)")
-    parser.add_argument("--skip-increment", action="store_true", help="skip the one-day increment run")
+    parser.add_argument("--skip-increment", action="store_true", help="skip the one-day increment and CRM-dump runs")
     parser.add_argument("--max-rss-gb", type=float, default=round(_memory_gb() * 0.75, 1),
                         help="stop an implementation whose RSS passes this (default: 75%% of the machine's memory)")
     parser.add_argument("--generate-only", action="store_true")
@@ -729,7 +746,7 @@ def main() -> None:
           f"{counts['bytes'] / 1e9:.2f} GB; generated in {counts['generate_s']} s)")
     if args.generate_only:
         return
-    runs: dict[str, list[dict]] = {"ours": [], "increment": [], "duckdb": [], "pandas": []}
+    runs: dict[str, list[dict]] = {"ours": [], "increment": [], "crm_dump": [], "duckdb": [], "pandas": []}
     work = OUT / f"run_n{n}"
     log = OUT / f"runs_{n}.jsonl"
     log.unlink(missing_ok=True)
@@ -742,6 +759,9 @@ def main() -> None:
         if not args.skip_increment and "failed" not in runs["ours"][-1]:
             _link_inbox(inbox, root / "increment")
             runs["increment"].append(_spawn("ours", inbox, home, log, limit))
+            if "failed" not in runs["increment"][-1]:  # then the next night brings only a CRM dump
+                _link_inbox(inbox, crm_dump(root))
+                runs["crm_dump"].append(_spawn("ours", inbox, home, log, limit))
         full_inbox = root / "inbox"
         if not args.skip_reference:
             runs["duckdb"].append(_spawn("duckdb", full_inbox, log=log, max_rss_gb=limit))
@@ -756,6 +776,7 @@ def main() -> None:
     failed = {k: max(v, key=lambda r: r["seconds"]) for k, v in runs.items() if v and not done[k]}
     print()
     for name, title in (("ours", "ours (pipeline steps, full run)"), ("increment", "ours, one-day increment"),
+                        ("crm_dump", "ours, then a CRM dump alone (clients re-exported, one changed)"),
                         ("duckdb", "DuckDB SQL reference"), ("pandas", "pandas reference")):
         if name in best:
             print(_table(title, best[name]))
@@ -783,6 +804,9 @@ def main() -> None:
     if "increment" in best:
         inc_s = best["increment"]["seconds"]
         checks.append(("increment / full run", inc_s / ours_s, "<= 0.05", inc_s / ours_s <= 0.05))
+    if "crm_dump" in best:  # no target of its own: the nightly increment when the CRM exports every night
+        dump_s = best["crm_dump"]["seconds"]
+        checks.append(("CRM-dump night / full run", dump_s / ours_s, "(none)", None))
     if "duckdb" in best:
         ratio = ours_s / best["duckdb"]["seconds"]
         checks.insert(0, ("ours / DuckDB reference" + bound, ratio, "<= 1.5", ratio <= 1.5 and not bound))
@@ -793,7 +817,7 @@ def main() -> None:
                    ours["peak_rss_gb"] < 24 and not bound))
     print("\ntargets (the issue states them for 10M; increment and memory for 100M):")
     for name, value, target, ok in checks:
-        print(f"  {name:28} {value:8.2f}   target {target:16} {'PASS' if ok else 'FAIL'}")
+        print(f"  {name:28} {value:8.2f}   target {target:16} {'' if ok is None else 'PASS' if ok else 'FAIL'}")
     result = {"transactions": n, "seed": args.seed, "repeat": args.repeat, "date": dt.date.today().isoformat(),
               "machine": {"cores": os.cpu_count(), "memory_gb": round(_memory_gb(), 1)}, "inputs": counts,
               "best": best, "failed": failed, "runs": runs,

@@ -60,3 +60,19 @@ def test_bank_files_take_the_bulk_csv_path(tmp_path):
 def test_months_cover_the_history():
     months = pipeline._months()
     assert months[0] == pipeline.START and months[-1] == dt.date(2026, 10, 1) and len(months) == 36
+
+
+def test_crm_dump_is_the_clients_with_one_change(tmp_path):
+    pipeline.generate(tmp_path, N, seed=1)
+    folder = pipeline.crm_dump(tmp_path)
+    dump = folder / "crm" / f"clients_{pipeline.AS_OF + dt.timedelta(days=1)}.csv"
+    assert [p.name for p in folder.rglob("*") if p.is_file()] == [dump.name]
+    before = pl.read_csv(tmp_path / "inbox" / "crm" / "clients.csv", infer_schema=False)
+    after = pl.read_csv(dump, infer_schema=False)
+    assert after.columns == before.columns and after.height == before.height
+    changed = before.with_row_index().join(after.with_row_index(), on="index").filter(
+        pl.col("region") != pl.col("region_right"))
+    assert changed.select("client_id", "region_right").rows() == [(before["client_id"][-1], "XX")]
+    assert registry.detect(dump, "crm").NAME == "crm"
+    written = dump.stat().st_mtime_ns
+    assert pipeline.crm_dump(tmp_path) == folder and dump.stat().st_mtime_ns == written  # written once, then kept
