@@ -439,8 +439,8 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
             # order)
             kept = staging.kept_raw_rows(raw, manifest).collect()
-            in_raw_order = kept.select(pl.col("_row").diff().fill_null(1).gt(0).all()).item()
-            staging.gather_kept(raw, kept.lazy(), in_raw_order=in_raw_order).sink_parquet(scratch / "keyed.parquet")
+            staging.gather_kept(raw, kept.lazy(), in_raw_order=kept["_row"].is_sorted()).sink_parquet(
+                scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
         staging.label_counterparties(
