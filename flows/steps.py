@@ -443,11 +443,11 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
                 scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
-        staging.label_counterparties(
+        # not materialised: the own accounts and the counterparties read a few columns of it, classify streams it
+        # to the staged file (labelling twice is cheaper than writing and reading 10M wide rows)
+        labelled = staging.label_counterparties(
             keyed, own_accounts=cfg.own_accounts,
-            excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords,
-        ).sink_parquet(scratch / "labelled.parquet")
-        labelled = pl.scan_parquet(scratch / "labelled.parquet")
+            excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
         own_accounts = _own_account_keys(labelled)
         client_match = identity.resolve(staging.counterparties(labelled), crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
