@@ -114,8 +114,12 @@ def kept_raw_rows(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """``dedupe_transactions(transaction_keys(raw))``'s decision for a whole raw table, computed from
     ``KEY_INPUTS`` alone: ``_row`` (the kept row's position in ``raw``) and its ``KEY_COLUMNS``, in staging
     order. Narrow, so a rebuild never holds the raw table's wide columns while it decides (``gather_kept``
-    fetches them)."""
-    return _kept(_keys(raw.select(KEY_INPUTS)).with_row_index("_row"), manifest)
+    fetches them); the 64-character file hashes are categorical here (the same decision: they are only grouped,
+    joined and compared; 10M rows: 6.3 -> 4.6 GB)."""
+    def coded(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame.with_columns(pl.col("file_hash").cast(pl.Categorical))
+
+    return _kept(_keys(coded(raw.select(KEY_INPUTS))).with_row_index("_row"), coded(manifest))
 
 
 def gather_kept(raw: pl.LazyFrame, kept: pl.LazyFrame, *, in_raw_order: bool) -> pl.LazyFrame:
