@@ -265,8 +265,9 @@ def crm_dump(root: Path) -> Path:
         changed = clients.with_columns(
             region=pl.when(pl.int_range(pl.len()) == pl.len() - 1).then(pl.lit("XX")).otherwise(pl.col("region")))
         target.parent.mkdir(parents=True, exist_ok=True)
-        changed.write_csv(target.with_suffix(".tmp"))
-        target.with_suffix(".tmp").rename(target)
+        partial = root / f"{target.name}.partial"  # outside the inbox folder: a crash leaves nothing to ingest there
+        changed.write_csv(partial)
+        partial.rename(target)
     return folder
 
 
