@@ -106,6 +106,7 @@ for _name in camt.CONTAINERS:
 for _path, _state in _STATES.items():
     if _path:
         _NEXT[_STATES[_path[:-1]], _CODE[_path[-1]]] = _state
+_NEXT_FLAT = _NEXT.ravel()  # a view: _NEXT is filled below
 _EXPECTED = np.full(len(_NAMES) + 1, -1, np.int16)  # elements the reference reacts to, wherever they are: only here
 _EXPECTED[[_CODE[n] for n in camt.CONTAINERS]] = _CONTAINER
 _EXPECTED[_CODE["Bal"]], _EXPECTED[_CODE["Ntry"]] = _STATES[_BAL], _STATES[_NTRY]
@@ -531,12 +532,12 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
     bounds = np.concatenate(([0], np.cumsum(np.bincount(level))))
     state = np.zeros(n, np.int16)
     top = order[bounds[0]:bounds[1]]
-    state[top] = _NEXT[_START, code[top]]
+    state[top] = _NEXT[_START].take(code[top])
     for lv in range(1, len(bounds) - 1):
         seg = slice(bounds[lv], bounds[lv + 1])
         at = order[seg]
-        state[at] = _NEXT[state[parent[seg]], code[at]]
-    expected = _EXPECTED[code]
+        state[at] = _NEXT_FLAT.take(state.take(parent[seg]).astype(np.intp) * _NEXT.shape[1] + code.take(at))
+    expected = _EXPECTED.take(code)
     if ((expected >= 0) & (state != expected)).any() or (kind[state == _CONTAINER] == _EMPTY).any():
         raise _Fallback
     if not last:
@@ -562,14 +563,14 @@ class _Fields:
 
     def __init__(self, st: _State, buf: bytes, breaks: np.ndarray, tok: _Tokens):
         self.buf, self.tok, self.line_base = buf, tok, st.line_base
-        picked = np.flatnonzero(_PICKED[tok.state] & (tok.kind != _CLOSE))
+        picked = np.flatnonzero(_PICKED.take(tok.state) & (tok.kind != _CLOSE))
         states = tok.state[picked]
         order = np.argsort(states, kind="stable")
         self.picked, states = picked[order], states[order]  # by state, each in document order
         self.bounds = np.searchsorted(states, np.arange(len(_PICKED) + 1))
         self.openers = {scope: self.picked[self.bounds[s]:self.bounds[s + 1]] for scope, s in _SCOPE_OPENER.items()}
         self.item = np.zeros(len(picked), np.int64)  # the scope item (statement, balance, entry, split) of each
-        scope_of = _SCOPE_OF[states]
+        scope_of = _SCOPE_OF.take(states)
         for i, scope in enumerate(_SCOPES):
             at = np.flatnonzero(scope_of == i)
             self.item[at] = np.searchsorted(self.openers[scope], self.picked[at], "right") - 1
@@ -632,7 +633,7 @@ class _Fields:
         so their offsets ascend), decoded and cleaned where they need it."""
         tok = self.tok
         marked = np.zeros(len(tok.kind) + 1, bool)  # the last one stands for -1, no element
-        marked[:-1] = _READ[tok.state] & (tok.kind == _OPEN)
+        marked[:-1] = _READ.take(tok.state) & (tok.kind == _OPEN)
         unique = np.flatnonzero(marked)
         self.rank = np.cumsum(marked) - 1  # position of an element's text (see below for the others)
         texts = _views(self.buf, tok.words, tok.gt[unique] + 1, tok.lt[unique + 1])
@@ -652,7 +653,11 @@ class _Fields:
         if self.rank is None:
             self._read()
         out = {}
-        for source, keys in ((self.cleaned, [k for k in columns if k not in raw]), (self.decoded, raw)):
+        for k, tokens in columns.items():  # no such element anywhere in the chunk (most optional fields)
+            if not len(tokens) or tokens.max() < 0:
+                out[k] = pl.repeat(None, len(tokens), dtype=pl.String, eager=True)
+        for source, keys in ((self.cleaned, [k for k in columns if k not in raw and k not in out]),
+                             (self.decoded, [k for k in raw if k not in out])):
             if not keys:
                 continue
             tokens = np.concatenate([columns[k] for k in keys])
@@ -817,6 +822,13 @@ def _entries(f: _Fields, stm: _Statements) -> _Entries:
                     split_entry=tx_entry, split_line=tx_lines)
 
 
+def _gather(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    """``frame[rows]``, without the copy when rows are 0, 1, 2, ... (one split per entry, the usual case)."""
+    if len(rows) == frame.height and (not len(rows) or (rows[-1] == len(rows) - 1 and (np.diff(rows) == 1).all())):
+        return frame
+    return frame[rows]
+
+
 def _signed(amount: str, indicator: str) -> pl.Expr:
     value = pl.col(amount).cast(_MONEY, strict=False)  # NULL for rows that are not plain (not loaded)
     return pl.when(pl.col(indicator) == "DBIT").then(-value).otherwise(value)
@@ -858,7 +870,7 @@ def _splits(f: _Fields, txs: np.ndarray, tx_entry: np.ndarray, tx_lines: np.ndar
         "has1": columns["amount1"] >= 0, "has2": columns["amount2"] >= 0,
         "ccy1": f.ccy(columns["amount1"]), "ccy2": f.ccy(columns["amount2"]),
         "text": unstructured["text"].gather(pl.Series(at).set(pl.Series(at < 0), None)),
-    }).hstack(e.select(pl.col(c).alias(f"e_{c}") for c in entry_columns)[tx_entry]).lazy()
+    }).hstack(_gather(e.select(pl.col(c).alias(f"e_{c}") for c in entry_columns), tx_entry)).lazy()
     amount = (pl.when("has1").then("amount1").when("has2").then("amount2")
               .when(pl.col("e_n_tx") == 1).then("e_amount"))
     t = t.with_columns(
