@@ -290,7 +290,7 @@ class _Spellings:
         _, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
         ids = np.empty(len(first), np.int32)
         for u, i in enumerate(first.tolist()):
-            spelling = buf[starts[i]:ends[i]]
+            spelling = bytes(buf[starts[i]:ends[i]])
             sid = self.ids.get(spelling)
             if sid is None:
                 sid = self.ids[spelling] = len(self.props)
@@ -306,7 +306,7 @@ class _Spellings:
         for w in range(_WORDS):
             same &= words[w] == words[w][first][inverse]
         for i in np.flatnonzero(~same | (length > 8 * _WORDS)).tolist():
-            spelling = buf[starts[i]:ends[i]]
+            spelling = bytes(buf[starts[i]:ends[i]])
             sid = self.ids.get(spelling)
             if sid is None:
                 sid = self.ids[spelling] = len(self.props)
@@ -368,31 +368,38 @@ _PAD = bytes(8 * _WORDS + 8)  # zeros after a chunk: words can be read at every 
 
 def _chunks(path: Path):
     """(bytes and ``_PAD``, their size without it, offset where the tags start, is the last chunk): chunks but
-    the last end right after a ``</Ntry>``; the first starts after the XML declaration."""
+    the last end right after a ``</Ntry>``; the first starts after the XML declaration. Each chunk is a fresh
+    ``bytearray`` the file is read into (the chunk's string views point into it): the few bytes after the cut
+    are carried to the next one, so no chunk is copied whole."""
     pending, start = b"", None
     with path.open("rb") as fh:
         while True:
-            block = fh.read(CHUNK_BYTES)
-            data = pending + block if pending else block
+            data = bytearray(len(pending) + CHUNK_BYTES + len(_PAD))
+            data[:len(pending)] = pending
+            size = len(pending) + fh.readinto(memoryview(data)[len(pending):len(pending) + CHUNK_BYTES])
             if start is None:
                 m = _DECLARATION.match(data) if data.startswith(b"<?xml") else None
                 if data.startswith(b"<?xml") and m is None:
                     raise _Fallback
                 start = m.end() if m else 0
-            if not block:
-                yield data + _PAD, len(data), start, True
+            if size == len(pending):  # end of file
+                del data[size + len(_PAD):]
+                yield data, size, start, True
                 return
-            cut = _cut(data, start)
+            cut = _cut(data, start, size)
             if cut:
-                yield b"".join((memoryview(data)[:cut], _PAD)), cut, start, False
-                pending, start = data[cut:], 0
+                pending = bytes(data[cut:size])
+                data[cut:cut + len(_PAD)] = _PAD
+                del data[cut + len(_PAD):]
+                yield data, cut, start, False
+                start = 0
             else:
-                pending = data
+                pending = bytes(data[:size])
 
 
-def _cut(data: bytes, start: int) -> int:
-    """The offset after the last ``</Ntry>`` in data (0: none)."""
-    at = len(data)
+def _cut(data: bytearray, start: int, size: int) -> int:
+    """The offset after the last ``</Ntry>`` in ``data[:size]`` (0: none)."""
+    at = size
     while True:
         at = data.rfind(b"Ntry", start, at)
         if at < 0:
@@ -486,7 +493,7 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
     if st.spellings is None:  # the root element: its prefixes are the only ones allowed
         if buf[start:lt[0]].strip(b" \t\r\n"):
             raise _Fallback
-        root = buf[lt[0] + 1:gt[0]]
+        root = bytes(buf[lt[0] + 1:gt[0]])
         m = _START_TAG.fullmatch(root)
         if m is None or m.group(4):
             raise _Fallback
@@ -922,7 +929,7 @@ def _write(st: _State, buf: bytes, f: _Fields, tok: _Tokens, stm: _Statements, e
         for e in odd.tolist():
             opener = int(ent.tokens[e])
             end = int(tok.gt[opener] if tok.kind[opener] == _EMPTY else tok.gt[closes[np.searchsorted(closes, opener)]])
-            ntry = etree.fromstring(st.wrapper + buf[int(tok.lt[opener]):end + 1] + b"</w>", _PARSER)[0]
+            ntry = etree.fromstring(st.wrapper + bytes(buf[int(tok.lt[opener]):end + 1]) + b"</w>", _PARSER)[0]
             ctx = stm.contexts[ent.statement[e]]
             lines = {ntry: int(ent.lines[e]), **dict(zip(ntry.iterfind(_SPLIT_PATH), ent.split_lines(e), strict=True))}
             odd_records[e] = list(camt.entry_records(ntry, st.name, 0, ctx.account, ctx.currency, lines.__getitem__))
