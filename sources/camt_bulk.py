@@ -250,20 +250,20 @@ class _Spellings:
         if len(self.ids) > _MAX_SPELLINGS:  # many attribute values: start again (ids are per chunk)
             self.reset()
         length = ends - starts
-        words = [padded[starts] & _MASKS[np.minimum(length, 8)]]
+        words = [padded[starts] & _MASKS.take(np.minimum(length, 8))]
         longer = [np.flatnonzero(length > 8)]
         longer.append(longer[0][length[longer[0]] > 16])
         for w, at in enumerate(longer, start=1):
-            words.append(padded[starts[at] + 8 * w] & _MASKS[np.minimum(length[at] - 8 * w, 8)])
+            words.append(padded[starts[at] + 8 * w] & _MASKS.take(np.minimum(length[at] - 8 * w, 8)))
         mixed = (words[0] ^ length.view(np.uint64)) * _MIX[0]
         for w, at in enumerate(longer, start=1):
             mixed[at] ^= words[w] * _MIX[w]
         slot = (mixed >> np.uint64(64 - self._BITS)).astype(np.intp)
-        ids = self.table_id[slot]
-        hit = self.table_length[slot] == length  # -1 in a free slot
-        hit &= self.table_words[0][slot] == words[0]
+        ids = self.table_id.take(slot)
+        hit = self.table_length.take(slot) == length  # -1 in a free slot
+        hit &= self.table_words[0].take(slot) == words[0]
         for w, at in enumerate(longer, start=1):
-            hit[at] &= self.table_words[w][slot[at]] == words[w]
+            hit[at] &= self.table_words[w].take(slot[at]) == words[w]
         missed = np.flatnonzero(~hit)
         if len(missed):
             full = [words[0]] + [np.zeros(len(length), np.uint64) for _ in longer]
