@@ -448,10 +448,7 @@ class _Tokens:
     lt: np.ndarray  # offset of '<' (-1 for a carried element)
     gt: np.ndarray  # offset of '>'
     kind: np.ndarray
-    qname: np.ndarray
-    code: np.ndarray
     spelling: np.ndarray  # the spelling id of each tag (the carried elements have none)
-    level: np.ndarray
     state: np.ndarray
 
 
@@ -506,14 +503,57 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
     carried = st.stack if st.stack is not None else (np.zeros(0, np.int8),) * 3
     k = len(carried[0])
     n = k + len(ids)
-    kind, qname, code = np.empty(n, np.int8), np.empty(n, np.int32), np.empty(n, np.int16)
-    for column, start_with, of_spelling in ((kind, carried[0], sp.kind), (qname, carried[1], sp.qname),
-                                            (code, carried[2], sp.code)):
-        column[:k] = start_with
-        np.take(of_spelling, ids, out=column[k:])
+    kind = np.empty(n, np.int8)
+    kind[:k] = carried[0]
+    np.take(sp.kind, ids, out=kind[k:])
     lt = np.concatenate((np.full(k, -1, np.int64), lt))
     gt = np.concatenate((np.full(k, -1, np.int64), gt))
-    depth = np.cumsum(kind, dtype=np.int32)
+    state = np.empty(n, np.int16)
+    repeats = _repeats(ids, kind[k:], sp.code)
+    if repeats is None:
+        state[:], stack = _structure(kind, sp, ids, carried, last)
+    else:  # the structure of the other tags; the repeated entries copy their first occurrence's
+        keep, groups = repeats
+        keep = np.concatenate((np.arange(k), keep + k))
+        kept_kind = kind[keep]
+        kept_state, stack = _structure(kept_kind, sp, ids[keep[k:] - k], carried, last)
+        state[keep] = kept_state
+        for copies, first, size in groups:
+            offsets = np.arange(k, k + size)
+            state[copies[:, None] + offsets] = state[first + offsets]
+        heads = np.concatenate([copies for copies, _, _ in groups]) + k
+        # each repeated entry sits where an entry may: a child of a statement (an open tag at level 2)
+        depths = _depths(kept_kind)
+        before = np.searchsorted(keep, heads) - 1  # the kept tag just before it (the root's open at least)
+        statements = np.flatnonzero((kept_kind == _OPEN) & (depths == 3))
+        parent = np.searchsorted(statements, before, "right") - 1
+        if ((depths[before] != 3).any() or (parent < 0).any()
+                or (kept_state[statements[np.maximum(parent, 0)]] != _CONTAINER).any()):
+            raise _Fallback
+    if not last:
+        if kind[-1] != _CLOSE or state[-1] != _STATES[_NTRY]:
+            raise _Fallback
+        st.stack = stack
+    return _Tokens(words=words, lt=lt, gt=gt, kind=kind, spelling=np.concatenate((np.full(k, -1, np.int32), ids)),
+                   state=state)
+
+
+def _depths(kind: np.ndarray) -> np.ndarray:
+    """The nesting depth after each tag."""
+    return np.cumsum(kind, dtype=np.int32)
+
+
+def _structure(kind: np.ndarray, sp: _Spellings, ids: np.ndarray, carried: tuple[np.ndarray, ...],
+               last: bool) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    """(the path state of every tag, the open elements at the end: (kind, qname, code) of the three levels
+    above the entries) of a well-formed tag sequence (``kind``: the carried open elements, then the tags of
+    spellings ``ids``); anything else raises _Fallback."""
+    n, k = len(kind), len(carried[0])
+    qname, code = np.empty(n, np.int32), np.empty(n, np.int16)
+    for column, start_with, of_spelling in ((qname, carried[1], sp.qname), (code, carried[2], sp.code)):
+        column[:k] = start_with
+        np.take(of_spelling, ids, out=column[k:])
+    depth = _depths(kind)
     level = (depth - (kind == _OPEN)).astype(np.int16)  # int16: numpy sorts it by radix
     if level.min() < 0 or level.max() > _MAX_LEVEL:
         raise _Fallback
@@ -547,14 +587,55 @@ def _tokens(st: _State, buf: bytes, arr: np.ndarray, start: int, last: bool) -> 
     expected = _EXPECTED.take(code)
     if ((expected >= 0) & (state != expected)).any() or (kind[state == _CONTAINER] == _EMPTY).any():
         raise _Fallback
-    if not last:
-        if kind[-1] != _CLOSE or state[-1] != _STATES[_NTRY]:
-            raise _Fallback
-        stack = [order[bounds[lv]:bounds[lv + 1]] for lv in range(3)]
-        opened = np.array([seg[sorted_kind[bounds[lv]:bounds[lv + 1]] == _OPEN][-1] for lv, seg in enumerate(stack)])
-        st.stack = (kind[opened], qname[opened], code[opened])
-    return _Tokens(words=words, lt=lt, gt=gt, kind=kind, qname=qname, code=code,
-                   spelling=np.concatenate((np.full(k, -1, np.int32), ids)), level=level, state=state)
+    if last:
+        return state, None
+    stack = [order[bounds[lv]:bounds[lv + 1]] for lv in range(3)]
+    opened = np.array([seg[sorted_kind[bounds[lv]:bounds[lv + 1]] == _OPEN][-1] for lv, seg in enumerate(stack)])
+    return state, (kind[opened], qname[opened], code[opened])
+
+
+def _repeats(ids: np.ndarray, kind: np.ndarray, code_of: np.ndarray) -> tuple[np.ndarray, list] | None:
+    """Entries that repeat an earlier entry of the chunk tag for tag (the same spellings in the same order, as
+    machine-written statements mostly do): (positions in ``ids`` of the tags outside them, and per group of
+    equal entries (the ``Ntry`` open tags of the repeats, the first entry's, their number of tags)); None if no
+    entry repeats. Their structure is their first occurrence's, so only that one is worked out. Entries are
+    grouped by their length and two sums of their spelling ids (one weighted by position), and each is then
+    compared tag for tag with the first of its group."""
+    ntry = np.flatnonzero(code_of.take(ids) == _CODE["Ntry"])
+    marks = kind[ntry]
+    if len(ntry) < 4 or len(ntry) % 2 or (marks[0::2] != _OPEN).any() or (marks[1::2] != _CLOSE).any():
+        return None  # (Ntry inside Ntry, empty or unclosed Ntry: the general way finds out what it is)
+    opens, closes = ntry[0::2], ntry[1::2]
+    length = closes - opens + 1
+    mixed = np.cumsum(ids.astype(np.uint64) * _MIX[1])
+    weighted = np.cumsum(mixed)
+    before = np.maximum(opens - 1, 0)
+    mixed_before = np.where(opens > 0, mixed[before], np.uint64(0))
+    total = mixed[closes] - mixed_before
+    total_weighted = (weighted[closes] - np.where(opens > 0, weighted[before], np.uint64(0))
+                      - length.astype(np.uint64) * mixed_before)
+    order = np.lexsort((total_weighted, total, length))
+    new = np.ones(len(order) + 1, bool)
+    new[1:-1] = ((length[order[1:]] != length[order[:-1]]) | (total[order[1:]] != total[order[:-1]])
+                 | (total_weighted[order[1:]] != total_weighted[order[:-1]]))
+    bounds = np.flatnonzero(new)
+    groups, heads = [], []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if b - a < 2:
+            continue
+        first, rest = order[a], order[a + 1:b]  # lexsort keeps document order within a group
+        offsets = np.arange(length[first])
+        same = rest[(ids[opens[rest][:, None] + offsets] == ids[opens[first] + offsets]).all(axis=1)]
+        if len(same):
+            groups.append((opens[same], opens[first], len(offsets)))
+            heads.append(opens[same])
+    if not groups:
+        return None
+    heads = np.sort(np.concatenate(heads))
+    inside = np.zeros(len(ids) + 1, np.int8)
+    inside[heads] += 1
+    inside[closes[np.searchsorted(opens, heads)] + 1] -= 1  # (an entry may end right before the next one)
+    return np.flatnonzero(np.cumsum(inside[:-1], dtype=np.int8) == 0), groups
 
 
 # ---- fields: the first element of a path in each statement, balance, entry or split ---------------------------

@@ -400,6 +400,96 @@ def test_odd_entries_go_through_the_reference_code_only(tmp_path, monkeypatch, s
         (2, 4, "amount '2,00' is not a number")]
 
 
+# ---- repeated entries: worked out once, copied (camt_bulk._repeats) ------------------------------------------
+
+_LAYOUTS = (  # entry layouts as a bank writes them; each repeats with other values
+    lambda n, day: (f'<Ntry><Amt Ccy="EUR">{n}.{n % 100:02d}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>'
+                    f"<BookgDt><Dt>{day}</Dt></BookgDt><AcctSvcrRef>R{n}</AcctSvcrRef><NtryDtls><TxDtls><Refs>"
+                    f"<EndToEndId>E{n}</EndToEndId></Refs><RltdPties><Dbtr><Pty><Nm>Client {n % 7} GmbH</Nm></Pty>"
+                    f"</Dbtr><DbtrAcct><Id><IBAN>DE{n:020d}</IBAN></Id></DbtrAcct></RltdPties><RmtInf>"
+                    f"<Ustrd>Invoice {n}</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>"),
+    lambda n, day: (f'<Ntry><Amt Ccy="EUR">{n}.5</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>'
+                    f"<BookgDt><Dt>{day}</Dt></BookgDt><ValDt><Dt>{day}</Dt></ValDt><NtryDtls><TxDtls>"
+                    f"<RltdPties><Cdtr><Pty><Nm>Supplier {n % 3} UAB</Nm></Pty></Cdtr></RltdPties>"
+                    f"<RmtInf><Ustrd>Order {n}</Ustrd><Ustrd>part 2</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>"),
+    lambda n, day: (f'<Ntry><Amt Ccy="EUR">0.{n % 100:02d}</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>'
+                    f"<BookgDt><Dt>{day}</Dt></BookgDt><AddtlNtryInf>Fee {n}</AddtlNtryInf></Ntry>"),
+    lambda n, day: (f'<Ntry><Amt Ccy="EUR">{2 * n}.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>PDNG</Cd></Sts>'
+                    f"<BookgDt><Dt>{day}</Dt></BookgDt><NtryDtls>"
+                    f'<TxDtls><Amt Ccy="EUR">{n}.00</Amt><RltdPties><Dbtr><Pty><Nm>A{n}</Nm></Pty></Dbtr></RltdPties>'
+                    f"</TxDtls>"
+                    f'<TxDtls><Amt Ccy="EUR">{n}.00</Amt><RltdPties><Dbtr><Pty><Nm>B{n}</Nm></Pty></Dbtr></RltdPties>'
+                    f"</TxDtls></NtryDtls></Ntry>"),
+)
+
+
+def repeated(entries: int = 300, statements: int = 2, separator: str = "\n") -> str:
+    """Statements of a few entry layouts in a random order (adjacent repeats, repeats across statements and
+    chunks), some with values the vectorised rules leave to the reference (a comma amount, a bad date)."""
+    rng = random.Random(7)
+    body = []
+    for s in range(statements):
+        rows = []
+        for n in range(s * entries, (s + 1) * entries):
+            entry = rng.choice(_LAYOUTS)(n, dt.date(2025, 3, 1) + dt.timedelta(days=n % 28))
+            if n % 97 == 5:
+                entry = entry.replace(".", ",", 1)
+            if n % 89 == 7:
+                entry = entry.replace("<Dt>2025-03-", "<Dt>2025-02-3", 1)
+            rows.append(entry)
+        body.append(f"<Stmt><Id>S{s}</Id><Acct><Id><IBAN>DE8937040044053201300{s}</IBAN></Id><Ccy>EUR</Ccy></Acct>"
+                    + separator + separator.join(rows) + separator + "</Stmt>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08">'
+            "<BkToCstmrStmt><GrpHdr><MsgId>M</MsgId></GrpHdr>" + "".join(body) + "</BkToCstmrStmt></Document>\n")
+
+
+@pytest.fixture
+def repeats(monkeypatch) -> list[int]:
+    """The number of entries copied from an earlier one, per chunk."""
+    copied: list[int] = []
+    original = camt_bulk._repeats
+
+    def counted(*args):
+        found = original(*args)
+        copied.append(0 if found is None else sum(len(copies) for copies, _, _ in found[1]))
+        return found
+
+    monkeypatch.setattr(camt_bulk, "_repeats", counted)
+    return copied
+
+
+@pytest.mark.parametrize("chunk", [700, 5000, 1 << 20])
+@pytest.mark.parametrize("separator", ["\n", "", "\r\n  "])
+def test_repeated_entries_equal_reference(tmp_path, monkeypatch, spy, repeats, chunk, separator):
+    monkeypatch.setattr(camt_bulk, "CHUNK_BYTES", chunk)
+    path = tmp_path / "repeated.xml"
+    path.write_text(repeated(separator=separator), encoding="utf-8")
+    ref = both(tmp_path, path)
+    assert not spy
+    assert sum(repeats) > {700: 50, 5000: 400, 1 << 20: 550}[chunk], repeats  # copies of an earlier entry
+    assert len(ref["rows"]) > 600 and ref["quarantine"]
+    names = {r["counterparty_name"] for r in ref["rows"]}
+    assert {"Client 3 GmbH", "Supplier 2 UAB", None} <= names and any(n and n[0] in "AB" and n[1:].isdigit() for n in names)
+
+
+@pytest.mark.parametrize(("name", "change"), [
+    ("under a statement's sibling", lambda d, e: d.replace("</BkToCstmrStmt>", f"<Other>{e}</Other></BkToCstmrStmt>")),
+    ("under the group", lambda d, e: d.replace("</BkToCstmrStmt>", f"</BkToCstmrStmt>{e}")),
+    ("inside an account", lambda d, e: d.replace("</Acct>\n", f"{e}</Acct>\n", 2).replace(f"{e}</Acct>", "</Acct>", 1)),
+    ("inside an entry's details", lambda d, e: d.replace("</NtryDtls></Ntry>\n</Stmt>", f"{e}</NtryDtls></Ntry>\n</Stmt>")),
+])
+def test_a_repeated_entry_in_an_odd_place_goes_to_the_reference(tmp_path, spy, repeats, name, change):
+    """The copy of an entry is only taken where an entry may be: the reference reads a file with one elsewhere."""
+    doc = repeated(entries=40)
+    entry = _LAYOUTS[2](999, dt.date(2025, 3, 1))  # the tags of the fee entries before it, other values
+    assert "<AddtlNtryInf>Fee " in doc
+    path = tmp_path / "odd-repeat.xml"
+    path.write_text(change(doc, entry), encoding="utf-8")
+    assert entry in path.read_text(encoding="utf-8"), name
+    same_outcome(tmp_path, path)
+    assert spy, name
+
+
 # ---- source lines past 65535 (libxml2 keeps 16 bits of an element's line) ------------------------------------
 
 _PADDED = _BASE.replace("<BkToCstmrStmt>", "<BkToCstmrStmt><GrpHdr>" + "\n" * 65600 + "</GrpHdr>")
