@@ -13,7 +13,11 @@ level puts every close tag right after its open tag (both checked to carry the s
 and gives each open tag its parent (the open tag just before it if that is one, else its previous sibling's
 parent: a forward fill per level). The path of local names of every element is then a state of a small
 automaton (``_STATES``, built from the paths the reference reads), computed level by level with one table
-lookup per tag. Fields are picked by (state, statement/balance/entry/split) as the first element of each
+lookup per tag. Machine-written entries repeat a few layouts: an entry whose tags are spelled exactly like an
+earlier entry's of the same chunk (grouped by length and two sums of spelling ids, then compared tag for tag;
+``_repeats``) takes that entry's path states, once it is checked to sit where an entry may (an open element at
+level 2, a statement, right above it); only the other tags go through the sort and the automaton, which
+checks everything about them as before. Fields are picked by (state, statement/balance/entry/split) as the first element of each
 (the reference's ``find``), their texts become Arrow string views over the chunk, and the few that hold an
 entity or odd whitespace are decoded and cleaned (``base.clean``) row by row. Entries are typed with polars
 expressions (plain amounts as exact ``Decimal(23, 5)``, plain ISO dates, CRDT/DBIT, the reference's
@@ -35,14 +39,15 @@ loaded again from the start by the reference: the rows this load wrote are delet
 transaction (``ops.ingested_file.file_hash`` is the primary key, so no other load's rows share the hash).
 
 Where the time goes (``bench/parsers.py --records 300000 --formats camt``: 139 MB, 300k entries with one split
-each, one per line, 14.4M tags in 17 chunks of 8 MB; one thread; CPU seconds of the quieter runs on the shared
-2-core machine, ~2.9-3.0 s in all): ~1.1 s the tags (0.14 s finding '<' and '>', 0.4 s the spelling lookup of
-14.4M tags, ~0.55 s kinds, levels, the stable sort by level, parents and the path automaton), 0.15 s picking
-fields by (state, scope), 0.3 s the texts (string views, entity and whitespace checks), 0.6 s typing entries
-and splits in polars, 0.05 s statements and balances, 0.2 s DuckDB's INSERT and 0.4 s its COMMIT, 0.07 s
-reading. Per tag that is a few dozen numpy passes; the spelling lookup (three masked words, a multiplicative
-hash, four table gathers) is the largest single piece. The reference reader does ~15-19k entries per
-CPU-second on the same file.
+each, one per line, 14.4M tags in 17 chunks of 8 MB read into a fresh buffer each (only the tail after the cut
+is copied to the next); one thread; least CPU of three loads in one process, 2026-11-30 on a fast spell of the
+shared 2-core machine, ~2.3 s in all; the first load of a process ~0.25 s more): ~0.8 s the tags (0.16 s
+finding '<' and '>' and their checks, 0.36 s the spelling lookup of 14.4M tags, 0.17 s finding repeated entries,
+0.1 s the structure of the other tags and the copies), 0.13 s picking fields by (state, scope), 0.27 s the
+texts (string views, entity and whitespace checks), 0.5 s typing entries and splits in polars (no text column
+is gathered for an element absent from the whole chunk), 0.2 s DuckDB's INSERT and 0.3 s its COMMIT. The
+spelling lookup (three masked words, a multiplicative hash, table gathers) is the largest single piece. The
+reference reader does ~15-19k entries per CPU-second on the same file.
 """
 
 from __future__ import annotations
