@@ -65,7 +65,7 @@ from lxml import etree
 
 from sources import camt
 from sources.base import BankTxn, Rejected
-from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, where
+from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, next_read, where
 from warehouse.load import BulkState, RecordWriter
 
 CHUNK_BYTES = 8 << 20
@@ -379,7 +379,7 @@ def _chunks(path: Path):
     pending, start = b"", None
     with path.open("rb") as fh:
         while True:
-            data = bytearray(len(pending) + CHUNK_BYTES + len(_PAD))
+            data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES) + len(_PAD))
             data[:len(pending)] = pending
             size = len(pending) + fh.readinto(memoryview(data)[len(pending):len(pending) + CHUNK_BYTES])
             if start is None:

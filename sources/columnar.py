@@ -8,7 +8,9 @@ The fast paths must give exactly what the reference readers give, and those clea
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -21,6 +23,12 @@ RUST_MISSES = b"\x1c\x1d\x1e\x1f"  # what Rust's whitespace lacks of Python's (a
 SPACE_CHARS = "".join(f"\\x{{{ord(c):x}}}" for c in PY_SPACE)  # for a character class of Rust's regex or RE2
 SPACE = f"[{SPACE_CHARS}]"
 NEEDS_FOLD = SPACE.replace("\\x{20}", "") + "|" + SPACE + "{2}"  # what clean() would change in a stripped value
+
+
+def next_read(fh: BinaryIO, most: int) -> int:
+    """How many bytes the next chunk reads: ``most``, or what is left of the file if that is less (a chunk's
+    buffer is allocated, and zeroed, at that size)."""
+    return max(0, min(most, os.fstat(fh.fileno()).st_size - fh.tell()))
 
 
 def line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:

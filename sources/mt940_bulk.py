@@ -53,7 +53,7 @@ import pyarrow as pa
 from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
-from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, string_heads, where
+from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, next_read, string_heads, where
 from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
@@ -118,30 +118,37 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
 
 
 def _chunks(path: Path, encoding: str):
-    """UTF-8 bytes of whole messages: each chunk but the last ends before a line starting with ':20:'."""
+    """UTF-8 bytes of whole messages: each chunk but the last ends before a line starting with ':20:'. Each
+    chunk is a fresh ``bytearray`` the file is read into; plain ASCII stays as it is (only the part after the cut
+    is copied to the next chunk), anything else is decoded and re-encoded as UTF-8."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     pending = b""
     with path.open("rb") as fh:
         while True:
-            block = fh.read(CHUNK_BYTES)
-            if utf8 and block.isascii() and not decoder.getstate()[0]:  # no partial character pending
-                data = pending + block  # ASCII is UTF-8 already: no decoding and re-encoding
+            data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES))
+            data[:len(pending)] = pending
+            size = len(pending) + fh.readinto(memoryview(data)[len(pending):])
+            del data[size:]
+            at_end = size == len(pending)
+            if utf8 and data.isascii() and not decoder.getstate()[0]:  # no partial character pending
                 decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")  # a BOM counts only first
             else:
                 try:
-                    data = pending + decoder.decode(block, final=not block).encode("utf-8")
+                    with memoryview(data) as view:
+                        text = decoder.decode(view[len(pending):], final=at_end)
                 except UnicodeDecodeError:
                     raise _Unusual from None
-            if not block:
+                data = bytearray(pending) + text.encode("utf-8")
+            if at_end:
                 yield data
                 return
             cut = data.rfind(b"\n:20:")
             cut = max(cut, data.rfind(b"\r:20:", max(cut, 0))) + 1  # CR-only files; CRLF: no full scan
+            pending = bytes(data[cut:]) if cut > 0 else bytes(data)
             if cut > 0:
-                yield data[:cut]
-                data = data[cut:]
-            pending = data
+                del data[cut:]
+                yield data
 
 
 def _strings(buf: bytes, offsets: np.ndarray) -> pl.Series:
