@@ -45,7 +45,7 @@ import pyarrow as pa
 from clientbase.errors import ParseError
 from sources import onec
 from sources.base import BankTxn, Rejected
-from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, where
+from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, next_read, where
 from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
@@ -140,13 +140,17 @@ def _chunks(path: Path, encoding: str, name: str):
     pending = b""
     position = 0  # file offset of pending[0]
     with path.open("rb") as fh:
-        while True:
-            block = fh.read(CHUNK_BYTES)
-            data, last = pending + block, not block
-            cut = len(data)
+        while True:  # each chunk is a fresh bytearray the file is read into: only the part after the cut is copied
+            data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES))
+            data[:len(pending)] = pending
+            size = len(pending) + fh.readinto(memoryview(data)[len(pending):])
+            del data[size:]
+            last = size == len(pending)
+            cut = size
             if not last:  # end the chunk after a line break (a lone \r only when the chunk has no \n at all)
-                cut = data.rfind(b"\n") + 1 or data.rfind(b"\r", 0, len(data) - 1) + 1 or len(data)
-            data, pending = data[:cut], data[cut:]
+                cut = data.rfind(b"\n") + 1 or data.rfind(b"\r", 0, size - 1) + 1 or size
+            pending = bytes(data[cut:])
+            del data[cut:]
             try:
                 text = data.decode(encoding)
             except UnicodeDecodeError as exc:
