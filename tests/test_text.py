@@ -1,7 +1,9 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clientbase.errors import ParseError
-from sources.text import decode
+from sources.text import _cyrillic_share, _is_cyrillic, decode
 
 RUSSIAN = "Оплата по счету № 15, ООО «Ромашка», в т.ч. НДС"
 GERMAN = "Überweisung an Müller & Söhne, Straße 5"
@@ -28,3 +30,18 @@ def test_undecidable_cyrillic_is_not_guessed():
     # runs of high bytes that are symbols (°±µ¶·) in cp1251 and box drawing in cp866
     with pytest.raises(ParseError, match="neither UTF-8 nor clearly cp1251 or cp866"):
         decode(bytes([0xB0, 0xB1, 0xB5, 0xB6, 0xB7]) * 5, "f")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*"aZ9 .,", *map(chr, range(0x400, 0x460)), *"ÄéßЁ№«»–—…€😀\U00010400"]),
+               max_size=60))
+def test_cyrillic_share_counts_characters(text):
+    """The numpy count over UTF-16 code units is the share of Cyrillic among the non-ASCII characters."""
+    high = sum(1 for c in text if ord(c) > 127)
+    cyrillic = sum(1 for c in text if _is_cyrillic(c))
+    assert _cyrillic_share(text) == (cyrillic / high if high else 1.0)
+
+
+def test_cyrillic_share_of_a_mixed_line():
+    # non-ASCII: Ё ж № « ü » 😀 (the emoji is two UTF-16 code units, one character); Cyrillic use: all but ü, 😀
+    assert _cyrillic_share("Ёж № «Müller» 😀") == 5 / 7
