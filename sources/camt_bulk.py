@@ -1,28 +1,28 @@
 """The fast path for camt.052/053/054: a columnar tokenizer over the bytes; numpy and polars do the per-tag work.
 
-Same results as ``camt.read`` (the reference implementation: lxml ``iterparse`` and one Python walk per entry);
-a parity test runs both on every fixture and on generated awkward documents. Machine-written camt is a very
-regular XML subset, and only that subset is read here: the file is cut into chunks that end after a
-``</Ntry>`` (``CHUNK_BYTES``), and in each chunk numpy finds every ``<`` and ``>``, so a chunk is a sequence of
-tags, each followed by its text, without a Python object per tag. A tag's spelling (the bytes between ``<``
-and ``>``, up to 24 of them read as three masked 64-bit words) is looked up in a hash table of the spellings
-seen so far; a new spelling is parsed once in Python with strict regexes (local name, optional prefix declared
-on the root element, ``name="value"`` attributes) into its kind (open, close, empty), qualified name, the code
-of its local name and its ``Ccy`` attribute. Nesting levels are a cumulative sum of +1/-1; a stable sort by
-level puts every close tag right after its open tag (both checked to carry the same name: well-formedness)
-and gives each open tag its parent (the open tag just before it if that is one, else its previous sibling's
-parent: a forward fill per level). The path of local names of every element is then a state of a small
-automaton (``_STATES``, built from the paths the reference reads), computed level by level with one table
-lookup per tag. Machine-written entries repeat a few layouts: an entry whose tags are spelled exactly like an
-earlier entry's of the same chunk (grouped by length and two sums of spelling ids, then compared tag for tag;
-``_repeats``) takes that entry's path states, once it is checked to sit where an entry may (an open element at
-level 2, a statement, right above it); only the other tags go through the sort and the automaton, which
-checks everything about them as before. Fields are picked by (state, statement/balance/entry/split) as the first element of each
-(the reference's ``find``), their texts become Arrow string views over the chunk, and the few that hold an
-entity or odd whitespace are decoded and cleaned (``base.clean``) row by row. Entries are typed with polars
-expressions (plain amounts as exact ``Decimal(23, 5)``, plain ISO dates, CRDT/DBIT, the reference's
-precedence rules for names, accounts, purposes and references) and inserted into DuckDB in one statement per
-chunk. Source lines are the number of ``\\n`` before the ``>`` of the start tag (lxml's ``sourceline``).
+Same results as ``camt.read`` (the reference implementation: lxml ``iterparse`` and one Python walk per entry); a
+parity test runs both on every fixture and on generated awkward documents. Machine-written camt is a very regular
+XML subset, and only that subset is read here: the file is cut into chunks that end after a ``</Ntry>``
+(``CHUNK_BYTES``), and in each chunk numpy finds every ``<`` and ``>``, so a chunk is a sequence of tags, each
+followed by its text, without a Python object per tag. A tag's spelling (the bytes between ``<`` and ``>``, up to
+24 of them read as three masked 64-bit words) is looked up in a hash table of the spellings seen so far; a new
+spelling is parsed once in Python with strict regexes (local name, optional prefix declared on the root element,
+``name="value"`` attributes) into its kind (open, close, empty), qualified name, the code of its local name and
+its ``Ccy`` attribute. Nesting levels are a cumulative sum of +1/-1; a stable sort by level puts every close tag
+right after its open tag (both checked to carry the same name: well-formedness) and gives each open tag its parent
+(the open tag just before it if that is one, else its previous sibling's parent: a forward fill per level). The
+path of local names of every element is then a state of a small automaton (``_STATES``, built from the paths the
+reference reads), computed level by level with one table lookup per tag. Machine-written entries repeat a few
+layouts: an entry whose tags are spelled exactly like an earlier entry's of the same chunk (grouped by length and
+two sums of spelling ids, then compared tag for tag; ``_repeats``) takes that entry's path states, once it is
+checked to sit where an entry may (an open element at level 2, a statement, right above it); only the other tags
+go through the sort and the automaton, which checks everything about them as before. Fields are picked by (state,
+statement/balance/entry/split) as the first element of each (the reference's ``find``), their texts become Arrow
+string views over the chunk, and the few that hold an entity or odd whitespace are decoded and cleaned
+(``base.clean``) row by row. Entries are typed with polars expressions (plain amounts as exact ``Decimal(23, 5)``,
+plain ISO dates, CRDT/DBIT, the reference's precedence rules for names, accounts, purposes and references) and
+inserted into DuckDB in one statement per chunk. Source lines are the number of ``\\n`` before the ``>`` of the
+start tag (lxml's ``sourceline``).
 
 Rules are not restated where they can be shared: statements' balances go through ``camt.balance`` and
 ``camt.statement_balance`` (a few per statement, in Python), and every entry the vectorised rules do not fully
@@ -381,7 +381,7 @@ def _chunks(path: Path):
         while True:
             data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES) + len(_PAD))
             data[:len(pending)] = pending
-            size = len(pending) + fh.readinto(memoryview(data)[len(pending):len(pending) + CHUNK_BYTES])
+            size = len(pending) + fh.readinto(memoryview(data)[len(pending):len(data) - len(_PAD)])
             if start is None:
                 m = _DECLARATION.match(data) if data.startswith(b"<?xml") else None
                 if data.startswith(b"<?xml") and m is None:
