@@ -34,16 +34,29 @@ _CYRILLIC_CODES[0x410:0x450] = True
 _CYRILLIC_CODES[[ord(c) for c in _CYRILLIC_EXTRA]] = True
 
 
+def _units(text: str) -> np.ndarray:
+    """The UTF-16 code units of a text (a character beyond the BMP is two, the second a low surrogate)."""
+    return np.frombuffer(text.encode("utf-16-le", "surrogatepass"), np.uint16)
+
+
+def _non_ascii(units: np.ndarray) -> int:
+    """The number of non-ASCII characters of a text given as its UTF-16 code units."""
+    return np.count_nonzero(units > 127) - np.count_nonzero((units >= 0xDC00) & (units <= 0xDFFF))
+
+
 def _cyrillic_share(text: str) -> float:
-    """Share of the non-ASCII characters that are Cyrillic (``_is_cyrillic``), counted by numpy over the UTF-16
-    code units (a character beyond the BMP is two of them, the second a low surrogate: counted once)."""
-    units = np.frombuffer(text.encode("utf-16-le", "surrogatepass"), np.uint16)
-    high = np.count_nonzero(units > 127) - np.count_nonzero((units >= 0xDC00) & (units <= 0xDFFF))
+    """Share of the non-ASCII characters that are Cyrillic (``_is_cyrillic``), counted by numpy."""
+    units = _units(text)
+    high = _non_ascii(units)
     return np.count_nonzero(_CYRILLIC_CODES[units]) / high if high else 1.0
 
 
-_WORD = re.compile(r"[А-яЁёІіЇїЄєҐґЎў]{2,}")
-_PLAUSIBLE = re.compile(r"[А-ЯЁІЇЄҐЎ]?[а-яёіїєґў]+|[А-ЯЁІЇЄҐЎ]+")
+_UPPER, _LOWER = "А-ЯЁІЇЄҐЎ", "а-яёіїєґў"  # the letters of the Cyrillic alphabets in our markets
+_LETTER = f"[{_UPPER}{_LOWER}]"
+# a whole word (no letter right before or after it) of two letters or more, in a plausible case pattern:
+# Capitalised, lower case or UPPER CASE
+_PLAUSIBLE_WORD = re.compile(
+    f"(?<!{_LETTER})(?:[{_UPPER}][{_LOWER}]+|[{_LOWER}]{{2,}}|[{_UPPER}]{{2,}})(?!{_LETTER})")
 
 
 def _word_share(text: str) -> float:
@@ -52,18 +65,20 @@ def _word_share(text: str) -> float:
     Text decoded with the wrong Cyrillic code page breaks words with box-drawing characters and symbols and
     mixes cases inside words, so this tells cp1251 from cp866 where letter counts alone do not.
     """
-    high = sum(1 for c in text if ord(c) > 127)
-    good = sum(len(m.group()) for m in _WORD.finditer(text) if _PLAUSIBLE.fullmatch(m.group()))
-    return good / high if high else 0.0
+    high = _non_ascii(_units(text))
+    return sum(map(len, _PLAUSIBLE_WORD.findall(text))) / high if high else 0.0
 
 
 def _run_share(data: bytes) -> float:
     """Share of high bytes that sit next to another high byte (words of non-Latin script)."""
-    high = [i for i, b in enumerate(data) if b > 127]
-    if not high:
+    high = np.frombuffer(data, np.uint8) > 127
+    count = np.count_nonzero(high)
+    if not count:
         return 0.0
-    positions = set(high)
-    return sum(1 for i in high if i - 1 in positions or i + 1 in positions) / len(high)
+    neighbour = np.zeros(len(high), bool)
+    neighbour[1:] |= high[:-1]
+    neighbour[:-1] |= high[1:]
+    return np.count_nonzero(high & neighbour) / count
 
 
 SAMPLE_BYTES = 1 << 20

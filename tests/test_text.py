@@ -1,9 +1,11 @@
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clientbase.errors import ParseError
-from sources.text import _cyrillic_share, _is_cyrillic, decode
+from sources.text import _cyrillic_share, _is_cyrillic, _run_share, _word_share, decode
 
 RUSSIAN = "Оплата по счету № 15, ООО «Ромашка», в т.ч. НДС"
 GERMAN = "Überweisung an Müller & Söhne, Straße 5"
@@ -47,3 +49,40 @@ def test_cyrillic_share_counts_characters(text):
 def test_cyrillic_share_of_a_mixed_line():
     # non-ASCII: Ё ж № « ü » 😀 (the emoji: two UTF-16 code units, one character); Cyrillic: all but ü and 😀
     assert _cyrillic_share("Ёж № «Müller» 😀") == 5 / 7
+
+
+def _word_share_by_words(text: str) -> float:
+    """The definition: Cyrillic runs of two letters or more, counted when the whole run is Capitalised, lower
+    or UPPER case, over the non-ASCII characters."""
+    high = sum(1 for c in text if ord(c) > 127)
+    words = re.finditer(r"[А-яЁёІіЇїЄєҐґЎў]{2,}", text)
+    good = sum(len(m.group()) for m in words if re.fullmatch(r"[А-ЯЁІЇЄҐЎ]?[а-яёіїєґў]+|[А-ЯЁІЇЄҐЎ]+", m.group()))
+    return good / high if high else 0.0
+
+
+def _run_share_by_bytes(data: bytes) -> float:
+    high = [i for i, b in enumerate(data) if b > 127]
+    return sum(1 for i in high if i - 1 in high or i + 1 in high) / len(high) if high else 0.0
+
+
+_WORDY = [*"aZ .,1", *"АБВЯабвяЁёІіЇїЄєҐґЎў", *"─│┤╣", "😀"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_WORDY), max_size=40))
+def test_word_share_is_the_share_of_plausible_words(text):
+    assert _word_share(text) == _word_share_by_words(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40))
+def test_run_share_is_the_share_of_high_bytes_next_to_another(data):
+    assert _run_share(data) == _run_share_by_bytes(data)
+
+
+def test_undeclared_cyrillic_is_told_apart_quickly():
+    """cp1251 and cp866 samples of a megabyte are told apart (the checks run in numpy and one regex)."""
+    line = "Оплата по счету № 15 от 01.03.2025, ООО «Ромашка», ИНН 7707083893, в т.ч. НДС 20%\r\n"
+    for encoding in ("cp1251", "cp866"):
+        sample = (line.replace("«", '"').replace("»", '"') * 12000).encode(encoding)[:1 << 20]
+        assert decode(sample, "f")[1] == encoding
