@@ -65,7 +65,7 @@ from lxml import etree
 
 from sources import camt
 from sources.base import BankTxn, Rejected
-from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, next_read, where
+from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, read_chunk, where
 from warehouse.load import BulkState, RecordWriter
 
 CHUNK_BYTES = 8 << 20
@@ -379,16 +379,13 @@ def _chunks(path: Path):
     pending, start = b"", None
     with path.open("rb") as fh:
         while True:
-            data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES) + len(_PAD))
-            data[:len(pending)] = pending
-            size = len(pending) + fh.readinto(memoryview(data)[len(pending):len(data) - len(_PAD)])
+            data, size = read_chunk(fh, pending, CHUNK_BYTES, len(_PAD))
             if start is None:
                 m = _DECLARATION.match(data) if data.startswith(b"<?xml") else None
                 if data.startswith(b"<?xml") and m is None:
                     raise _Fallback
                 start = m.end() if m else 0
             if size == len(pending):  # end of file
-                del data[size + len(_PAD):]
                 yield data, size, start, True
                 return
             cut = _cut(data, start, size)

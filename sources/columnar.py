@@ -25,10 +25,17 @@ SPACE = f"[{SPACE_CHARS}]"
 NEEDS_FOLD = SPACE.replace("\\x{20}", "") + "|" + SPACE + "{2}"  # what clean() would change in a stripped value
 
 
-def next_read(fh: BinaryIO, most: int) -> int:
-    """How many bytes the next chunk reads: ``most``, or what is left of the file if that is less (a chunk's
-    buffer is allocated, and zeroed, at that size)."""
-    return max(0, min(most, os.fstat(fh.fileno()).st_size - fh.tell()))
+def read_chunk(fh: BinaryIO, pending: bytes, most: int, pad: int = 0) -> tuple[bytearray, int]:
+    """(a fresh buffer holding ``pending`` and then up to ``most`` bytes read from ``fh``, followed by ``pad``
+    zero bytes; its size without them). The file is read straight into the buffer, which is allocated at what
+    is left of the file when that is less than ``most``, so a chunk is never copied whole; a size of
+    ``len(pending)`` means the end of the file."""
+    want = max(0, min(most, os.fstat(fh.fileno()).st_size - fh.tell()))
+    data = bytearray(len(pending) + want + pad)
+    data[:len(pending)] = pending
+    size = len(pending) + fh.readinto(memoryview(data)[len(pending):len(pending) + want])
+    del data[size + pad:]
+    return data, size
 
 
 def line_ends(arr: np.ndarray, buf: bytes) -> np.ndarray:

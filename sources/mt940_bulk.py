@@ -53,7 +53,7 @@ import pyarrow as pa
 from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
-from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, next_read, string_heads, where
+from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, read_chunk, string_heads, where
 from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
@@ -126,10 +126,7 @@ def _chunks(path: Path, encoding: str):
     pending = b""
     with path.open("rb") as fh:
         while True:
-            data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES))
-            data[:len(pending)] = pending
-            size = len(pending) + fh.readinto(memoryview(data)[len(pending):])
-            del data[size:]
+            data, size = read_chunk(fh, pending, CHUNK_BYTES)
             at_end = size == len(pending)
             if utf8 and data.isascii() and not decoder.getstate()[0]:  # no partial character pending
                 decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")  # a BOM counts only first

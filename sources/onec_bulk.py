@@ -45,7 +45,7 @@ import pyarrow as pa
 from clientbase.errors import ParseError
 from sources import onec
 from sources.base import BankTxn, Rejected
-from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, next_read, where
+from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, read_chunk, where
 from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
@@ -141,10 +141,7 @@ def _chunks(path: Path, encoding: str, name: str):
     position = 0  # file offset of pending[0]
     with path.open("rb") as fh:
         while True:  # each chunk is a fresh bytearray the file is read into: only the part after the cut is copied
-            data = bytearray(len(pending) + next_read(fh, CHUNK_BYTES))
-            data[:len(pending)] = pending
-            size = len(pending) + fh.readinto(memoryview(data)[len(pending):])
-            del data[size:]
+            data, size = read_chunk(fh, pending, CHUNK_BYTES)
             last = size == len(pending)
             cut = size
             if not last:  # end the chunk after a line break (a lone \r only when the chunk has no \n at all)
