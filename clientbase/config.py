@@ -133,7 +133,8 @@ class CrmConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    """Where the per-month tasks run (the flow itself always runs in the calling process)."""
+    """Where the per-month tasks run (the flow itself always runs in the calling process), and how many files
+    are loaded at once."""
 
     task_runner: Literal["threads", "dask"] = Field(
         default="threads", description="threads: a thread pool in this process (the default); dask: a Dask "
@@ -142,6 +143,10 @@ class ExecutionConfig(_Strict):
                          description="threads: pool size; dask without an address: local worker processes.")
     threads_per_worker: int = Field(default=1, ge=1, le=64, description="dask without an address: threads per "
                                                                         "local worker process.")
+    ingest_workers: int = Field(default=2, ge=1, le=16,
+                                description="Inbox files parsed and loaded at the same time (threads in the flow's "
+                                            "process, whatever the task runner; the files still commit one by one "
+                                            "in inbox order). 1 loads them one after another.")
     dask_address: str | None = Field(
         default=None, description="Scheduler of an existing Dask cluster, e.g. tcp://scheduler:8786; without it a "
                                   "temporary local cluster is started for the run.")

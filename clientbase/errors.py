@@ -34,6 +34,11 @@ class ParseError(ClientbaseError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class NotLoaded(ClientbaseError):
+    """A file loaded alongside another was rolled back because a file before it in the run failed (the run stops at
+    the first file that fails, as when files are loaded one after another)."""
+
+
 class UnknownFormatError(ParseError):
     """No registered reader recognises the file's content."""
 

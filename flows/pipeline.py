@@ -3,8 +3,10 @@
     ingest -> gate(raw) -> stage -> gate(staged) -> prepare month partitions -> client_month per month
            -> as-of marts -> gate(marts) -> publish -> report
 
-One task per I/O or checkpoint step. The per-month client_month tasks are submitted to the flow's task runner
-(a thread pool by default, or a Dask cluster: ``make_task_runner``), everything else runs in the flow's process. Retries only on plain I/O (listing the inbox, switching the marts link),
+One task per I/O or checkpoint step. The per-file load tasks run ``ingest_workers`` at a time on threads of the
+flow's process (the only process that may write the warehouse; they commit in inbox order). The per-month
+client_month tasks are submitted to the flow's task runner (a thread pool by default, or a Dask cluster:
+``make_task_runner``), everything else runs in the flow's process. Retries only on plain I/O (listing the inbox, switching the marts link),
 never on a parse error or a failed gate. Tasks pass paths and small summaries, not data frames, and skip
 Prefect's input hashing (``NO_CACHE``).
 """
@@ -116,6 +118,23 @@ def run_with_execution(flow_, execution: ExecutionConfig, **parameters) -> dict[
         return with_execution(flow_, execution)(**parameters)
 
 
+def load_files(settings: Settings, files: list[steps.InboxFile], run_id: str) -> list[steps.FileStats]:
+    """One task per file, ``ingest_workers`` at a time on threads of this process (DuckDB allows one writing
+    process, and the files' transactions commit one by one in inbox order: ``steps.commit_order``)."""
+    logger = get_run_logger()
+    order = steps.commit_order(settings)
+    with ThreadPoolTaskRunner(max_workers=settings.execution.ingest_workers) as runner:
+        futures = [runner.submit(ingest_file, {"settings": settings, "item": item, "run_id": run_id,
+                                               "turn": order.turn(n, item.relative)})
+                   for n, item in enumerate(files)]
+        wait(futures)
+    stats = steps.loaded_files([f.result(raise_on_failure=False) for f in futures])
+    for n, loaded in enumerate(stats, start=1):
+        logger.info("[%d/%d] %s (%s): %d rows, %d quarantined", n, len(files), loaded.path, loaded.reader,
+                    loaded.rows_raw, loaded.rows_quarantined)
+    return stats
+
+
 def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                  months: tuple[dt.date, dt.date] | None = None, as_of: dt.date | None = None) -> dict[str, Any]:
     """The body shared by every flow; the caller holds the HOME lock. Records the run in ``ops.run_log``."""
@@ -132,12 +151,7 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
         if ingest:
             files, skipped = discover(settings)
             logger.info("inbox: %d new file(s), %d already ingested", len(files), skipped)
-            stats = []
-            for n, item in enumerate(files, start=1):
-                loaded = ingest_file(settings, item, run_id)
-                logger.info("[%d/%d] %s (%s): %d rows, %d quarantined", n, len(files), loaded.path,
-                            loaded.reader, loaded.rows_raw, loaded.rows_quarantined)
-                stats.append(loaded)
+            stats = load_files(settings, files, run_id)
             fields.update(input_files=steps.file_summaries(stats), files_new=len(stats),
                           rows_raw=sum(s.rows_raw for s in stats),
                           rows_quarantined=sum(s.rows_quarantined for s in stats))

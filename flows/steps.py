@@ -15,6 +15,8 @@ import secrets
 import shutil
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import polars as pl
 
 from clientbase.config import Settings
 from clientbase.dictionary import catalog
-from clientbase.errors import ConfigError, GateFailed, InboxError, ParseError
+from clientbase.errors import ConfigError, GateFailed, InboxError, NotLoaded, ParseError
 from expectations import suites
 from expectations.gate import SCRATCH as GATE_SCRATCH
 from expectations.gate import GateOutcome, run_gate
@@ -63,7 +65,16 @@ from warehouse.db import (
     replace_table,
     staging_files,
 )
-from warehouse.load import FileStats, file_sha256, ingest_bulk, ingest_records, known_hashes
+from warehouse.load import (
+    CommitOrder,
+    FileStats,
+    Turn,
+    file_sha256,
+    ingest_bulk,
+    ingest_records,
+    known_hashes,
+    last_ingest_seq,
+)
 
 log = logging.getLogger("clientbase")
 
@@ -108,17 +119,24 @@ def discover(settings: Settings) -> tuple[list[InboxFile], int]:
         seen = known_hashes(con)
     new: list[InboxFile] = []
     skipped = 0
-    for path, kind, relative in _expand_archives(settings, files):
-        try:
-            digest, size = file_sha256(path), path.stat().st_size
-        except OSError as exc:
-            raise InboxError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
+    expanded = _expand_archives(settings, files)
+    # hashlib releases the GIL while it hashes, so the files are hashed ingest_workers at a time
+    with ThreadPoolExecutor(max_workers=settings.execution.ingest_workers) as pool:
+        digests = list(pool.map(_digest, (path for path, _, _ in expanded)))
+    for (path, kind, relative), (digest, size) in zip(expanded, digests, strict=True):
         if digest in seen:
             skipped += 1
             continue
         seen.add(digest)  # the same content twice in one inbox is ingested once
         new.append(InboxFile(str(path), relative, kind, digest, size))
     return new, skipped
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    try:
+        return file_sha256(path), path.stat().st_size
+    except OSError as exc:
+        raise InboxError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
 
 
 def _expand_archives(settings: Settings, files: list[tuple[Path, str]]) -> list[tuple[Path, str, str]]:
@@ -139,8 +157,29 @@ def _expand_archives(settings: Settings, files: list[tuple[Path, str]]) -> list[
     return out
 
 
-def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
-    """Detect the format, parse and load one file (all or nothing)."""
+def commit_order(settings: Settings) -> CommitOrder:
+    """The order in which the files of this run commit when several are loaded at once (``ingest_file``)."""
+    with connect(settings.warehouse_path) as con:
+        return CommitOrder(last_ingest_seq(con))
+
+
+def ingest_file(settings: Settings, item: InboxFile, run_id: str, turn: Turn | None = None) -> FileStats:
+    """Detect the format, parse and load one file (all or nothing). With a ``turn`` (of ``commit_order``), other
+    files may load at the same time: this one commits after every file discovered before it."""
+    with turn or nullcontext():
+        return _ingest_file(settings, item, run_id, turn)
+
+
+def loaded_files(outcomes: list[FileStats | BaseException]) -> list[FileStats]:
+    """The stats of files loaded at once, in discovery order; or the error of the first file that failed (the
+    files after it were rolled back: ``NotLoaded``)."""
+    errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, NotLoaded)), errors[0])
+    return outcomes  # type: ignore[return-value]
+
+
+def _ingest_file(settings: Settings, item: InboxFile, run_id: str, turn: Turn | None) -> FileStats:
     path = Path(item.path)
     shown = str(settings.inbox_dir / item.relative)  # archive members read as 'bank/x.zip!member.xml'
     error: ParseError | None = None
@@ -154,11 +193,12 @@ def ingest_file(settings: Settings, item: InboxFile, run_id: str) -> FileStats:
                 mappings = {"user_presets": settings.crm.mappings} if item.kind == "crm" else {}
                 ingest_bulk(con, lambda c: reader.load_bulk(c, path, file_hash=item.sha256, source_file=item.relative,
                                                             run_id=run_id, scratch=scratch, **mappings),
-                            stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id)
+                            stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id, turn=turn)
             else:
                 records = (reader.read(path, user_presets=settings.crm.mappings) if item.kind == "crm"
                            else reader.read(path))
-                ingest_records(con, records, stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id)
+                ingest_records(con, records, stats=stats, kind=item.kind, size_bytes=item.size_bytes, run_id=run_id,
+                               turn=turn)
     except ParseError as exc:
         where = shown if exc.path in (None, item.path) else exc.path.replace(item.path, shown)
         error = type(exc)(exc.reason, path=where, record=exc.record, field=exc.field)

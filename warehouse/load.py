@@ -2,6 +2,8 @@
 
 Each file is loaded all-or-nothing: its raw rows, its quarantined rows and its manifest entry commit together.
 A file-level error (unreadable, unknown layout) rolls the file back and stops the run with a message naming it.
+Several files may be parsed and loaded at once (``CommitOrder``); their transactions still commit one at a time,
+in the order the files were discovered.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -18,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from clientbase.errors import NotLoaded
 from sources import crm
 from sources.base import Balance, BankTxn, CrmRow, FileInfo, Rejected
 
@@ -102,19 +106,91 @@ _bank_values = attrgetter(*_BANK_FIELDS)
 _balance_values = attrgetter(*_BALANCE_FIELDS)
 
 
+class CommitOrder:
+    """Files loaded at the same time (one thread each) commit one after another, in the order they were discovered.
+
+    That order is the ``ingest_seq`` the dedupe ranks files by (the earlier file wins) and the row order of the raw
+    tables, so a run gives the same warehouse whether its files were loaded one at a time or several at once. A
+    file that fails stops every later file of the run from committing (they roll back with ``NotLoaded``), as a
+    run that loads files one after another stops at the first failure; earlier files still commit.
+
+    The run holds the HOME lock, so nothing else adds files while it loads: the run's files get the sequence
+    numbers after ``last_seq``, one per committed file. (Inside a file's transaction, ``max(ingest_seq)`` would
+    be read from the snapshot its transaction began with, which misses files committed since.)
+    """
+
+    def __init__(self, last_seq: int):
+        self._ready = threading.Condition()
+        self._last_seq = last_seq
+        self._next = 0  # the position whose turn it is to commit
+        self._failed: tuple[int, str] | None = None  # (position, file) of the first file that failed
+
+    def turn(self, position: int, name: str) -> Turn:
+        """The turn of the file at ``position`` (0, 1, ... in discovery order), used as a context manager
+        around everything the file's load does."""
+        return Turn(self, position, name)
+
+    def _wait(self, position: int) -> int:
+        with self._ready:
+            self._ready.wait_for(lambda: self._next == position
+                                 or (self._failed is not None and self._failed[0] < position))
+            if self._next != position:
+                raise NotLoaded(f"not loaded: {self._failed[1]} failed before it; it is loaded by the next "
+                                "run once that file is fixed or removed")
+            return self._last_seq + 1
+
+    def _finish(self, position: int, name: str, committed: bool) -> None:
+        with self._ready:
+            if committed and self._next == position:
+                self._last_seq += 1
+                self._next += 1
+            elif not committed and (self._failed is None or position < self._failed[0]):
+                self._failed = (position, name)
+            self._ready.notify_all()
+
+
+class Turn:
+    """One file's place in a ``CommitOrder`` (see there)."""
+
+    def __init__(self, order: CommitOrder, position: int, name: str):
+        self.order, self.position, self.name = order, position, name
+        self.waited = False
+
+    def seq(self) -> int:
+        """Wait until every earlier file of the run has committed; the file's ``ingest_seq``."""
+        seq = self.order._wait(self.position)
+        self.waited = True
+        return seq
+
+    def __enter__(self) -> Turn:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None and not self.waited:  # nothing committed: the turn still passes in order
+                self.seq()
+        except NotLoaded:
+            kind = NotLoaded
+            raise
+        finally:
+            self.order._finish(self.position, self.name, committed=kind is None)
+
+
 @contextmanager
 def _file_transaction(con: duckdb.DuckDBPyConnection, stats: FileStats, kind: str, size_bytes: int,
-                      run_id: str) -> Iterator[None]:
-    """One file's rows and its manifest entry commit together, or nothing does."""
+                      run_id: str, turn: Turn | None = None) -> Iterator[None]:
+    """One file's rows and its manifest entry commit together, or nothing does; with a ``turn``, only once every
+    earlier file of the run has committed."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield
+        seq = turn.seq() if turn is not None else None
         con.execute(
             "INSERT INTO ops.ingested_file (file_hash, path, kind, reader, size_bytes, records_in, rows_raw, "
             "rows_quarantined, run_id, ingest_seq, ingested_at, encoding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "(SELECT coalesce(max(ingest_seq), 0) + 1 FROM ops.ingested_file), ?, ?)",
+            "coalesce(?, (SELECT coalesce(max(ingest_seq), 0) + 1 FROM ops.ingested_file)), ?, ?)",
             [stats.sha256, stats.path, kind, stats.reader, size_bytes, stats.records_in, stats.rows_raw,
-             stats.rows_quarantined, run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), stats.encoding],
+             stats.rows_quarantined, run_id, seq, dt.datetime.now(dt.UTC).replace(tzinfo=None), stats.encoding],
         )
         con.execute("COMMIT")
     except BaseException:
@@ -204,9 +280,10 @@ def ingest_records(
     kind: str,
     size_bytes: int,
     run_id: str,
+    turn: Turn | None = None,
 ) -> FileStats:
     """Write one file's records (streamed from a reader) and its manifest row in one transaction."""
-    with _file_transaction(con, stats, kind, size_bytes, run_id):
+    with _file_transaction(con, stats, kind, size_bytes, run_id, turn):
         writer = RecordWriter(con, file_hash=stats.sha256, source_file=stats.path, reader=stats.reader,
                               run_id=run_id)
         for rec in records:
@@ -227,12 +304,13 @@ def ingest_bulk(
     kind: str,
     size_bytes: int,
     run_id: str,
+    turn: Turn | None = None,
 ) -> FileStats:
     """Run a reader's set-based loader (it inserts raw and quarantine rows itself) in the file's transaction.
 
     ``load(con)`` returns an object with ``loaded``, ``quarantined`` and ``encoding``.
     """
-    with _file_transaction(con, stats, kind, size_bytes, run_id):
+    with _file_transaction(con, stats, kind, size_bytes, run_id, turn):
         result = load(con)
         stats.rows_raw = result.loaded
         stats.rows_quarantined = result.quarantined
@@ -243,3 +321,8 @@ def ingest_bulk(
 
 def known_hashes(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("SELECT file_hash FROM ops.ingested_file").fetchall()}
+
+
+def last_ingest_seq(con: duckdb.DuckDBPyConnection) -> int:
+    (seq,), = con.execute("SELECT coalesce(max(ingest_seq), 0) FROM ops.ingested_file").fetchall()
+    return int(seq)
