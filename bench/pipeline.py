@@ -348,7 +348,8 @@ def run_ours(home: Path, inbox: Path) -> dict:
                     with meter.stage(f"ingest {kind} ({len(batch)} files)"):
                         with ThreadPoolExecutor(max_workers=settings.execution.ingest_workers) as pool:
                             stats += steps.loaded_files(list(pool.map(
-                                lambda job: _outcome(settings, job[1], run_id, order.turn(job[0], job[1].relative)), batch)))
+                                lambda job: _outcome(settings, job[1], run_id, order.turn(job[0], job[1].relative)),
+                                batch)))
             fields.update(input_files=steps.file_summaries(stats), files_new=len(stats),
                           rows_raw=sum(s.rows_raw for s in stats),
                           rows_quarantined=sum(s.rows_quarantined for s in stats))

@@ -6,9 +6,9 @@
 One task per I/O or checkpoint step. The per-file load tasks run ``ingest_workers`` at a time on threads of the
 flow's process (the only process that may write the warehouse; they commit in inbox order). The per-month
 client_month tasks are submitted to the flow's task runner (a thread pool by default, or a Dask cluster:
-``make_task_runner``), everything else runs in the flow's process. Retries only on plain I/O (listing the inbox, switching the marts link),
-never on a parse error or a failed gate. Tasks pass paths and small summaries, not data frames, and skip
-Prefect's input hashing (``NO_CACHE``).
+``make_task_runner``), everything else runs in the flow's process. Retries only on plain I/O (listing the inbox,
+switching the marts link), never on a parse error or a failed gate. Tasks pass paths and small summaries, not
+data frames, and skip Prefect's input hashing (``NO_CACHE``).
 """
 
 from __future__ import annotations
@@ -128,11 +128,12 @@ def load_files(settings: Settings, files: list[steps.InboxFile], run_id: str) ->
                                                "turn": order.turn(n, item.relative)})
                    for n, item in enumerate(files)]
         wait(futures)
-    stats = steps.loaded_files([f.result(raise_on_failure=False) for f in futures])
-    for n, loaded in enumerate(stats, start=1):
-        logger.info("[%d/%d] %s (%s): %d rows, %d quarantined", n, len(files), loaded.path, loaded.reader,
-                    loaded.rows_raw, loaded.rows_quarantined)
-    return stats
+    outcomes = [f.result(raise_on_failure=False) for f in futures]
+    for n, loaded in enumerate(outcomes, start=1):
+        if isinstance(loaded, steps.FileStats):  # the files before a failed one are loaded: say so
+            logger.info("[%d/%d] %s (%s): %d rows, %d quarantined", n, len(files), loaded.path, loaded.reader,
+                        loaded.rows_raw, loaded.rows_quarantined)
+    return steps.loaded_files(outcomes)
 
 
 def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
