@@ -471,9 +471,12 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
                        for entity, _, _ in crm_steps}
             raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
-        if staged_bank:  # in staging order, with their keys; what classify adds is computed again below
-            keyed = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction")).drop(
-                *staging.CLASSIFIED_COLUMNS)
+        if staged_bank:  # in staging order, with their keys and labels; classify runs again below
+            staged_rows = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
+            labelled = staging.relabel_staged(staged_rows)
+            own_accounts = _own_account_keys(staged_rows.select(pl.col("own_account").unique()).with_columns(
+                _own=m.normalise_account(pl.col("own_account"))))
+            found = staging.staged_counterparties(staged_rows)
         else:
             # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file
             # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
@@ -483,13 +486,14 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
                 scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
-        # not materialised: the own accounts and the counterparties read a few columns of it, classify streams it
-        # to the staged file (labelling twice is cheaper than writing and reading 10M wide rows)
-        labelled = staging.label_counterparties(
-            keyed, own_accounts=cfg.own_accounts,
-            excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
-        own_accounts = _own_account_keys(labelled)
-        client_match = identity.resolve(staging.counterparties(labelled), crm_clients, overrides,
+            # not materialised: the own accounts and the counterparties read a few columns of it, classify streams
+            # it to the staged file (labelling twice is cheaper than writing and reading 10M wide rows)
+            labelled = staging.label_counterparties(
+                keyed, own_accounts=cfg.own_accounts,
+                excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
+            own_accounts = _own_account_keys(labelled)
+            found = staging.counterparties(labelled)
+        client_match = identity.resolve(found, crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
         staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,

@@ -167,6 +167,42 @@ def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
     assert steps.stage(load_settings(inc)).skipped
 
 
+NIGHT_DUMP = CRM + "C2,Nord Handel AG,,,retail,M,EU,fair,2024-02-01,M01,,false,false,false,false,7,0.3,false,customer\n"
+EXCLUDING = "classification:\n  excluded_counterparty_ids: [GB29NWBK60161331926819]\n"  # Supplier Ltd's account
+
+
+def crm_night_and_rebuild(root: Path, files: list[list[tuple]]):
+    """(stats of the CRM night's stage, its staging, the staging of a rebuild with everything at once); payments
+    to Supplier Ltd are excluded, and Treasury's are own transfers when a file has a statement for its account."""
+    inc, full = root / "inc", root / "full"
+    for home in (inc, full):
+        (home / "inbox").mkdir(parents=True)
+        (home / "inbox" / "config.yaml").write_text(EXCLUDING, encoding="utf-8")
+    ingest(inc, files, crm=True)
+    steps.stage(load_settings(inc))
+    for home in (inc, full):
+        (home / "inbox" / "crm").mkdir(parents=True, exist_ok=True)
+        (home / "inbox" / "crm" / "clients_2.csv").write_text(NIGHT_DUMP, encoding="utf-8")
+    ingest(inc, [], crm=False)
+    stats = steps.stage(load_settings(inc))
+    ingest(full, files, crm=True)
+    steps.stage(load_settings(full))
+    return stats, staging_tables(inc), staging_tables(full)
+
+
+def test_a_crm_night_keeps_own_transfers_and_exclusions(tmp_path):
+    files = [[(2, 1, 100, True, None, 0), (0, 2, -50, True, 1, 4), (0, 2, -40, True, 2, 3), (1, 3, 70, True, None, 2),
+              (0, 3, 40, True, None, 3), (1, 4, 500, True, 3, 4)]]
+    stats, got, want = crm_night_and_rebuild(tmp_path, files)
+    assert stats.reclassified
+    assert_same(got, want)
+    # statement by statement (own accounts 0, 1, 2); Treasury's account is own (account 2 has a statement)
+    assert got["staging.bank_transaction"].select("counterparty_name", "category", "client_id").rows() == [
+        ("Treasury", "own_transfer", None), ("Supplier Ltd", "excluded", None), ("Supplier Ltd", "excluded", None),
+        ("Nord Handel AG", "client_payment", "C2"), ("Treasury", "own_transfer", None),
+        ("Acme GmbH", "client_payment", "C1")]
+
+
 ENTRY = st.tuples(st.integers(0, 2), st.integers(1, 3), st.sampled_from([-40, 100, 500]), st.booleans(),
                   st.none() | st.integers(1, 4), st.integers(0, len(PARTIES) - 1))
 
@@ -177,6 +213,14 @@ ENTRY = st.tuples(st.integers(0, 2), st.integers(1, 3), st.sampled_from([-40, 10
 def test_any_increment_equals_a_rebuild(tmp_path_factory, files, split, crm):
     stats, got, want = increment_and_rebuild(tmp_path_factory.mktemp("case"), files, min(split, len(files) - 1),
                                              crm=crm)
+    assert_same(got, want)
+
+
+@given(files=st.lists(st.lists(ENTRY, min_size=1, max_size=6), min_size=1, max_size=3))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_crm_night_equals_a_rebuild(tmp_path_factory, files):
+    stats, got, want = crm_night_and_rebuild(tmp_path_factory.mktemp("night"), files)
+    assert stats.reclassified
     assert_same(got, want)
 
 

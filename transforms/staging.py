@@ -204,14 +204,7 @@ def label_counterparties(
     own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
     excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
     keywords = [k.lower() for k in excluded_keywords if k.strip()]
-    # the name folding is some twenty regex passes: run it once per distinct name, not once per transaction
-    names = (txns.select("counterparty_name").unique()
-             .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name"))))
-    frame = txns.join(names, on="counterparty_name", how="left", nulls_equal=True, maintain_order="left").with_columns(
-        _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
-        _acct=m.normalise_account(pl.col("counterparty_account")),
-        _own=m.normalise_account(pl.col("own_account")),
-    ).with_columns(counterparty_key=identity.counterparty_key())
+    frame = _normalised(txns).with_columns(counterparty_key=identity.counterparty_key())
     own_keys = pl.concat([
         frame.select(pl.col("_own").alias("_acct")),
         pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
@@ -225,6 +218,44 @@ def label_counterparties(
         frame.join(own_keys, on="_acct", how="left", maintain_order="left")
         .with_columns(_own_transfer=pl.col("_own_transfer").fill_null(False), _excluded=is_excluded.fill_null(False))
     )
+
+
+def _normalised(txns: pl.LazyFrame) -> pl.LazyFrame:
+    """``txns`` with the normalised counterparty name, tax id and account and own account (``_name``, ``_tax``,
+    ``_acct``, ``_own``): row-wise."""
+    # the name folding is some twenty regex passes: run it once per distinct name, not once per transaction
+    names = (txns.select("counterparty_name").unique()
+             .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name"))))
+    return txns.join(names, on="counterparty_name", how="left", nulls_equal=True, maintain_order="left").with_columns(
+        _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
+        _acct=m.normalise_account(pl.col("counterparty_account")),
+        _own=m.normalise_account(pl.col("own_account")),
+    )
+
+
+def relabel_staged(staged: pl.LazyFrame) -> pl.LazyFrame:
+    """Staged bank rows ready for ``classify`` again (against a new CRM), without labelling them again.
+
+    ``label_counterparties`` depends on the rows and the settings only, never on the CRM, so while neither
+    changed its labels are still those the rows were staged with: the counterparty key is staged, and the two
+    flags are in the category (``classify`` made every own transfer ``own_transfer`` and every other excluded row
+    ``excluded``). Only an own transfer's exclusion flag is not kept, and nothing reads it: every use of
+    ``_excluded`` also requires ``~_own_transfer`` or comes after it. For ``counterparties`` use
+    ``staged_counterparties``.
+    """
+    return staged.with_columns(_own_transfer=pl.col("category") == m.OWN_TRANSFER,
+                               _excluded=pl.col("category") == m.EXCLUDED).drop(
+        *(c for c in CLASSIFIED_COLUMNS if c != "counterparty_key"))
+
+
+def staged_counterparties(staged: pl.LazyFrame) -> pl.LazyFrame:
+    """``counterparties(label_counterparties(...))`` of staged bank rows, from the first row of each counterparty
+    that is neither an own transfer nor excluded (the row ``counterparties`` keeps; the normalisation is
+    row-wise), so only those rows are normalised (a few hundred thousand instead of every transaction)."""
+    first = (staged.filter(pl.col("counterparty_key").is_not_null()
+                           & ~pl.col("category").is_in([m.OWN_TRANSFER, m.EXCLUDED]))
+             .unique(subset="counterparty_key", keep="first", maintain_order=True))
+    return _normalised(first).select("counterparty_key", "_tax", "_acct", "_name")
 
 
 def counterparties(labelled: pl.LazyFrame) -> pl.LazyFrame:
