@@ -178,11 +178,16 @@ _EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
 
 
 def _period_revenue(payments: pl.LazyFrame) -> pl.LazyFrame:
-    """period_type, period_start, client_id, _revenue for every month, quarter and year a client paid in."""
+    """period_type, period_start, client_id, _revenue for every month, quarter and year a client paid in.
+
+    The payments are summed per client and month once; a quarter or a year adds up its months (integer cents,
+    so the sums are exact in any grouping: see metrics.ratio)."""
+    months = (payments.group_by(pl.col("booking_date").dt.truncate("1mo").alias("period_start"), "client_id")
+              .agg(m.cents(pl.col("amount_reporting")).sum().alias("_revenue")))
     return pl.concat([
-        payments.group_by(pl.lit(kind).alias("period_type"), pl.col("booking_date").dt.truncate(every)
-                          .alias("period_start"), "client_id")
-        .agg(m.cents(pl.col("amount_reporting")).sum().alias("_revenue"))  # exact: see metrics.ratio
+        months.select(pl.lit(kind).alias("period_type"), "period_start", "client_id", "_revenue") if kind == "month"
+        else months.group_by(pl.lit(kind).alias("period_type"), pl.col("period_start").dt.truncate(every),
+                             "client_id").agg(pl.col("_revenue").sum())
         for kind, every in _EVERY.items()
     ])
 
