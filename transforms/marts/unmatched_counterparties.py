@@ -39,6 +39,9 @@ def build(staged_txns: pl.LazyFrame, client_match: pl.LazyFrame, *, crm_present:
     unmatched = client_match.filter(pl.col("method").is_in(["bank_counterparty", "ambiguous"]))
     payments = (
         staged_txns.filter(m.is_booked() & m.is_client_payment())
+        # only these counterparties' payments are aggregated (most payers are matched); the rows keep their
+        # order, which decides the first tax id and account seen
+        .join(unmatched.select("counterparty_key"), on="counterparty_key", how="semi", maintain_order="left")
         .group_by("counterparty_key")
         .agg(
             names_seen=pl.col("counterparty_name").drop_nulls().unique().sort().str.join("; "),
