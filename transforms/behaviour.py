@@ -102,7 +102,9 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
         schema={"period_type": pl.String, "period_start": pl.Date, "period_end": pl.Date,
                 **dict.fromkeys(("clients_start", "clients_end", "new_clients", "churned", "reactivated"), pl.Int32)})
     # revenue of each S client in the period and in the period just before it (exact cents)
-    revenue = _period_revenue(payments)
+    # read twice below (each period and the period before): collected once (10M payments: 6.6M rows, ~0.3 GB),
+    # else each read would group the payments again
+    revenue = _period_revenue(payments).collect().lazy()
     both = (pl.concat([revenue.with_columns(_prev=pl.lit(0, pl.Int128)).rename({"_revenue": "_now"}),
                        _shift_to_next_period(revenue).with_columns(_now=pl.lit(0, pl.Int128))
                        .rename({"_revenue": "_prev"}).select("period_type", "period_start", "client_id", "_now",
