@@ -7,6 +7,7 @@ for row, in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -140,23 +141,37 @@ def test_a_refund_to_a_staged_payer_is_appended(tmp_path):
     assert_same(got, want)
 
 
-def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
-    """A new CRM dump (the usual night) re-resolves and re-classifies the staged bank rows instead of deduplicating
-    the raw layer again: the same staging as a rebuild, with the new client matched."""
-    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3), (0, 4, 70, True, None, 2)]]
-    dump = CRM + "C2,Nord Handel AG,,,retail,M,EU,fair,2024-02-01,M01,,false,false,false,false,7,0.3,false,customer\n"
-    inc, full = tmp_path / "inc", tmp_path / "full"
+NIGHT_DUMP = CRM + "C2,Nord Handel AG,,,retail,M,EU,fair,2024-02-01,M01,,false,false,false,false,7,0.3,false,customer\n"
+EXCLUDING = "classification:\n  excluded_counterparty_ids: [GB29NWBK60161331926819]\n"  # Supplier Ltd's account
+
+
+def crm_night_and_rebuild(root: Path, files: list[list[tuple]], config: str | None = EXCLUDING, caplog=None):
+    """(stats of the CRM night's stage, its staging, the staging of a rebuild with everything at once). With the
+    default ``config``, payments to Supplier Ltd are excluded; Treasury's are own transfers when a file has a
+    statement for its account. ``caplog`` captures the night's stage alone."""
+    inc, full = root / "inc", root / "full"
+    for home in (inc, full):
+        (home / "inbox").mkdir(parents=True)
+        if config is not None:
+            (home / "inbox" / "config.yaml").write_text(config, encoding="utf-8")
     ingest(inc, files, crm=True)
     steps.stage(load_settings(inc))
     for home in (inc, full):
         (home / "inbox" / "crm").mkdir(parents=True, exist_ok=True)
-        (home / "inbox" / "crm" / "clients_2.csv").write_text(dump, encoding="utf-8")
+        (home / "inbox" / "crm" / "clients_2.csv").write_text(NIGHT_DUMP, encoding="utf-8")
     ingest(inc, [], crm=False)
-    with caplog.at_level(logging.INFO, logger="clientbase"):
+    with caplog.at_level(logging.INFO, logger="clientbase") if caplog is not None else contextlib.nullcontext():
         stats = steps.stage(load_settings(inc))
     ingest(full, files, crm=True)
     steps.stage(load_settings(full))
-    got, want = staging_tables(inc), staging_tables(full)
+    return stats, staging_tables(inc), staging_tables(full)
+
+
+def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
+    """A new CRM dump (the usual night) re-resolves and re-classifies the staged bank rows instead of deduplicating
+    the raw layer again: the same staging as a rebuild, with the new client matched."""
+    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3), (0, 4, 70, True, None, 2)]]
+    stats, got, want = crm_night_and_rebuild(tmp_path, files, config=None, caplog=caplog)
     assert stats.reclassified and not stats.appended and not stats.skipped
     assert "only new CRM files" in caplog.text and "restaging" not in caplog.text
     assert (stats.rows_raw_total, stats.rows_staged, stats.clients) == (4, 4, want["staging.client"].height)
@@ -164,30 +179,7 @@ def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
         ("C1", "name_exact", 500), (None, None, -20), ("C2", "name_exact", 70), ("C2", "name_exact", 70)]
     assert_same(got, want)
     # and the next run with nothing new keeps it
-    assert steps.stage(load_settings(inc)).skipped
-
-
-NIGHT_DUMP = CRM + "C2,Nord Handel AG,,,retail,M,EU,fair,2024-02-01,M01,,false,false,false,false,7,0.3,false,customer\n"
-EXCLUDING = "classification:\n  excluded_counterparty_ids: [GB29NWBK60161331926819]\n"  # Supplier Ltd's account
-
-
-def crm_night_and_rebuild(root: Path, files: list[list[tuple]]):
-    """(stats of the CRM night's stage, its staging, the staging of a rebuild with everything at once); payments
-    to Supplier Ltd are excluded, and Treasury's are own transfers when a file has a statement for its account."""
-    inc, full = root / "inc", root / "full"
-    for home in (inc, full):
-        (home / "inbox").mkdir(parents=True)
-        (home / "inbox" / "config.yaml").write_text(EXCLUDING, encoding="utf-8")
-    ingest(inc, files, crm=True)
-    steps.stage(load_settings(inc))
-    for home in (inc, full):
-        (home / "inbox" / "crm").mkdir(parents=True, exist_ok=True)
-        (home / "inbox" / "crm" / "clients_2.csv").write_text(NIGHT_DUMP, encoding="utf-8")
-    ingest(inc, [], crm=False)
-    stats = steps.stage(load_settings(inc))
-    ingest(full, files, crm=True)
-    steps.stage(load_settings(full))
-    return stats, staging_tables(inc), staging_tables(full)
+    assert steps.stage(load_settings(tmp_path / "inc")).skipped
 
 
 def test_a_crm_night_keeps_own_transfers_and_exclusions(tmp_path):
