@@ -26,7 +26,7 @@ import duckdb
 
 from clientbase.errors import ParseError
 from sources.bank_csv import Layout, own_account_from_preamble
-from sources.base import MAX_AMOUNT_SCALE
+from sources.base import MAX_AMOUNT_DIGITS, MAX_AMOUNT_SCALE
 
 _CHUNK = 1 << 20
 
@@ -76,14 +76,19 @@ def _money(name: str) -> tuple[list[list[str]], str, str]:
     number = f"regexp_full_match({name}_dotted, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)')"
     # used only when the regex matched ([0-9] and at most one '.'): the digits after the dot
     scale = f"(CASE WHEN contains({name}_dotted, '.') THEN strlen({name}_dotted) - strpos({name}_dotted, '.') ELSE 0 END)"
+    # and the digits before it, leading zeros left out
+    digits = f"strlen(ltrim(split_part(ltrim({name}_dotted, '+-'), '.', 1), '0'))"
     layers = [[f"{compact} AS {name}_compact"],
               [f"{bad_dot} AS {name}_bad_dot", f"{dotted} AS {name}_dotted"],
-              [f"{number} AS {name}_number", f"{scale} AS {name}_scale"]]
-    ok, bad, sc = f"{name}_number", f"{name}_bad_dot", f"{name}_scale"
-    value = f"(CASE WHEN {ok} AND NOT {bad} AND {sc} <= {MAX_AMOUNT_SCALE} THEN CAST({name}_dotted AS DECIMAL(23, 5)) END)"
+              [f"{number} AS {name}_number", f"{scale} AS {name}_scale", f"{digits} AS {name}_digits"]]
+    ok, bad, sc, dg = f"{name}_number", f"{name}_bad_dot", f"{name}_scale", f"{name}_digits"
+    value = (f"(CASE WHEN {ok} AND NOT {bad} AND {sc} <= {MAX_AMOUNT_SCALE} AND {dg} <= {MAX_AMOUNT_DIGITS} "
+             f"THEN CAST({name}_dotted AS DECIMAL(23, 5)) END)")
     reason = (f"(CASE WHEN {bad} THEN format('amount ''{{}}'' has ''.'' but the layout''s decimal separator is ''{{}}''', {expr}, $decimal) "
               f"WHEN NOT {ok} THEN format('amount ''{{}}'' is not a number', {expr}) "
-              f"WHEN {sc} > {MAX_AMOUNT_SCALE} THEN format('amount ''{{}}'' has more than {MAX_AMOUNT_SCALE} decimals', {expr}) END)")
+              f"WHEN {sc} > {MAX_AMOUNT_SCALE} THEN format('amount ''{{}}'' has more than {MAX_AMOUNT_SCALE} decimals', {expr}) "
+              f"WHEN {dg} > {MAX_AMOUNT_DIGITS} THEN format('amount ''{{}}'' has more than {MAX_AMOUNT_DIGITS} digits before the "
+              f"decimal point', {expr}) END)")
     return layers, value, reason
 
 

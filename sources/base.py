@@ -22,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 from clientbase.errors import ParseError
 
 MAX_AMOUNT_SCALE = 5  # camt allows up to 5 decimals; raw stores DECIMAL(23,5)
+MAX_AMOUNT_DIGITS = 18  # digits before the point that DECIMAL(23,5) holds (camt's own limit is 18 digits in all)
 
 
 @dataclass(slots=True)
@@ -122,9 +123,13 @@ def exact_amount(value: Decimal, *, path: str, record: int | None, field_name: s
     """``value`` when the warehouse's ``DECIMAL(23, 5)`` holds it exactly (no rounding, ever); else a ParseError
     naming the amount as written (``text``) and the field."""
     exponent = value.as_tuple().exponent
+    written = text if text is not None else str(value)
     if isinstance(exponent, int) and -exponent > MAX_AMOUNT_SCALE:
-        raise ParseError(f"amount {text if text is not None else str(value)!r} has more than {MAX_AMOUNT_SCALE} "
-                         "decimals", path=path, record=record, field=field_name)
+        raise ParseError(f"amount {written!r} has more than {MAX_AMOUNT_SCALE} decimals", path=path, record=record,
+                         field=field_name)
+    if value.is_finite() and value and value.adjusted() >= MAX_AMOUNT_DIGITS:
+        raise ParseError(f"amount {written!r} has more than {MAX_AMOUNT_DIGITS} digits before the decimal point",
+                         path=path, record=record, field=field_name)
     return value
 
 

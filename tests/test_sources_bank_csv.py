@@ -55,6 +55,8 @@ def test_unknown_layout_lists_closest_profiles(tmp_path):
     ("-1,234.50", ".", ",", Decimal("-1234.50")),
     ("0.12345", ".", None, Decimal("0.12345")),
     ("82\u00a0604,01", ",", " ", Decimal("82604.01")),
+    ("-999 999 999 999 999 999,99999", ",", " ", Decimal("-999999999999999999.99999")),  # DECIMAL(23, 5)'s limit
+    ("000 000 000 000 000 000 000,5", ",", " ", Decimal("0.5")),  # leading zeros are not digits of the value
 ])
 def test_amount_formats(text, decimal, thousands, expected):
     assert parse_decimal(text, path="f", record=1, field_name="amount", decimal=decimal,
@@ -63,7 +65,7 @@ def test_amount_formats(text, decimal, thousands, expected):
 
 @pytest.mark.parametrize(("text", "reason"), [
     ("1.5", "has '.' but the layout's decimal separator is ','"),
-    ("0,123456", "has more than 5 decimals"),
+    ("0,123456", "has more than 5 decimals"), ("1 000 000 000 000 000 000,00", "has more than 18 digits before the"),
     ("abc", "is not a number"), ("NaN", "is not a number"), ("Infinity", "is not a number"), ("", "is not a number"),
     # Decimal() alone would take these; the DuckDB fast paths never did (parity)
     ("1e5", "is not a number"), ("1_000", "is not a number"), ("\u0661\u0662", "is not a number"),

@@ -46,8 +46,18 @@ def crm_table_ddl() -> list[str]:
     return statements
 
 
+_WIDENED = [("raw", "statement_balance", "entries_total", "DECIMAL(38,5)")]  # (schema, table, column, type now)
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_sql("schema.sql"))
+    for schema, table, column, wanted in _WIDENED:  # warehouses created before a column was widened
+        found = con.execute("SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                            "AND schema_name = ? AND table_name = ? AND column_name = ?",
+                            [schema, table, column]).fetchone()
+        if found and found[0] != wanted:
+            con.execute(f"ALTER TABLE {quote_ident(schema)}.{quote_ident(table)} ALTER COLUMN {quote_ident(column)} "
+                        f"TYPE {wanted}")
     for statement in crm_table_ddl():
         con.execute(statement)
 

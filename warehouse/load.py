@@ -40,7 +40,8 @@ _BANK_SCHEMA = pa.schema([
 _BALANCE_SCHEMA = pa.schema([
     ("file_hash", pa.string()), ("source_file", pa.string()), ("record_number", pa.int32()),
     ("own_account", pa.string()), ("statement_id", pa.string()), ("balance_date", pa.date32()),
-    ("opening", MONEY), ("closing", MONEY), ("currency", pa.string()), ("entries_total", MONEY),
+    ("opening", MONEY), ("closing", MONEY), ("currency", pa.string()),
+    ("entries_total", pa.decimal128(38, 5)),  # a sum of amounts can need more digits than one amount
 ])
 _QUARANTINE_SCHEMA = pa.schema([
     ("file_hash", pa.string()), ("source_file", pa.string()), ("record_number", pa.int32()),

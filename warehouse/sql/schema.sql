@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS raw.statement_balance (
     opening        DECIMAL(23, 5),
     closing        DECIMAL(23, 5),
     currency       VARCHAR NOT NULL,
-    entries_total  DECIMAL(23, 5) NOT NULL
+    entries_total  DECIMAL(38, 5) NOT NULL  -- a sum of entries: wider than one amount (db.ensure_schema widens older ones)
 );
 
 CREATE TABLE IF NOT EXISTS ops.quarantine (
