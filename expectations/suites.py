@@ -79,6 +79,20 @@ def raw_suite() -> Suite:
     }
 
 
+def _fits_reporting_money():
+    """A converted amount the reporting money type (``metrics.MONEY``) cannot hold stays null (``fx_convert``):
+    the rows whose rate is known but whose reporting amount is null, each named by file, record and amount."""
+    query = ("SELECT source_file || ' record ' || record_number || ': ' || amount || ' ' || currency "
+             "FROM {batch} WHERE fx_rate IS NOT NULL AND amount_reporting IS NULL")
+    digits = m.MONEY.precision - m.MONEY.scale
+    return _gx().UnexpectedRowsExpectation(
+        unexpected_rows_query=query,
+        description=f"amounts in the reporting currency fit DECIMAL({m.MONEY.precision}, {m.MONEY.scale}) "
+                    f"({digits} digits before the point); a larger one is a broken amount in the bank file",
+        meta={"check_name": "expect_amount_reporting_to_fit_money", "column": "amount_reporting"},
+    )
+
+
 def staged_suite(reporting_currency: str) -> Suite:
     E = _gx()
     client_txn = _column("category").is_in(["client_payment", "refund"])
@@ -89,6 +103,7 @@ def staged_suite(reporting_currency: str) -> Suite:
             E.ExpectColumnValuesToNotBeNull(column="client_id", row_condition=client_txn),
             # a missing FX rate leaves amount_reporting null: fail naming the currency, never assume 1.0
             E.ExpectColumnValuesToNotBeNull(column="amount_reporting", row_condition=client_txn),
+            _fits_reporting_money(),
         ],
         "staging.client_match": [
             E.ExpectColumnValuesToBeUnique(column="counterparty_key"),

@@ -277,10 +277,21 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
         }, suites.staged_suite(settings.reporting_currency), docs_dir=settings.data_docs_dir / "staged", con=con)
         if not outcome.passed:
             missing = query_polars(con, "SELECT currency, booking_date FROM staging.bank_transaction "
-                                        "WHERE category IN ('client_payment', 'refund') AND amount_reporting IS NULL")
+                                        "WHERE category IN ('client_payment', 'refund') AND amount_reporting IS NULL "
+                                        "AND fx_rate IS NULL")
+            too_large = query_polars(con, "SELECT source_file, record_number, amount, currency "
+                                          "FROM staging.bank_transaction "
+                                          "WHERE fx_rate IS NOT NULL AND amount_reporting IS NULL "
+                                          "ORDER BY source_file, record_number")
             invoices = query_polars(con, "SELECT invoice_id, currency, issue_date FROM staging.invoice "
                                          "WHERE status = 'won' AND amount IS NULL")
     if not outcome.passed:
+        for row in too_large.head(5).iter_rows(named=True):
+            outcome.failures.insert(0, f"{row['source_file']}, record {row['record_number']}, amount: "
+                                       f"{row['amount'].normalize():f} {row['currency']} is more than "
+                                       f"{settings.reporting_currency} amounts hold ({m.MONEY.precision - m.MONEY.scale}"
+                                       " digits before the point) once converted; no bank amount is that large: "
+                                       "check the file's amounts")
         for (currency,), rows in sorted(missing.group_by("currency"), key=lambda g: g[0]):
             days = sorted(rows["booking_date"].unique().to_list())
             shown = ", ".join(d.isoformat() for d in days[:5]) + (f" and {len(days) - 5} more days"

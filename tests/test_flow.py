@@ -367,3 +367,25 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert len(full["months"]["computed"]) == SPEC.months
     assert all_marts_digest(work) == all_marts_digest(rebuild)
     assert len(all_marts_digest(work)["client_month"]) == SPEC.months
+
+
+def test_an_amount_too_large_to_report_stops_the_staged_gate(home, tmp_path):
+    """Raw holds 18 digits before the point, reporting amounts 16: a larger amount stays unconverted and the staged
+    gate names its file and record (a polars cast error before)."""
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    published = os.readlink(work / "marts")
+    (work / "inbox" / "bank" / "broken.csv").write_text(
+        "account,booking_date,amount,currency,counterparty_name\n"
+        "US12345,2026-10-02,100.00,EUR,Acme Inc\n"
+        "US12345,2026-10-03,123456789012345678.00,EUR,Acme Inc\n", encoding="utf-8")
+    with pytest.raises(GateFailed) as err:
+        run(work)
+    assert err.value.gate == "staged"
+    assert ("bank/broken.csv, record 2, amount: 123456789012345678 EUR is more than EUR amounts hold (16 digits "
+            "before the point) once converted") in str(err.value)
+    assert "no FX rate" not in str(err.value)
+    assert os.readlink(work / "marts") == published
+    failed = dict(query(work, "SELECT check_name, observed FROM ops.dq_results WHERE NOT success"))
+    assert failed["expect_amount_reporting_to_fit_money"] == (
+        '{"unexpected_count": 1, "examples": ["bank/broken.csv record 2: 123456789012345678.00000 EUR"]}')

@@ -102,3 +102,21 @@ def test_fx_conversion_uses_the_latest_rate_and_never_guesses():
     out = staging.fx_convert(frame, rates, reporting_currency="EUR").collect()
     assert out["amount_reporting"].to_list() == [Decimal("92.00"), Decimal("-9.00"), Decimal("5.56"), None]
     assert out["fx_rate"].to_list()[:3] == [Decimal("0.92"), Decimal("0.9"), Decimal("1")]
+
+
+def test_fx_conversion_leaves_amounts_beyond_reporting_money_null():
+    """Raw holds 18 digits before the point, reporting money 16: larger converted amounts stay null (the staged
+    gate names them) instead of failing the cast."""
+    frame = pl.LazyFrame({
+        "booking_date": [dt.date(2025, 3, 3)] * 4,
+        "currency": ["EUR", "EUR", "USD", "USD"],
+        "amount": [Decimal("9999999999999999.99"), Decimal("-10000000000000000"), Decimal("10000000000000"),
+                   Decimal("100")],
+    }, schema={"booking_date": pl.Date, "currency": pl.String, "amount": pl.Decimal(23, 5)})
+    rates = pl.LazyFrame({"rate_date": [dt.date(2025, 3, 1)], "currency": ["USD"],
+                          "rate": [Decimal("1000")]}).with_columns(pl.col("rate").cast(pl.Decimal(18, 8)))
+    out = staging.fx_convert(frame, rates, reporting_currency="EUR").collect()
+    assert out["amount_reporting"].to_list() == [Decimal("9999999999999999.99"), None, None, Decimal("100000.00")]
+    assert out["fx_rate"].to_list() == [Decimal(1), Decimal(1), Decimal(1000), Decimal(1000)]
+    without_rates = staging.fx_convert(frame, None, reporting_currency="EUR").collect()
+    assert without_rates["amount_reporting"].to_list() == [Decimal("9999999999999999.99"), None, None, None]

@@ -273,13 +273,14 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
 
     ``fx_rates``: ``rate_date, currency, rate`` (units of reporting currency per unit). The reporting currency
     converts at 1; a currency without a rate within ``max_rate_age_days`` stays null, so the staged gate names
-    the currency and day (never a silent 1.0).
+    the currency and day (never a silent 1.0). So does an amount too large for ``metrics.MONEY`` (raw holds up to
+    18 digits before the point, reporting money 16), which the staged gate names by file and record.
     """
     same = pl.col("currency") == reporting_currency
     if fx_rates is None:
         return frame.with_columns(
             fx_rate=pl.when(same).then(pl.lit(1, pl.Decimal(18, 8))),
-            amount_reporting=pl.when(same).then(pl.col("amount").round(2).cast(m.MONEY)),
+            amount_reporting=pl.when(same).then(pl.col("amount").round(2).cast(m.MONEY, strict=False)),
         )
     rates = (fx_rates.select(pl.col("rate_date").alias("_rate_date"), "currency",
                              pl.col("rate").cast(pl.Decimal(18, 8)).alias("_rate"))
@@ -292,7 +293,7 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
     )
     rate = pl.when(same).then(pl.lit(1, pl.Decimal(18, 8))).otherwise(pl.col("_rate"))
     return joined.with_columns(fx_rate=rate).with_columns(
-        amount_reporting=(pl.col("amount") * pl.col("fx_rate")).round(2).cast(m.MONEY),
+        amount_reporting=(pl.col("amount") * pl.col("fx_rate")).round(2).cast(m.MONEY, strict=False),
     ).drop("_rate", "_rate_date")
 
 
