@@ -453,9 +453,9 @@ def _crm_clients(con: duckdb.DuckDBPyConnection, manifest: pl.LazyFrame) -> pl.L
     return staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy() if raw_clients.height else None
 
 
-def _own_account_keys(labelled: pl.LazyFrame) -> list[str]:
+def _own_account_keys(txns: pl.LazyFrame) -> list[str]:
     """The accounts statements were issued for (normalised), as label_counterparties counts them own."""
-    return sorted(labelled.select(pl.col("_own").drop_nulls().unique()).collect()["_own"].to_list())
+    return sorted(staging.statement_accounts(txns).collect()["_acct"].to_list())
 
 
 def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = False) -> tuple[StageStats, list[str]]:
@@ -485,8 +485,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
         if staged_bank:  # in staging order, with their keys and labels; classify runs again below
             staged_rows = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
             labelled = staging.relabel_staged(staged_rows)
-            own_accounts = _own_account_keys(staged_rows.select(pl.col("own_account").unique()).with_columns(
-                _own=m.normalise_account(pl.col("own_account"))))
+            own_accounts = _own_account_keys(staged_rows)
             found = staging.staged_counterparties(staged_rows)
         else:
             # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file
@@ -502,7 +501,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             labelled = staging.label_counterparties(
                 keyed, own_accounts=cfg.own_accounts,
                 excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
-            own_accounts = _own_account_keys(labelled)
+            own_accounts = _own_account_keys(keyed)
             found = staging.counterparties(labelled)
         client_match = identity.resolve(found, crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()

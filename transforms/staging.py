@@ -206,9 +206,9 @@ def label_counterparties(
     keywords = [k.lower() for k in excluded_keywords if k.strip()]
     frame = _normalised(txns).with_columns(counterparty_key=identity.counterparty_key())
     own_keys = pl.concat([
-        frame.select(pl.col("_own").alias("_acct")),
+        statement_accounts(txns),
         pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
-    ]).drop_nulls().unique().with_columns(_own_transfer=pl.lit(True))
+    ]).unique().with_columns(_own_transfer=pl.lit(True))
     purpose = pl.col("purpose").fill_null("").str.to_lowercase()
     is_excluded = (
         pl.col("_tax").is_in(excluded) | pl.col("_acct").is_in(excluded)
@@ -220,16 +220,22 @@ def label_counterparties(
     )
 
 
+def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
+    """``_acct``: the accounts statements were issued for (normalised ``own_account``), once each: normalised per
+    distinct value (a few per company) instead of per transaction; the rest of the rows is never read."""
+    return (txns.select(pl.col("own_account").unique())
+            .select(m.normalise_account(pl.col("own_account")).alias("_acct")).drop_nulls().unique())
+
+
 def _normalised(txns: pl.LazyFrame) -> pl.LazyFrame:
-    """``txns`` with the normalised counterparty name, tax id and account and own account (``_name``, ``_tax``,
-    ``_acct``, ``_own``): row-wise."""
+    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``):
+    row-wise."""
     # the name folding is some twenty regex passes: run it once per distinct name, not once per transaction
     names = (txns.select("counterparty_name").unique()
              .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name"))))
     return txns.join(names, on="counterparty_name", how="left", nulls_equal=True, maintain_order="left").with_columns(
         _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
         _acct=m.normalise_account(pl.col("counterparty_account")),
-        _own=m.normalise_account(pl.col("own_account")),
     )
 
 
