@@ -169,3 +169,26 @@ def test_client_dimension_bank_only():
     dim = staging.stage_clients(staged.lazy(), None).collect()
     assert dim.select("client_id", "name", "source", "first_payment_date").rows() == [
         ("bank:name:walk in shop", "Walk-in Shop e.K.", "bank", D)]
+
+
+def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():
+    """Three dumps: an id in several files comes from the last of them (its first record there), an id repeated
+    inside one file from its first record, rows without an id all stay; the order is ingest then record order,
+    also when the raw rows come in another order."""
+    from transforms import crm_staging
+
+    rows = [("a", 1, "I1", "a1"), ("a", 2, "I2", "a2"), ("a", 3, None, "a3"), ("a", 4, "I2", "a4"),
+            ("b", 1, "I2", "b1"), ("b", 2, "I3", "b2"), ("b", 3, "I2", "b3"), ("b", 4, None, "b4"),
+            ("c", 1, "I3", "c1"), ("c", 2, "I4", "c2")]
+    raw_invoices = pl.DataFrame(rows, schema=["file_hash", "record_number", "invoice_id", "amount"], orient="row")
+    expected = [("a", 1, "I1", "a1"), ("a", 3, None, "a3"), ("b", 1, "I2", "b1"), ("b", 4, None, "b4"),
+                ("c", 1, "I3", "c1"), ("c", 2, "I4", "c2")]
+    files = manifest("a", "b", "c")
+    assert crm_staging.latest(raw_invoices.lazy(), files, "invoices").collect().rows() == expected
+    shuffled = raw_invoices.sample(fraction=1.0, shuffle=True, seed=7)
+    assert shuffled.rows() != rows
+    assert crm_staging.latest(shuffled.lazy(), files, "invoices").collect().rows() == expected
+    later_first = pl.LazyFrame({"file_hash": ["c", "a", "b"], "ingest_seq": [1, 2, 3]})  # c ingested first
+    assert crm_staging.latest(raw_invoices.lazy(), later_first, "invoices").collect().rows() == [
+        ("c", 2, "I4", "c2"), ("a", 1, "I1", "a1"), ("a", 3, None, "a3"), ("b", 1, "I2", "b1"),
+        ("b", 2, "I3", "b2"), ("b", 4, None, "b4")]
