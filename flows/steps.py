@@ -283,8 +283,8 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
                                           "FROM staging.bank_transaction "
                                           "WHERE fx_rate IS NOT NULL AND amount_reporting IS NULL "
                                           "ORDER BY source_file, record_number")
-            invoices = query_polars(con, "SELECT invoice_id, currency, issue_date FROM staging.invoice "
-                                         "WHERE status = 'won' AND amount IS NULL")
+            invoices = query_polars(con, "SELECT invoice_id, currency, issue_date, fx_rate IS NULL AS no_rate "
+                                         "FROM staging.invoice WHERE status = 'won' AND amount IS NULL")
     if not outcome.passed:
         for row in too_large.head(5).iter_rows(named=True):
             outcome.failures.insert(0, f"{row['source_file']}, record {row['record_number']}, amount: "
@@ -299,7 +299,13 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
             outcome.failures.insert(0, f"no FX rate to {settings.reporting_currency} for {currency} on {shown} "
                                        f"({rows.height} client transactions); add them to "
                                        f"{settings.inbox_dir / settings.fx.rates_file}")
-        for (currency,), rows in sorted(invoices.group_by("currency", maintain_order=True),
+        unreadable = invoices.filter(~pl.col("no_rate"))
+        if unreadable.height:
+            outcome.failures.insert(0, f"{unreadable.height} won CRM invoice(s) have an amount that is empty, not a "
+                                       f"number or more than {m.MONEY.precision - m.MONEY.scale} digits before the "
+                                       f"point (e.g. invoice {unreadable['invoice_id'][0]}); correct them in the CRM "
+                                       "export (raw.crm_invoices has the values as read)")
+        for (currency,), rows in sorted(invoices.filter("no_rate").group_by("currency", maintain_order=True),
                                         key=lambda g: str(g[0])):
             outcome.failures.insert(0, f"{rows.height} won CRM invoice(s) in {currency} have no FX rate to "
                                        f"{settings.reporting_currency} on their issue date (e.g. invoice "

@@ -1,5 +1,7 @@
 """The raw gate on real ingested files (steps called directly, no Prefect)."""
 
+from decimal import Decimal
+
 import pytest
 
 from clientbase.config import load_settings
@@ -44,14 +46,23 @@ def test_unbalanced_statement_fails_naming_the_file(tmp_path, fixtures):
 def test_won_invoice_without_fx_rate_stops_the_staged_gate(tmp_path, fixtures):
     crm = tmp_path / "inbox" / "crm"
     crm.mkdir(parents=True)
-    (crm / "invoices.csv").write_text("invoice_id,client_id,issue_date,amount,currency,status\n"
-                                      "INV-9,C1,2025-03-02,100.00,USD,won\nINV-10,C1,2025-03-02,5.00,EUR,won\n")
+    (crm / "invoices.csv").write_text(
+        "invoice_id,client_id,issue_date,amount,currency,status,margin\n"
+        "INV-9,C1,2025-03-02,100.00,USD,won,\nINV-10,C1,2025-03-02,5.00,EUR,won,\n"
+        "INV-11,C1,2025-03-02,12.5O,EUR,won,\n"  # a letter O: not a number, whatever the rates
+        "INV-12,C1,2025-03-02,9999999999999999.00,EUR,won,-9999999999999999.00\n")  # its cost is beyond MONEY
     settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v08_pty.xml").read_bytes())
-    steps.stage(settings)
+    steps.stage(settings)  # the cost of INV-12 (amount - margin) stays unknown instead of failing the cast
+    invoices = read_frames(settings.warehouse_path, {"i": "SELECT invoice_id, amount, cost FROM staging.invoice "
+                                                          "ORDER BY invoice_id"})["i"]
+    assert invoices.rows()[1:] == [("INV-11", None, None), ("INV-12", Decimal("9999999999999999.00"), None),
+                                   ("INV-9", None, None)]
     with pytest.raises(GateFailed) as err:
         steps.gate_staged(settings, "run-1")
     assert ("1 won CRM invoice(s) in USD have no FX rate to EUR on their issue date (e.g. invoice INV-9 of "
             "2025-03-02)") in str(err.value)
+    assert ("1 won CRM invoice(s) have an amount that is empty, not a number or more than 16 digits before the "
+            "point (e.g. invoice INV-11); correct them in the CRM export") in str(err.value)
 
 
 def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):

@@ -42,6 +42,7 @@ def _in_ingest_order(positioned: pl.LazyFrame) -> bool:
 
 
 def _money(column: str) -> pl.Expr:
+    """``metrics.MONEY`` or null: not a number, or more than 16 digits before the point."""
     text = pl.col(column).str.strip_chars().str.replace_all(" ", "").str.replace(",", ".", literal=True)
     return text.cast(pl.Decimal(18, 2), strict=False)
 
@@ -82,6 +83,6 @@ def stage_invoices(raw: pl.LazyFrame, manifest: pl.LazyFrame, *, payment_terms_d
         "invoice_id", "client_id", issue.alias("issue_date"),
         pl.coalesce(_date("due_date"), issue + dt.timedelta(days=payment_terms_days)).alias("due_date"),
         amount.cast(m.MONEY).alias("amount"), pl.col("currency").str.to_uppercase(),
-        pl.coalesce(cost, amount - margin).cast(m.MONEY).alias("cost"),
+        pl.coalesce(cost, amount - margin).cast(m.MONEY, strict=False).alias("cost"),  # beyond MONEY: unknown
         pl.col("status").str.to_lowercase().fill_null("won").alias("status"),
     )
