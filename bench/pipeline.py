@@ -353,9 +353,8 @@ def run_ours(home: Path, inbox: Path) -> dict:
             fields.update(input_files=steps.file_summaries(stats), files_new=len(stats),
                           rows_raw=sum(s.rows_raw for s in stats),
                           rows_quarantined=sum(s.rows_quarantined for s in stats))
-            if stats:
-                with meter.stage("gate raw"):
-                    steps.gate_raw(settings, run_id, [s.sha256 for s in stats])
+            with meter.stage("gate raw"):
+                steps.gate_raw(settings, run_id)
             with meter.stage("stage"):
                 stage_stats = steps.stage(settings)
             fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)

@@ -1,4 +1,4 @@
-"""The ``clientbase`` command: demo, run, backfill, export, docs.
+"""The ``clientbase`` command: demo, run, backfill, retract, export, docs.
 
 Runs without any Prefect server: flows start Prefect's ephemeral API in-process. Errors the user can fix are
 printed as one line naming the file/key, with a non-zero exit code; previous marts are never touched.
@@ -168,6 +168,29 @@ def backfill(
     except ClientbaseError as exc:
         _fail(exc)
     _print_summary(summary)
+
+
+@app.command()
+def retract(
+    files: Annotated[list[str], typer.Argument(help="Ingested files as the pipeline names them (relative to the "
+                                                    "inbox), or their sha256.")],
+    home: Annotated[Path, typer.Option(help="The clientbase home.")],
+    inbox: Annotated[Path | None, typer.Option(help="Defaults to HOME/inbox.")] = None,
+) -> None:
+    """Take ingested files out of the warehouse (e.g. a statement that failed the raw gate) so that corrected
+    files can take their place: correct or remove them in the inbox first; the next run rebuilds without them."""
+    from clientbase.config import load_settings
+    from clientbase.errors import ClientbaseError
+
+    try:
+        from flows.steps import retract_files
+
+        settings = load_settings(home.absolute(), inbox=inbox)
+        for path, file_hash in retract_files(settings, files):
+            typer.echo(f"retracted {path} (sha256 {file_hash[:16]}…)")
+    except ClientbaseError as exc:
+        _fail(exc)
+    typer.echo("the next run rebuilds staging and the marts without them")
 
 
 @app.command()

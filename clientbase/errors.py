@@ -48,13 +48,13 @@ class GateFailed(ClientbaseError):
 
     exit_code = 4
 
-    def __init__(self, gate: str, failures: list[str]):
+    def __init__(self, gate: str, failures: list[str], hint: str | None = None):
         self.gate = gate
         self.failures = failures
         shown = "; ".join(failures[:5]) + (f"; … and {len(failures) - 5} more" if len(failures) > 5 else "")
         super().__init__(
             f"gate '{gate}' failed ({len(failures)} check(s)): {shown}. Nothing was published; "
-            "see the dq_results table in the warehouse for details."
+            "see the dq_results table in the warehouse for details." + (f" {hint}" if hint else "")
         )
 
 

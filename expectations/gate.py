@@ -35,6 +35,7 @@ class GateOutcome:
     passed: bool
     results: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    hint: str | None = None  # what to do about a failure, shown after the failures
 
 
 def patch_gx_for_duckdb() -> None:

@@ -58,6 +58,7 @@ from warehouse.db import (
     connect,
     create_mart_views,
     export_parquet,
+    home_lock,
     put_staging,
     query_polars,
     quote_ident,
@@ -74,6 +75,7 @@ from warehouse.load import (
     ingest_records,
     known_hashes,
     last_ingest_seq,
+    retract_file,
 )
 
 log = logging.getLogger("clientbase")
@@ -157,6 +159,36 @@ def _expand_archives(settings: Settings, files: list[tuple[Path, str]]) -> list[
     return out
 
 
+def retract_files(settings: Settings, names: list[str]) -> list[tuple[str, str]]:
+    """Take ingested files out of the warehouse (``warehouse.load.retract_file``), e.g. a statement that failed
+    the raw gate, so that a corrected file can take its place; returns (path, file hash) of each.
+
+    ``names``: as the pipeline shows them (relative to the inbox; an archive member ``archive.zip!member``),
+    absolute paths in the inbox, or file hashes. Refused, before anything changes, for a name that matches no
+    ingested file and while the inbox still holds the same content (the next run would load it again)."""
+    with home_lock(settings.home), connect(settings.warehouse_path) as con:
+        manifest = con.execute("SELECT path, file_hash FROM ops.ingested_file ORDER BY ingest_seq").fetchall()
+        chosen: list[tuple[str, str]] = []
+        for name in names:
+            given = Path(name)
+            relative = (str(given.relative_to(settings.inbox_dir)) if given.is_absolute()
+                        and given.is_relative_to(settings.inbox_dir) else name)
+            found = [(path, h) for path, h in manifest if name == h or path == relative]
+            if not found:
+                raise InboxError(f"{name}: no ingested file has this path or hash; the table ops.ingested_file "
+                                 f"of {settings.warehouse_path} lists them (path, file_hash)")
+            for path, h in found:
+                source = settings.inbox_dir / path.split("!", 1)[0]
+                still = source.is_file() and ("!" in path or _digest(source)[0] == h)
+                if still:
+                    raise InboxError(f"{source} still holds {path}: correct, replace or move it first, or the next "
+                                     "run loads it again")
+            chosen += [entry for entry in found if entry not in chosen]
+        for _, h in chosen:
+            retract_file(con, h)
+    return chosen
+
+
 def commit_order(settings: Settings) -> CommitOrder:
     """The order in which the files of this run commit when several are loaded at once (``ingest_file``)."""
     with connect(settings.warehouse_path) as con:
@@ -219,7 +251,7 @@ def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
             finally:
                 con.unregister("_dq")
     if not outcome.passed:
-        raise GateFailed(outcome.gate, outcome.failures)
+        raise GateFailed(outcome.gate, outcome.failures, outcome.hint)
     return outcome
 
 
@@ -241,21 +273,30 @@ def _raw_gate_queries(files: str) -> dict[str, str]:
     }
 
 
-def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutcome:
-    """Validate what this run ingested (older files passed their own gate when they arrived), in DuckDB."""
-    # the gate's own scratch catalog (a code constant) holds this run's file hashes
-    this_run = f"(SELECT file_hash FROM {GATE_SCRATCH}.new_files)"  # noqa: S608
+def gate_raw(settings: Settings, run_id: str) -> GateOutcome | None:
+    """Validate, in DuckDB, every file that has not passed the raw gate: this run's and any that failed it before
+    (older files passed their own gate when they arrived). A failed file fails every run until it is retracted
+    (``clientbase retract``), so its rows never reach the marts. None when no file waits for the gate."""
     with connect(settings.warehouse_path) as con:
-        outcome = run_gate("raw", run_id, _raw_gate_queries(this_run), suites.raw_suite(), docs_dir=settings.data_docs_dir / "raw", con=con,
-                           scratch={"new_files": pl.DataFrame({"file_hash": new_hashes},
-                                                              schema={"file_hash": pl.String})})
-        if not outcome.passed:  # name the files, not only the check
+        pending = [h for (h,) in con.execute("SELECT file_hash FROM ops.ingested_file "
+                                             "WHERE raw_gate_passed IS NOT TRUE ORDER BY ingest_seq").fetchall()]
+        if not pending:
+            return None
+        # the gate's own scratch catalog (a code constant) holds the hashes of the files to check
+        gated = f"(SELECT file_hash FROM {GATE_SCRATCH}.gated_files)"  # noqa: S608
+        outcome = run_gate("raw", run_id, _raw_gate_queries(gated), suites.raw_suite(),
+                           docs_dir=settings.data_docs_dir / "raw", con=con,
+                           scratch={"gated_files": pl.DataFrame({"file_hash": pending}, schema={"file_hash": pl.String})})
+        if outcome.passed:
+            con.execute("UPDATE ops.ingested_file SET raw_gate_passed = true WHERE list_contains(?, file_hash)",
+                        [pending])
+        else:  # name the files, not only the check
             # the same datasets, the files as a bound list (the gate's scratch catalog is gone)
             failing = _raw_gate_queries("(SELECT unnest(?))")
             unbalanced = query_polars(con, f"SELECT * FROM ({failing['statement_reconciliation']}) "  # noqa: S608
-                                           "WHERE diff != 0", [new_hashes])
+                                           "WHERE diff != 0", [pending])
             unaccounted = query_polars(con, f"SELECT * FROM ({failing['file_accounting']}) "  # noqa: S608
-                                            "WHERE unaccounted != 0", [new_hashes])
+                                            "WHERE unaccounted != 0", [pending])
             for row in unbalanced.iter_rows(named=True):
                 outcome.failures.insert(0, (
                     f"{settings.inbox_dir / row['source_file']}: statement {row['statement_id'] or ''} of account "
@@ -264,6 +305,9 @@ def gate_raw(settings: Settings, run_id: str, new_hashes: list[str]) -> GateOutc
             for row in unaccounted.iter_rows(named=True):
                 outcome.failures.insert(0, f"{settings.inbox_dir / row['path']}: {row['unaccounted']} records "
                                            "neither loaded nor quarantined")
+            outcome.hint = (f"Every run checks these files again until they pass: correct or remove the file in the "
+                            f"inbox, then `clientbase retract --home {settings.home} <file>` takes its rows out of "
+                            "the warehouse and the next run loads the corrected file.")
     return _record_gate(settings, outcome)
 
 

@@ -65,3 +65,30 @@ def test_bad_execution_option_exits_2_before_prefect_starts(tmp_path):
     result = clientbase("run", "--home", str(tmp_path), "--dask-address", "scheduler:8786")
     assert result.returncode == 2
     assert "dask_address 'scheduler:8786': expected a scheduler address such as tcp://scheduler:8786" in result.stderr
+
+
+def test_retract_takes_a_file_out_or_says_why_not(tmp_path, fixtures):
+    from clientbase.config import load_settings
+    from flows import steps
+
+    bank = tmp_path / "inbox" / "bank"
+    bank.mkdir(parents=True)
+    statement = bank / "s.xml"
+    statement.write_bytes((fixtures / "bank" / "camt053_v08_pty.xml").read_bytes())
+    settings = load_settings(tmp_path)
+    files, _ = steps.discover(settings)
+    steps.ingest_file(settings, files[0], "run-1")
+
+    unknown = clientbase("retract", "bank/t.xml", "--home", str(tmp_path))
+    assert unknown.returncode == 3
+    assert unknown.stderr.strip().splitlines() == [
+        f"clientbase: error: bank/t.xml: no ingested file has this path or hash; the table ops.ingested_file of "
+        f"{tmp_path / 'warehouse.duckdb'} lists them (path, file_hash)"]
+    still = clientbase("retract", "bank/s.xml", "--home", str(tmp_path))
+    assert still.returncode == 3 and "still holds bank/s.xml" in still.stderr
+
+    statement.unlink()
+    done = clientbase("retract", "bank/s.xml", "--home", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("retracted bank/s.xml (sha256 ")
+    assert steps.gate_raw(settings, "run-2") is None  # no file left to gate

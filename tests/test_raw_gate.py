@@ -22,7 +22,7 @@ def ingest(tmp_path, name, data: bytes):
 def test_balanced_statements_pass_and_record_results(tmp_path, fixtures):
     settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
     assert [(s.rows_raw, s.rows_quarantined, s.records_in) for s in stats] == [(6, 1, 7)]
-    outcome = steps.gate_raw(settings, "run-1", [s.sha256 for s in stats])
+    outcome = steps.gate_raw(settings, "run-1")
     assert outcome.passed
     results = read_frames(settings.warehouse_path, {"r": "SELECT dataset, success FROM ops.dq_results"})["r"]
     assert results.height > 5 and results["success"].all()
@@ -35,7 +35,7 @@ def test_unbalanced_statement_fails_naming_the_file(tmp_path, fixtures):
     data = (fixtures / "bank" / "camt053_v08_pty.xml").read_bytes().replace(b">70.00<", b">70.01<")
     settings, stats = ingest(tmp_path, "march.xml", data)
     with pytest.raises(GateFailed) as err:
-        steps.gate_raw(settings, "run-1", [s.sha256 for s in stats])
+        steps.gate_raw(settings, "run-1")
     message = str(err.value)
     assert message.startswith("gate 'raw' failed")
     assert (f"{tmp_path / 'inbox' / 'bank' / 'march.xml'}: statement S-2025-03 of account LV80BANK0000435195001 "
@@ -74,7 +74,7 @@ def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
         con.execute("UPDATE raw.bank_transaction SET currency = 'eu' WHERE record_number = "
                     "(SELECT min(record_number) FROM raw.bank_transaction)")
     with pytest.raises(GateFailed) as err:
-        steps.gate_raw(settings, "run-1", [s.sha256 for s in stats])
+        steps.gate_raw(settings, "run-1")
     assert ('raw.bank_transaction.currency expect_column_values_to_match_regex '
             '(observed {"unexpected_count": 1, "examples": ["eu"]})') in str(err.value)
     failed = read_frames(settings.warehouse_path, {"r": "SELECT run_id, gate, dataset, check_name, column_name, "
@@ -82,3 +82,39 @@ def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
     assert failed.rows() == [("run-1", "raw", "raw.bank_transaction", "expect_column_values_to_match_regex",
                               "currency", '{"unexpected_count": 1, "examples": ["eu"]}')]
     assert (settings.data_docs_dir / "raw" / "index.html").exists()
+
+
+def test_a_failed_file_fails_every_run_until_it_is_retracted(tmp_path, fixtures):
+    """A run that brings no new file still gates the file that failed before (it used to gate only new files, so
+    the second night published the unbalanced statement); retract takes it out once the inbox holds the
+    corrected file, which the next run loads and gates."""
+    from clientbase.errors import InboxError
+    from warehouse.db import connect
+
+    good = (fixtures / "bank" / "camt053_v08_pty.xml").read_bytes()
+    settings, _ = ingest(tmp_path, "march.xml", good.replace(b">70.00<", b">70.01<"))
+    march = tmp_path / "inbox" / "bank" / "march.xml"
+    for _ in range(2):  # the night it arrived, and the next one (nothing new)
+        with pytest.raises(GateFailed) as err:
+            steps.gate_raw(settings, "run-1")
+        assert f"{march}: statement S-2025-03 of account LV80BANK0000435195001 does not reconcile" in str(err.value)
+        assert (f"correct or remove the file in the inbox, then `clientbase retract --home {settings.home} <file>` "
+                "takes its rows out of the warehouse") in str(err.value)
+    with pytest.raises(InboxError, match="still holds bank/march.xml: correct, replace or move it first"):
+        steps.retract_files(settings, ["bank/march.xml"])
+    with pytest.raises(InboxError, match="bank/april.xml: no ingested file has this path or hash"):
+        steps.retract_files(settings, ["bank/april.xml"])
+
+    march.write_bytes(good)  # corrected
+    with connect(settings.warehouse_path) as con:
+        (old_hash,), = con.execute("SELECT file_hash FROM ops.ingested_file").fetchall()
+    assert steps.retract_files(settings, [str(march)]) == [("bank/march.xml", old_hash)]  # absolute path too
+    with connect(settings.warehouse_path) as con:
+        left = [con.execute(f"SELECT count(*) FROM {t} WHERE file_hash = ?", [old_hash]).fetchall()[0][0]  # noqa: S608
+                for t in ("raw.bank_transaction", "raw.statement_balance", "ops.quarantine", "ops.ingested_file")]
+    assert left == [0, 0, 0, 0]
+    files, _ = steps.discover(settings)
+    assert [f.relative for f in files] == ["bank/march.xml"]
+    steps.ingest_file(settings, files[0], "run-2")
+    assert steps.gate_raw(settings, "run-2").passed
+    assert steps.gate_raw(settings, "run-3") is None  # nothing waits for the gate any more

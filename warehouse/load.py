@@ -327,3 +327,21 @@ def known_hashes(con: duckdb.DuckDBPyConnection) -> set[str]:
 def last_ingest_seq(con: duckdb.DuckDBPyConnection) -> int:
     (seq,), = con.execute("SELECT coalesce(max(ingest_seq), 0) FROM ops.ingested_file").fetchall()
     return int(seq)
+
+
+# where an ingested file leaves rows (all keyed by file_hash); the manifest entry goes last
+_FILE_TABLES = ("raw.bank_transaction", "raw.statement_balance", "ops.quarantine",
+                *(f'raw."crm_{entity}"' for entity in crm.ENTITIES), "ops.ingested_file")
+
+
+def retract_file(con: duckdb.DuckDBPyConnection, file_hash: str) -> None:
+    """Take one ingested file out of the warehouse, in one transaction: its raw rows, balances, quarantined rows
+    and manifest entry. Staging notices the missing file and rebuilds; the next run's marts leave it out."""
+    con.execute("BEGIN")
+    try:
+        for table in _FILE_TABLES:  # code constants; the hash is bound
+            con.execute(f"DELETE FROM {table} WHERE file_hash = ?", [file_hash])  # noqa: S608
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS ops.ingested_file (
 
 -- added after the first release: warehouses created before get the column here
 ALTER TABLE ops.ingested_file ADD COLUMN IF NOT EXISTS encoding VARCHAR;  -- text encoding the reader used
+-- true once the file passed the raw gate; every run gates the files without it (a failed file fails again)
+ALTER TABLE ops.ingested_file ADD COLUMN IF NOT EXISTS raw_gate_passed BOOLEAN;
 
 CREATE TABLE IF NOT EXISTS raw.bank_transaction (
     file_hash            VARCHAR NOT NULL,
