@@ -169,6 +169,10 @@ class Settings(_Strict):
     as_of: dt.date | None = Field(default=None, description="Last day included; defaults to today.")
     reporting_currency: str = Field(default="EUR", description="ISO 4217 code every amount is reported in.")
     activity_window_days: int = Field(default=365, ge=1, le=3650)
+    earliest_booking_date: dt.date = Field(
+        default=dt.date(1990, 1, 1),
+        description="Bank rows booked before this day fail the raw gate: a mistyped year (1025 for 2025) would "
+                    "otherwise open a cohort a thousand years back, and every period mart would span them.")
     classification: ClassificationConfig = ClassificationConfig()
     identity: IdentityConfig = IdentityConfig()
     fx: FxConfig = FxConfig()

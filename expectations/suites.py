@@ -8,6 +8,7 @@ GX is imported lazily: the import alone costs several seconds.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from transforms import metrics as m
@@ -57,13 +58,14 @@ def _match_regex(column: str, regex: str):
     )
 
 
-def raw_suite() -> Suite:
-    """Raw gate: what this run ingested is parseable and complete."""
+def raw_suite(earliest_booking_date: dt.date) -> Suite:
+    """Raw gate: what this run ingested is parseable, plausible and complete."""
     E = _gx()
     return {
         "raw.bank_transaction": [
             *(E.ExpectColumnValuesToNotBeNull(column=c) for c in
               ("file_hash", "source_file", "record_number", "own_account", "booking_date", "amount", "currency")),
+            E.ExpectColumnValuesToBeBetween(column="booking_date", min_value=earliest_booking_date),
             _match_regex("currency", r"^[A-Z]{3}$"),
             E.ExpectColumnValuesToBeInSet(column="status", value_set=["BOOK", "PDNG", "INFO"]),
             E.ExpectCompoundColumnsToBeUnique(column_list=["file_hash", "record_number"]),

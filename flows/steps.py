@@ -284,7 +284,7 @@ def gate_raw(settings: Settings, run_id: str) -> GateOutcome | None:
             return None
         # the gate's own scratch catalog (a code constant) holds the hashes of the files to check
         gated = f"(SELECT file_hash FROM {GATE_SCRATCH}.gated_files)"  # noqa: S608
-        outcome = run_gate("raw", run_id, _raw_gate_queries(gated), suites.raw_suite(),
+        outcome = run_gate("raw", run_id, _raw_gate_queries(gated), suites.raw_suite(settings.earliest_booking_date),
                            docs_dir=settings.data_docs_dir / "raw", con=con,
                            scratch={"gated_files": pl.DataFrame({"file_hash": pending}, schema={"file_hash": pl.String})})
         if outcome.passed:
@@ -305,6 +305,15 @@ def gate_raw(settings: Settings, run_id: str) -> GateOutcome | None:
             for row in unaccounted.iter_rows(named=True):
                 outcome.failures.insert(0, f"{settings.inbox_dir / row['path']}: {row['unaccounted']} records "
                                            "neither loaded nor quarantined")
+            early = query_polars(con, "SELECT source_file, record_number, booking_date FROM raw.bank_transaction "
+                                      "WHERE list_contains(?, file_hash) AND booking_date < ? "
+                                      "ORDER BY source_file, record_number LIMIT 5",
+                                 [pending, settings.earliest_booking_date])
+            for row in early.iter_rows(named=True):
+                outcome.failures.insert(0, f"{settings.inbox_dir / row['source_file']}, record "
+                                           f"{row['record_number']}, booking date: {row['booking_date']} is before "
+                                           f"earliest_booking_date ({settings.earliest_booking_date}); a mistyped "
+                                           "year? (older history: lower earliest_booking_date in config.yaml)")
             outcome.hint = (f"Every run checks these files again until they pass: correct or remove the file in the "
                             f"inbox, then `clientbase retract --home {settings.home} <file>` takes its rows out of "
                             "the warehouse and the next run loads the corrected file.")

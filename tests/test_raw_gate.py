@@ -118,3 +118,19 @@ def test_a_failed_file_fails_every_run_until_it_is_retracted(tmp_path, fixtures)
     steps.ingest_file(settings, files[0], "run-2")
     assert steps.gate_raw(settings, "run-2").passed
     assert steps.gate_raw(settings, "run-3") is None  # nothing waits for the gate any more
+
+
+def test_a_row_booked_before_the_earliest_date_fails_the_gate_naming_it(tmp_path):
+    """A mistyped year (1025) would open a cohort a thousand years back; older history is a setting away."""
+    settings, _ = ingest(tmp_path, "old.csv", (
+        "account,booking_date,amount,currency,counterparty_name\n"
+        "EE382200221020145685,2025-03-02,100.00,EUR,Tallinn Trade OÜ\n"
+        "EE382200221020145685,1025-03-03,50.00,EUR,Tallinn Trade OÜ\n").encode())
+    with pytest.raises(GateFailed) as err:
+        steps.gate_raw(settings, "run-1")
+    assert (f"{tmp_path / 'inbox' / 'bank' / 'old.csv'}, record 2, booking date: 1025-03-03 is before "
+            "earliest_booking_date (1990-01-01); a mistyped year?") in str(err.value)
+    (tmp_path / "inbox" / "config.yaml").write_text("earliest_booking_date: 1000-01-01\n")
+    from clientbase.config import load_settings
+
+    assert steps.gate_raw(load_settings(tmp_path), "run-2").passed
