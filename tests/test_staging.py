@@ -73,6 +73,18 @@ def test_daily_report_and_monthly_statement_keep_the_booked_copy():
         ("R1", "BOOK", "camt053"), ("R2", "BOOK", "camt053")]
 
 
+def test_a_pending_row_without_a_booked_copy_keeps_its_place():
+    """Booked copies are preferred, but the kept rows come back in ingest and record order."""
+    out = dedupe([
+        {"file_hash": "a", "amount": 70, "bank_reference": "R1", "status": "PDNG"},
+        {"file_hash": "a", "amount": 80, "bank_reference": "R2"},
+        {"file_hash": "b", "amount": 90, "bank_reference": "R3", "status": "PDNG"},
+        {"file_hash": "b", "amount": 80, "bank_reference": "R2"},  # a re-export of a's booked R2
+    ], "a", "b")
+    assert out.select("bank_reference", "status", "file_hash", "record_number").rows() == [
+        ("R1", "PDNG", "a", 1), ("R2", "BOOK", "a", 2), ("R3", "PDNG", "b", 3)]
+
+
 def test_rebuild_dedupe_from_key_columns_equals_the_whole_dedupe():
     """kept_raw_rows + gather_kept (the rebuild's narrow decision, then the wide rows) give exactly the rows,
     keys and order of dedupe_transactions, whether the raw table is in ingest order or not."""

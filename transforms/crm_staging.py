@@ -27,15 +27,16 @@ def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.LazyFra
     key = _ID[entity]
     positioned = raw.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left",
                           maintain_order="left")
-    if not _in_ingest_order(positioned):
+    if not in_ingest_order(positioned):
         positioned = positioned.sort("ingest_seq", "record_number", maintain_order=True)
     latest_file = pl.col("ingest_seq") == pl.col("ingest_seq").max().over(key)
     first_in_file = pl.struct(key, "ingest_seq").is_first_distinct()
     return positioned.filter(pl.col(key).is_null() | (latest_file & first_in_file)).drop("ingest_seq")
 
 
-def _in_ingest_order(positioned: pl.LazyFrame) -> bool:
-    """Whether the rows are sorted by (ingest_seq, record_number), reading those two columns only."""
+def in_ingest_order(positioned: pl.LazyFrame) -> bool:
+    """Whether the rows are sorted by (ingest_seq, record_number), as ingestion writes the raw tables; reads
+    those two columns only."""
     seq, record = pl.col("ingest_seq"), pl.col("record_number")
     step = (seq.diff() > 0) | ((seq.diff() == 0) & (record.diff() > 0))
     return bool(positioned.select(step.slice(1).fill_null(False).all()).collect().item())

@@ -92,13 +92,20 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
 
 
 def _kept(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    """The dedupe decision: ``_row`` and ``KEY_COLUMNS`` of the rows kept, in staging order."""
-    ordered = (
+    """The dedupe decision: ``_row`` and ``KEY_COLUMNS`` of the rows kept, in staging order.
+
+    ``keyed``'s ``_row`` is its row position. Rows in ingest order (as ingestion writes raw) need only a stable
+    sort on the pending flag to be in decision order, and ``_row`` is then the staging order (10M raw rows,
+    ``kept_raw_rows`` 17.4-18.2 -> 14.4-16.2 s in interleaved runs); other input is sorted by every key."""
+    positioned = (
         keyed.select("_row", "txn_key", "key_method", "fingerprint", "file_hash", "status", "record_number")
         .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
-        .sort(pl.col("status") != m.BOOKED, "ingest_seq", "record_number")
     )
-    by_key = ordered.unique(subset="txn_key", keep="first", maintain_order=True)
+    pending = pl.col("status") != m.BOOKED
+    in_order = crm_staging.in_ingest_order(positioned)
+    ordered = (positioned.sort(pending, maintain_order=True) if in_order
+               else positioned.sort(pending, "ingest_seq", "record_number"))
+    by_key = ordered.filter(pl.col("txn_key").is_first_distinct())
     referenced = (
         by_key.filter(pl.col("key_method") == "bank_reference")
         .select("fingerprint", pl.col("file_hash").alias("_ref_file"))
@@ -108,7 +115,7 @@ def _kept(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
         by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
         .filter((pl.col("key_method") == "bank_reference") | pl.col("_ref_file").is_null()
                 | (pl.col("_ref_file") == pl.col("file_hash")))
-        .sort("ingest_seq", "record_number").select("_row", *KEY_COLUMNS)
+        .sort(*(["_row"] if in_order else ["ingest_seq", "record_number"])).select("_row", *KEY_COLUMNS)
     )
 
 
