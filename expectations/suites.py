@@ -81,16 +81,19 @@ def raw_suite(earliest_booking_date: dt.date) -> Suite:
     }
 
 
+# staged bank rows whose rate is known but whose amount did not fit reporting money (``fx_convert`` left it null)
+UNCONVERTIBLE = "fx_rate IS NOT NULL AND amount_reporting IS NULL"
+
+
 def _fits_reporting_money():
     """A converted amount the reporting money type (``metrics.MONEY``) cannot hold stays null (``fx_convert``):
-    the rows whose rate is known but whose reporting amount is null, each named by file, record and amount."""
-    query = ("SELECT source_file || ' record ' || record_number || ': ' || amount || ' ' || currency "
-             "FROM {batch} WHERE fx_rate IS NOT NULL AND amount_reporting IS NULL")
-    digits = m.MONEY.precision - m.MONEY.scale
+    the ``UNCONVERTIBLE`` rows, each named by file, record and amount."""
+    query = ("SELECT source_file || ' record ' || record_number || ': ' || amount || ' ' || currency "  # noqa: S608
+             f"FROM {{batch}} WHERE {UNCONVERTIBLE}")  # a code constant
     return _gx().UnexpectedRowsExpectation(
         unexpected_rows_query=query,
         description=f"amounts in the reporting currency fit DECIMAL({m.MONEY.precision}, {m.MONEY.scale}) "
-                    f"({digits} digits before the point); a larger one is a broken amount in the bank file",
+                    f"({m.MONEY_DIGITS} digits before the point); a larger one is a broken amount in the bank file",
         meta={"check_name": "expect_amount_reporting_to_fit_money", "column": "amount_reporting"},
     )
 

@@ -332,9 +332,8 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
             missing = query_polars(con, "SELECT currency, booking_date FROM staging.bank_transaction "
                                         "WHERE category IN ('client_payment', 'refund') AND amount_reporting IS NULL "
                                         "AND fx_rate IS NULL")
-            too_large = query_polars(con, "SELECT source_file, record_number, amount, currency "
-                                          "FROM staging.bank_transaction "
-                                          "WHERE fx_rate IS NOT NULL AND amount_reporting IS NULL "
+            too_large = query_polars(con, "SELECT source_file, record_number, amount, currency "  # noqa: S608
+                                          f"FROM staging.bank_transaction WHERE {suites.UNCONVERTIBLE} "
                                           "ORDER BY source_file, record_number")
             invoices = query_polars(con, "SELECT invoice_id, currency, issue_date, fx_rate IS NULL AS no_rate "
                                          "FROM staging.invoice WHERE status = 'won' AND amount IS NULL")
@@ -342,8 +341,8 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
         for row in too_large.head(5).iter_rows(named=True):
             outcome.failures.insert(0, f"{row['source_file']}, record {row['record_number']}, amount: "
                                        f"{row['amount'].normalize():f} {row['currency']} is more than "
-                                       f"{settings.reporting_currency} amounts hold ({m.MONEY.precision - m.MONEY.scale}"
-                                       " digits before the point) once converted; no bank amount is that large: "
+                                       f"{settings.reporting_currency} amounts hold ({m.MONEY_DIGITS} digits before "
+                                       "the point) once converted; no bank amount is that large: "
                                        "check the file's amounts")
         for (currency,), rows in sorted(missing.group_by("currency"), key=lambda g: g[0]):
             days = sorted(rows["booking_date"].unique().to_list())
@@ -355,7 +354,7 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
         unreadable = invoices.filter(~pl.col("no_rate"))
         if unreadable.height:
             outcome.failures.insert(0, f"{unreadable.height} won CRM invoice(s) have an amount that is empty, not a "
-                                       f"number or more than {m.MONEY.precision - m.MONEY.scale} digits before the "
+                                       f"number or more than {m.MONEY_DIGITS} digits before the "
                                        f"point (e.g. invoice {unreadable['invoice_id'][0]}); correct them in the CRM "
                                        "export (raw.crm_invoices has the values as read)")
         for (currency,), rows in sorted(invoices.filter("no_rate").group_by("currency", maintain_order=True),
@@ -555,8 +554,8 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
                 scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
-            # not materialised: the own accounts and the counterparties read a few columns of it, classify streams
-            # it to the staged file (labelling twice is cheaper than writing and reading 10M wide rows)
+            # not materialised: the counterparties read a few columns of it, classify streams it to the staged
+            # file (labelling twice is cheaper than writing and reading 10M wide rows)
             labelled = staging.label_counterparties(
                 keyed, own_accounts=cfg.own_accounts,
                 excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)

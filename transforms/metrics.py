@@ -10,6 +10,7 @@ import datetime as dt
 import polars as pl
 
 MONEY = pl.Decimal(18, 2)
+MONEY_DIGITS = MONEY.precision - MONEY.scale  # digits before the point a reporting amount holds
 
 # transaction categories assigned in staging (DOMAIN §1: revenue is money received from clients, net of refunds)
 CLIENT_PAYMENT = "client_payment"
