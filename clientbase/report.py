@@ -143,7 +143,7 @@ def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, 
         (f"{_money(card['net_profit'].sum() if card.height else 0)} {currency}", "net profit"),
         (f"{card.filter(pl.col('is_unprofitable')).height if card.height else 0}", "unprofitable clients"),
         (f"{card.filter(pl.col('is_at_risk')).height if card.height else 0}", "clients at risk"),
-        (_pct(revenue.get("top_share")), "revenue from the top 20% of clients"),
+        (_pct(revenue.get("top_share")), f"revenue from the top {revenue.get('top_fraction', 0.2):.0%} of clients"),
         (f"{revenue.get('gini', 0) or 0:.2f}", "Gini of revenue"),
         ("" if crr_year is None else f"{crr_year:.0f}%", "CRR, last full year"),
     ]

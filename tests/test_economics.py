@@ -175,6 +175,15 @@ def test_seed_000_twenty_of_hundred_bring_eighty_percent():
     assert revenue["top10_share"] == pytest.approx(0.40)
 
 
+
+@pytest.mark.parametrize(("clients", "fraction", "top"), [(25, 0.28, 7), (100, 0.28, 28), (100, 0.07, 7),
+                                                          (50, 0.14, 7), (7, 0.20, 2), (3, 0.01, 1)])
+def test_top_fraction_counts_the_clients_in_integers(clients, fraction, top):
+    # seed 001's 28%: in floats 25 x 0.28 = 7.000000000000001, whose ceiling would count an eighth client
+    card = scorecard_from({f"c{i:03d}": D("100") for i in range(clients)})
+    summary = pareto_summary.build(card.lazy(), top_fraction=fraction).collect()
+    assert summary.filter(pl.col("measure") == "revenue")["top_share"].item() == pytest.approx(top / clients)
+
 def test_gini_and_hhi_hand_computed():
     frame = pl.DataFrame({"v": [4.0, 3.0, 2.0, 1.0]})  # sorted largest first, as the marts do
     # Gini = sum((2i - n - 1) x_i) / (n sum x) = (-3*1 - 1*2 + 1*3 + 3*4) / (4 * 10) = 10/40

@@ -75,6 +75,7 @@ def test_demo_publishes_marts_views_and_report(home):
     assert Path(summary["report"]).is_file()
     report = Path(summary["report"]).read_text()
     assert "Client base as of" in report
+    assert "revenue from the top 20% of clients" in report  # the configured top_share (default 0.20)
     # the GX Data Docs of each gate, linked from the report relative to it
     for gate in ("raw", "staged", "marts"):
         assert f'href="../data_quality/{gate}/index.html"' in report

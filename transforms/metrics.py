@@ -194,9 +194,11 @@ def abc_category(measure: str, a: float = 0.80, b: float = 0.95) -> pl.Expr:
 
 def top_share(measure: str, fraction: float) -> pl.Expr:
     """Share of the positive total earned by the top ceil(fraction x n) clients (aggregation; frame sorted
-    by ``rank_order``)."""
+    by ``rank_order``). The ceiling is taken in integers (the fraction to six decimals): in floats 25 x 0.28
+    is 7.000000000000001, which would count an eighth client."""
     x = positive_cents(measure)
-    k = (pl.len() * fraction).ceil().cast(pl.Int64).clip(lower_bound=1)
+    parts = round(fraction * 1_000_000)
+    k = ((pl.len().cast(pl.Int64) * parts + 999_999) // 1_000_000).clip(lower_bound=1)
     return ratio(x.filter(pl.int_range(pl.len()) < k).sum(), x.sum())
 
 
