@@ -761,7 +761,7 @@ def _read_fingerprints(version: Path | None) -> dict[str, str]:
 
 
 def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
-    """The staging and ops tables the marts read, and the booked client payments up to as-of.
+    """The staging and ops tables the marts read, and the booked client payments and refunds up to as-of.
 
     Staging tables are scanned lazily from their parquet files (``HOME/staging/``), so each plan reads only
     the columns it uses and no whole table sits in memory (at 10M transactions the eager read peaked at
@@ -772,8 +772,9 @@ def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
     frames = {name: pl.scan_parquet(staging_files(settings.home, table)) for name, table in staged.items()}
     with connect(settings.warehouse_path) as con:
         frames["log"] = query_polars(con, "SELECT * FROM ops.run_log").lazy()
-    frames["payments"] = frames["staged"].filter(
-        (pl.col("category") == "client_payment") & (pl.col("status") == "BOOK") & (pl.col("booking_date") <= as_of))
+    booked = (pl.col("status") == "BOOK") & (pl.col("booking_date") <= as_of)
+    frames["payments"] = frames["staged"].filter(m.is_client_payment() & booked)
+    frames["refunds"] = frames["staged"].filter(m.is_refund() & booked)
     return frames
 
 
@@ -927,7 +928,8 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
     first_payment = payments.select(pl.col("booking_date").min()).collect().item()
     retention = (behaviour.retention(payments, behaviour.periods(first_payment.replace(day=1), window[1]),
-                                     window_days=settings.activity_window_days, first=first)
+                                     window_days=settings.activity_window_days, first=first,
+                                     refunds=frames_in["refunds"])
                  if first_payment is not None else pl.LazyFrame(schema={
                      c: t for c, (t, _) in retention_period.SCHEMA.items()}))
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()

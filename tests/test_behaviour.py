@@ -304,22 +304,30 @@ def test_retention_equals_its_definitions_client_by_client(first_month, periods_
                          Decimal(rng.randrange(-2_000, 50_000)) / 100))
     rows = [r for r in rows if r[1] <= dt.date(2025, 6, 30)]
     rng.shuffle(rows)
-    pays = pl.DataFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date,
-                                      "amount_reporting": pl.Decimal(18, 2)}, orient="row").lazy()
+    money = pl.DataFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date,
+                                       "amount_reporting": pl.Decimal(18, 2)}, orient="row").lazy()
+    # the negative amounts are refunds: they lower the revenue, only payments make a client active
+    pays, refunds = money.filter(pl.col("amount_reporting") > 0), money.filter(pl.col("amount_reporting") < 0)
     window_days = 120
     periods = behaviour.periods(first_month, dt.date(2025, 6, 1))
-    out = behaviour.retention(pays, periods, window_days=window_days).collect()
+    out = behaviour.retention(pays, periods, window_days=window_days, refunds=refunds).collect()
     assert out.height == periods.collect().height == periods_expected
 
     by_client: dict[str, list[tuple[dt.date, Decimal]]] = {}
     for client, day, amount in rows:
         by_client.setdefault(client, []).append((day, amount))
+    rows = [r for r in rows if r[2] > 0]  # the payments
+    by_client = {c: [(d, a) for d, a in days if a > 0] or [(dt.date.max, Decimal(0))] for c, days in by_client.items()}
+    refunded: dict[str, list[tuple[dt.date, Decimal]]] = {}
+    for client, day, amount in money.filter(pl.col("amount_reporting") < 0).collect().iter_rows():
+        refunded.setdefault(client, []).append((day, amount))
 
     def active(client, day):
         return any(0 <= (day - d).days < window_days for d, _ in by_client[client])
 
-    def paid(client, first, last):
-        return sum((a for d, a in by_client[client] if first <= d <= last), Decimal(0))
+    def paid(client, first, last):  # net revenue in the period, at least 0
+        return max(sum((a for d, a in by_client[client] + refunded.get(client, []) if first <= d <= last),
+                       Decimal(0)), Decimal(0))
 
     for r in out.iter_rows(named=True):
         start, end = r["period_start"], r["period_end"]

@@ -68,14 +68,17 @@ def periods(first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
 
 
 def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days: int,
-              first: pl.LazyFrame | None = None) -> pl.LazyFrame:
+              first: pl.LazyFrame | None = None, refunds: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Per period: S, E, N, CRR, churned, reactivated, churn rate, gross and net revenue retention.
 
     S: clients active at the end of the day before the period; E: active at its last day; N: clients whose
     first ever payment falls inside it. CRR = (E - N) / S x 100. Churned: active at the start, not at the end;
     reactivated: neither new nor active at the start, active at the end (won back). Revenue retention compares
-    what the S clients paid in the period with what they paid in the period before it (previous month,
-    quarter or year): net = sum(now) / sum(before); gross = sum(min(now, before)) / sum(before).
+    what the S clients brought in the period with what they brought in the period before it (previous month,
+    quarter or year): net = sum(now) / sum(before); gross = sum(min(now, before)) / sum(before). A client's
+    revenue in a period is its net revenue (DOMAIN §1: payments less ``refunds``, the booked refund rows with
+    their negative amounts), at least 0: a refund can cancel a period's revenue, not make it a negative base.
+    Only payments make a client active.
 
     Each client's activity on the periods' boundary days is one bit per day (``_ActiveDays``), so the counts
     are sums over one row per client instead of joins over one row per client per period. ``first``:
@@ -104,7 +107,9 @@ def retention(payments: pl.LazyFrame, period_frame: pl.LazyFrame, *, window_days
     # revenue of each S client in the period and in the period just before it (exact cents)
     # read twice below (each period and the period before): collected once (10M payments: 6.6M rows, ~0.3 GB),
     # else each read would group the payments again
-    revenue = _period_revenue(payments).collect().lazy()
+    revenue = _period_revenue(payments if refunds is None else pl.concat(
+        [payments.select("client_id", "booking_date", "amount_reporting"),
+         refunds.select("client_id", "booking_date", "amount_reporting")])).collect().lazy()
     both = (pl.concat([revenue.with_columns(_prev=pl.lit(0, pl.Int128)).rename({"_revenue": "_now"}),
                        _shift_to_next_period(revenue).with_columns(_now=pl.lit(0, pl.Int128))
                        .rename({"_revenue": "_prev"}).select("period_type", "period_start", "client_id", "_now",
@@ -179,17 +184,19 @@ class _ActiveDays:
 _EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
 
 
-def _period_revenue(payments: pl.LazyFrame) -> pl.LazyFrame:
-    """period_type, period_start, client_id, _revenue for every month, quarter and year a client paid in.
+def _period_revenue(money: pl.LazyFrame) -> pl.LazyFrame:
+    """period_type, period_start, client_id, _revenue for every month, quarter and year a client paid in (or
+    was refunded in): the sum of ``money``'s amounts, at least 0.
 
-    The payments are summed per client and month once; a quarter or a year adds up its months (integer cents,
-    so the sums are exact in any grouping: see metrics.ratio)."""
-    months = (payments.group_by(pl.col("booking_date").dt.truncate("1mo").alias("period_start"), "client_id")
+    The amounts are summed per client and month once; a quarter or a year adds up its months (integer cents,
+    so the sums are exact in any grouping: see metrics.ratio), and each period's sum is then floored at 0."""
+    months = (money.group_by(pl.col("booking_date").dt.truncate("1mo").alias("period_start"), "client_id")
               .agg(m.cents(pl.col("amount_reporting")).sum().alias("_revenue")))
     return pl.concat([
-        months.select(pl.lit(kind).alias("period_type"), "period_start", "client_id", "_revenue") if kind == "month"
-        else months.group_by(pl.lit(kind).alias("period_type"), pl.col("period_start").dt.truncate(every),
-                             "client_id").agg(pl.col("_revenue").sum())
+        (months.select(pl.lit(kind).alias("period_type"), "period_start", "client_id", "_revenue") if kind == "month"
+         else months.group_by(pl.lit(kind).alias("period_type"), pl.col("period_start").dt.truncate(every),
+                              "client_id").agg(pl.col("_revenue").sum()))
+        .with_columns(pl.col("_revenue").clip(lower_bound=0))
         for kind, every in _EVERY.items()
     ])
 

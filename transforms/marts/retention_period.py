@@ -24,7 +24,8 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "reactivated": (pl.Int32(), "Won back: not new, not active at the start, active at the end"),
     "crr": (pl.Float64(), "Customer retention rate = (E - N) / S x 100"),
     "churn_rate": (pl.Float64(), "churned / S"),
-    "net_revenue_retention": (pl.Float64(), "Revenue of the S clients in the period / in the period before"),
+    "net_revenue_retention": (pl.Float64(), "Net revenue (payments less refunds, at least 0 per client and "
+                                            "period) of the S clients in the period / in the period before"),
     "gross_revenue_retention": (pl.Float64(), "Same, each client capped at its previous revenue"),
 }
 
