@@ -134,11 +134,13 @@ WITH money AS (
     SELECT w.*, p.booking_date AS paid_date, coalesce(t.total_paid, 0) AS total_paid
     FROM won w ASOF LEFT JOIN paid p ON w.client_id = p.client_id AND w.c_end <= p.c_paid
     LEFT JOIN totals t ON t.client_id = w.client_id
-), settlement AS (
-    SELECT client_id,
+), invoice_cost AS (
+    SELECT client_id, due_date,
            CASE WHEN paid_date IS NOT NULL THEN date_trunc('month', paid_date)
                 WHEN due_date + 180 <= $as_of THEN date_trunc('month', due_date + 180)
                 ELSE date_trunc('month', $as_of::DATE) END::DATE AS month,
+           greatest(CASE WHEN paid_date IS NOT NULL THEN paid_date - due_date
+                         WHEN due_date + 180 <= $as_of THEN 180 ELSE $as_of::DATE - due_date END, 0)::INTEGER AS days_late,
            CASE WHEN paid_date IS NOT NULL THEN amount::DOUBLE * greatest(paid_date - due_date, 0) * 0.1 / 365
                 ELSE greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
                      * greatest(CASE WHEN due_date + 180 <= $as_of THEN 180 ELSE $as_of::DATE - due_date END, 0) * 0.1 / 365
@@ -147,6 +149,17 @@ WITH money AS (
                 THEN greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
                 ELSE 0 END AS bad_debt
     FROM settled
+), settlement AS (  -- the cost accrues in the months the invoice is late, by its days late in each
+    SELECT client_id, m.month,
+           collection_cost * (least(due_date + days_late, last_day(m.month)) - greatest(due_date + 1, m.month) + 1)
+             / days_late AS collection_cost,
+           0 AS bad_debt
+    FROM (SELECT * FROM invoice_cost WHERE days_late > 0 AND collection_cost > 0) AS c,
+         LATERAL (SELECT unnest(generate_series(date_trunc('month', c.due_date + 1)::TIMESTAMP,
+                                                date_trunc('month', c.due_date + c.days_late)::TIMESTAMP,
+                                                INTERVAL 1 MONTH))::DATE AS month) AS m
+    UNION ALL
+    SELECT client_id, month, 0, bad_debt FROM invoice_cost WHERE bad_debt > 0
 ), time_cost AS (
     SELECT a.client_id, date_trunc('month', a.started_at)::DATE AS month,
            sum(a.duration_minutes / 60 * coalesce(mg.hourly_cost::DOUBLE, 50)) AS communication_cost, 0.0 AS support_cost,

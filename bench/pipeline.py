@@ -601,7 +601,24 @@ def run_pandas(inbox: Path) -> dict:
                                               open_cents / 100 * days_open * 0.1 / 365)
         settled["bad_debt"] = np.where(written_off, open_cents / 100, 0.0)
         settled["month"] = month(settled["paid_date"].where(is_paid, write_off.where(written_off, as_of)))
-        settlement = settled.groupby(["client_id", "month"])[["collection_cost", "bad_debt"]].sum().reset_index()
+        # the cost accrues in the months the invoice is late, by its days late in each
+        late = settled.assign(days_late=np.where(is_paid, days_paid, days_open))
+        late = late[(late["days_late"] > 0) & (late["collection_cost"] > 0)]
+        first_day = late["due_date"] + pd.Timedelta(days=1)
+        last_day = late["due_date"] + pd.to_timedelta(late["days_late"], unit="D")
+        first_m = (first_day.dt.year * 12 + first_day.dt.month - 1).to_numpy()
+        spans = (last_day.dt.year * 12 + last_day.dt.month - 1).to_numpy() - first_m + 1
+        late = late.assign(first_day=first_day, last_day=last_day).iloc[np.repeat(np.arange(len(late)), spans)]
+        starts = np.repeat(np.cumsum(spans) - spans, spans)
+        index = np.repeat(first_m, spans) + (np.arange(len(late)) - starts)  # months since year 0
+        late["month"] = pd.to_datetime(pd.DataFrame({"year": index // 12, "month": index % 12 + 1, "day": 1})).to_numpy()
+        inside = ((np.minimum(late["last_day"], late["month"] + pd.offsets.MonthEnd(0))
+                   - np.maximum(late["first_day"], late["month"])).dt.days + 1)
+        settlement = pd.concat([
+            pd.DataFrame({"client_id": late["client_id"], "month": late["month"],
+                          "collection_cost": late["collection_cost"] * inside / late["days_late"], "bad_debt": 0.0}),
+            settled.loc[written_off, ["client_id", "month", "bad_debt"]].assign(collection_cost=0.0),
+        ]).groupby(["client_id", "month"])[["collection_cost", "bad_debt"]].sum().reset_index()
         rates = managers.set_index("manager_id")["hourly_cost"].astype(float)
         acts = activities[activities["started_at"].dt.normalize() <= as_of]
         tks = tickets[tickets["opened_at"] <= as_of]

@@ -42,12 +42,11 @@ def test_money_per_client_and_month():
 def test_costs_join_their_months_and_make_profit():
     costs = pl.LazyFrame({"client_id": ["C1", "C3"], "month": [dt.date(2025, 1, 1), dt.date(2025, 2, 1)],
                           "communication_cost": [12.5, 30.0], "support_cost": [0.0, 45.0], "minutes": [15.0, 90.0]})
-    settlement = pl.LazyFrame({"client_id": ["C1"], "event_month": [dt.date(2025, 1, 1)],
-                               "collection_cost": [1.234], "bad_debt": [Decimal("0.00")]},
-                              schema_overrides={"bad_debt": pl.Decimal(18, 2)})
+    settlement_costs = pl.LazyFrame({"client_id": ["C1"], "month": [dt.date(2025, 1, 1)],
+                                     "collection_cost": [1.234], "bad_debt": [0.0]})
     margins = pl.LazyFrame({"client_id": ["C1"], "margin_rate": [0.5]})
     out = client_month.build(GIVEN, as_of=dt.date(2025, 2, 28), reporting_currency="EUR", costs=costs,
-                             settlement=settlement, margins=margins).collect()
+                             settlement_costs=settlement_costs, margins=margins).collect()
     c1 = out.filter(pl.col("client_id") == "C1").row(0, named=True)
     assert (c1["gross_margin"], c1["communication_cost"], c1["collection_cost"], c1["net_profit"],
             c1["hours_spent"]) == (Decimal("65.12"), Decimal("12.50"), Decimal("1.23"), Decimal("51.39"), 0.25)

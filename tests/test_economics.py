@@ -9,6 +9,7 @@ import pytest
 from transforms import economics
 from transforms import metrics as m
 from transforms.marts import (
+    client_month,
     client_scorecard,
     pareto_summary,
     phase_out_scenarios,
@@ -31,8 +32,8 @@ def payments(rows):
                                       "amount_reporting": m.MONEY}, orient="row").lazy()
 
 
-def test_settlement_first_in_first_out():
-    out = economics.settle_invoices(
+def fifo_case() -> pl.LazyFrame:
+    return economics.settle_invoices(
         invoices([
             ("C1", "I1", dt.date(2025, 1, 1), dt.date(2025, 1, 31), D("1000.00"), "won"),
             ("C1", "I2", dt.date(2025, 2, 1), dt.date(2025, 3, 3), D("500.00"), "won"),
@@ -47,7 +48,11 @@ def test_settlement_first_in_first_out():
             ("C2", dt.date(2024, 11, 5), D("100.00")),    # J1 never completed
         ]),
         as_of=AS_OF, cost_of_capital=0.365, write_off_days=180,
-    ).collect()
+    )
+
+
+def test_settlement_first_in_first_out():
+    out = fifo_case().collect()
     rows = {r["invoice_id"]: r for r in out.iter_rows(named=True)}
     assert set(rows) == {"I1", "I2", "I3", "J1"}  # lost deals are not receivables
     assert (rows["I1"]["paid_date"], rows["I1"]["days_late"], rows["I1"]["event_month"]) == (
@@ -65,6 +70,43 @@ def test_settlement_first_in_first_out():
     assert (rows["J1"]["written_off"], rows["J1"]["bad_debt"], rows["J1"]["event_month"]) == (
         True, D("200.00"), dt.date(2025, 4, 1))
     assert rows["J1"]["collection_cost"] == pytest.approx(200 * 180 * 0.001)
+
+
+def test_collection_cost_accrues_in_the_months_the_invoice_is_late():
+    out = economics.settlement_costs(fifo_case()).collect().sort("client_id", "month")
+    assert [(r[0], r[1], round(r[2], 9), r[3]) for r in out.rows()] == [
+        # J1: 200 late from 2024-11-01 to its write-off day 2025-04-29 (180 days at 0.2 a day), written off then
+        ("C1", dt.date(2025, 2, 1), 10.0, 0.0),  # I1: 1000 late Feb 1-10
+        ("C1", dt.date(2025, 3, 1), 8.5, 0.0),  # I2: 500 late Mar 4-20
+        ("C1", dt.date(2025, 4, 1), 18.0, 0.0),  # I3: 600 open from Apr 1 to as-of Jun 30: 30 + 31 + 30 days
+        ("C1", dt.date(2025, 5, 1), 18.6, 0.0),
+        ("C1", dt.date(2025, 6, 1), 18.0, 0.0),
+        ("C2", dt.date(2024, 11, 1), 6.0, 0.0), ("C2", dt.date(2024, 12, 1), 6.2, 0.0),
+        ("C2", dt.date(2025, 1, 1), 6.2, 0.0), ("C2", dt.date(2025, 2, 1), 5.6, 0.0),
+        ("C2", dt.date(2025, 3, 1), 6.2, 0.0), ("C2", dt.date(2025, 4, 1), 5.8, 200.0)]
+    # the months add up to each invoice's cost
+    assert out["collection_cost"].sum() == pytest.approx(fifo_case().collect()["collection_cost"].sum())
+
+
+def test_an_invoice_open_mid_month_costs_in_the_full_months_of_the_window():
+    """As of the 15th, the scorecard's window is the last 12 full months: the days an open invoice was late in
+    them count (they used to wait in the as-of month, outside the window, until it was paid)."""
+    as_of = dt.date(2024, 9, 15)
+    settlement = economics.settle_invoices(
+        invoices([("C", "I", dt.date(2024, 4, 1), dt.date(2024, 5, 1), D("3650.00"), "won")]),
+        payments([("C", dt.date(2024, 3, 10), D("1000.00"))]), as_of=as_of, cost_of_capital=0.10,
+        write_off_days=180)
+    staged = pl.LazyFrame({"client_id": ["C"], "booking_date": [dt.date(2024, 3, 10)],
+                           "amount_reporting": [D("1000.00")], "category": ["client_payment"], "status": ["BOOK"]},
+                          schema_overrides={"amount_reporting": m.MONEY})
+    months = client_month.build(staged, as_of=as_of, reporting_currency="EUR", settlement=settlement)
+    clients = pl.LazyFrame({"client_id": ["C"], "name": ["C"], "source": ["crm"], "industry": [None],
+                            "manager_id": [None]}, schema_overrides={"industry": pl.String, "manager_id": pl.String})
+    card = client_scorecard.build(months, clients, settlement, as_of=as_of, window_months=12,
+                                  reporting_currency="EUR").collect().row(0, named=True)
+    # 2650 open, late May 2 - Aug 31 in the window: 122 days x 2650 x 10% / 365
+    assert (card["overdue_amount"], card["collection_cost"]) == (D("2650.00"), D("88.58"))
+    assert card["net_profit"] == D("300.00") - D("88.58")  # 1000 x the default margin 30%, less the cost
 
 
 def test_settlement_matches_a_plain_fifo_loop_whatever_the_row_order():

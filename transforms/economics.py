@@ -3,6 +3,9 @@
 - ``settle_invoices``: which payment settled which invoice, first in first out per client (oldest due invoice
   is paid first, the usual accounting convention, and vectorised as an as-of join on cumulative amounts), and
   from that the days late, the financing cost of lateness, overdue amounts and bad debt;
+- ``settlement_costs``: those costs dated to the months they fall in: a late invoice's financing cost accrues
+  day by day while it is late, so each month carries the part for its days late; bad debt falls in the
+  write-off month;
 - ``time_costs``: communication (CRM activities) and support (tickets) time, priced at the hourly cost of the
   person who spent it (time-driven activity-based costing);
 - ``margin_rates``: each client's gross margin share from its invoices' cost, else the industry default, else
@@ -31,9 +34,10 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
     ``invoices``: client_id, invoice_id, issue_date, due_date, amount (reporting currency), status.
     ``payments``: client_id, booking_date, amount_reporting (booked incoming client payments up to as_of).
     An invoice is settled on the day the client's cumulative payments first cover its cumulative invoiced
-    amount. Collection cost (amount x days late x rate / 365) falls in the month of payment; an invoice still
-    open accrues it to ``as_of``, or to its write-off day once it is ``write_off_days`` past due, when its open
-    amount becomes bad debt.
+    amount. Collection cost = amount x days late x rate / 365; an invoice still open accrues it on its open
+    amount to ``as_of``, or to its write-off day once it is ``write_off_days`` past due, when its open amount
+    becomes bad debt. ``event_month``: the month it was paid or written off (as-of's month while it is open);
+    ``settlement_costs`` dates the costs month by month.
     """
     won = (
         invoices.filter((pl.col("status") == "won") & (pl.col("issue_date") <= as_of) & (pl.col("amount") > 0)
@@ -76,6 +80,45 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
             .otherwise(pl.lit(as_of)).dt.truncate("1mo"),
         )
         .select(list(SETTLEMENT_SCHEMA))
+    )
+
+
+SETTLEMENT_COSTS_SCHEMA = {"client_id": pl.String, "month": pl.Date, "collection_cost": pl.Float64,
+                           "bad_debt": pl.Float64}
+
+
+def settlement_costs(settlement: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per client and month with a collection cost or bad debt from ``settle_invoices``' rows.
+
+    Financing cost accrues day by day while an invoice is late, from the day after its due date to the day it
+    was paid, written off, or as-of: each calendar month carries the invoice's collection cost x its days late
+    in that month / all its days late. So a month's cost does not wait for the payment, and it stays what it
+    was when the invoice is paid later (unless the payment completes a partly paid invoice: its cost is then
+    on the whole amount rather than the open part). Bad debt falls in the write-off month.
+    """
+    first = pl.col("due_date") + pl.duration(days=1)
+    last = pl.col("due_date") + pl.duration(days=pl.col("days_late"))
+    month_end = pl.col("month").dt.month_end()
+    days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
+    accrued = (
+        settlement.filter((pl.col("days_late") > 0) & (pl.col("collection_cost") > 0))
+        .select("client_id", "collection_cost", "days_late", _first=first, _last=last)
+        .with_columns(month=pl.date_ranges(pl.col("_first").dt.truncate("1mo"), pl.col("_last").dt.truncate("1mo"),
+                                           "1mo"))
+        .explode("month")
+        .group_by("client_id", "month")
+        .agg(m.fsum(pl.col("collection_cost") * days_in_month / pl.col("days_late")).alias("collection_cost"))
+    )
+    written_off = (
+        settlement.filter(pl.col("written_off") & (pl.col("bad_debt") > 0))
+        .group_by("client_id", pl.col("event_month").alias("month"))
+        .agg(pl.col("bad_debt").sum().cast(pl.Float64))
+    )
+    return (
+        pl.concat([accrued, written_off], how="diagonal_relaxed")
+        .group_by("client_id", "month")
+        .agg(m.fsum(pl.col("collection_cost")), m.fsum(pl.col("bad_debt")))
+        .select(list(SETTLEMENT_COSTS_SCHEMA))
     )
 
 

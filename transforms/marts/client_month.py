@@ -7,8 +7,9 @@ The mart is month-separable: every output row is grouped by (client_id, month) a
 to that month, plus the client's margin rate. ``month_inputs`` cuts the inputs into per-month partitions (the
 margin rate travels with each month's clients) and ``build_month`` turns one partition into that month's rows;
 concatenating the months gives exactly ``build`` on the whole history (tests/test_client_month.py). The
-cumulative parts (FIFO settlement of invoices, which month a collection cost or write-off falls in, margin
-rates from all invoices) are computed once per run before the cut, by ``transforms.economics``.
+cumulative parts (FIFO settlement of invoices, how much collection cost each month carries and which month a
+write-off falls in, margin rates from all invoices) are computed once per run before the cut, by
+``transforms.economics``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime as dt
 
 import polars as pl
 
+from transforms import economics
 from transforms import metrics as m
 
 NAME = "client_month"
@@ -36,7 +38,8 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "communication_cost": (m.MONEY, "CRM activity minutes / 60 x the hourly cost of the manager who spent them"),
     "support_cost": (m.MONEY, "Ticket minutes / 60 x the support hourly cost"),
     "collection_cost": (m.MONEY, "Late payment financing cost: amount x days late x annual cost of capital / 365, "
-                                 "in the month the invoice was paid (open invoices: accrued to as-of)"),
+                                 "accrued day by day: the month's share of each invoice late in it (open invoices: "
+                                 "on the open amount, up to as-of)"),
     "bad_debt": (m.MONEY, "Open amount of invoices written off this month (unpaid past the write-off horizon)"),
     "net_profit": (m.MONEY, "gross_margin - communication_cost - support_cost - collection_cost - bad_debt"),
     "hours_spent": (pl.Float64(), "Hours our people spent on the client (activities and tickets)"),
@@ -54,10 +57,13 @@ def build(
     settlement: pl.LazyFrame | None = None,
     margins: pl.LazyFrame | None = None,
     default_margin: float = 0.30,
+    settlement_costs: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Aggregate money and cost events per client and month. ``months`` (first days, inclusive) limits a backfill.
 
-    ``costs``: economics.time_costs; ``settlement``: economics.settle_invoices; ``margins``: economics.margin_rates.
+    ``costs``: economics.time_costs; ``settlement``: economics.settle_invoices, or ``settlement_costs``:
+    economics.settlement_costs of it (already dated, as a month partition has it); ``margins``:
+    economics.margin_rates.
     """
     money = (
         staged_txns.filter(m.is_booked() & (m.is_client_payment() | m.is_refund()) & (pl.col("booking_date") <= as_of))
@@ -70,8 +76,9 @@ def build(
         parts.append(costs.select("client_id", "month", "communication_cost", "support_cost",
                                   (pl.col("minutes") / 60).alias("hours_spent")))
     if settlement is not None:
-        parts.append(settlement.group_by("client_id", pl.col("event_month").alias("month"))
-                     .agg(m.fsum(pl.col("collection_cost")), pl.col("bad_debt").sum().cast(pl.Float64)))
+        settlement_costs = economics.settlement_costs(settlement)
+    if settlement_costs is not None:
+        parts.append(settlement_costs.select("client_id", "month", "collection_cost", "bad_debt"))
     frame = pl.concat(parts, how="diagonal_relaxed")
     if months is not None:
         frame = frame.filter(pl.col("month").is_between(months[0], months[1]))
@@ -126,8 +133,7 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
         .select("client_id", "booking_date", "category", "status", "amount_reporting", month=m.month_start())
     )
     costs = costs.select("client_id", "month", "communication_cost", "support_cost", "minutes")
-    settlement = settlement.select("client_id", "event_month", "collection_cost", "bad_debt",
-                                   month=pl.col("event_month"))
+    settlement = economics.settlement_costs(settlement)
     keys = pl.concat([f.select("client_id", "month") for f in (payments, costs, settlement)]).unique()
     margins = keys.join(margins.select("client_id", "margin_rate"), on="client_id", how="inner")
     return {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
@@ -153,5 +159,5 @@ def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_cu
     """One month of the mart from that month's partition of ``month_inputs`` (no as-of: the cut applied it)."""
     last_day = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
     return build(inputs["payments"].drop("month"), as_of=last_day, reporting_currency=reporting_currency,
-                 costs=inputs["costs"], settlement=inputs["settlement"].drop("month"),
+                 costs=inputs["costs"], settlement_costs=inputs["settlement"],
                  margins=inputs["margins"].drop("month"), default_margin=default_margin)
