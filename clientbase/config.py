@@ -76,20 +76,55 @@ class EconomicsConfig(_Strict):
     abc_a: float = Field(default=0.80, gt=0, lt=1, description="A: cumulative share before the client < this.")
     abc_b: float = Field(default=0.95, gt=0, lt=1, description="B: cumulative share before the client < this.")
     top_share: float = Field(default=0.20, gt=0, lt=1, description="Pareto: share of the top clients.")
+    pareto_reach: float = Field(default=0.80, gt=0, le=1,
+                                description="Pareto: the share of the measure whose clients are counted "
+                                            "(clients_share_to_reach).")
     phase_out_bottom: tuple[int, ...] = Field(default=(5, 10), description="What-if: drop the bottom N by profit.")
     xyz_x: float = Field(default=0.10, gt=0, description="X: coefficient of variation <= this.")
     xyz_y: float = Field(default=0.25, gt=0, description="Y: coefficient of variation <= this (Z above).")
+    xyz_min_months: int = Field(default=3, ge=2, le=120,
+                                description="XYZ: fewer months than this in the window gives no class.")
+    ltv_min_segment: int = Field(default=30, ge=1,
+                                 description="LTV: T is the average lifetime of the client's ABC class when it has "
+                                             "at least this many clients, else of all clients.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EconomicsConfig:
+        if self.abc_a >= self.abc_b:
+            raise ValueError(f"abc_a ({self.abc_a}) must be below abc_b ({self.abc_b})")
+        if self.xyz_x > self.xyz_y:
+            raise ValueError(f"xyz_x ({self.xyz_x}) must not be above xyz_y ({self.xyz_y})")
+        if self.xyz_min_months > self.window_months:
+            raise ValueError(f"xyz_min_months ({self.xyz_min_months}) is more than the window_months "
+                             f"({self.window_months}) XYZ looks at: no client would get a class")
+        return self
 
 
 class BehaviourConfig(_Strict):
     """Slipping clients, key clients and dependency (DOMAIN §5, §7)."""
 
-    at_risk_factor: float = Field(default=2.0, gt=1, description="At risk: silent longer than this x its usual gap.")
+    at_risk_factor: float = Field(default=1.0, ge=1, description="At risk: silent longer than this x its usual gap "
+                                                                 "(1: beyond its usual gap; higher: a quieter list).")
+    regular_months: int = Field(default=3, ge=1, description="Ladder 'regular': purchases in at least this many of "
+                                                             "the last regular_window_months months.")
+    regular_window_months: int = Field(default=6, ge=1, le=60, description="See regular_months.")
+    exclusive_share_of_wallet: float = Field(default=0.80, gt=0, le=1,
+                                             description="Ladder 'adherent': CRM share of wallet at least this.")
     key_client_share: float = Field(default=0.10, gt=0, lt=1, description="Key client: above this share of a unit.")
     dependency_diversify: float = Field(default=0.20, gt=0, lt=1, description="Top client above this: diversify.")
     dependency_severe: float = Field(default=0.40, gt=0, lt=1, description="Above this: severe dependency.")
     dependency_critical: float = Field(default=0.50, gt=0, lt=1, description="Above this: critical dependency.")
     max_key_clients_per_manager: int = Field(default=3, ge=1, description="More key clients is an overload.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BehaviourConfig:
+        levels = (self.dependency_diversify, self.dependency_severe, self.dependency_critical)
+        if not levels[0] < levels[1] < levels[2]:
+            raise ValueError(f"dependency_diversify < dependency_severe < dependency_critical expected, got {levels}")
+        if self.regular_months > self.regular_window_months:
+            raise ValueError(f"regular_months ({self.regular_months}) is more than regular_window_months "
+                             f"({self.regular_window_months})")
+        return self
 
 
 class SegmentRule(_Strict):

@@ -906,12 +906,15 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     # small per-client frames that several marts read: computed once (lazy, each plan would recompute them)
     first = behaviour.first_purchases(payments).collect().lazy()
     window = m.window_bounds(as_of, eco.window_months)
-    regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y).collect().lazy()
+    regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y,
+                               min_months=eco.xyz_min_months).collect().lazy()
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
     ladder = behaviour.ladder_history(months_all.lazy(), payments, clients, as_of=as_of,
                                       window_days=settings.activity_window_days, xyz_frame=regularity,
-                                      first=first).collect()
+                                      first=first, regular_months=beh.regular_months,
+                                      regular_window_months=beh.regular_window_months,
+                                      exclusive_share=beh.exclusive_share_of_wallet).collect()
     scorecard = client_scorecard.build(
         months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
@@ -922,6 +925,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
             "client_id", pl.col("step_with_xyz").alias("ladder_stage")),
         segments=segment_rules,
         clv=clv.scores(clv.client_summary(payments, as_of=as_of)), key_share=beh.key_client_share,
+        ltv_min_segment=eco.ltv_min_segment,
         dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
     managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
@@ -935,7 +939,8 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
     frames = {
         client_scorecard.NAME: scorecard,
-        pareto_summary.NAME: pareto_summary.build(scorecard.lazy(), top_fraction=eco.top_share).collect(),
+        pareto_summary.NAME: pareto_summary.build(scorecard.lazy(), top_fraction=eco.top_share,
+                                                  reach=eco.pareto_reach).collect(),
         whale_curve.NAME: whale_curve.build(scorecard.lazy()).collect(),
         unprofitable_audit.NAME: audit,
         phase_out_scenarios.NAME: phase_out_scenarios.build(scorecard.lazy(), months_all.lazy(), as_of=as_of,

@@ -6,6 +6,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
+from clientbase.config import BehaviourConfig
 from transforms import behaviour
 from transforms import metrics as m
 from transforms.marts import abc_xyz_matrix
@@ -108,6 +109,19 @@ def test_at_risk_is_silent_much_longer_than_its_own_cadence():
     # silent for two years: lost, not "at risk"; two payments: no usual gap yet
     assert out["lost"]["is_at_risk"] is False
     assert (out["twice"]["usual_gap_days"], out["twice"]["is_at_risk"]) == (None, False)
+
+
+def test_at_risk_by_default_is_beyond_the_usual_gap():
+    """DOMAIN §5: days since the last payment beyond the client's usual gap (the default factor 1)."""
+    pays = pl.LazyFrame({"client_id": ["c"] * 3, "booking_date": [dt.date(2024, 1, 1), dt.date(2024, 1, 31),
+                                                                  dt.date(2024, 3, 1)], "amount_reporting": [1.0] * 3})
+    factor = BehaviourConfig().at_risk_factor
+    risk = {days: behaviour.activity(pays, as_of=dt.date(2024, 3, 1) + dt.timedelta(days=days),
+                                     at_risk_factor=factor, window_days=365).collect()["is_at_risk"].item()
+            for days in (30, 31, 45)}
+    assert (factor, risk) == (1.0, {30: False, 31: True, 45: True})  # usual gap 30 days
+    assert not behaviour.activity(pays, as_of=dt.date(2024, 4, 15), at_risk_factor=2.0,
+                                  window_days=365).collect()["is_at_risk"].item()  # a quieter list: 45 <= 60
 
 
 def test_turnover_trend_compares_the_last_twelve_months_with_the_twelve_before():
@@ -213,6 +227,28 @@ def test_loyalty_ladder_history_and_moves():
     assert march == {("repeat", "adherent"): 1, ("first_purchase", "repeat"): 1, ("lost", "lost"): 1}
     january = moves.filter((pl.col("month") == dt.date(2025, 1, 1)) & (pl.col("from_step") == "new"))
     assert january["clients"].sum() == 2  # x and y start on the ladder
+
+
+def test_ladder_thresholds_come_from_the_settings():
+    """'regular' needs purchases in regular_months of the last regular_window_months; 'adherent' a share of
+    wallet of at least exclusive_share."""
+    pays = pl.LazyFrame({"client_id": ["x"] * 3, "amount_reporting": [10.0] * 3,
+                         "booking_date": [dt.date(2025, 1, 5), dt.date(2025, 3, 5), dt.date(2025, 5, 5)]})
+    months_ = pl.LazyFrame({"client_id": ["x"] * 3, "purchases": [1] * 3,
+                            "month": [dt.date(2025, 1, 1), dt.date(2025, 3, 1), dt.date(2025, 5, 1)]})
+    clients = pl.LazyFrame({"client_id": ["x"], "referred_by_client_id": [None], "share_of_wallet": [0.7],
+                            "is_exclusive": [None]}, schema_overrides={"referred_by_client_id": pl.String,
+                                                                       "is_exclusive": pl.Boolean})
+
+    def may(**kw):
+        history = behaviour.ladder_history(months_, pays, clients, as_of=dt.date(2025, 5, 31), window_days=365,
+                                           **kw).collect()
+        return history.filter(pl.col("month") == dt.date(2025, 5, 1))["step"].item()
+
+    assert may() == "regular"  # 3 of the last 6 months
+    assert may(regular_window_months=4) == "repeat"  # 2 of the last 4
+    assert may(regular_months=2, regular_window_months=4) == "regular"
+    assert may(exclusive_share=0.7) == "adherent"
 
 
 def test_advocate_needs_a_referred_client_who_paid():

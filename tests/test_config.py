@@ -146,3 +146,41 @@ def test_stage_fingerprint_follows_what_staging_depends_on_only(tmp_path):
         (tmp_path / "inbox" / name).write_text(text)
         changed.append(stage_fingerprint(load_settings(tmp_path)))
     assert len({base, *changed}) == len(changed) + 1
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("economics:\n  abc_a: 0.95\n  abc_b: 0.80\n", r"abc_a \(0.95\) must be below abc_b \(0.8\)"),
+    ("economics:\n  xyz_x: 0.3\n", r"xyz_x \(0.3\) must not be above xyz_y"),
+    ("economics:\n  xyz_min_months: 13\n", r"xyz_min_months \(13\) is more than the window_months \(12\)"),
+    ("behaviour:\n  dependency_severe: 0.6\n", r"dependency_diversify < dependency_severe < dependency_critical"),
+    ("behaviour:\n  regular_months: 7\n", r"regular_months \(7\) is more than regular_window_months \(6\)"),
+    ("behaviour:\n  at_risk_factor: 0.5\n", r"key 'behaviour.at_risk_factor'"),
+])
+def test_thresholds_out_of_order_are_refused(tmp_path, text, message):
+    write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path)
+
+
+def test_every_domain_threshold_is_a_setting(tmp_path):
+    write(tmp_path, "economics:\n  pareto_reach: 0.7\n  xyz_min_months: 4\n  ltv_min_segment: 5\n"
+                    "behaviour:\n  at_risk_factor: 1.5\n  regular_months: 2\n  regular_window_months: 4\n"
+                    "  exclusive_share_of_wallet: 0.9\n")
+    settings = load_settings(tmp_path)
+    assert (settings.economics.pareto_reach, settings.economics.xyz_min_months,
+            settings.economics.ltv_min_segment) == (0.7, 4, 5)
+    b = settings.behaviour
+    assert (b.at_risk_factor, b.regular_months, b.regular_window_months, b.exclusive_share_of_wallet) == (
+        1.5, 2, 4, 0.9)
+
+
+def test_the_readme_config_example_loads(tmp_path):
+    """The example in README.md is a valid config file whose defaults are what it says they are."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = next(block for block in readme.split("```yaml\n")[1:] if block.startswith("reporting_currency:"))
+    write(tmp_path, example.split("```")[0])
+    settings = load_settings(tmp_path)
+    defaults = load_settings(tmp_path / "elsewhere")
+    assert settings.economics == defaults.economics  # "defaults shown"
+    assert settings.behaviour == defaults.behaviour
+    assert settings.segments[0].team == "upsell"

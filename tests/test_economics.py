@@ -212,7 +212,9 @@ def test_seed_000_twenty_of_hundred_bring_eighty_percent():
     summary = pareto_summary.build(scorecard_from(values).lazy()).collect()
     revenue = summary.filter(pl.col("measure") == "revenue").row(0, named=True)
     assert (revenue["clients"], revenue["total"], revenue["top_share"]) == (100, D("100000.00"), pytest.approx(0.80))
-    assert revenue["clients_share_for_80"] == pytest.approx(0.20)
+    assert (revenue["reach"], revenue["clients_share_to_reach"]) == (0.80, pytest.approx(0.20))
+    half = pareto_summary.build(scorecard_from(values).lazy(), reach=0.5).collect().row(0, named=True)
+    assert (half["reach"], half["clients_share_to_reach"]) == (0.5, pytest.approx(0.13))  # 12.5 of the 20
     assert revenue["top1_share"] == pytest.approx(0.04)
     assert revenue["top10_share"] == pytest.approx(0.40)
 

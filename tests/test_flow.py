@@ -191,6 +191,25 @@ def test_second_run_ingests_nothing_and_gives_identical_marts(home, tmp_path):
     assert [r[0] for r in query(work, "SELECT status FROM ops.run_log ORDER BY started_at")] == ["published"] * 2
 
 
+def test_the_thresholds_in_the_config_reach_the_marts_and_the_report(home, tmp_path):
+    """DOMAIN's thresholds are defaults: a config file changes what the as-of marts say (staging is kept)."""
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    before = pl.read_parquet(work / "marts" / "client_scorecard" / "*.parquet")
+    (work / "inbox" / "config.yaml").write_text(
+        "economics:\n  top_share: 0.3\n  pareto_reach: 0.5\n"
+        "behaviour:\n  at_risk_factor: 3\n  regular_months: 1\n  regular_window_months: 1\n", encoding="utf-8")
+    summary = run(work)
+    pareto = pl.read_parquet(work / "marts" / "pareto_summary" / "*.parquet")
+    assert pareto.select("top_fraction", "reach").unique().rows() == [(0.3, 0.5)]
+    assert "revenue from the top 30% of clients" in Path(summary["report"]).read_text()
+    card = pl.read_parquet(work / "marts" / "client_scorecard" / "*.parquet")
+    assert card["is_at_risk"].sum() < before["is_at_risk"].sum()  # silent 3 x the usual gap: fewer
+    # regular = bought in the as-of month itself
+    assert card.filter(pl.col("ladder_stage") == "regular").height != before.filter(
+        pl.col("ladder_stage") == "regular").height
+
+
 def test_backfill_equals_full_rebuild_for_its_months(home, tmp_path):
     from flows.pipeline import backfill
 

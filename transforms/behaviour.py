@@ -306,15 +306,16 @@ def ltv(client_month: pl.LazyFrame, segments: pl.LazyFrame, *, as_of: dt.date,
 LADDER = ("first_purchase", "repeat", "regular", "adherent", "advocate")
 
 
-def ladder_stage(purchases_total: pl.Expr, months_bought_6: pl.Expr, regular_by_xyz: pl.Expr, exclusive: pl.Expr,
-                 refers: pl.Expr, active: pl.Expr) -> pl.Expr:
+def ladder_stage(purchases_total: pl.Expr, months_bought: pl.Expr, regular_by_xyz: pl.Expr, exclusive: pl.Expr,
+                 refers: pl.Expr, active: pl.Expr, *, regular_months: int = 3) -> pl.Expr:
     """The loyalty ladder (DOMAIN §6), highest step met; 'lost' when no longer active.
 
-    first_purchase: one purchase; repeat: two or more; regular: purchases in at least 3 of the last 6 months
-    (or XYZ class X/Y); adherent: regular and exclusive (share of wallet >= 0.8 or an exclusive flag);
+    first_purchase: one purchase; repeat: two or more; regular: purchases in at least ``regular_months`` of the
+    last months (``months_bought``: how many of them had one; DOMAIN: 3 of the last 6) or XYZ class X/Y;
+    adherent: regular and exclusive (a high CRM share of wallet or the exclusive flag: see ``ladder_history``);
     advocate: regular or adherent and named as referrer by a client who has paid us.
     """
-    regular = (months_bought_6 >= 3) | regular_by_xyz.fill_null(False)
+    regular = (months_bought >= regular_months) | regular_by_xyz.fill_null(False)
     return (pl.when(purchases_total.fill_null(0) == 0).then(pl.lit(None, pl.String))
             .when(~active).then(pl.lit("lost"))
             .when(regular & refers.fill_null(False)).then(pl.lit("advocate"))
@@ -326,12 +327,15 @@ def ladder_stage(purchases_total: pl.Expr, months_bought_6: pl.Expr, regular_by_
 
 def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: pl.LazyFrame, *,
                    as_of: dt.date, window_days: int, xyz_frame: pl.LazyFrame | None = None,
-                   first: pl.LazyFrame | None = None) -> pl.LazyFrame:
+                   first: pl.LazyFrame | None = None, regular_months: int = 3, regular_window_months: int = 6,
+                   exclusive_share: float = 0.8) -> pl.LazyFrame:
     """client_id, month, step, step_with_xyz: each client's ladder step at the end of every month from its
-    first purchase to as-of. ``step`` uses the 3-of-6-months rule for 'regular' (the same rule every month, so
-    moves are comparable); ``step_with_xyz`` also counts XYZ class X or Y as regular (``xyz_frame``: client_id,
-    xyz — an as-of measure, so only its as-of month is meaningful: the scorecard's ladder stage). ``first``:
-    ``first_purchases(payments)`` when the caller has it already (computed here otherwise)."""
+    first purchase to as-of. ``step`` uses the months rule for 'regular' (purchases in ``regular_months`` of
+    the last ``regular_window_months``, the month itself included; the same rule every month, so moves are
+    comparable); ``step_with_xyz`` also counts XYZ class X or Y as regular (``xyz_frame``: client_id, xyz — an
+    as-of measure, so only its as-of month is meaningful: the scorecard's ladder stage). Adherent: a CRM share
+    of wallet of at least ``exclusive_share`` or the exclusive flag. ``first``: ``first_purchases(payments)``
+    when the caller has it already (computed here otherwise)."""
     month_end = pl.col("month").dt.offset_by("1mo") - dt.timedelta(days=1)
     last_month = as_of.replace(day=1)
     first = first_purchases(payments) if first is None else first
@@ -344,7 +348,7 @@ def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: 
     referrers = (clients.filter(pl.col("referred_by_client_id").is_not_null())
                  .join(first, on="client_id").group_by(pl.col("referred_by_client_id").alias("client_id"))
                  .agg(pl.col("first_payment").min().alias("_referral_paid")))
-    wallet = clients.select("client_id", (pl.col("share_of_wallet").cast(pl.Float64, strict=False) >= 0.8)
+    wallet = clients.select("client_id", (pl.col("share_of_wallet").cast(pl.Float64, strict=False) >= exclusive_share)
                             .fill_null(False) | pl.col("is_exclusive").fill_null(False)).rename(
         {"share_of_wallet": "_exclusive"})
     frame = (
@@ -358,7 +362,8 @@ def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: 
         .with_columns(pl.col("purchases").fill_null(0))
         .with_columns(
             _total=pl.col("purchases").cum_sum().over("client_id"),
-            _months6=(pl.col("purchases") > 0).cast(pl.Int32).rolling_sum(6, min_samples=1).over("client_id"),
+            _months=(pl.col("purchases") > 0).cast(pl.Int32).rolling_sum(regular_window_months, min_samples=1)
+            .over("client_id"),
             _last=pl.col("_last_in_month").forward_fill().over("client_id"),
         )
         .with_columns(month_end=pl.min_horizontal(month_end, pl.lit(as_of)))
@@ -368,8 +373,8 @@ def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: 
     steps = {"step": pl.lit(False), "step_with_xyz": pl.col("xyz").is_in(["X", "Y"])}
     return frame.select(
         "client_id", "month",
-        *(ladder_stage(pl.col("_total"), pl.col("_months6"), by_xyz, pl.col("_exclusive"), refers, active)
-          .alias(name) for name, by_xyz in steps.items()),
+        *(ladder_stage(pl.col("_total"), pl.col("_months"), by_xyz, pl.col("_exclusive"), refers, active,
+                       regular_months=regular_months).alias(name) for name, by_xyz in steps.items()),
     )
 
 

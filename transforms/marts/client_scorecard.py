@@ -111,8 +111,8 @@ def build(client_month: pl.LazyFrame, clients: pl.LazyFrame, settlement: pl.Lazy
           ltv_min_segment: int = 30, segments: tuple = (), clv: pl.DataFrame | None = None,
           key_share: float = 0.10, dependency_levels: tuple[float, float, float] = (0.20, 0.40, 0.50)
           ) -> pl.LazyFrame:
-    """``segments``: ordered (name, team, rule) triples; each client gets the first whose rule it meets."""
-    """``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
+    """``segments``: ordered (name, team, rule) triples; each client gets the first whose rule it meets.
+    ``xyz``, ``activity``, ``trend``: behaviour.xyz / activity / turnover_trend frames keyed by client_id."""
     first, last = m.window_bounds(as_of, window_months)
     sums = (
         client_month.filter(pl.col("month").is_between(first, last))

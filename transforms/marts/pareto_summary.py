@@ -21,7 +21,9 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "total": (m.MONEY, "Sum of the measure over all clients"),
     "top_fraction": (pl.Float64(), "The 'top clients' fraction used (default 0.20)"),
     "top_share": (pl.Float64(), "Share of the positive total earned by the top fraction of clients"),
-    "clients_share_for_80": (pl.Float64(), "Smallest share of clients (largest first) reaching 80% of the total"),
+    "reach": (pl.Float64(), "The share of the total clients_share_to_reach is for (default 0.80)"),
+    "clients_share_to_reach": (pl.Float64(), "Smallest share of clients (largest first) whose measure reaches "
+                                             "reach x the total"),
     "gini": (pl.Float64(), "Gini coefficient (0 = all equal, 1 = one client has everything)"),
     "hhi": (pl.Float64(), "Herfindahl-Hirschman index as a fraction (x 10,000 for points)"),
     "top1_share": (pl.Float64(), "Share of the largest client"),
@@ -35,7 +37,7 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
 }
 
 
-def build(scorecard: pl.LazyFrame, *, top_fraction: float = 0.20) -> pl.LazyFrame:
+def build(scorecard: pl.LazyFrame, *, top_fraction: float = 0.20, reach: float = 0.80) -> pl.LazyFrame:
     # One row per client: small. Sorted eagerly because the concentration measures read the rows in rank
     # order, and polars 2.1's lazy engine was seen to lose a two-key sort ahead of an order-dependent
     # aggregation (tests/test_economics.py::test_seed_000_twenty_of_hundred_bring_eighty_percent).
@@ -47,7 +49,7 @@ def build(scorecard: pl.LazyFrame, *, top_fraction: float = 0.20) -> pl.LazyFram
             pl.col("as_of").first(), pl.lit(measure).alias("measure"), pl.len().cast(pl.Int32).alias("clients"),
             pl.col(column).sum().cast(m.MONEY).alias("total"), pl.lit(top_fraction).alias("top_fraction"),
             m.top_share(column, top_fraction).alias("top_share"),
-            m.clients_share_for(column, 0.80).alias("clients_share_for_80"),
+            pl.lit(reach).alias("reach"), m.clients_share_for(column, reach).alias("clients_share_to_reach"),
             m.gini(column).alias("gini"), m.hhi(column).alias("hhi"),
             m.top_n_share(column, 1).alias("top1_share"), m.top_n_share(column, 5).alias("top5_share"),
             m.top_n_share(column, 10).alias("top10_share"),
