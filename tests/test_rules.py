@@ -26,7 +26,12 @@ def test_the_seed_example_rule():
     ("industry == None", [False, False, False, True, False]),
     ("industry != None and tenure_years <= 2", [False, True, False, False, False]),
     ("satisfaction < -1", [False] * 5),
-    ("abc_revenue not in ['A']", [False, False, True, True, False]),
+    ("abc_revenue not in ['A']", [False, False, True, True, True]),  # a missing class is not 'A'
+    ("not abc_revenue in ['A']", [False, False, True, True, True]),
+    ("industry != 'transport'", [False, True, False, True, True]),  # unknown industry: not transport
+    ("not industry == 'transport'", [False, True, False, True, True]),
+    ("satisfaction >= 8", [True, True, False, False, True]),  # a missing score is not >= 8 ...
+    ("not satisfaction >= 8", [False, False, True, True, False]),  # ... so it is 'not >= 8'
 ])
 def test_language(rule, expected):
     assert matches(rule) == expected

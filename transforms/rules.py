@@ -6,6 +6,10 @@ Grammar: ``and`` / ``or`` / ``not``, comparisons ``== != < <= > >= in  not in`` 
 constant (string, number, True/False/None, or a list of them), and bare boolean columns. Anything else —
 function calls, attribute access, arithmetic, unknown columns — is refused with a message naming the rule
 and the problem. Parsing uses Python's ``ast`` module only to read the text; nothing is evaluated.
+
+A missing value (null) makes a comparison false, as in Python where None is not 'A' and not above 5; the
+negations are negations of those: ``x != 'A'`` is ``not x == 'A'`` and ``x not in [...]`` is
+``not x in [...]``, so a client whose industry is unknown is ``!= 'retail'`` and ``not in ['retail']``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class RuleError(ValueError):
     """A rule that is not in the language, or names an unknown column."""
 
 
-_COMPARE = {ast.Eq: "__eq__", ast.NotEq: "__ne__", ast.Lt: "__lt__", ast.LtE: "__le__", ast.Gt: "__gt__",
+_COMPARE = {ast.Eq: "__eq__", ast.Lt: "__lt__", ast.LtE: "__le__", ast.Gt: "__gt__",
             ast.GtE: "__ge__"}
 
 
@@ -66,12 +70,14 @@ def compile_rule(rule: str, columns: Iterable[str]) -> pl.Expr:
             if isinstance(op, ast.In | ast.NotIn):
                 if not isinstance(right, list):
                     raise RuleError(f"rule {rule!r}: 'in' needs a list, e.g. industry in ['transport', 'retail']")
-                matched = left.is_in(right)
+                matched = left.is_in(right).fill_null(False)
                 return ~matched if isinstance(op, ast.NotIn) else matched
             if right is None:
                 if isinstance(op, ast.Eq | ast.NotEq):
                     return left.is_null() if isinstance(op, ast.Eq) else left.is_not_null()
                 raise RuleError(f"rule {rule!r}: only == and != compare with None")
+            if isinstance(op, ast.NotEq):
+                return ~(left == right).fill_null(False)
             if type(op) not in _COMPARE:
                 raise RuleError(f"rule {rule!r}: operator {ast.unparse(node)!r} is not supported")
             return getattr(left, _COMPARE[type(op)])(right)
