@@ -2,6 +2,7 @@ import datetime as dt
 from decimal import Decimal
 
 import polars as pl
+import pytest
 
 from transforms import staging
 
@@ -124,6 +125,18 @@ def test_crm_clients_typed():
     assert clients["tax_id_key"].to_list() == ["DE136695976", None]
     assert clients["account_keys"].to_list() == [None, ["LT12100001012345678", "LT000000"]]
     assert clients["created_date"].to_list() == [dt.date(2020, 1, 31), None]
+
+
+@pytest.mark.parametrize(("values", "shares"), [
+    (["0.8", "0,5", None, "n/a"], [0.8, 0.5, None, None]),  # fractions; unreadable: unknown
+    (["80", "50", "0.5", "1"], [0.8, 0.5, 0.005, 0.01]),  # a 0-100 field: every value is a percentage
+    (["80%", " 75 % ", "0.9", "1"], [0.8, 0.75, 0.9, 1.0]),  # '%' marks its own value only
+    (["0.9", "120", "-0.1"], [0.9, None, None]),  # impossible shares are unknown, not exclusive
+])
+def test_share_of_wallet_is_a_fraction_whatever_the_crm_scale(values, shares):
+    frame = pl.DataFrame({"s": values}, schema={"s": pl.String})
+    got = frame.select(staging.share_of_wallet(pl.col("s")))["s"].to_list()
+    assert [None if v is None else round(v, 9) for v in got] == shares
 
 
 def classify(rows, crm=True, **kwargs):

@@ -175,6 +175,25 @@ def dedupe_increment(related: pl.LazyFrame, new_keyed: pl.LazyFrame, manifest: p
                                manifest)
 
 
+def _number(text: pl.Expr) -> pl.Expr:
+    """A CRM number as text ('0,8', ' 7 '): Float64, null when it is not a number."""
+    return text.str.strip_chars().str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+
+
+def share_of_wallet(text: pl.Expr) -> pl.Expr:
+    """Share of wallet as a fraction 0..1 (an expression over the whole column).
+
+    CRMs keep it as a fraction (0.8) or a percentage ('80%', or 80 in a 0-100 field). A value with '%' is a
+    percentage; so is every value of a column holding any value above 1 and up to 100 (a share cannot exceed the
+    whole), else the values are fractions. What is then outside 0..1 or not a number is null (unknown), like any
+    unreadable CRM field, rather than a share that would make the client look exclusive."""
+    percent = text.str.strip_chars().str.ends_with("%")
+    value = _number(text.str.strip_chars().str.strip_suffix("%"))
+    percent_scale = (value.is_between(1, 100, closed="right") & ~percent).any()
+    scaled = pl.when(percent | percent_scale).then(value / 100).otherwise(value)
+    return pl.when(scaled.is_between(0, 1)).then(scaled)
+
+
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     """Typed CRM clients: one row per client id over all dumps, the latest ingested version winning."""
     present = set(raw_clients.collect_schema().names())
@@ -190,8 +209,10 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("industry"),
         pl.col("region"),
         *(pl.col(c) if c in present else pl.lit(None, pl.String).alias(c) for c in ("size_band", "acquisition_channel")),
-        *((pl.col(c).str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-           if c in present else pl.lit(None, pl.Float64)).alias(c) for c in ("share_of_wallet", "satisfaction")),
+        (share_of_wallet(pl.col("share_of_wallet")) if "share_of_wallet" in present
+         else pl.lit(None, pl.Float64)).alias("share_of_wallet"),
+        (_number(pl.col("satisfaction")) if "satisfaction" in present
+         else pl.lit(None, pl.Float64)).alias("satisfaction"),
         pl.col("manager_id"),
         pl.col("referred_by_client_id"),
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
