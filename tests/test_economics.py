@@ -217,6 +217,12 @@ def test_seed_000_twenty_of_hundred_bring_eighty_percent():
     assert (half["reach"], half["clients_share_to_reach"]) == (0.5, pytest.approx(0.13))  # 12.5 of the 20
     assert revenue["top1_share"] == pytest.approx(0.04)
     assert revenue["top10_share"] == pytest.approx(0.40)
+    # 300 CRM leads that never bought (no revenue, no cost) are not among the clients the shares speak of
+    leads = {f"lead{i:03d}": D("0") for i in range(300)}
+    with_leads = pareto_summary.build(scorecard_from(values | leads).lazy()).collect().row(0, named=True)
+    assert {k: with_leads[k] for k in ("clients", "top_share", "clients_share_to_reach", "gini", "clients_d")} == {
+        "clients": 100, "top_share": pytest.approx(0.80), "clients_share_to_reach": pytest.approx(0.20),
+        "gini": pytest.approx(revenue["gini"]), "clients_d": 300}
 
 
 

@@ -17,7 +17,7 @@ PARTITION_BY = None
 SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "as_of": (pl.Date(), "Run date"),
     "measure": (pl.String(), "revenue (net revenue) | profit (net profit)"),
-    "clients": (pl.Int32(), "Clients in the scorecard"),
+    "clients": (pl.Int32(), "Clients with the measure (non-zero) in the window: the clients the shares below are of"),
     "total": (m.MONEY, "Sum of the measure over all clients"),
     "top_fraction": (pl.Float64(), "The 'top clients' fraction used (default 0.20)"),
     "top_share": (pl.Float64(), "Share of the positive total earned by the top fraction of clients"),
@@ -45,15 +45,21 @@ def build(scorecard: pl.LazyFrame, *, top_fraction: float = 0.20, reach: float =
     rows = []
     for measure, column, abc in (("revenue", "net_revenue", "abc_revenue"), ("profit", "net_profit", "abc_profit")):
         keys, descending = m.rank_order(column)
-        rows.append(scorecard.sort(keys, descending=descending).select(
-            pl.col("as_of").first(), pl.lit(measure).alias("measure"), pl.len().cast(pl.Int32).alias("clients"),
+        ranked = scorecard.sort(keys, descending=descending)
+        # the shares are among the clients with the measure in the window: a CRM lead that never bought (and
+        # took no time) is not one of the clients "20% of clients" speaks of
+        rows.append(pl.concat([ranked.select(
+            pl.col("as_of").first(), pl.lit(measure).alias("measure"),
             pl.col(column).sum().cast(m.MONEY).alias("total"), pl.lit(top_fraction).alias("top_fraction"),
+            pl.lit(reach).alias("reach"),
+            *((pl.col(abc) == c).sum().cast(pl.Int32).alias(f"clients_{c.lower()}") for c in "ABCD"),
+            pl.col("reporting_currency").first(),
+        ), ranked.filter(pl.col(column) != 0).select(
+            pl.len().cast(pl.Int32).alias("clients"),
             m.top_share(column, top_fraction).alias("top_share"),
-            pl.lit(reach).alias("reach"), m.clients_share_for(column, reach).alias("clients_share_to_reach"),
+            m.clients_share_for(column, reach).alias("clients_share_to_reach"),
             m.gini(column).alias("gini"), m.hhi(column).alias("hhi"),
             m.top_n_share(column, 1).alias("top1_share"), m.top_n_share(column, 5).alias("top5_share"),
             m.top_n_share(column, 10).alias("top10_share"),
-            *((pl.col(abc) == c).sum().cast(pl.Int32).alias(f"clients_{c.lower()}") for c in "ABCD"),
-            pl.col("reporting_currency").first(),
-        ))
+        )], how="horizontal"))
     return pl.concat(rows).select(list(SCHEMA)).lazy()
