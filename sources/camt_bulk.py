@@ -135,6 +135,9 @@ _START_TAG = re.compile(rb"(?:(" + _NAME + rb"):)?(" + _NAME + rb")((?:" + _WS +
                         + _WS + rb"*=" + _WS + rb"*(?:\"[^\"<&\t\r\n]*\"|'[^'<&\t\r\n]*'))*)" + _WS + rb"*(/?)")
 _ATTRIBUTE = re.compile(_WS + rb"+(?:(" + _NAME + rb"):)?(" + _NAME + rb")" + _WS + rb"*=" + _WS
                         + rb"*(?:\"([^\"]*)\"|'([^']*)')")
+# a namespace name the fast path takes: an absolute URI in plain characters (urn:iso:..., http://...); any other
+# value goes to lxml, which refuses some (libxml2: "xmlns: '$rn:iso:...' is not a valid URI")
+_NAMESPACE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~:/?#@!$&'()*+,;=-]*")
 _END_TAG = re.compile(rb"/(?:(" + _NAME + rb"):)?(" + _NAME + rb")" + _WS + rb"*")
 _DECLARATION = re.compile(rb"<\?xml" + _WS + rb"+version" + _WS + rb"*=" + _WS + rb"*(?:\"1\.0\"|'1\.0')(?:" + _WS
                           + rb"+encoding" + _WS + rb"*=" + _WS + rb"*(?:\"(?i:utf-8)\"|'(?i:utf-8)'))?(?:" + _WS
@@ -240,6 +243,8 @@ class _Spellings:
             if (not prefix and local == b"xmlns") or prefix == b"xmlns":
                 declares = True
                 if prefix == b"xmlns" and (not value or local in (b"xml", b"xmlns")):
+                    raise _Fallback
+                if value and not _NAMESPACE_URI.fullmatch(value):
                     raise _Fallback
             elif prefix and prefix != b"xml" and prefix.decode() not in self.prefixes:
                 raise _Fallback

@@ -20,6 +20,14 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Property tests draw the same examples on every run (a seed from each test's name), so a red run is the
+# change's doing and replays; CLIENTBASE_FUZZ_RANDOM=1 draws new ones (with CLIENTBASE_FUZZ_EXAMPLES=3000: new
+# ground). Loaded here, before the test modules build their settings from the default profile.
+from hypothesis import settings as _hypothesis  # noqa: E402
+
+_hypothesis.register_profile("clientbase", derandomize=os.environ.get("CLIENTBASE_FUZZ_RANDOM") != "1")
+_hypothesis.load_profile("clientbase")
+
 
 @pytest.fixture(scope="session")
 def prefect_api():

@@ -346,6 +346,11 @@ def test_the_base_document_is_on_the_fast_path(tmp_path, spy):
     ("content after the root", lambda d: d + "<Document/>"),
     ("text after the root", lambda d: d + "x"),
     ("xml 1.1", lambda d: d.replace('version="1.0"', 'version="1.1"')),
+    # namespace names lxml refuses (found by the fuzz test) or that are not plain absolute URIs
+    ("namespace not a URI", lambda d: d.replace('xmlns="urn:', 'xmlns="$rn:', 1)),
+    ("space in the namespace", lambda d: d.replace('xmlns="urn:', 'xmlns="urn :', 1)),
+    ("percent in the namespace", lambda d: d.replace('xmlns="urn:', 'xmlns="urn:%41', 1)),
+    ("non-ASCII namespace", lambda d: d.replace('xmlns="urn:', 'xmlns="urn:ä', 1)),
 ])
 def test_outside_the_subset_goes_to_the_reference(tmp_path, spy, name, change):
     path = tmp_path / "odd.xml"
