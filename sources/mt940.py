@@ -198,9 +198,9 @@ def message_records(message: str, line_number: int, record: int, name: str) -> l
                                  field=":61:")
             booked_total += amount
             party = _counterparty(d)
-            customer_ref = d.get("customer_reference")
-            bank_ref = d.get("bank_reference") or (
-                customer_ref if customer_ref and customer_ref.upper() != "NONREF" else None)
+            # only the bank's own reference (after '//') identifies the entry: the account owner's reference
+            # repeats (a standing order's 'RENT' every month), so it is not a dedupe key
+            bank_ref = d.get("bank_reference") or None
             out.append(BankTxn(
                 record_number=record, source_line=line_number, own_account=account,
                 booking_date=_date(d.get("entry_date") or d["date"]), value_date=_date(d.get("date")),

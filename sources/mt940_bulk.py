@@ -397,15 +397,13 @@ def _fields(row_msg: np.ndarray, code: np.ndarray, lines: Callable[[np.ndarray],
         corrected = entries.filter(moved).select(
             pl.concat_str(year, pl.col("entry")).str.strptime(pl.Date, "%Y%m%d", strict=False)).to_series()
         entries = entries.with_columns(entry_date=where(entries["entry_date"], moved, lambda _: corrected))
-    customer = pl.col("customer")
     entries = entries.with_columns(
         ok=(pl.col("value_date").is_not_null() & (pl.col("entry").is_null() | pl.col("entry_date").is_not_null())
             & pl.col("amount").str.contains(_PLAIN_AMOUNT)).fill_null(False),
         booking_date=pl.coalesce("entry_date", "value_date"),
         amount_text=pl.concat_str(pl.when(pl.col("mark").is_in(["D", "RC"])).then(pl.lit("-"))  # RC: out again
                                   .otherwise(pl.lit("")), pl.col("amount").str.replace(",", ".", literal=True)),
-        bank_reference=pl.when(pl.col("bank") != "").then(pl.col("bank"))
-        .when((customer != "") & (customer.str.to_uppercase() != "NONREF")).then(customer),
+        bank_reference=pl.when(pl.col("bank") != "").then(pl.col("bank")),  # the owner's reference repeats
         is_reversal=pl.col("mark").str.starts_with("R").fill_null(False))
     bad_parts.append(entries.filter(~pl.col("ok"))["msg"])
     bad_msgs = np.unique(pl.concat([p.cast(pl.Int64) for p in bad_parts]).to_numpy())

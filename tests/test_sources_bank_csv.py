@@ -100,10 +100,10 @@ GOLDEN = [
     ("sberbank_cp1251.csv", "ru_sberbank_business", "cp1251",
      [("125000.00", 'ООО "Ромашка"', "BOOK"), ("-30000.00", "УФК по г. Санкт-Петербургу", "BOOK")],
      {"own_account": "40702810900000012345", "currency": "RUB", "counterparty_tax_id": "7707083893",
-      "source_line": 6}),
+      "source_line": 6, "bank_reference": None}),  # '№ документа' is the payer's order number, no key
     ("alfa_cp1251.csv", "ru_alfa", "cp1251",
      [("5000.00", "ИП Иванов Иван Иванович", "BOOK"), ("-1200.50", "ПАО Ростелеком", "BOOK")],
-     {"counterparty_bic": "044525593", "counterparty_tax_id": "500100732259"}),
+     {"counterparty_bic": "044525593", "counterparty_tax_id": "500100732259", "bank_reference": None}),
     ("vtb_cp1251.csv", "ru_vtb", "cp1251",
      [("-82604.01", 'АО "Поставщик"', "BOOK"), ("1000000.00", 'ООО "Крупный Клиент"', "BOOK")],
      {"currency": "RUB"}),

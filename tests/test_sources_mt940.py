@@ -118,3 +118,19 @@ def test_reversals_carry_the_sign_of_the_money_movement(tmp_path):
         (Decimal("-4.00"), True), (Decimal("1.50"), True), (Decimal("2.00"), False)]
     (balance,) = (r for r in parse(path) if isinstance(r, Balance))
     assert balance.opening + balance.entries_total == balance.closing
+
+
+def test_only_the_banks_reference_identifies_an_entry(tmp_path):
+    """The account owner's reference repeats (a standing order's 'MIETE' every month): two rent payments must
+    not become one transaction; the bank's reference after '//' is the key."""
+    from tests import parity
+
+    path = tmp_path / "rent.sta"
+    path.write_text(":20:A\n:25:DE89370400440532013000\n:60F:C250101EUR0,00\n"
+                    ":61:2501030103CR500,00NTRFMIETE\n:61:2502030203CR500,00NTRFMIETE\n"
+                    ":61:2503030303CR500,00NTRFMIETE//B-0303\n:62F:C250303EUR1500,00\n-\n")
+    txns = [r for r in parse(path) if isinstance(r, BankTxn)]
+    assert [t.bank_reference for t in txns] == [None, None, "B-0303"]
+    for mode in ("bulk", "reference"):  # the fast path reads it the same way
+        rows = parity.load(mt940, tmp_path, path, mode)["rows"]
+        assert [r["bank_reference"] for r in rows] == [None, None, "B-0303"], mode

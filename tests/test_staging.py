@@ -74,6 +74,21 @@ def test_daily_report_and_monthly_statement_keep_the_booked_copy():
         ("R1", "BOOK", "camt053"), ("R2", "BOOK", "camt053")]
 
 
+def test_a_booked_copy_without_reference_is_not_lost_to_a_pending_one_with_it():
+    """An intraday camt.052 lists the payment as pending with its reference; the CSV export has it booked
+    without one. The booked copy is the one revenue counts; when the monthly camt.053 brings the booked
+    referenced version, that one is kept and the CSV row is its copy."""
+    rows = [{"file_hash": "camt052", "amount": 500, "bank_reference": "R1", "status": "PDNG"},
+            {"file_hash": "csv", "amount": 500}]
+    out = dedupe(rows, "camt052", "csv")
+    assert out.select("file_hash", "status").rows() == [("camt052", "PDNG"), ("csv", "BOOK")]
+    later = dedupe([*rows, {"file_hash": "camt053", "amount": 500, "bank_reference": "R1"}],
+                   "camt052", "csv", "camt053")
+    assert later.select("file_hash", "status").rows() == [("camt053", "BOOK")]
+    # a pending copy without reference is still a copy of a pending referenced row
+    assert dedupe([rows[0], {"file_hash": "csv", "amount": 500, "status": "PDNG"}], "camt052", "csv").height == 1
+
+
 def test_a_pending_row_without_a_booked_copy_keeps_its_place():
     """Booked copies are preferred, but the kept rows come back in ingest and record order."""
     out = dedupe([

@@ -82,7 +82,8 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
     file wins, then the first record.
 
     Rows with a bank reference are one transaction per reference. A row without one is a duplicate when its
-    fingerprint matches a kept row of another file (with or without a reference).
+    fingerprint matches a kept row of another file (with or without a reference), unless that row is pending
+    and this one booked.
     """
     # decide on the narrow key columns only, then gather the wide rows once, in the final order
     keyed = keyed.with_row_index("_row")
@@ -106,15 +107,19 @@ def _kept(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     ordered = (positioned.sort(pending, maintain_order=True) if in_order
                else positioned.sort(pending, "ingest_seq", "record_number"))
     by_key = ordered.filter(pl.col("txn_key").is_first_distinct())
+    # the first referenced row of each fingerprint: a booked one where there is one (booked rows come first)
     referenced = (
         by_key.filter(pl.col("key_method") == "bank_reference")
-        .select("fingerprint", pl.col("file_hash").alias("_ref_file"))
+        .select("fingerprint", pl.col("file_hash").alias("_ref_file"), pending.alias("_ref_pending"))
         .unique(subset="fingerprint", keep="first", maintain_order=True)
     )
+    # a row without a reference is a copy of a referenced row of another file, unless that one is only pending
+    # and this one is booked (the booked copy is what counts as revenue; the booked referenced version, when it
+    # arrives, takes its place)
     return (
         by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
         .filter((pl.col("key_method") == "bank_reference") | pl.col("_ref_file").is_null()
-                | (pl.col("_ref_file") == pl.col("file_hash")))
+                | (pl.col("_ref_file") == pl.col("file_hash")) | (pl.col("_ref_pending") & ~pending))
         .sort(*(["_row"] if in_order else ["ingest_seq", "record_number"])).select("_row", *KEY_COLUMNS)
     )
 
