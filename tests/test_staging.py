@@ -192,6 +192,22 @@ def test_bank_only_mode_refund_needs_a_paying_counterparty():
     assert out["client_id"].to_list() == ["bank:acct:EE471000001020145685"] * 2 + [None]
 
 
+def test_a_reversal_is_never_revenue_nor_makes_a_client():
+    """RvslInd / MT940 RC-RD: the bank returns an earlier movement. A returned supplier payment is not a sale
+    (and must not make the supplier a client whose other payments become refunds); a returned client payment
+    lowers net revenue as a refund does; a returned refund raises it back."""
+    supplier = {"counterparty_account": "DE12500105170648489890", "counterparty_name": "Lieferant GmbH"}
+    client = {"counterparty_account": "EE471000001020145685", "counterparty_name": "Tallinn OÜ"}
+    out = classify([
+        {"amount": -10000, **supplier}, {"amount": -300, **supplier},
+        {"amount": 300, "is_reversal": True, **supplier},  # the -300 came back
+        {"amount": 100, **client}, {"amount": -100, "is_reversal": True, **client},  # the client's 100 went back
+        {"amount": -20, **client}, {"amount": 20, "is_reversal": True, **client},  # a refund that came back
+    ], crm=False)
+    assert out["category"].to_list() == ["other_outgoing"] * 3 + ["client_payment", "refund", "refund", "refund"]
+    assert out["client_id"].to_list() == [None] * 3 + ["bank:acct:EE471000001020145685"] * 4
+
+
 def test_foreign_currency_is_not_silently_converted():
     out = classify([{"amount": 10, "currency": "USD", "counterparty_name": "US Corp"}])
     assert out["category"][0] == "client_payment"

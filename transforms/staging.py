@@ -345,8 +345,11 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
 
     A counterparty matched to the CRM is that client; otherwise (or in bank-only mode) the counterparty is its
     own client, ``bank:<counterparty key>``. Money in from an identified counterparty is a client payment;
-    money out to a client (CRM-matched, or a counterparty that has paid us) is a refund. ``paid_before``
-    (``client_id``): clients with a payment outside ``labelled`` (the staged rows, when classifying an increment).
+    money out to a client (CRM-matched, or a counterparty that has paid us) is a refund. A reversal (the bank
+    returning an earlier movement) is never a client payment: with a client it belongs to the refunds (a
+    returned client payment lowers net revenue; a returned refund raises it back), else to the other outgoing
+    money, and it does not make its counterparty one who paid us. ``paid_before`` (``client_id``): clients with a
+    payment outside ``labelled`` (the staged rows, when classifying an increment).
     """
     frame = labelled.join(client_match.select("counterparty_key", pl.col("client_id").alias("_crm_client"),
                                               pl.col("method").alias("_method")),
@@ -359,7 +362,9 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
         .when(pl.col("counterparty_key").is_not_null()).then(pl.lit("bank_counterparty")),
     )
     # clients who paid us: an aggregate joined back (not a window over client_id), so the plan streams
-    payers = frame.filter((pl.col("amount") > 0) & ~pl.col("_excluded") & ~pl.col("_own_transfer")).select("client_id")
+    reversal = pl.col("is_reversal").fill_null(False)
+    payers = frame.filter((pl.col("amount") > 0) & ~reversal & ~pl.col("_excluded") & ~pl.col("_own_transfer")
+                          ).select("client_id")
     if paid_before is not None:
         payers = pl.concat([payers, paid_before.select("client_id")])
     frame = frame.join(payers.unique().with_columns(_has_paid_us=pl.lit(True)), on="client_id", how="left",
@@ -368,6 +373,8 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
     category = (
         pl.when(pl.col("_own_transfer")).then(pl.lit(m.OWN_TRANSFER))
         .when(pl.col("_excluded")).then(pl.lit(m.EXCLUDED))
+        .when(reversal & pl.col("client_id").is_not_null() & (is_crm | has_paid_us)).then(pl.lit(m.REFUND))
+        .when(reversal).then(pl.lit(m.OTHER_OUTGOING))
         .when((pl.col("amount") > 0) & pl.col("client_id").is_not_null()).then(pl.lit(m.CLIENT_PAYMENT))
         .when(pl.col("amount") > 0).then(pl.lit(m.UNIDENTIFIED_INCOMING))
         .when(pl.col("client_id").is_not_null() & (is_crm | has_paid_us)).then(pl.lit(m.REFUND))
