@@ -192,6 +192,22 @@ def test_bank_only_mode_refund_needs_a_paying_counterparty():
     assert out["client_id"].to_list() == ["bank:acct:EE471000001020145685"] * 2 + [None]
 
 
+def test_an_invalid_tax_id_does_not_make_payers_one():
+    """Russian payment orders carry INN '0' for individuals, and ids get mistyped: such an id is no key (the
+    account or name is), so three payers stay three, and only the one whose account is C2's is C2."""
+    rows = [{"amount": 1000, "counterparty_tax_id": "0", "counterparty_account": "LT12 1000 0101 2345 678",
+             "counterparty_name": "Иванов И.И."},
+            {"amount": 5000, "counterparty_tax_id": "0", "counterparty_account": "40817810000000000001",
+             "counterparty_name": "Петров П.П."},
+            {"amount": 7000, "counterparty_tax_id": "0", "counterparty_account": "40817810000000000002",
+             "counterparty_name": "Сидоров С.С."}]
+    assert classify(rows)["client_id"].to_list() == [
+        "C2", "bank:acct:40817810000000000001", "bank:acct:40817810000000000002"]
+    assert classify(rows, crm=False)["client_id"].n_unique() == 3
+    valid = classify([{"amount": 1, "counterparty_tax_id": "7707083893", "counterparty_account": "X1"}], crm=False)
+    assert valid["client_id"].to_list() == ["bank:tax:7707083893"]  # a valid INN is the key
+
+
 def test_a_reversal_is_never_revenue_nor_makes_a_client():
     """RvslInd / MT940 RC-RD: the bank returns an earlier movement. A returned supplier payment is not a sale
     (and must not make the supplier a client whose other payments become refunds); a returned client payment

@@ -5,12 +5,13 @@ Order of evidence, first match wins:
 2. the tax id, normalised and checksum-validated with python-stdnum (EU VAT, Russian INN, Chinese USCC, and
    any country's VAT module by its prefix); an invalid tax id is never used to match;
 3. the account (IBAN / account number);
-4. the normalised company name (legal forms in many languages and scripts stripped, case, quotes, punctuation
-   and German umlauts folded): equal names first, then fuzzy (rapidfuzz ``token_sort_ratio``) above a threshold,
+4. the normalised company name (legal forms in many languages and scripts stripped, case, quotes, punctuation,
+   accents and German umlauts folded): equal names first, then fuzzy (rapidfuzz ``token_sort_ratio``) above a threshold,
    with token blocking so a million counterparties against 100k clients takes minutes, not hours.
 
-A fuzzy best candidate that is not clearly ahead of the runner-up is *ambiguous* and is not matched; every
-counterparty keeps its best candidates so a person can decide (the ``unmatched_counterparties`` mart).
+A fuzzy best candidate that is not clearly ahead of the runner-up is *ambiguous* and is not matched, and so is a
+name (equal or fuzzy) whose CRM client has another valid tax id than the counterparty's (two legal entities);
+every counterparty keeps its best candidates so a person can decide (the ``unmatched_counterparties`` mart).
 Pure functions: frames in, frames out; no I/O.
 """
 
@@ -31,18 +32,27 @@ LEGAL_FORMS = (
     # connectors that one side writes and the other drops ('Müller und Söhne' / 'Müller & Söhne')
     "und", "and", "et", "the",
 )
-_LEGAL_SEQUENCES = ("sp z oo", "s z oo", "gesellschaft mbh", "gesellschaft mit beschränkter haftung",
+_LEGAL_SEQUENCES = ("sp z oo", "s z oo", "gesellschaft mbh", "gesellschaft mit beschraenkter haftung",
                     "limited liability company", "public limited company", "besloten vennootschap")
 _CJK_SUFFIXES = ("股份有限公司", "有限责任公司", "有限公司", "集团公司", "集团", "公司", "株式会社", "有限会社")
 _UMLAUTS = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}
+# letters Unicode does not decompose into a base letter and a mark
+_LETTERS = {"ł": "l", "đ": "d", "ø": "o", "æ": "ae", "œ": "oe", "ı": "i", "ħ": "h"}
 METHODS_CRM = ("override", "tax_id", "account", "name_exact", "name_fuzzy")
 
 
 def normalise_company_name(expr: pl.Expr) -> pl.Expr:
-    """Company name for matching: 'Müller & Söhne GmbH & Co. KG' -> 'mueller soehne'; empty -> null."""
-    folded = expr.str.to_lowercase()
+    """Company name for matching: 'Müller & Söhne GmbH & Co. KG' -> 'mueller soehne'; empty -> null.
+
+    German umlauts fold as German writes them without (ü -> ue: 'MUELLER'); every other accent is dropped
+    ('Société Générale' -> 'societe generale', 'Łódź' -> 'lodz', 'Берёзка' -> 'березка'), as SEPA exports write
+    names in plain letters; composed and decomposed spellings of a letter are the same."""
+    folded = expr.str.normalize("NFC").str.to_lowercase()
     for umlaut, repl in _UMLAUTS.items():
         folded = folded.str.replace_all(umlaut, repl, literal=True)
+    folded = folded.str.normalize("NFKD").str.replace_all(r"\p{M}", "")
+    for letter, repl in _LETTERS.items():
+        folded = folded.str.replace_all(letter, repl, literal=True)
     folded = (
         folded.str.replace_all(r"[\"'«»„“”`’‘]", "")
         .str.replace_all(r"\.", "")
@@ -61,7 +71,7 @@ def normalise_company_name(expr: pl.Expr) -> pl.Expr:
     return pl.when(cleaned.str.len_chars() > 0).then(cleaned)
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=1_000_000)
 def valid_tax_id(value: str) -> bool:
     """Checksum validation with python-stdnum: EU VAT (any member state), RU INN, CN USCC, and any other
     country's VAT module by its two-letter prefix."""
@@ -92,9 +102,10 @@ def valid_tax_id(value: str) -> bool:
 
 
 def counterparty_key() -> pl.Expr:
-    """The key a counterparty is known by across files: tax id, else account, else normalised name."""
+    """The key a counterparty is known by across files: tax id (when it passes its checksum: payment orders
+    carry '0' or a mistyped id, which would make unrelated payers one), else account, else normalised name."""
     return pl.coalesce(
-        pl.concat_str([pl.lit("tax:"), pl.col("_tax")]),
+        pl.concat_str([pl.lit("tax:"), pl.when(pl.col("_tax_valid")).then(pl.col("_tax"))]),
         pl.concat_str([pl.lit("acct:"), pl.col("_acct")]),
         pl.concat_str([pl.lit("name:"), pl.col("_name")]),
     )
@@ -196,6 +207,11 @@ def resolve(
     ambiguous_names = set(names.group_by("name_key").agg(pl.col("client_id").n_unique().alias("n"))
                           .filter(pl.col("n") > 1)["name_key"].to_list())
     index = _FuzzyIndex(names["name_key"].to_list(), names["client_id"].to_list())
+    # two different valid tax ids are two legal entities, whatever their names say
+    client_tax = {c: t for t, c in by_tax.items()}
+
+    def other_entity(client_id: str, tax: str | None, tax_ok: bool | None) -> bool:
+        return bool(tax_ok) and client_id in client_tax and client_tax[client_id] != tax
     known = set(crm["client_id"].to_list())
     override_map = {}
     if overrides is not None:
@@ -212,15 +228,17 @@ def resolve(
             client, method, confidence = by_tax[tax], "tax_id", 1.0
         elif acct is not None and acct in by_acct:
             client, method, confidence = by_acct[acct], "account", 1.0
-        elif name is not None and name in by_name:
+        elif name is not None and name in by_name and not other_entity(by_name[name], tax, tax_ok):
             client, method, confidence = by_name[name], "name_exact", 1.0
         elif name is not None:
             best = index.best(name)
             candidates = "; ".join(f"{c}:{s:.1f}" for c, s in best) or None
-            if name in ambiguous_names:
+            if name in ambiguous_names or name in by_name:  # by_name here: the same name, another tax id
                 method = "ambiguous"
             elif best and best[0][1] >= threshold:
-                if len(best) == 1 or best[0][1] - best[1][1] >= margin:
+                if other_entity(best[0][0], tax, tax_ok):
+                    method = "ambiguous"
+                elif len(best) == 1 or best[0][1] - best[1][1] >= margin:
                     client, method, confidence = best[0][0], "name_fuzzy", round(best[0][1] / 100, 4)
                 else:
                     method = "ambiguous"

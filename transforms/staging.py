@@ -263,15 +263,22 @@ def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _normalised(txns: pl.LazyFrame) -> pl.LazyFrame:
-    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``):
-    row-wise."""
+    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``) and
+    ``_tax_valid`` (the tax id passes its checksum: ``identity.valid_tax_id``): row-wise."""
     # the name folding is some twenty regex passes: run it once per distinct name, not once per transaction
     names = (txns.select("counterparty_name").unique()
              .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name"))))
-    return txns.join(names, on="counterparty_name", how="left", nulls_equal=True, maintain_order="left").with_columns(
-        _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
-        _acct=m.normalise_account(pl.col("counterparty_account")),
-    )
+    # likewise the checksum, once per distinct tax id (Python: python-stdnum)
+    taxes = (txns.select(pl.col("counterparty_tax_id").unique().drop_nulls())
+             .with_columns(_tax_valid=m.normalise_tax_id(pl.col("counterparty_tax_id"))
+                           .map_elements(identity.valid_tax_id, return_dtype=pl.Boolean)))
+    return (txns.join(names, on="counterparty_name", how="left", nulls_equal=True, maintain_order="left")
+            .join(taxes, on="counterparty_tax_id", how="left", maintain_order="left")
+            .with_columns(
+                _tax=m.normalise_tax_id(pl.col("counterparty_tax_id")),
+                _acct=m.normalise_account(pl.col("counterparty_account")),
+                _tax_valid=pl.col("_tax_valid").fill_null(False),
+            ))
 
 
 def relabel_staged(staged: pl.LazyFrame) -> pl.LazyFrame:
