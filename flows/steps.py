@@ -487,12 +487,30 @@ def stage(settings: Settings) -> StageStats:
     return stats
 
 
+def _check_fx_rates(path: Path, rates: pl.DataFrame) -> None:
+    """A rate must be positive, and a currency has one rate a day: a 0 would convert payments to nothing, and of
+    two rates one would win unseen."""
+    lines = rates.with_row_index("line", offset=2)  # the file's lines: the header is line 1
+    bad = lines.filter(pl.col("rate") <= 0).head(1)
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise ConfigError(f"{path}, line {row['line']}: the rate of {row['currency']} on {row['rate_date']} is "
+                          f"{row['rate'].normalize():f}; a rate must be positive (reporting currency per unit)")
+    twice = lines.filter(pl.len().over("rate_date", "currency") > 1).sort("line").head(2)
+    if twice.height:
+        first, second = twice.rows(named=True)
+        raise ConfigError(f"{path}, lines {first['line']} and {second['line']}: two rates of {first['currency']} "
+                          f"on {first['rate_date']} ({first['rate'].normalize():f}, {second['rate'].normalize():f}); "
+                          "keep one")
+
+
 def _stage_lookups(settings: Settings) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
     """The FX rates and the client overrides from the inbox (None when absent)."""
     fx_rates = _inbox_table(settings, settings.fx.rates_file,
-                            {"date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)}, "FX rates")
+                            {"date": pl.Date, "currency": pl.String, "rate": m.FX_RATE}, "FX rates")
     if fx_rates is not None:
         fx_rates = fx_rates.rename({"date": "rate_date"}).with_columns(pl.col("currency").str.to_uppercase())
+        _check_fx_rates(settings.inbox_dir / settings.fx.rates_file, fx_rates.collect())
     overrides = _inbox_table(settings, settings.identity.overrides_file,
                              {"counterparty_key": pl.String, "client_id": pl.String}, "client overrides")
     return fx_rates, overrides

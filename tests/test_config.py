@@ -184,3 +184,29 @@ def test_the_readme_config_example_loads(tmp_path):
     assert settings.economics == defaults.economics  # "defaults shown"
     assert settings.behaviour == defaults.behaviour
     assert settings.segments[0].team == "upsell"
+
+
+@pytest.mark.parametrize(("rates", "message"), [
+    ("date,currency,rate\n2026-01-02,USD,0.9\n2026-01-02,IDR,0\n",
+     r"fx_rates.csv, line 3: the rate of IDR on 2026-01-02 is 0; a rate must be positive"),
+    ("date,currency,rate\n2026-01-02,USD,0.9\n2026-01-03,USD,0.91\n2026-01-02,usd,0.92\n",
+     r"fx_rates.csv, lines 2 and 4: two rates of USD on 2026-01-02 \(0.9, 0.92\); keep one"),
+])
+def test_fx_rates_are_positive_and_one_a_day(tmp_path, rates, message):
+    from flows.steps import _stage_lookups
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "fx_rates.csv").write_text(rates)
+    with pytest.raises(ConfigError, match=message):
+        _stage_lookups(load_settings(tmp_path))
+
+
+def test_fx_rates_keep_twelve_decimals(tmp_path):
+    from decimal import Decimal
+
+    from flows.steps import _stage_lookups
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "fx_rates.csv").write_text("date,currency,rate\n2026-01-02,IDR,0.0000571234\n")
+    rates, _ = _stage_lookups(load_settings(tmp_path))
+    assert rates.collect()["rate"].item() == Decimal("0.0000571234")

@@ -11,6 +11,9 @@ import polars as pl
 
 MONEY = pl.Decimal(18, 2)
 MONEY_DIGITS = MONEY.precision - MONEY.scale  # digits before the point a reporting amount holds
+# an FX rate (reporting currency per unit): 12 decimals keep 7 significant digits of 0.0000571234 (IDR in EUR),
+# where 8 kept 4 (1,000,000,000 IDR was 57,120.00 instead of 57,123.40); up to 99,999,999 per unit
+FX_RATE = pl.Decimal(20, 12)
 
 # transaction categories assigned in staging (DOMAIN §1: revenue is money received from clients, net of refunds)
 CLIENT_PAYMENT = "client_payment"

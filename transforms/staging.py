@@ -327,11 +327,11 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
     same = pl.col("currency") == reporting_currency
     if fx_rates is None:
         return frame.with_columns(
-            fx_rate=pl.when(same).then(pl.lit(1, pl.Decimal(18, 8))),
+            fx_rate=pl.when(same).then(pl.lit(1, m.FX_RATE)),
             amount_reporting=pl.when(same).then(pl.col("amount").round(2).cast(m.MONEY, strict=False)),
         )
     rates = (fx_rates.select(pl.col("rate_date").alias("_rate_date"), "currency",
-                             pl.col("rate").cast(pl.Decimal(18, 8)).alias("_rate"))
+                             pl.col("rate").cast(m.FX_RATE).alias("_rate"))
              .sort("_rate_date"))
     joined = (
         frame.with_row_index("_order").sort("booking_date")
@@ -339,7 +339,7 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
                    tolerance=dt.timedelta(days=max_rate_age_days), check_sortedness=False)
         .sort("_order").drop("_order")
     )
-    rate = pl.when(same).then(pl.lit(1, pl.Decimal(18, 8))).otherwise(pl.col("_rate"))
+    rate = pl.when(same).then(pl.lit(1, m.FX_RATE)).otherwise(pl.col("_rate"))
     return joined.with_columns(fx_rate=rate).with_columns(
         amount_reporting=(pl.col("amount") * pl.col("fx_rate")).round(2).cast(m.MONEY, strict=False),
     ).drop("_rate", "_rate_date")
