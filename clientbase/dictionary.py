@@ -7,7 +7,7 @@ from transforms.marts import MARTS
 
 CRM_MEANING = {
     "client_id": "The CRM's id of the client company", "name": "Company name", "tax_id": "Tax id (VAT, INN, ...)",
-    "accounts": "IBANs / account numbers of the client, ';'-separated", "industry": "Industry / niche",
+    "accounts": "IBANs / account numbers of the client, ';'- or ','-separated", "industry": "Industry / niche",
     "size_band": "Size band (employees or turnover class)", "region": "Region or country",
     "acquisition_channel": "How the client came to us", "created_date": "Date the client was created (YYYY-MM-DD)",
     "manager_id": "Responsible manager", "referred_by_client_id": "Client that recommended this one",

@@ -128,7 +128,7 @@ def test_rebuild_dedupe_from_key_columns_equals_the_whole_dedupe():
 def crm_clients() -> pl.LazyFrame:
     raw_clients = pl.LazyFrame({
         "file_hash": ["c", "c"], "record_number": [1, 2], "client_id": ["C1", "C2"], "name": ["Müller GmbH", "Baltic UAB"],
-        "tax_id": ["DE 136 695 976", None], "accounts": [None, "LT12 1000 0101 2345 678;LT00 0000"],
+        "tax_id": ["DE 136 695 976", None], "accounts": [None, "LT12 1000 0101 2345 678, LT00 0000;LV11"],
         "industry": ["retail", "transport"], "region": [None, None], "manager_id": ["M1", "M2"],
         "referred_by_client_id": [None, "C1"], "created_date": ["2020-01-31", "bad"],
     })
@@ -138,7 +138,7 @@ def crm_clients() -> pl.LazyFrame:
 def test_crm_clients_typed():
     clients = crm_clients().collect()
     assert clients["tax_id_key"].to_list() == ["DE136695976", None]
-    assert clients["account_keys"].to_list() == [None, ["LT12100001012345678", "LT000000"]]
+    assert clients["account_keys"].to_list() == [None, ["LT12100001012345678", "LT000000", "LV11"]]
     assert clients["created_date"].to_list() == [dt.date(2020, 1, 31), None]
 
 

@@ -209,7 +209,9 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         identity.normalise_company_name(pl.col("name")).alias("name_key"),
         pl.col("tax_id"),
         m.normalise_tax_id(pl.col("tax_id")).alias("tax_id_key"),
-        pl.col("accounts").str.split(";").list.eval(m.normalise_account(pl.element()))
+        # ';' or ',' between accounts (no IBAN or account number holds either)
+        pl.col("accounts").str.replace_all(",", ";", literal=True).str.split(";")
+        .list.eval(m.normalise_account(pl.element()))
         .list.drop_nulls().alias("account_keys"),
         pl.col("industry"),
         pl.col("region"),
