@@ -658,11 +658,11 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
         staging.counterparties(labelled.lazy()).filter(~pl.col("counterparty_key").is_in(old_match["counterparty_key"])),
         crm_clients, overrides, threshold=settings.identity.fuzzy_threshold).collect()
     client_match = pl.concat([old_match, new_match])
-    paid = staged.filter(pl.col("category") == m.CLIENT_PAYMENT).select("client_id").unique()
+    paid = staged.filter(m.is_client_payment() & m.is_booked()).select("client_id").unique()
     rows = staging.classify(labelled.lazy(), client_match.lazy(), reporting_currency=settings.reporting_currency,
                             fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
                             paid_before=paid).collect()
-    first_payers = (rows.lazy().filter((pl.col("category") == m.CLIENT_PAYMENT)
+    first_payers = (rows.lazy().filter(m.is_client_payment() & m.is_booked()
                                        & pl.col("client_id").str.starts_with("bank:"))
                     .select("client_id").unique().join(paid, on="client_id", how="anti"))
     if staged.filter(pl.col("category") == m.OTHER_OUTGOING).select(

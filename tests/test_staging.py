@@ -190,6 +190,12 @@ def test_bank_only_mode_refund_needs_a_paying_counterparty():
     ], crm=False)
     assert out["category"].to_list() == ["client_payment", "refund", "other_outgoing"]
     assert out["client_id"].to_list() == ["bank:acct:EE471000001020145685"] * 2 + [None]
+    # a payment still pending (it may never be booked) does not make the counterparty a payer yet
+    pending = classify([
+        {"amount": 100, "status": "PDNG", "counterparty_account": "EE471000001020145685"},
+        {"amount": -10, "counterparty_account": "EE471000001020145685"},
+    ], crm=False)
+    assert pending["category"].to_list() == ["client_payment", "other_outgoing"]
 
 
 def test_an_invalid_tax_id_does_not_make_payers_one():

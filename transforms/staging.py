@@ -357,8 +357,9 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
     money out to a client (CRM-matched, or a counterparty that has paid us) is a refund. A reversal (the bank
     returning an earlier movement) is never a client payment: with a client it belongs to the refunds (a
     returned client payment lowers net revenue; a returned refund raises it back), else to the other outgoing
-    money, and it does not make its counterparty one who paid us. ``paid_before`` (``client_id``): clients with a
-    payment outside ``labelled`` (the staged rows, when classifying an increment).
+    money, and it does not make its counterparty one who paid us; nor does a pending payment (it may never be
+    booked). ``paid_before`` (``client_id``): clients with a booked payment outside ``labelled`` (the staged
+    rows, when classifying an increment).
     """
     frame = labelled.join(client_match.select("counterparty_key", pl.col("client_id").alias("_crm_client"),
                                               pl.col("method").alias("_method")),
@@ -372,8 +373,8 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
     )
     # clients who paid us: an aggregate joined back (not a window over client_id), so the plan streams
     reversal = pl.col("is_reversal").fill_null(False)
-    payers = frame.filter((pl.col("amount") > 0) & ~reversal & ~pl.col("_excluded") & ~pl.col("_own_transfer")
-                          ).select("client_id")
+    payers = frame.filter((pl.col("amount") > 0) & m.is_booked() & ~reversal & ~pl.col("_excluded")
+                          & ~pl.col("_own_transfer")).select("client_id")
     if paid_before is not None:
         payers = pl.concat([payers, paid_before.select("client_id")])
     frame = frame.join(payers.unique().with_columns(_has_paid_us=pl.lit(True)), on="client_id", how="left",
