@@ -611,7 +611,8 @@ def run_pandas(inbox: Path) -> dict:
         late = late.assign(first_day=first_day, last_day=last_day).iloc[np.repeat(np.arange(len(late)), spans)]
         starts = np.repeat(np.cumsum(spans) - spans, spans)
         index = np.repeat(first_m, spans) + (np.arange(len(late)) - starts)  # months since year 0
-        late["month"] = pd.to_datetime(pd.DataFrame({"year": index // 12, "month": index % 12 + 1, "day": 1})).to_numpy()
+        late["month"] = pd.to_datetime(pd.DataFrame({"year": index // 12, "month": index % 12 + 1, "day": 1})
+                                       ).to_numpy()
         inside = ((np.minimum(late["last_day"], late["month"] + pd.offsets.MonthEnd(0))
                    - np.maximum(late["first_day"], late["month"])).dt.days + 1)
         settlement = pd.concat([

@@ -156,7 +156,8 @@ def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, 
         points = [(0.0, 0.0)] + [(i / n, s) for i, s in enumerate(ranked["revenue_cumulative_share"].to_list(), 1)]
         reach = revenue.get("reach") or 0.8
         k = next((i for i, (_, s) in enumerate(points) if s >= reach), None)
-        marks = [(points[k][0], points[k][1], f"{reach:.0%} of revenue from {points[k][0]:.0%} of clients")] if k else []
+        marks = ([(points[k][0], points[k][1], f"{reach:.0%} of revenue from {points[k][0]:.0%} of clients")]
+                 if k else [])
         sections.append("<h2>Pareto curve: how few clients bring most of the revenue</h2>"
                         + _line_chart([("cumulative share of revenue", points, BLUE)], label="Pareto curve",
                                       y_max=1.0, marks=marks, x_label="share of clients, largest first"))

@@ -790,7 +790,7 @@ def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
     frames = {name: pl.scan_parquet(staging_files(settings.home, table)) for name, table in staged.items()}
     with connect(settings.warehouse_path) as con:
         frames["log"] = query_polars(con, "SELECT * FROM ops.run_log").lazy()
-    booked = (pl.col("status") == "BOOK") & (pl.col("booking_date") <= as_of)
+    booked = m.is_booked() & (pl.col("booking_date") <= as_of)
     frames["payments"] = frames["staged"].filter(m.is_client_payment() & booked)
     frames["refunds"] = frames["staged"].filter(m.is_refund() & booked)
     return frames

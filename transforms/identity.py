@@ -6,8 +6,8 @@ Order of evidence, first match wins:
    any country's VAT module by its prefix); an invalid tax id is never used to match;
 3. the account (IBAN / account number);
 4. the normalised company name (legal forms in many languages and scripts stripped, case, quotes, punctuation,
-   accents and German umlauts folded): equal names first, then fuzzy (rapidfuzz ``token_sort_ratio``) above a threshold,
-   with token blocking so a million counterparties against 100k clients takes minutes, not hours.
+   accents and German umlauts folded): equal names first, then fuzzy (rapidfuzz ``token_sort_ratio``) above a
+   threshold, with token blocking so a million counterparties against 100k clients takes minutes, not hours.
 
 A fuzzy best candidate that is not clearly ahead of the runner-up is *ambiguous* and is not matched, and so is a
 name (equal or fuzzy) whose CRM client has another valid tax id than the counterparty's (two legal entities);

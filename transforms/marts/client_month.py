@@ -76,6 +76,8 @@ def build(
         parts.append(costs.select("client_id", "month", "communication_cost", "support_cost",
                                   (pl.col("minutes") / 60).alias("hours_spent")))
     if settlement is not None:
+        if settlement_costs is not None:
+            raise ValueError("pass settlement or settlement_costs, not both")
         settlement_costs = economics.settlement_costs(settlement)
     if settlement_costs is not None:
         parts.append(settlement_costs.select("client_id", "month", "collection_cost", "bad_debt"))
