@@ -4,7 +4,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from transforms import staging
+from transforms import crm_staging, staging
 
 RAW_COLUMNS = {
     "file_hash": pl.String, "source_file": pl.String, "record_number": pl.Int32, "own_account": pl.String,
@@ -253,8 +253,6 @@ def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():
     """Three dumps: an id in several files comes from the last of them (its first record there), an id repeated
     inside one file from its first record, rows without an id all stay; the order is ingest then record order,
     also when the raw rows come in another order."""
-    from transforms import crm_staging
-
     rows = [("a", 1, "I1", "a1"), ("a", 2, "I2", "a2"), ("a", 3, None, "a3"), ("a", 4, "I2", "a4"),
             ("b", 1, "I2", "b1"), ("b", 2, "I3", "b2"), ("b", 3, "I2", "b3"), ("b", 4, None, "b4"),
             ("c", 1, "I3", "c1"), ("c", 2, "I4", "c2")]
@@ -270,3 +268,22 @@ def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():
     assert crm_staging.latest(raw_invoices.lazy(), later_first, "invoices").collect().rows() == [
         ("c", 2, "I4", "c2"), ("a", 1, "I1", "a1"), ("a", 3, None, "a3"), ("b", 1, "I2", "b1"),
         ("b", 2, "I3", "b2"), ("b", 4, None, "b4")]
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1234,56", "1234.56"), ("1.234,56", "1234.56"), ("1,234.56", "1234.56"), ("1 234,56", "1234.56"),
+    ("1\u00a0234,56", "1234.56"), ("1\u202f234,56", "1234.56"), ("1'234.50", "1234.50"), ("1234.56", "1234.56"),
+    ("1.234.567", "1234567.00"), ("1,234,567", "1234567.00"), ("-5,5", "-5.50"), (" 12 ", "12.00"),
+    ("abc", None), ("", None), (None, None),
+])
+def test_crm_money_in_every_usual_notation(text, value):
+    """A CRM export writes money its country's way; an unreadable cost or hourly rate would silently fall back
+    to the defaults (margin, hourly cost), so every usual notation is read."""
+    raw_invoices = pl.LazyFrame({"file_hash": ["c"], "record_number": [1], "invoice_id": ["I1"], "client_id": ["C1"],
+                                 "issue_date": ["2025-01-01"], "due_date": [None], "amount": [text],
+                                 "currency": ["EUR"], "cost": [text], "margin": [None], "status": ["won"]},
+                                schema_overrides={"amount": pl.String, "cost": pl.String, "due_date": pl.String,
+                                                  "margin": pl.String})
+    out = crm_staging.stage_invoices(raw_invoices, manifest("c"), payment_terms_days=30).collect()
+    expected = None if value is None else Decimal(value)
+    assert out.select("amount", "cost").row(0) == (expected, expected)

@@ -42,14 +42,28 @@ def in_ingest_order(positioned: pl.LazyFrame) -> bool:
     return bool(positioned.select(step.slice(1).fill_null(False).all()).collect().item())
 
 
+def number_text(text: pl.Expr) -> pl.Expr:
+    """A CRM number as plain text with a '.' decimal point, whatever the export's convention: '1234,56',
+    '1.234,56', '1,234.56', '1 234,56' (also with a no-break or narrow space), "1'234.50". Spaces and
+    apostrophes are thousands separators; where both '.' and ',' occur the last one is the decimal point; a
+    separator that occurs once is the decimal point ('1,5'), one that occurs several times groups thousands
+    ('1.234.567')."""
+    t = text.str.replace_all(r"[\s\u00a0\u202f']", "")
+    dots, commas = t.str.count_matches(".", literal=True), t.str.count_matches(",", literal=True)
+    comma_decimal = pl.when((dots > 0) & (commas > 0)).then(t.str.contains(r",[0-9]*$")).otherwise(commas == 1)
+    dot_decimal = pl.when((dots > 0) & (commas > 0)).then(~t.str.contains(r",[0-9]*$")).otherwise(dots == 1)
+    return (pl.when(comma_decimal).then(t.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True))
+            .when(dot_decimal).then(t.str.replace_all(",", "", literal=True))
+            .otherwise(t.str.replace_all(r"[.,]", "")))
+
+
 def _money(column: str) -> pl.Expr:
     """``metrics.MONEY`` or null: not a number, or more than 16 digits before the point."""
-    text = pl.col(column).str.strip_chars().str.replace_all(" ", "").str.replace(",", ".", literal=True)
-    return text.cast(pl.Decimal(18, 2), strict=False)
+    return number_text(pl.col(column)).cast(pl.Decimal(18, 2), strict=False)
 
 
 def _number(column: str) -> pl.Expr:
-    return pl.col(column).str.strip_chars().str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+    return number_text(pl.col(column)).cast(pl.Float64, strict=False)
 
 
 def _date(column: str) -> pl.Expr:

@@ -181,8 +181,8 @@ def dedupe_increment(related: pl.LazyFrame, new_keyed: pl.LazyFrame, manifest: p
 
 
 def _number(text: pl.Expr) -> pl.Expr:
-    """A CRM number as text ('0,8', ' 7 '): Float64, null when it is not a number."""
-    return text.str.strip_chars().str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+    """A CRM number as text ('0,8', ' 7 ', '1.234,5'): Float64, null when it is not a number."""
+    return crm_staging.number_text(text).cast(pl.Float64, strict=False)
 
 
 def share_of_wallet(text: pl.Expr) -> pl.Expr:
