@@ -95,6 +95,21 @@ def test_a_name_does_not_match_a_client_with_another_valid_tax_id():
     assert result["k4"][:2] == ("C2", "name_exact")
 
 
+def test_a_tax_id_with_and_without_its_country_prefix_is_one():
+    """Bank exports drop the prefix the CRM writes, or the other way round: 'DE136695976' / '136695976'. The
+    numbers must be equal and the prefixed id valid; two different prefixes are two countries."""
+    clients = pl.LazyFrame({"client_id": ["C1", "C7"], "tax_id_key": ["DE136695976", "40003245752"],
+                            "account_keys": [None, None], "name_key": ["a", "b"]})
+    cps = pl.LazyFrame({"counterparty_key": ["k1", "k2", "k3", "k4"], "_acct": [None] * 4, "_name": [None] * 4,
+                        "_tax": ["136695976", "LV40003245752", "EE40003245752", "DE136695977"]},
+                       schema={"counterparty_key": pl.String, "_tax": pl.String, "_acct": pl.String, "_name": pl.String})
+    out = identity.resolve(cps, clients).collect()
+    assert out.select("counterparty_key", "client_id", "method").rows() == [
+        ("k1", "C1", "tax_id"), ("k2", "C7", "tax_id"),
+        ("k3", None, "bank_counterparty"),  # EE40003245752 is no valid Estonian id: proves nothing
+        ("k4", None, "bank_counterparty")]  # an invalid prefixed id never matches
+
+
 def test_close_runner_up_is_ambiguous_not_a_match():
     clients = pl.LazyFrame({"client_id": ["A", "B"], "tax_id_key": [None, None], "account_keys": [None, None],
                             "name_key": ["nord handel nord", "nord handel sued"]})

@@ -197,9 +197,25 @@ def resolve(
         grouped = frame.filter(pl.col(key).is_not_null()).group_by(key).agg(pl.col("client_id").unique())
         return {k: ids[0] for k, ids in grouped.iter_rows() if len(ids) == 1}
 
-    crm_taxes = crm.filter(pl.col("tax_id_key").is_not_null())
-    by_tax = unique_map(crm_taxes.filter(pl.col("tax_id_key").map_elements(valid_tax_id, return_dtype=pl.Boolean)),
-                        "tax_id_key")
+    crm_taxes = crm.filter(pl.col("tax_id_key").is_not_null()).with_columns(
+        pl.col("tax_id_key").cast(pl.String)).with_columns(
+        _valid=pl.col("tax_id_key").map_elements(valid_tax_id, return_dtype=pl.Boolean),
+        _prefixed=pl.col("tax_id_key").str.contains(r"^[A-Z]{2}"))
+    by_tax = unique_map(crm_taxes.filter("_valid"), "tax_id_key")
+    # one side with the country prefix, the other without ('LV40003245752' / '40003245752'): the same id when the
+    # prefixed one is valid and the numbers are equal
+    national = unique_map(crm_taxes.filter("_valid" & pl.col("_prefixed"))
+                          .with_columns(pl.col("tax_id_key").str.slice(2)), "tax_id_key")
+    plain = unique_map(crm_taxes.filter(~pl.col("_prefixed")), "tax_id_key")
+
+    def tax_match(tax: str | None, tax_ok: bool | None) -> str | None:
+        if tax is None:
+            return None
+        if tax_ok and tax in by_tax:
+            return by_tax[tax]
+        if tax[:2].isalpha():
+            return plain.get(tax[2:]) if tax_ok else None
+        return national.get(tax)
     by_acct = unique_map(crm.select("client_id", pl.col("account_keys").cast(pl.List(pl.String)))
                          .explode("account_keys"), "account_keys")
     names = crm.filter(pl.col("name_key").is_not_null())
@@ -224,8 +240,8 @@ def resolve(
         client, method, confidence, candidates = None, "bank_counterparty", None, None
         if key in override_map:
             client, method, confidence = override_map[key], "override", 1.0
-        elif tax is not None and tax_ok and tax in by_tax:
-            client, method, confidence = by_tax[tax], "tax_id", 1.0
+        elif tax_match(tax, tax_ok) is not None:
+            client, method, confidence = tax_match(tax, tax_ok), "tax_id", 1.0
         elif acct is not None and acct in by_acct:
             client, method, confidence = by_acct[acct], "account", 1.0
         elif name is not None and name in by_name and not other_entity(by_name[name], tax, tax_ok):
