@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from transforms import identity
 from transforms import metrics as m
 from transforms.marts import (
     abc_xyz_matrix,
@@ -112,8 +113,7 @@ def staged_suite(reporting_currency: str) -> Suite:
         ],
         "staging.client_match": [
             E.ExpectColumnValuesToBeUnique(column="counterparty_key"),
-            E.ExpectColumnValuesToBeInSet(column="method", value_set=[
-                "override", "tax_id", "account", "name_exact", "name_fuzzy", "bank_counterparty", "ambiguous"]),
+            E.ExpectColumnValuesToBeInSet(column="method", value_set=list(identity.METHODS)),
             E.ExpectColumnValuesToBeBetween(column="confidence", min_value=0, max_value=1),
         ],
         # a won invoice in a currency without a rate would silently drop out of the economics

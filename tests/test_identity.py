@@ -121,11 +121,14 @@ def test_close_runner_up_is_ambiguous_not_a_match():
 
 
 def test_override_wins_and_unknown_override_target_is_ignored():
-    overrides = pl.LazyFrame({"counterparty_key": ["k1", "k2"], "client_id": ["C6", "NOPE"]})
+    overrides = pl.LazyFrame({"counterparty_key": ["k1", "k2", "k3"], "client_id": ["C6", "NOPE", "-"]})
     result = match([{"counterparty_key": "k1", "_tax": "DE136695976"},
-                    {"counterparty_key": "k2", "_name": "ромашка"}], overrides)
+                    {"counterparty_key": "k2", "_name": "ромашка"},
+                    {"counterparty_key": "k3", "_name": "muller soehne"}], overrides)
     assert result["k1"] == ("C6", "override", 1.0)
     assert result["k2"] == ("C3", "name_exact", 1.0)
+    # '-': not the CRM's Müller (a wrong fuzzy match undone): the counterparty is its own client
+    assert result["k3"] == (None, "override_own", 1.0)
 
 
 def test_fx_conversion_uses_the_latest_rate_and_never_guesses():

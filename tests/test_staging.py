@@ -230,6 +230,15 @@ def test_a_reversal_is_never_revenue_nor_makes_a_client():
     assert out["client_id"].to_list() == [None] * 3 + ["bank:acct:EE471000001020145685"] * 4
 
 
+def test_an_override_to_dash_makes_the_counterparty_its_own_client():
+    rows = [{"amount": 70, "counterparty_name": "Mueller GmbH"}]  # equal to the CRM's 'Müller GmbH' (C1)
+    assert classify(rows).select("client_id", "match_method").row(0) == ("C1", "name_exact")
+    overrides = pl.LazyFrame({"counterparty_key": ["name:mueller"], "client_id": ["-"]})
+    out = classify(rows, overrides=overrides)
+    assert out.select("category", "client_id", "match_method").row(0) == (
+        "client_payment", "bank:name:mueller", "override_own")
+
+
 def test_foreign_currency_is_not_silently_converted():
     out = classify([{"amount": 10, "currency": "USD", "counterparty_name": "US Corp"}])
     assert out["category"][0] == "client_payment"

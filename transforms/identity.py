@@ -1,7 +1,8 @@
 """Client identity: which CRM client is behind each bank counterparty (DOMAIN §9, issue 4).
 
 Order of evidence, first match wins:
-1. a manual override (counterparty key -> client id) from the user's overrides file;
+1. a manual override (counterparty key -> client id) from the user's overrides file; ``-`` as the client id says
+   "no CRM client: the counterparty is its own client" (undoes a wrong name match);
 2. the tax id, normalised and checksum-validated with python-stdnum (EU VAT, Russian INN, Chinese USCC, and
    any country's VAT module by its prefix); an invalid tax id is never used to match;
 3. the account (IBAN / account number);
@@ -39,6 +40,9 @@ _UMLAUTS = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}
 # letters Unicode does not decompose into a base letter and a mark
 _LETTERS = {"ł": "l", "đ": "d", "ø": "o", "æ": "ae", "œ": "oe", "ı": "i", "ħ": "h"}
 METHODS_CRM = ("override", "tax_id", "account", "name_exact", "name_fuzzy")
+# a counterparty that is its own client: no CRM match, a person said so (an override to OWN_CLIENT), or unsure
+METHODS = (*METHODS_CRM, "override_own", "bank_counterparty", "ambiguous")
+OWN_CLIENT = "-"  # the overrides file's client_id for "not a CRM client: its own (bank) client"
 
 
 def normalise_company_name(expr: pl.Expr) -> pl.Expr:
@@ -232,13 +236,15 @@ def resolve(
     override_map = {}
     if overrides is not None:
         override_map = {k: v for k, v in overrides.collect().select("counterparty_key", "client_id").iter_rows()
-                        if v in known}
+                        if v in known or v == OWN_CLIENT}
 
     rows = []
     for key, tax, acct, name, tax_ok in cps.select("counterparty_key", "_tax", "_acct", "_name",
                                                     "tax_id_valid").iter_rows():
         client, method, confidence, candidates = None, "bank_counterparty", None, None
-        if key in override_map:
+        if key in override_map and override_map[key] == OWN_CLIENT:
+            method, confidence = "override_own", 1.0
+        elif key in override_map:
             client, method, confidence = override_map[key], "override", 1.0
         elif tax_match(tax, tax_ok) is not None:
             client, method, confidence = tax_match(tax, tax_ok), "tax_id", 1.0

@@ -368,7 +368,7 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
     frame = frame.with_columns(
         client_id=pl.when(is_crm).then(pl.col("_crm_client"))
         .otherwise(pl.concat_str([pl.lit("bank:"), pl.col("counterparty_key")])),
-        match_method=pl.when(is_crm).then(pl.col("_method"))
+        match_method=pl.when(is_crm | (pl.col("_method") == "override_own")).then(pl.col("_method"))
         .when(pl.col("counterparty_key").is_not_null()).then(pl.lit("bank_counterparty")),
     )
     # clients who paid us: an aggregate joined back (not a window over client_id), so the plan streams

@@ -2,7 +2,8 @@
 
 Grain: one row per bank counterparty (tax id, else account, else normalised name) that made booked client
 payments and matched no CRM client, or matched ambiguously. Empty in bank-only mode (there is no CRM to match).
-Fix a row by adding ``counterparty_key,client_id`` to the overrides file (``identity.overrides_file``).
+Fix a row by adding ``counterparty_key,client_id`` to the overrides file (``identity.overrides_file``); ``-`` as
+the client id confirms it is no CRM client (it is then its own client and no longer listed).
 """
 
 from __future__ import annotations
