@@ -504,6 +504,24 @@ def _check_fx_rates(path: Path, rates: pl.DataFrame) -> None:
                           "keep one")
 
 
+def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_clients: pl.LazyFrame | None) -> None:
+    """Log the overrides that cannot apply: a client id the CRM does not have (a typo?), or any override without a
+    CRM (bank-only mode). They are ignored, so the run goes on; the log says which lines."""
+    if overrides is None:
+        return
+    path = settings.inbox_dir / settings.identity.overrides_file
+    rows = overrides.collect().with_row_index("line", offset=2)  # the header is line 1
+    if crm_clients is None:
+        if rows.height:
+            log.warning("%s: %d override(s) ignored: there is no CRM to match to (bank-only mode)", path, rows.height)
+        return
+    known = crm_clients.select("client_id").collect()["client_id"]
+    unknown = rows.filter(~pl.col("client_id").is_in(known.implode()) & (pl.col("client_id") != identity.OWN_CLIENT))
+    for line, key, client in unknown.select("line", "counterparty_key", "client_id").head(20).iter_rows():
+        log.warning("%s, line %d: override of %s ignored: the CRM has no client %r (use '%s' for 'no CRM client')",
+                    path, line, key, client, identity.OWN_CLIENT)
+
+
 def _stage_lookups(settings: Settings) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
     """The FX rates and the client overrides from the inbox (None when absent)."""
     fx_rates = _inbox_table(settings, settings.fx.rates_file,
@@ -581,6 +599,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             found = staging.counterparties(labelled)
         client_match = identity.resolve(found, crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
+        _unknown_overrides(settings, overrides, crm_clients)
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
         staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
                          fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,

@@ -210,3 +210,24 @@ def test_fx_rates_keep_twelve_decimals(tmp_path):
     (tmp_path / "inbox" / "fx_rates.csv").write_text("date,currency,rate\n2026-01-02,IDR,0.0000571234\n")
     rates, _ = _stage_lookups(load_settings(tmp_path))
     assert rates.collect()["rate"].item() == Decimal("0.0000571234")
+
+
+def test_overrides_that_cannot_apply_are_named_in_the_log(tmp_path, caplog):
+    import logging
+
+    import polars as pl
+
+    from flows.steps import _unknown_overrides
+
+    (tmp_path / "inbox").mkdir()
+    settings = load_settings(tmp_path)
+    overrides = pl.LazyFrame({"counterparty_key": ["name:a", "name:b", "name:c"], "client_id": ["C1", "C9", "-"]})
+    crm = pl.LazyFrame({"client_id": ["C1", "C2"]})
+    with caplog.at_level(logging.WARNING, logger="clientbase"):
+        _unknown_overrides(settings, overrides, crm)
+        _unknown_overrides(settings, overrides, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'inbox' / 'client_overrides.csv'}, line 3: override of name:b ignored: the CRM has no client "
+        "'C9' (use '-' for 'no CRM client')",
+        f"{tmp_path / 'inbox' / 'client_overrides.csv'}: 3 override(s) ignored: there is no CRM to match to "
+        "(bank-only mode)"]
