@@ -196,10 +196,12 @@ def test_the_thresholds_in_the_config_reach_the_marts_and_the_report(home, tmp_p
     home, _ = home
     work = copy_home(home, tmp_path)
     before = pl.read_parquet(work / "marts" / "client_scorecard" / "*.parquet")
+    staged = staging_parts(work)
     (work / "inbox" / "config.yaml").write_text(
         "economics:\n  top_share: 0.3\n  pareto_reach: 0.5\n"
         "behaviour:\n  at_risk_factor: 3\n  regular_months: 1\n  regular_window_months: 1\n", encoding="utf-8")
     summary = run(work)
+    assert staging_parts(work) == staged  # mart thresholds: nothing to restage
     pareto = pl.read_parquet(work / "marts" / "pareto_summary" / "*.parquet")
     assert pareto.select("top_fraction", "reach").unique().rows() == [(0.3, 0.5)]
     assert "revenue from the top 30% of clients" in Path(summary["report"]).read_text()
