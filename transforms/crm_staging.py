@@ -50,8 +50,9 @@ def number_text(text: pl.Expr) -> pl.Expr:
     ('1.234.567')."""
     t = text.str.replace_all(r"[\s\u00a0\u202f']", "")
     dots, commas = t.str.count_matches(".", literal=True), t.str.count_matches(",", literal=True)
-    comma_decimal = pl.when((dots > 0) & (commas > 0)).then(t.str.contains(r",[0-9]*$")).otherwise(commas == 1)
-    dot_decimal = pl.when((dots > 0) & (commas > 0)).then(~t.str.contains(r",[0-9]*$")).otherwise(dots == 1)
+    both, comma_last = (dots > 0) & (commas > 0), t.str.contains(r",[0-9]*$")
+    comma_decimal = pl.when(both).then(comma_last).otherwise(commas == 1)
+    dot_decimal = pl.when(both).then(~comma_last).otherwise(dots == 1)
     return (pl.when(comma_decimal).then(t.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True))
             .when(dot_decimal).then(t.str.replace_all(",", "", literal=True))
             .otherwise(t.str.replace_all(r"[.,]", "")))

@@ -246,8 +246,8 @@ def resolve(
             method, confidence = "override_own", 1.0
         elif key in override_map:
             client, method, confidence = override_map[key], "override", 1.0
-        elif tax_match(tax, tax_ok) is not None:
-            client, method, confidence = tax_match(tax, tax_ok), "tax_id", 1.0
+        elif (by_id := tax_match(tax, tax_ok)) is not None:
+            client, method, confidence = by_id, "tax_id", 1.0
         elif acct is not None and acct in by_acct:
             client, method, confidence = by_acct[acct], "account", 1.0
         elif name is not None and name in by_name and not other_entity(by_name[name], tax, tax_ok):

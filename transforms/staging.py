@@ -192,8 +192,9 @@ def share_of_wallet(text: pl.Expr) -> pl.Expr:
     percentage; so is every value of a column holding any value above 1 and up to 100 (a share cannot exceed the
     whole), else the values are fractions. What is then outside 0..1 or not a number is null (unknown), like any
     unreadable CRM field, rather than a share that would make the client look exclusive."""
-    percent = text.str.strip_chars().str.ends_with("%")
-    value = _number(text.str.strip_chars().str.strip_suffix("%"))
+    stripped = text.str.strip_chars()
+    percent = stripped.str.ends_with("%")
+    value = _number(stripped.str.strip_suffix("%"))
     percent_scale = (value.is_between(1, 100, closed="right") & ~percent).any()
     scaled = pl.when(percent | percent_scale).then(value / 100).otherwise(value)
     return pl.when(scaled.is_between(0, 1)).then(scaled)
