@@ -134,21 +134,22 @@ WITH money AS (
     SELECT w.*, p.booking_date AS paid_date, coalesce(t.total_paid, 0) AS total_paid
     FROM won w ASOF LEFT JOIN paid p ON w.client_id = p.client_id AND w.c_end <= p.c_paid
     LEFT JOIN totals t ON t.client_id = w.client_id
-), invoice_cost AS (
-    SELECT client_id, due_date,
-           CASE WHEN paid_date IS NOT NULL THEN date_trunc('month', paid_date)
-                WHEN due_date + 180 <= $as_of THEN date_trunc('month', due_date + 180)
-                ELSE date_trunc('month', $as_of::DATE) END::DATE AS month,
+), late AS (
+    SELECT client_id, due_date, paid_date, amount, paid_date IS NULL AND due_date + 180 <= $as_of AS written_off,
            greatest(CASE WHEN paid_date IS NOT NULL THEN paid_date - due_date
                          WHEN due_date + 180 <= $as_of THEN 180 ELSE $as_of::DATE - due_date END, 0)::INTEGER AS days_late,
-           CASE WHEN paid_date IS NOT NULL THEN amount::DOUBLE * greatest(paid_date - due_date, 0) * 0.1 / 365
-                ELSE greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
-                     * greatest(CASE WHEN due_date + 180 <= $as_of THEN 180 ELSE $as_of::DATE - due_date END, 0) * 0.1 / 365
-           END AS collection_cost,
-           CASE WHEN paid_date IS NULL AND due_date + 180 <= $as_of
-                THEN greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
-                ELSE 0 END AS bad_debt
+           greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
+             AS open_amount
     FROM settled
+), invoice_cost AS (
+    SELECT client_id, due_date, days_late,
+           CASE WHEN paid_date IS NOT NULL THEN date_trunc('month', paid_date)
+                WHEN written_off THEN date_trunc('month', due_date + 180)
+                ELSE date_trunc('month', $as_of::DATE) END::DATE AS month,
+           CASE WHEN paid_date IS NOT NULL THEN amount::DOUBLE ELSE open_amount END * days_late * 0.1 / 365
+             AS collection_cost,
+           CASE WHEN written_off THEN open_amount ELSE 0 END AS bad_debt
+    FROM late
 ), settlement AS (  -- the cost accrues in the months the invoice is late, by its days late in each
     SELECT client_id, m.month,
            collection_cost * (least(due_date + days_late, last_day(m.month)) - greatest(due_date + 1, m.month) + 1)
