@@ -381,8 +381,8 @@ class StageStats:
     reclassified: bool = False
 
 
-STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.invoice",
-                  "staging.activity", "staging.ticket", "staging.manager")
+STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.counterparty",
+                  "staging.invoice", "staging.activity", "staging.ticket", "staging.manager")
 MAX_STAGING_PARTS = 32  # staged increments appended before they are merged into one file
 STAGE_STATE = "_stage.json"  # HOME/staging/_stage.json: the fingerprint of the inputs the staging files are from
 # what staging is a function of besides the raw rows, the settings and the inbox files below: the code computing it
@@ -504,9 +504,12 @@ def _check_fx_rates(path: Path, rates: pl.DataFrame) -> None:
                           "keep one")
 
 
-def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_clients: pl.LazyFrame | None) -> None:
-    """Log the overrides that cannot apply: a client id the CRM does not have (a typo?), or any override without a
-    CRM (bank-only mode). They are ignored, so the run goes on; the log says which lines."""
+def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_clients: pl.LazyFrame | None,
+                       groups: pl.DataFrame) -> None:
+    """Log the overrides that cannot apply: a client id the CRM does not have (a typo?), a counterparty key no
+    counterparty has (one of its identifiers now belongs to a group with another key: ``groups``, the staged
+    ``staging.counterparty``), or any override without a CRM (bank-only mode). They are ignored, so the run goes
+    on; the log says which lines."""
     if overrides is None:
         return
     path = settings.inbox_dir / settings.identity.overrides_file
@@ -520,6 +523,15 @@ def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_c
     for line, key, client in unknown.select("line", "counterparty_key", "client_id").head(20).iter_rows():
         log.warning("%s, line %d: override of %s ignored: the CRM has no client %r (use '%s' for 'no CRM client')",
                     path, line, key, client, identity.OWN_CLIENT)
+    keys = groups.select(pl.col("counterparty_key").unique())["counterparty_key"].implode()
+    for line, key in rows.filter(~pl.col("counterparty_key").is_in(keys)).select("line", "counterparty_key").head(
+            20).iter_rows():
+        kind, _, value = (key or "").partition(":")
+        column = {"tax": "tax_id", "acct": "account", "name": "name"}.get(kind)
+        now = (sorted(set(groups.filter(pl.col(column) == value)["counterparty_key"].to_list()))
+               if column is not None else [])
+        log.warning("%s, line %d: override of %s ignored: no counterparty has that key%s", path, line, key,
+                    f"; its rows belong to {' / '.join(now)} now: use that key" if now else "")
 
 
 def _stage_lookups(settings: Settings) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
@@ -581,6 +593,8 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             labelled = staging.relabel_staged(staged_rows)
             own_accounts = _own_account_keys(staged_rows)
             found = staging.staged_counterparties(staged_rows)
+            # the keys depend on the bank rows only: the staged groups are still theirs
+            groups = pl.read_parquet(staging_files(settings.home, "staging.counterparty"))
         else:
             # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file
             # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
@@ -592,14 +606,14 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
             # not materialised: the counterparties read a few columns of it, classify streams it to the staged
             # file (labelling twice is cheaper than writing and reading 10M wide rows)
-            labelled = staging.label_counterparties(
+            labelled, groups = staging.group_counterparties(staging.label_counterparties(
                 keyed, own_accounts=cfg.own_accounts,
-                excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
+                excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords))
             own_accounts = _own_account_keys(keyed)
             found = staging.counterparties(labelled)
         client_match = identity.resolve(found, crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
-        _unknown_overrides(settings, overrides, crm_clients)
+        _unknown_overrides(settings, overrides, crm_clients, groups)
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
         staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
                          fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
@@ -610,7 +624,8 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
         for entity, table, stage_fn in crm_steps:
             staged_files[table] = scratch / f"{entity}.parquet"
             stage_fn(raw_crm[entity], manifest).sink_parquet(staged_files[table])
-        for table, frame in (("staging.client", clients), ("staging.client_match", client_match)):
+        for table, frame in (("staging.client", clients), ("staging.client_match", client_match),
+                             ("staging.counterparty", groups)):
             staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
             frame.write_parquet(staged_files[table])
         assert sorted(staged_files) == sorted(STAGING_TABLES), "stage() keeps the staging when these files exist"
@@ -640,8 +655,11 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
       a staged one (a booked copy of a staged pending row, a bank reference for a staged row without one);
     - own accounts: a new statement account makes staged payments to that account own transfers: gives up when a
       staged row has it as its counterparty account; otherwise the new rows are labelled with every own account;
-    - identity: counterparties already matched keep their match (their first row is a staged one); only new ones
-      are resolved, against the same CRM (a new CRM file always rebuilds);
+    - identity: the counterparty keys are grouped again over the staged and the new identifiers
+      (``identity.counterparty_groups``): gives up when that changes a staged row's key (an account seen with a
+      tax id for the first time, a name-only payer's name now seen with an account); counterparties already
+      matched keep their match (their first row is a staged one); only new ones are resolved, against the same
+      CRM (a new CRM file always rebuilds);
     - refunds: money out to a bank counterparty is a refund once it has paid us: ``paid_before`` carries the
       staged payers; gives up when a counterparty pays for the first time and staged rows sent it money;
     - the client dimension is recomputed from every part (one group-by over the payments).
@@ -672,6 +690,13 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
     if new_own and staged.filter(pl.col("category") != m.OWN_TRANSFER).select(
             m.normalise_account(pl.col("counterparty_account")).is_in(new_own).any()).collect().item():
         return f"a new statement account ({', '.join(new_own)}) was a counterparty of staged rows"
+    old_groups = pl.read_parquet(staging_files(home, "staging.counterparty"))
+    groups = identity.counterparty_groups(pl.concat([
+        old_groups.lazy().select(*identity.EVIDENCE_SCHEMA), staging.counterparty_evidence(labelled.lazy())])).collect()
+    if old_groups.join(groups, on=list(identity.EVIDENCE_SCHEMA), how="left", nulls_equal=True, suffix="_now").filter(
+            pl.col("counterparty_key") != pl.col("counterparty_key_now")).height:
+        return "a new file joins staged counterparties into one (e.g. an account now seen with a tax id)"
+    labelled = staging.key_counterparties(labelled.lazy(), groups.lazy()).collect()
     old_match = pl.read_parquet(staging_files(home, "staging.client_match"))
     new_match = identity.resolve(
         staging.counterparties(labelled.lazy()).filter(~pl.col("counterparty_key").is_in(old_match["counterparty_key"])),
@@ -692,9 +717,11 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
     try:
         part = _last_seq(manifest)
         built = {"staging.bank_transaction": scratch / "bank_transaction.parquet",
-                 "staging.client_match": scratch / "client_match.parquet", "staging.client": scratch / "client.parquet"}
+                 "staging.client_match": scratch / "client_match.parquet", "staging.client": scratch / "client.parquet",
+                 "staging.counterparty": scratch / "counterparty.parquet"}
         rows.write_parquet(built["staging.bank_transaction"])
         client_match.write_parquet(built["staging.client_match"])
+        groups.write_parquet(built["staging.counterparty"])
         parts = [*parts, built["staging.bank_transaction"]]
         clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients).collect()
         clients.write_parquet(built["staging.client"])

@@ -5,6 +5,7 @@ import pytest
 
 from clientbase.config import load_settings
 from clientbase.errors import ConfigError
+from transforms import identity
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -221,13 +222,20 @@ def test_overrides_that_cannot_apply_are_named_in_the_log(tmp_path, caplog):
 
     (tmp_path / "inbox").mkdir()
     settings = load_settings(tmp_path)
-    overrides = pl.LazyFrame({"counterparty_key": ["name:a", "name:b", "name:c"], "client_id": ["C1", "C9", "-"]})
+    overrides = pl.LazyFrame({"counterparty_key": ["name:a", "name:b", "name:c", "acct:LT11", "acct:LT99"],
+                              "client_id": ["C1", "C9", "-", "C2", "C2"]})
     crm = pl.LazyFrame({"client_id": ["C1", "C2"]})
+    # the account LT11 was seen with a tax id: its rows are that tax id's counterparty
+    groups = pl.DataFrame([(None, None, "a", "name:a"), (None, None, "b", "name:b"), (None, None, "c", "name:c"),
+                           ("7707083893", "LT11", "x", "tax:7707083893"), (None, "LT11", "x", "tax:7707083893")],
+                          schema=identity.GROUPS_SCHEMA, orient="row")
     with caplog.at_level(logging.WARNING, logger="clientbase"):
-        _unknown_overrides(settings, overrides, crm)
-        _unknown_overrides(settings, overrides, None)
+        _unknown_overrides(settings, overrides, crm, groups)
+        _unknown_overrides(settings, overrides, None, groups)
+    path = tmp_path / "inbox" / "client_overrides.csv"
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'inbox' / 'client_overrides.csv'}, line 3: override of name:b ignored: the CRM has no client "
-        "'C9' (use '-' for 'no CRM client')",
-        f"{tmp_path / 'inbox' / 'client_overrides.csv'}: 3 override(s) ignored: there is no CRM to match to "
-        "(bank-only mode)"]
+        f"{path}, line 3: override of name:b ignored: the CRM has no client 'C9' (use '-' for 'no CRM client')",
+        f"{path}, line 5: override of acct:LT11 ignored: no counterparty has that key; its rows belong to "
+        "tax:7707083893 now: use that key",
+        f"{path}, line 6: override of acct:LT99 ignored: no counterparty has that key",
+        f"{path}: 5 override(s) ignored: there is no CRM to match to (bank-only mode)"]

@@ -59,6 +59,44 @@ def match(rows: list[dict], overrides=None, **kwargs) -> dict[str, tuple]:
     return {r["counterparty_key"]: (r["client_id"], r["method"], r["confidence"]) for r in out.iter_rows(named=True)}
 
 
+def test_counterparty_groups_join_one_payers_identifiers_without_guessing():
+    evidence = pl.LazyFrame([
+        # Acme: its VAT id and account; the account without the id (a payment order that left it out); the name
+        ("DE136695976", "DE44500105175407324931", "acme"),
+        (None, "DE44500105175407324931", "acme"),
+        (None, None, "acme"),
+        # an account seen with two tax ids (shared, or a transit account): its rows without one stay its own
+        ("7707083893", "40702810000000000001", "romashka"),
+        ("500100732259", "40702810000000000001", "berezka"),
+        (None, "40702810000000000001", "romashka"),
+        (None, None, "romashka"),  # the name has two keys: unsure, its own
+        # two accounts of one name and no tax id: a name never joins accounts ('Müller GmbH' / 'Müller KG')
+        (None, "LT601010012345678901", "mueller"),
+        (None, "LT601010012345678902", "mueller"),
+        (None, None, "mueller"),
+        (None, None, "walk in shop"),  # nothing else carries the name
+        (None, None, None),
+    ], schema=identity.EVIDENCE_SCHEMA, orient="row")
+    got = {(t, a, n): key for t, a, n, key in identity.counterparty_groups(evidence).collect().iter_rows()}
+    assert got == {
+        ("DE136695976", "DE44500105175407324931", "acme"): "tax:DE136695976",
+        (None, "DE44500105175407324931", "acme"): "tax:DE136695976",
+        (None, None, "acme"): "tax:DE136695976",
+        ("7707083893", "40702810000000000001", "romashka"): "tax:7707083893",
+        ("500100732259", "40702810000000000001", "berezka"): "tax:500100732259",
+        (None, "40702810000000000001", "romashka"): "acct:40702810000000000001",
+        (None, None, "romashka"): "name:romashka",
+        (None, "LT601010012345678901", "mueller"): "acct:LT601010012345678901",
+        (None, "LT601010012345678902", "mueller"): "acct:LT601010012345678902",
+        (None, None, "mueller"): "name:mueller",
+        (None, None, "walk in shop"): "name:walk in shop",
+        (None, None, None): None,
+    }
+    # the same whatever order the evidence comes in
+    shuffled = identity.counterparty_groups(evidence.collect().sample(fraction=1.0, shuffle=True, seed=3).lazy())
+    assert shuffled.collect().equals(identity.counterparty_groups(evidence).collect())
+
+
 def test_resolution_order_and_methods():
     result = match([
         {"counterparty_key": "k1", "_tax": "DE136695976", "_name": "something else"},        # tax id

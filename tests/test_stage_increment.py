@@ -23,7 +23,9 @@ from warehouse.db import connect, staging_files
 OWN = ("DE89370400440532013000", "DE02120300000000202051", "LT121000011101001000")
 PARTIES = (("Acme GmbH", "DE44500105175407324931"), ("Baltic Logistics UAB", "LT601010012345678901"),
            ("Nord Handel AG", None), ("Supplier Ltd", "GB29NWBK60161331926819"),
-           ("Treasury", OWN[2]))  # the last one's account is one of ours (a transfer, once we hold a statement for it)
+           ("Treasury", OWN[2]),  # its account is one of ours (a transfer, once we hold a statement for it)
+           # Acme again, once with its VAT id, once by name alone: one counterparty (identity.counterparty_groups)
+           ("Acme GmbH", "DE44500105175407324931", "DE136695976"), ("ACME GmbH", None))
 CRM = ("client_id,name,tax_id,accounts,industry,size_band,region,acquisition_channel,created_date,manager_id,"
        "referred_by_client_id,is_potential,is_reference,is_innovator,is_demanding,satisfaction,share_of_wallet,"
        "is_exclusive,lead_stage\n"
@@ -38,13 +40,14 @@ def camt(number: int, entries: list[tuple]) -> str:
         for acct, day, amount, booked, ref, party in entries:
             if acct != account:
                 continue
-            name, iban = PARTIES[party]
+            name, iban, *tax = PARTIES[party]
             side = "Dbtr" if amount > 0 else "Cdtr"
+            org = f"<Id><OrgId><Othr><Id>{tax[0]}</Id></Othr></OrgId></Id>" if tax else ""
             rows.append(
                 f"<Ntry><Amt Ccy=\"EUR\">{abs(amount)}.00</Amt><CdtDbtInd>{'CRDT' if amount > 0 else 'DBIT'}"
                 f"</CdtDbtInd><Sts>{'BOOK' if booked else 'PDNG'}</Sts><BookgDt><Dt>2026-03-{day:02d}</Dt></BookgDt>"
                 + (f"<AcctSvcrRef>R{ref}</AcctSvcrRef>" if ref is not None else "")
-                + f"<NtryDtls><TxDtls><RltdPties><{side}><Nm>{name}</Nm></{side}>"
+                + f"<NtryDtls><TxDtls><RltdPties><{side}><Nm>{name}</Nm>{org}</{side}>"
                 + (f"<{side}Acct><Id><IBAN>{iban}</IBAN></Id></{side}Acct>" if iban else "")
                 + "</RltdPties></TxDtls></NtryDtls></Ntry>")
         statements.append(f"<Stmt><Id>S{number}-{account}</Id><Acct><Id><IBAN>{OWN[account]}</IBAN></Id></Acct>"
@@ -124,12 +127,30 @@ def test_a_new_file_is_appended_as_a_part_and_equals_a_rebuild(tmp_path):
                  id="new own account that was a counterparty"),
     pytest.param([[(0, 2, -40, True, 1, 3)], [(0, 9, 400, True, 2, 3)]], "paid for the first time", "category",
                  ["refund", "client_payment"], id="first payment after money sent to the counterparty"),
+    # Acme's account, staged under its own key, is now seen with Acme's VAT id: both rows are the VAT id's
+    pytest.param([[BOOKED_ACME], [(0, 4, 300, True, 2, 5)]], "joins staged counterparties", "client_id",
+                 ["bank:tax:DE136695976"] * 2, id="an account seen with a tax id for the first time"),
+    pytest.param([[(0, 2, 70, True, None, 6)], [BOOKED_ACME]], "joins staged counterparties", "client_id",
+                 ["bank:acct:DE44500105175407324931"] * 2, id="a name-only payer's name now seen with an account"),
 ])
 def test_new_rows_that_change_staged_ones_rebuild(tmp_path, caplog, files, reason, column, staged):
     with caplog.at_level(logging.INFO, logger="clientbase"):
         stats, got, want = increment_and_rebuild(tmp_path, files, 1)
     assert not stats.appended and reason in caplog.text
     assert got["staging.bank_transaction"][column].to_list() == staged
+    assert_same(got, want)
+
+
+def test_a_known_payer_without_its_tax_id_is_appended_to_it(tmp_path):
+    """Rows without the tax id, by an account or a name staged with it, are the tax id's counterparty."""
+    files = [[(0, 2, 500, True, 1, 5)], [(0, 3, 300, True, 2, 0), (0, 4, 70, True, 3, 6)]]
+    stats, got, want = increment_and_rebuild(tmp_path, files, 1)
+    assert stats.appended
+    assert got["staging.bank_transaction"]["client_id"].to_list() == ["bank:tax:DE136695976"] * 3
+    assert got["staging.counterparty"].rows() == [
+        ("DE136695976", "DE44500105175407324931", "acme", "tax:DE136695976"),
+        (None, "DE44500105175407324931", "acme", "tax:DE136695976"),
+        (None, None, "acme", "tax:DE136695976")]
     assert_same(got, want)
 
 

@@ -161,6 +161,34 @@ def classify(rows, crm=True, **kwargs):
                                         **kwargs).collect()
 
 
+def test_a_payer_without_its_tax_id_on_some_rows_is_one_client():
+    """Bank-only: 1C payment orders of one payer, some with its INN, some with '0' or none; by account or name."""
+    rows = [
+        {"amount": 100, "counterparty_tax_id": "7707083893", "counterparty_account": "40702810400000000001",
+         "counterparty_name": "ООО «Ромашка»"},
+        {"amount": 200, "counterparty_tax_id": "0", "counterparty_account": "40702810400000000001",
+         "counterparty_name": "ООО «Ромашка»"},
+        {"amount": 300, "counterparty_name": "Ромашка ООО"},
+        {"amount": 400, "counterparty_account": "40702810400000000002", "counterparty_name": "ООО «Ромашка»"},
+    ]
+    out = classify(rows, crm=False)
+    # the second account never carries the INN: its own client (an account is never joined by a name), so the
+    # name alone is unsure and stays its own too
+    assert out["client_id"].to_list() == ["bank:tax:7707083893", "bank:tax:7707083893", "bank:name:ромашка",
+                                          "bank:acct:40702810400000000002"]
+    without_second = classify(rows[:3], crm=False)
+    assert without_second["client_id"].to_list() == ["bank:tax:7707083893"] * 3
+
+
+def test_rows_without_the_tax_id_follow_its_crm_match():
+    out = classify([
+        {"amount": 100, "counterparty_tax_id": "DE136695976", "counterparty_account": "DE44500105175407324931",
+         "counterparty_name": "Müller Handel"},
+        {"amount": 200, "counterparty_account": "DE44500105175407324931", "counterparty_name": "M. Handel"},
+    ])
+    assert out.select("client_id", "match_method").rows() == [("C1", "tax_id"), ("C1", "tax_id")]
+
+
 def test_classification_and_resolution():
     out = classify([
         {"amount": "100.005", "counterparty_tax_id": "de136695976", "counterparty_name": "MUELLER"},  # tax id

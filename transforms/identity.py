@@ -115,6 +115,58 @@ def counterparty_key() -> pl.Expr:
     )
 
 
+EVIDENCE_SCHEMA = {"tax_id": pl.String, "account": pl.String, "name": pl.String}
+GROUPS_SCHEMA = {**EVIDENCE_SCHEMA, "counterparty_key": pl.String}
+
+
+def evidence_columns() -> list[pl.Expr]:
+    """A normalised row's identifiers (``_normalised``'s columns) as ``EVIDENCE_SCHEMA``: a tax id only when it
+    passes its checksum."""
+    return [pl.when(pl.col("_tax_valid")).then(pl.col("_tax")).alias("tax_id"), pl.col("_acct").alias("account"),
+            pl.col("_name").alias("name")]
+
+
+def counterparty_groups(evidence: pl.LazyFrame) -> pl.LazyFrame:
+    """The counterparty key of each combination of identifiers a counterparty was seen with (``EVIDENCE_SCHEMA``:
+    normalised valid tax id, account, name; one row per distinct combination, ``GROUPS_SCHEMA``).
+
+    Rows of one payer do not always carry the same identifiers: a payment order with the tax id left out or
+    written '0', the same account exported as camt (IBAN only) and as 1C (INN and account), a CSV without
+    accounts. Keyed row by row they would be two clients in bank-only mode. So, with no order dependence:
+
+    1. a valid tax id is the key (``tax:``);
+    2. an account seen with exactly one valid tax id belongs to it; an account never seen with one is its own key
+       (``acct:``); one seen with several (a shared or transit account) keys only its rows without a tax id;
+    3. a name seen with nothing else takes the one key its rows with an account or tax id have, when they have
+       exactly one; else (none, or several: two companies of one name) the name is the key (``name:``).
+
+    Two accounts are never joined by a name alone ('Müller GmbH' and 'Müller KG' fold to the same name), nor two
+    tax ids by anything.
+    """
+    seen = evidence.select(*EVIDENCE_SCHEMA).unique()
+    account_tax = (
+        seen.filter(pl.col("tax_id").is_not_null() & pl.col("account").is_not_null())
+        .group_by("account").agg(pl.col("tax_id").unique())
+        .filter(pl.col("tax_id").list.len() == 1)
+        .select("account", pl.col("tax_id").list.first().alias("_account_tax"))
+    )
+    keyed = seen.join(account_tax, on="account", how="left").with_columns(_key=pl.coalesce(
+        pl.concat_str([pl.lit("tax:"), pl.coalesce("tax_id", "_account_tax")]),
+        pl.concat_str([pl.lit("acct:"), pl.col("account")])))
+    name_key = (
+        keyed.filter(pl.col("_key").is_not_null() & pl.col("name").is_not_null())
+        .group_by("name").agg(pl.col("_key").unique())
+        .filter(pl.col("_key").list.len() == 1)
+        .select("name", pl.col("_key").list.first().alias("_name_key"))
+    )
+    return (
+        keyed.join(name_key, on="name", how="left")
+        .select(*EVIDENCE_SCHEMA, counterparty_key=pl.coalesce(
+            "_key", "_name_key", pl.concat_str([pl.lit("name:"), pl.col("name")])))
+        .sort(*EVIDENCE_SCHEMA, nulls_last=True)
+    )
+
+
 def _tokens(name: str) -> list[str]:
     return [t for t in name.split() if len(t) >= 3] or name.split()
 

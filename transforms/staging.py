@@ -235,14 +235,15 @@ def label_counterparties(
     excluded_ids: Sequence[str] = (),
     excluded_keywords: Sequence[str] = (),
 ) -> pl.LazyFrame:
-    """Add normalised counterparty keys and the own-transfer / exclusion flags (DOMAIN §1, §9).
+    """Add the normalised counterparty identifiers and the own-transfer / exclusion flags (DOMAIN §1, §9); the
+    counterparty key comes from ``key_counterparties``.
 
     Own accounts are the configured ones plus every account a statement was issued for.
     """
     own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
     excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
     keywords = [k.lower() for k in excluded_keywords if k.strip()]
-    frame = _normalised(txns).with_columns(counterparty_key=identity.counterparty_key())
+    frame = _normalised(txns)
     own_keys = pl.concat([
         statement_accounts(txns),
         pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
@@ -256,6 +257,30 @@ def label_counterparties(
         frame.join(own_keys, on="_acct", how="left", maintain_order="left")
         .with_columns(_own_transfer=pl.col("_own_transfer").fill_null(False), _excluded=is_excluded.fill_null(False))
     )
+
+
+def counterparty_evidence(labelled: pl.LazyFrame) -> pl.LazyFrame:
+    """The distinct combinations of identifiers (``identity.EVIDENCE_SCHEMA``) of labelled rows that are not own
+    transfers: what ``identity.counterparty_groups`` keys."""
+    return labelled.filter(~pl.col("_own_transfer")).select(identity.evidence_columns()).unique()
+
+
+def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame) -> pl.LazyFrame:
+    """``labelled`` with its ``counterparty_key`` from ``groups`` (``identity.counterparty_groups`` of at least its
+    rows' identifiers); an own transfer, which has no group, keeps the key of its own identifiers."""
+    return (
+        labelled.with_columns(identity.evidence_columns())
+        .join(groups.select(*identity.GROUPS_SCHEMA), on=list(identity.EVIDENCE_SCHEMA), how="left",
+              nulls_equal=True, maintain_order="left")
+        .with_columns(counterparty_key=pl.coalesce("counterparty_key", identity.counterparty_key()))
+        .drop(*identity.EVIDENCE_SCHEMA)
+    )
+
+
+def group_counterparties(labelled: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """``labelled`` keyed by the groups of its own identifiers, and those groups (``staging.counterparty``)."""
+    groups = identity.counterparty_groups(counterparty_evidence(labelled)).collect()
+    return key_counterparties(labelled, groups.lazy()), groups
 
 
 def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
@@ -306,16 +331,23 @@ def staged_counterparties(staged: pl.LazyFrame) -> pl.LazyFrame:
     first = (staged.filter(pl.col("counterparty_key").is_not_null()
                            & ~pl.col("category").is_in([m.OWN_TRANSFER, m.EXCLUDED]))
              .unique(subset="counterparty_key", keep="first", maintain_order=True))
-    return _normalised(first).select("counterparty_key", "_tax", "_acct", "_name")
+    return _group_tax(_normalised(first).select("counterparty_key", "_tax", "_acct", "_name"))
 
 
 def counterparties(labelled: pl.LazyFrame) -> pl.LazyFrame:
-    """The distinct counterparties that could be clients (not our own accounts, not excluded)."""
-    return (
+    """The distinct counterparties that could be clients (not our own accounts, not excluded): the identifiers of
+    each key's first row, with the group's tax id when the key is one (its first row may be one without)."""
+    return _group_tax(
         labelled.filter(pl.col("counterparty_key").is_not_null() & ~pl.col("_own_transfer") & ~pl.col("_excluded"))
         .select("counterparty_key", "_tax", "_acct", "_name")
         .unique(subset="counterparty_key", keep="first", maintain_order=True)
     )
+
+
+def _group_tax(counterparties: pl.LazyFrame) -> pl.LazyFrame:
+    by_tax = pl.col("counterparty_key").str.starts_with("tax:")
+    return counterparties.with_columns(
+        _tax=pl.when(by_tax).then(pl.col("counterparty_key").str.slice(4)).otherwise(pl.col("_tax")))
 
 
 def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_currency: str,
@@ -412,9 +444,10 @@ def classify_and_resolve(
     fx_rates: pl.LazyFrame | None = None,
     fuzzy_threshold: float = 90.0,
 ) -> pl.LazyFrame:
-    """label_counterparties -> identity.resolve -> classify, for callers that do not need the match table."""
-    labelled = label_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
-                                    excluded_keywords=excluded_keywords)
+    """label_counterparties -> group_counterparties -> identity.resolve -> classify, for callers that do not need
+    the match table."""
+    labelled, _ = group_counterparties(label_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
+                                                            excluded_keywords=excluded_keywords))
     match = identity.resolve(counterparties(labelled), crm_clients, overrides, threshold=fuzzy_threshold)
     return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates)
 
