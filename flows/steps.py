@@ -606,9 +606,9 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
             # not materialised: the counterparties read a few columns of it, classify streams it to the staged
             # file (labelling twice is cheaper than writing and reading 10M wide rows)
-            labelled, groups = staging.group_counterparties(staging.label_counterparties(
+            labelled, groups = staging.group_counterparties(
                 keyed, own_accounts=cfg.own_accounts,
-                excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords))
+                excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
             own_accounts = _own_account_keys(keyed)
             found = staging.counterparties(labelled)
         client_match = identity.resolve(found, crm_clients, overrides,
@@ -681,9 +681,10 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
     decided = staging.dedupe_increment(related.lazy(), keyed.lazy(), manifest).collect()
     if decided["_staged"].sum() != related.height:
         return "a new file supersedes staged rows (a booked copy of a pending one, or a bank reference)"
+    new_rows = decided.filter(~pl.col("_staged")).drop("_staged").lazy()
+    known_own = [*cfg.own_accounts, *state["own_accounts"]]
     labelled = staging.label_counterparties(
-        decided.filter(~pl.col("_staged")).drop("_staged").lazy(),
-        own_accounts=[*cfg.own_accounts, *state["own_accounts"]], excluded_ids=cfg.excluded_counterparty_ids,
+        new_rows, own_accounts=known_own, excluded_ids=cfg.excluded_counterparty_ids,
         excluded_keywords=cfg.excluded_purpose_keywords).collect()
     own_accounts = _own_account_keys(labelled.lazy())
     new_own = sorted(set(own_accounts) - set(state["own_accounts"]))
@@ -692,7 +693,8 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
         return f"a new statement account ({', '.join(new_own)}) was a counterparty of staged rows"
     old_groups = pl.read_parquet(staging_files(home, "staging.counterparty"))
     groups = identity.counterparty_groups(pl.concat([
-        old_groups.lazy().select(*identity.EVIDENCE_SCHEMA), staging.counterparty_evidence(labelled.lazy())])).collect()
+        old_groups.lazy().select(*identity.EVIDENCE_SCHEMA),
+        staging.counterparty_evidence(new_rows, own_accounts=known_own).collect().lazy()])).collect()
     if old_groups.join(groups, on=list(identity.EVIDENCE_SCHEMA), how="left", nulls_equal=True, suffix="_now").filter(
             pl.col("counterparty_key") != pl.col("counterparty_key_now")).height:
         return "a new file joins staged counterparties into one (e.g. an account now seen with a tax id)"

@@ -240,14 +240,10 @@ def label_counterparties(
 
     Own accounts are the configured ones plus every account a statement was issued for.
     """
-    own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
     excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
     keywords = [k.lower() for k in excluded_keywords if k.strip()]
     frame = _normalised(txns)
-    own_keys = pl.concat([
-        statement_accounts(txns),
-        pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String}),
-    ]).unique().with_columns(_own_transfer=pl.lit(True))
+    own_keys = _own_keys(txns, own_accounts).with_columns(_own_transfer=pl.lit(True))
     purpose = pl.col("purpose").fill_null("").str.to_lowercase()
     is_excluded = (
         pl.col("_tax").is_in(excluded) | pl.col("_acct").is_in(excluded)
@@ -259,10 +255,19 @@ def label_counterparties(
     )
 
 
-def counterparty_evidence(labelled: pl.LazyFrame) -> pl.LazyFrame:
-    """The distinct combinations of identifiers (``identity.EVIDENCE_SCHEMA``) of labelled rows that are not own
-    transfers: what ``identity.counterparty_groups`` keys."""
-    return labelled.filter(~pl.col("_own_transfer")).select(identity.evidence_columns()).unique()
+def _own_keys(txns: pl.LazyFrame, own_accounts: Sequence[str]) -> pl.LazyFrame:
+    """``_acct``: our own accounts, the configured ones plus every account a statement was issued for."""
+    own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
+    return pl.concat([statement_accounts(txns), pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String})]).unique()
+
+
+def counterparty_evidence(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = ()) -> pl.LazyFrame:
+    """The distinct combinations of identifiers (``identity.EVIDENCE_SCHEMA``) of the rows that are not own
+    transfers (``label_counterparties``' own accounts): what ``identity.counterparty_groups`` keys. Normalised once
+    per distinct combination of the raw columns, not per row."""
+    identifiers = txns.select("counterparty_tax_id", "counterparty_account", "counterparty_name").unique()
+    return (_normalised(identifiers).join(_own_keys(txns, own_accounts), on="_acct", how="anti")
+            .select(identity.evidence_columns()).unique())
 
 
 def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame) -> pl.LazyFrame:
@@ -277,9 +282,16 @@ def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame) -> pl.LazyF
     )
 
 
-def group_counterparties(labelled: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """``labelled`` keyed by the groups of its own identifiers, and those groups (``staging.counterparty``)."""
-    groups = identity.counterparty_groups(counterparty_evidence(labelled)).collect()
+def group_counterparties(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (), excluded_ids: Sequence[str] = (),
+                         excluded_keywords: Sequence[str] = ()) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """``label_counterparties`` keyed by the groups of the rows' identifiers, and those groups
+    (``staging.counterparty``)."""
+    # collected first: in one plan polars computes the evidence once per use in counterparty_groups (7.4 s
+    # instead of 1.7 s at 10M rows)
+    evidence = counterparty_evidence(txns, own_accounts=own_accounts).collect()
+    groups = identity.counterparty_groups(evidence.lazy()).collect()
+    labelled = label_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
+                                    excluded_keywords=excluded_keywords)
     return key_counterparties(labelled, groups.lazy()), groups
 
 
@@ -446,8 +458,8 @@ def classify_and_resolve(
 ) -> pl.LazyFrame:
     """label_counterparties -> group_counterparties -> identity.resolve -> classify, for callers that do not need
     the match table."""
-    labelled, _ = group_counterparties(label_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
-                                                            excluded_keywords=excluded_keywords))
+    labelled, _ = group_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
+                                       excluded_keywords=excluded_keywords)
     match = identity.resolve(counterparties(labelled), crm_clients, overrides, threshold=fuzzy_threshold)
     return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates)
 
