@@ -165,7 +165,7 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                     "kept" if stage_stats.skipped else "appended to" if stage_stats.appended
                     else "reclassified" if stage_stats.reclassified else "rebuilt")
         fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
-        gate_staged(settings, run_id)
+        gate_staged(settings, run_id, stage_stats.new_part)
         summary["gates"]["staged"] = "passed"
         version_dir = str(publish.versions_root(settings.home) / run_id)  # discarded below if not published
         plan = prepare_marts(settings, run_id, as_of, months)
@@ -183,7 +183,8 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                     len(months_summary["computed"]), len(months_summary["carried"]), len(months_summary["workers"]))
         rows = build_asof_marts(settings, run_id, as_of, plan, built)
         fields["rows_marts"] = rows
-        gate_marts(settings, run_id, version_dir, as_of)
+        gate_marts(settings, run_id, version_dir, as_of,
+                   [r.file for r in built if not r.computed] + list(plan.kept))
         summary["gates"]["marts"] = "passed"
         link = publish_marts(settings, version_dir)
         published = True

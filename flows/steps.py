@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +27,7 @@ import polars as pl
 from clientbase.config import Settings
 from clientbase.dictionary import catalog
 from clientbase.errors import ConfigError, GateFailed, InboxError, NotLoaded, ParseError
+from expectations import gate as gx_gate
 from expectations import suites
 from expectations.gate import SCRATCH as GATE_SCRATCH
 from expectations.gate import GateOutcome, run_gate
@@ -320,14 +322,25 @@ def gate_raw(settings: Settings, run_id: str) -> GateOutcome | None:
     return _record_gate(settings, outcome)
 
 
-def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
+def gate_staged(settings: Settings, run_id: str, new_part: str | None = None) -> GateOutcome:
+    """Validate the staging tables. ``new_part`` (``StageStats.new_part``: this run appended the rows of that
+    file and changed no staged row) limits the bank rows checked to that part's rows and any staged row sharing
+    a transaction key with them: the checks are row by row but for the key's uniqueness, which needs no other
+    rows, and the staged rows passed this gate (``stage`` passes a part only when the staging state says so:
+    after a failure every run checks all of the rows until they pass)."""
+    bank_rows = "SELECT * FROM staging.bank_transaction"
+    if new_part is not None:  # our own path, quoted as a literal (a query asset takes no parameters)
+        bank_rows += (" WHERE txn_key IN (SELECT txn_key FROM "  # noqa: S608
+                      f"read_parquet({quote_literal(str(Path(new_part).absolute()))}))")
     with connect(settings.warehouse_path) as con:
         outcome = run_gate("staged", run_id, {
-            "staging.bank_transaction": "SELECT * FROM staging.bank_transaction",
+            "staging.bank_transaction": bank_rows,
             "staging.client": "SELECT * FROM staging.client",
             "staging.client_match": "SELECT * FROM staging.client_match",
             "staging.invoice": "SELECT * FROM staging.invoice",
         }, suites.staged_suite(settings.reporting_currency), docs_dir=settings.data_docs_dir / "staged", con=con)
+        if outcome.passed:
+            _mark_staging_gated(settings)
         if not outcome.passed:
             missing = query_polars(con, "SELECT currency, booking_date FROM staging.bank_transaction "
                                         "WHERE category IN ('client_payment', 'refund') AND amount_reporting IS NULL "
@@ -366,6 +379,17 @@ def gate_staged(settings: Settings, run_id: str) -> GateOutcome:
     return _record_gate(settings, outcome)
 
 
+def _mark_staging_gated(settings: Settings) -> None:
+    """Record in the staging state that the staging on disk passed the staged gate (atomically)."""
+    state_path = settings.home / STAGING_DIR / STAGE_STATE
+    if not state_path.is_file():
+        return
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    scratch = state_path.with_suffix(".tmp")
+    scratch.write_text(json.dumps({**state, "gated": True}, indent=1) + "\n", encoding="utf-8")
+    os.replace(scratch, state_path)
+
+
 # ---- stage -----------------------------------------------------------------------------------------------
 
 @dataclass
@@ -379,6 +403,8 @@ class StageStats:
     # only new CRM files: the staged bank rows (the dedupe reads no CRM data) were labelled, resolved and classified
     # again against the new clients; the CRM tables were rebuilt
     reclassified: bool = False
+    # appended: the part file holding the new rows (None when the parts were merged into one file)
+    new_part: str | None = None
 
 
 STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.counterparty",
@@ -475,14 +501,18 @@ def stage(settings: Settings) -> StageStats:
             state_path.unlink()
             appended = _append(settings, manifest.lazy(), new["file_hash"].to_list(), state)
             built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
+            if built is not None and not state.get("gated"):  # the staged rows have not passed the gate yet
+                built = replace(built[0], new_part=None), built[1]
     if built is None:
         log.info("restaging from the whole raw layer: %s", reason)
         state_path.unlink(missing_ok=True)
         built = _restage(settings, manifest.lazy())
     stats, own_accounts = built
+    # 'gated': these staging files passed the staged gate (gate_staged sets it)
     state_path.write_text(json.dumps({"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
+                                      "gated": False,
                                       "stats": {k: v for k, v in asdict(stats).items()
-                                                if k not in ("skipped", "appended", "reclassified")}},
+                                                if k not in ("skipped", "appended", "reclassified", "new_part")}},
                                      indent=1) + "\n", encoding="utf-8")
     return stats
 
@@ -732,15 +762,18 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
             built["staging.bank_transaction"] = scratch / "bank_transaction_compacted.parquet"
             pl.scan_parquet(parts).sink_parquet(built["staging.bank_transaction"])
         with connect(settings.warehouse_path) as con:
-            for table, path in built.items():
-                put_staging(con, home, table, path, part=part, replace=compact or table != "staging.bank_transaction")
+            placed = {table: put_staging(con, home, table, path, part=part,
+                                         replace=compact or table != "staging.bank_transaction")
+                      for table, path in built.items()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows_staged = state["stats"]["rows_staged"] + rows.height
     log.info("staged %d new rows of %d new file(s) against the %d staged ones", rows.height, len(new_files),
              state["stats"]["rows_staged"])
     return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
-                      clients=clients.height, appended=True), sorted({*state["own_accounts"], *own_accounts})
+                      clients=clients.height, appended=True,
+                      new_part=None if compact else str(placed["staging.bank_transaction"])), \
+        sorted({*state["own_accounts"], *own_accounts})
 
 
 def _stage_invoices(settings: Settings, fx_rates: pl.LazyFrame | None):
@@ -776,7 +809,10 @@ def month_range(start: str, end: str) -> tuple[dt.date, dt.date]:
 SCRATCH_DIR = ".work"  # HOME/.work/<run id>/: a run's intermediate files, removed when the run ends
 FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json: {file name: input fingerprint}
 # what a client_month file is a function of besides its input partition: the code that computes it
-_MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (client_month, m))).hexdigest()
+# what a month's file is a function of besides its inputs and settings, and the checks it passed (the marts gate
+# does not check a carried-over file again: gate_marts)
+_MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
+    client_month, m, suites, gx_gate))).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -1044,18 +1080,31 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     return rows
 
 
-def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date) -> GateOutcome:
-    """Audit the written (not yet published) marts, reading back the files themselves (in DuckDB)."""
+def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date,
+               carried: Sequence[str] = ()) -> GateOutcome:
+    """Audit the written (not yet published) marts, reading back the files themselves (in DuckDB).
+
+    ``carried``: client_month files carried over from the published version (``MonthResult.computed`` False, a
+    backfill's ``MonthPlan.kept``). They are the very files that passed this gate when they were published,
+    under the same suite (the month fingerprint covers the suite's code), and each file holds its month alone,
+    so only the months computed by this run are checked row by row; the revenue reconciliation still reads
+    every month."""
     version = Path(version_dir)
+    skip = {client_month.NAME: set(carried)}
     datasets: dict[str, str | pl.DataFrame] = {}
+
+    def read(files: list[Path]) -> str:  # paths are quoted literals (a query asset takes no parameters)
+        listed = ", ".join(quote_literal(str(f.absolute())) for f in files)
+        return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false)"  # noqa: S608
+
     for mart in MARTS:
-        # paths are quoted literals (a query asset takes no parameters); a mart without files is an empty frame
-        files = ", ".join(quote_literal(str(f.absolute())) for f in sorted((version / mart.NAME).glob("*.parquet")))
-        datasets[mart.NAME] = (f"SELECT * FROM read_parquet([{files}], hive_partitioning = false)" if files  # noqa: S608
-                               else pl.DataFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()}))
-    client_month_sql = datasets[client_month.NAME]
-    if not isinstance(client_month_sql, str):
-        client_month_sql = f"SELECT * FROM {GATE_SCRATCH}.{quote_ident(client_month.NAME)}"  # noqa: S608
+        files = [f for f in sorted((version / mart.NAME).glob("*.parquet")) if f.name not in skip.get(mart.NAME, ())]
+        # a mart without files (or with every month carried over) is an empty frame
+        datasets[mart.NAME] = read(files) if files else pl.DataFrame(
+            schema={c: t for c, (t, _) in mart.SCHEMA.items()})
+    every_month = sorted((version / client_month.NAME).glob("*.parquet"))
+    client_month_sql = (read(every_month) if every_month
+                        else f"SELECT * FROM {GATE_SCRATCH}.{quote_ident(client_month.NAME)}")  # noqa: S608
     # sum of client revenue in the mart = sum of classified incoming payments in staging, per month, to the cent
     # (a GX query asset must start with SELECT: subqueries, no WITH)
     datasets["revenue_reconciliation"] = f"""SELECT month, staged_revenue, mart_revenue,

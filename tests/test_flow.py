@@ -392,6 +392,41 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert len(all_marts_digest(work)["client_month"]) == SPEC.months
 
 
+def test_the_marts_gate_checks_the_computed_months_and_reconciles_every_month(home, tmp_path, monkeypatch):
+    """Carried-over client_month files passed this gate when they were published (same suite: it is in the month
+    fingerprint); the gate checks the months a run computed, and reconciles revenue over all of them."""
+    from clientbase.config import load_settings
+    from expectations.gate import run_gate
+
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    version = (work / "marts").resolve()
+    months = sorted(p.name for p in (version / "client_month").glob("*.parquet"))
+    settings = load_settings(work, as_of=SPEC.end)
+    seen = {}
+
+    def spy(gate, run_id, datasets, suite, **kwargs):
+        seen.update(datasets)
+        return run_gate(gate, run_id, datasets, suite, **kwargs)
+
+    monkeypatch.setattr(steps, "run_gate", spy)
+    assert steps.gate_marts(settings, "t1", str(version), SPEC.end, carried=months[:-1]).passed
+    assert [name for name in months if name in seen["client_month"]] == months[-1:]
+    assert all(name in seen["revenue_reconciliation"] for name in months)
+    # a month this run computed is checked row by row: a negative revenue in it stops the gate
+    last = version / "client_month" / months[-1]
+    frame = pl.read_parquet(last)
+    last.unlink()  # a hard link to the published file: replace, never write through it
+    frame.with_columns(pl.col("revenue") * -1).write_parquet(last)
+    with pytest.raises(GateFailed, match="client_month"):
+        steps.gate_marts(settings, "t2", str(version), SPEC.end, carried=months[:-1])
+    # with every month carried over (an increment that touched none) there is nothing to check row by row
+    seen.clear()
+    with pytest.raises(GateFailed, match="revenue_reconciliation"):  # the changed file still fails to reconcile
+        steps.gate_marts(settings, "t3", str(version), SPEC.end, carried=months)
+    assert not any(name in str(seen["client_month"]) for name in months)
+
+
 def test_an_amount_too_large_to_report_stops_the_staged_gate(home, tmp_path):
     """Raw holds 18 digits before the point, reporting amounts 16: a larger amount stays unconverted and the staged
     gate names its file and record (a polars cast error before)."""

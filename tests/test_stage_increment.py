@@ -154,6 +154,33 @@ def test_a_known_payer_without_its_tax_id_is_appended_to_it(tmp_path):
     assert_same(got, want)
 
 
+def test_the_staged_gate_checks_an_appended_part_once_the_staging_passed_it(tmp_path, monkeypatch):
+    from expectations.gate import run_gate
+
+    home = tmp_path / "home"
+    ingest(home, [[BOOKED_ACME, (0, 3, 70, True, 2, 2)]])
+    settings = load_settings(home)
+    steps.stage(settings)
+    ingest(home, [[(0, 4, 300, True, 3, 1)]], first=1)
+    # the staged rows never passed the staged gate: the appended part alone would not do
+    assert steps.stage(settings).new_part is None
+    checked = {}
+
+    def spy(gate, run_id, datasets, suite, **kwargs):
+        with connect(settings.warehouse_path) as con:
+            checked[run_id] = con.execute(f"SELECT record_number FROM ({datasets['staging.bank_transaction']})"  # noqa: S608 (the gate's own query)
+                                          ).fetchall()
+        return run_gate(gate, run_id, datasets, suite, **kwargs)
+
+    monkeypatch.setattr(steps, "run_gate", spy)
+    assert steps.gate_staged(settings, "r1").passed
+    ingest(home, [[(0, 5, 500, True, 4, 0), (0, 3, 70, True, 2, 2)]], first=2)  # a new row, and a staged one again
+    stats = steps.stage(settings)
+    assert stats.appended and stats.new_part == str(staging_files(home, "staging.bank_transaction")[-1])
+    assert steps.gate_staged(settings, "r2", stats.new_part).passed
+    assert len(checked["r1"]) == 3 and checked["r2"] == [(1,)]  # the new part's one row
+
+
 def test_a_refund_to_a_staged_payer_is_appended(tmp_path):
     files = [[(0, 2, 400, True, 1, 3)], [(0, 9, -40, True, 2, 3)]]
     stats, got, want = increment_and_rebuild(tmp_path, files, 1)
