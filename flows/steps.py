@@ -831,6 +831,9 @@ class MonthPlan:
     scratch_dir: str
     jobs: list[MonthJob]
     kept: dict[str, str]  # backfill: {file name: fingerprint} carried over unchanged outside its months
+    # {ISO month: digest} of the booked client payments and refunds up to as-of (client_month's 'payments'
+    # partitions, every month: None for a backfill, whose cut holds its months only)
+    payment_digests: dict[str, list] | None = None
 
 
 @dataclass(frozen=True)
@@ -855,8 +858,8 @@ def _month_file(month: str) -> str:
     return f"{client_month.PARTITION_BY}={month}.parquet"
 
 
-def _read_fingerprints(version: Path | None) -> dict[str, str]:
-    path = version / FINGERPRINTS / f"{client_month.NAME}.json" if version is not None else None
+def _read_fingerprints(version: Path | None, mart: str = client_month.NAME) -> dict[str, str]:
+    path = version / FINGERPRINTS / f"{mart}.json" if version is not None else None
     if path is None or not path.is_file():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
@@ -940,7 +943,9 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
         lo, hi = (_month_file(d.isoformat()) for d in months)
         publish.carry_over(version_dir, previous, client_month.NAME, lambda name: not lo <= name <= hi)
         kept = {p.name: fingerprints.get(p.name, "") for p in (version_dir / client_month.NAME).glob("*.parquet")}
-    return MonthPlan(version_dir=str(version_dir), scratch_dir=str(scratch.parent), jobs=jobs, kept=kept)
+    return MonthPlan(version_dir=str(version_dir), scratch_dir=str(scratch.parent), jobs=jobs, kept=kept,
+                     payment_digests=None if months is not None else {
+                         month.isoformat(): list(digest) for month, digest in digests["payments"].items()})
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
@@ -1032,12 +1037,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
-    first_payment = payments.select(pl.col("booking_date").min()).collect().item()
-    retention = (behaviour.retention(payments, behaviour.periods(first_payment.replace(day=1), window[1]),
-                                     window_days=settings.activity_window_days, first=first,
-                                     refunds=frames_in["refunds"])
-                 if first_payment is not None else pl.LazyFrame(schema={
-                     c: t for c, (t, _) in retention_period.SCHEMA.items()}))
+    retention = _retention(settings, plan, payments, frames_in["refunds"], first, window[1])
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
     frames = {
         client_scorecard.NAME: scorecard,
@@ -1048,7 +1048,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
         phase_out_scenarios.NAME: phase_out_scenarios.build(scorecard.lazy(), months_all.lazy(), as_of=as_of,
                                                             bottom=eco.phase_out_bottom).collect(),
         abc_xyz_matrix.NAME: abc_xyz_matrix.build(scorecard.lazy()).collect(),
-        retention_period.NAME: retention_period.build(retention).collect(),
+        retention_period.NAME: retention,
         cohort_retention.NAME: cohort_retention.build(behaviour.cohorts(months_all.lazy(), first)).collect(),
         key_clients.NAME: key,
         dependency.NAME: dependency.build(
@@ -1077,6 +1077,68 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
         if mart.NAME != client_month.NAME:
             written = publish.write_mart(version_dir, mart.NAME, frames[mart.NAME], mart.PARTITION_BY)
             rows[mart.NAME] = sum(written.values())
+    return rows
+
+
+_RETENTION_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
+    behaviour, retention_period, m))).hexdigest()
+
+
+def _retention(settings: Settings, plan: MonthPlan, payments: pl.LazyFrame, refunds: pl.LazyFrame,
+               first: pl.LazyFrame, last_month: dt.date) -> pl.DataFrame:
+    """The retention_period mart, reusing the published rows of the periods whose inputs did not change.
+
+    A period's row reads only the payments and refunds of the months up to its end (activity on its boundary
+    days looks back, new clients are those without an earlier payment, revenue retention compares it with the
+    period before), so it is a function of those months' payment partitions (``MonthPlan.payment_digests``, the
+    digests client_month's fingerprints use), ``activity_window_days`` and the code. Its fingerprint chains
+    them; a period whose fingerprint equals the published one takes the published row (a backfill, without
+    digests of every month, computes every period). The others are computed from the payments since the
+    earliest day they read."""
+    schema = {c: t for c, (t, _) in retention_period.SCHEMA.items()}
+    version_dir = Path(plan.version_dir)
+    first_payment = payments.select(pl.col("booking_date").min()).collect().item()
+    if first_payment is None:
+        rows = pl.DataFrame(schema=schema)
+        fingerprints: dict[str, str] = {}
+    else:
+        window_days = settings.activity_window_days
+        bounds = behaviour.periods(first_payment.replace(day=1), last_month).collect()
+        key = pl.concat_str("period_type", pl.lit("|"), pl.col("period_start").cast(pl.String)).alias("_key")
+        fingerprints, reused = {}, pl.DataFrame(schema=schema)
+        if plan.payment_digests is not None:
+            chain = hashlib.sha256(json.dumps({"code": _RETENTION_CODE, "polars": pl.__version__,
+                                               "window_days": window_days}).encode())
+            by_month = {}
+            for month in pl.date_range(first_payment.replace(day=1), last_month, "1mo", eager=True):
+                chain.update(json.dumps(plan.payment_digests.get(month.isoformat())).encode())
+                by_month[month] = chain.hexdigest()
+            fingerprints = {f"{kind}|{start.isoformat()}": by_month[end.replace(day=1)]
+                            for kind, start, end in bounds.select("period_type", "period_start", "period_end")
+                            .iter_rows()}
+            previous = publish.current_version_dir(settings.home)
+            old = _read_fingerprints(previous, retention_period.NAME)
+            same = [k for k, v in fingerprints.items() if old.get(k) == v]
+            if same:
+                reused = (publish.read_mart(previous, retention_period).filter(key.is_in(same))
+                          .select(list(schema)))
+        reused = reused.cast(schema)
+        todo = bounds.filter(~key.is_in(reused.select(key)["_key"].implode()))
+        computed = pl.DataFrame(schema=schema)
+        if todo.height:
+            # the earliest day these periods read: the start of the period before, or the first payment day that
+            # can make a client active on the day before the period
+            since = min(min(behaviour.previous_period_start(kind, start), start - dt.timedelta(days=window_days))
+                        for kind, start in todo.select("period_type", "period_start").iter_rows())
+            recent = pl.col("booking_date") >= since
+            computed = retention_period.build(behaviour.retention(
+                payments.filter(recent), todo.lazy(), window_days=window_days, first=first,
+                refunds=refunds.filter(recent))).collect().cast(schema)
+        log.info("retention_period: %d of %d periods computed, the others carried over", todo.height, bounds.height)
+        rows = pl.concat([reused, computed]).sort("period_type", "period_start")
+    (version_dir / FINGERPRINTS).mkdir(exist_ok=True)
+    (version_dir / FINGERPRINTS / f"{retention_period.NAME}.json").write_text(
+        json.dumps(dict(sorted(fingerprints.items())), indent=1) + "\n", encoding="utf-8")
     return rows
 
 

@@ -387,3 +387,12 @@ def test_retention_equals_its_definitions_client_by_client(first_month, periods_
     assert out["churned"].sum() > 10 and out["reactivated"].sum() > 3 and out["new_clients"].sum() > 40
     no_periods = behaviour.retention(pays, periods.clear(), window_days=window_days).collect()
     assert no_periods.height == 0 and no_periods.columns == out.columns
+
+
+@pytest.mark.parametrize(("kind", "start", "before"), [
+    ("month", dt.date(2026, 1, 1), dt.date(2025, 12, 1)), ("month", dt.date(2026, 3, 1), dt.date(2026, 2, 1)),
+    ("quarter", dt.date(2026, 1, 1), dt.date(2025, 10, 1)), ("quarter", dt.date(2026, 7, 1), dt.date(2026, 4, 1)),
+    ("year", dt.date(2026, 1, 1), dt.date(2025, 1, 1)),
+])
+def test_previous_period_start(kind, start, before):
+    assert behaviour.previous_period_start(kind, start) == before

@@ -5,6 +5,7 @@ One small demo home is built once; tests that break things work on copies of it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import shutil
@@ -359,13 +360,27 @@ def all_marts_digest(home: Path) -> dict[str, dict[str, str]]:
             if folder.is_dir() and not folder.name.startswith("_") and folder.name != "run_log"}
 
 
-def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, tmp_path):
+def retention_periods_computed(caplog) -> tuple[int, int]:
+    """(computed, all) periods of the last retention_period build, from its log line."""
+    import re
+
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention_period:")][-1]
+    computed, total = re.match(r"retention_period: (\d+) of (\d+) periods computed", line).groups()
+    return int(computed), int(total)
+
+
+def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="clientbase")
     home, _ = home
     work = copy_home(home, tmp_path)
     months = sorted(p.name for p in (work / "marts" / "client_month").glob("month=*.parquet"))
     # nothing new: every month's inputs have their published fingerprint, every file is carried over (linked)
     again = run(work)
     assert again["months"]["computed"] == [] and len(again["months"]["carried"]) == SPEC.months
+    periods = pl.read_parquet(work / "marts" / "retention_period" / "*.parquet")
+    assert retention_periods_computed(caplog) == (0, periods.height)  # every period's row carried over too
     previous = work / ".marts_versions" / home.joinpath("marts").readlink().name / "client_month"
     assert all((work / "marts" / "client_month" / name).samefile(previous / name) for name in months)
     assert not (work / ".work" / again["run_id"]).exists()  # the run's scratch partitions are gone
@@ -382,6 +397,9 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert len(summary["months"]["carried"]) == SPEC.months - 1 and "2026-06-01" not in summary["months"]["carried"]
     june = pl.read_parquet(work / "marts" / "client_month" / "month=2026-06-01.parquet")
     assert june.filter(pl.col("revenue") == Decimal("1234.56"))["client_id"].to_list() == ["bank:name:zeitungskiosk lindner"]
+    # the retention periods ending before June read no June payment: carried over; the others computed
+    june_on = periods.filter(pl.col("period_end") >= dt.date(2026, 6, 1)).height
+    assert 0 < june_on < periods.height and retention_periods_computed(caplog) == (june_on, periods.height)
 
     # the same inbox from scratch: every mart file is the same
     rebuild = tmp_path / "rebuild"
