@@ -328,10 +328,11 @@ def gate_staged(settings: Settings, run_id: str, new_part: str | None = None) ->
     a transaction key with them: the checks are row by row but for the key's uniqueness, which needs no other
     rows, and the staged rows passed this gate (``stage`` passes a part only when the staging state says so:
     after a failure every run checks all of the rows until they pass)."""
-    bank_rows = "SELECT * FROM staging.bank_transaction"
-    if new_part is not None:  # our own path, quoted as a literal (a query asset takes no parameters)
-        bank_rows += (" WHERE txn_key IN (SELECT txn_key FROM "  # noqa: S608
-                      f"read_parquet({quote_literal(str(Path(new_part).absolute()))}))")
+    bank_rows: str | pl.DataFrame = "SELECT * FROM staging.bank_transaction"
+    if new_part is not None:  # a few thousand rows: collected once (each check would run a query asset again)
+        keys = pl.read_parquet(new_part, columns=["txn_key"])["txn_key"].implode()
+        bank_rows = (pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
+                     .filter(pl.col("txn_key").is_in(keys)).collect())
     with connect(settings.warehouse_path) as con:
         outcome = run_gate("staged", run_id, {
             "staging.bank_transaction": bank_rows,
@@ -728,7 +729,8 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
     if old_groups.join(groups, on=list(identity.EVIDENCE_SCHEMA), how="left", nulls_equal=True, suffix="_now").filter(
             pl.col("counterparty_key") != pl.col("counterparty_key_now")).height:
         return "a new file joins staged counterparties into one (e.g. an account now seen with a tax id)"
-    labelled = staging.key_counterparties(labelled.lazy(), groups.lazy()).collect()
+    labelled = staging.key_counterparties(labelled.lazy(), groups.lazy(),
+                                          excluded_ids=cfg.excluded_counterparty_ids).collect()
     old_match = pl.read_parquet(staging_files(home, "staging.client_match"))
     new_match = identity.resolve(
         staging.counterparties(labelled.lazy()).filter(~pl.col("counterparty_key").is_in(old_match["counterparty_key"])),

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clientbase.config import load_settings
+from clientbase.errors import GateFailed
 from flows import steps
 from warehouse.db import connect, staging_files
 
@@ -167,9 +168,11 @@ def test_the_staged_gate_checks_an_appended_part_once_the_staging_passed_it(tmp_
     checked = {}
 
     def spy(gate, run_id, datasets, suite, **kwargs):
-        with connect(settings.warehouse_path) as con:
-            checked[run_id] = con.execute(f"SELECT record_number FROM ({datasets['staging.bank_transaction']})"  # noqa: S608 (the gate's own query)
-                                          ).fetchall()
+        rows = datasets["staging.bank_transaction"]
+        if isinstance(rows, str):  # the whole table, as a query
+            with connect(settings.warehouse_path) as con:
+                rows = pl.DataFrame(con.sql(rows).to_arrow_table())
+        checked[run_id] = rows["record_number"].to_list()
         return run_gate(gate, run_id, datasets, suite, **kwargs)
 
     monkeypatch.setattr(steps, "run_gate", spy)
@@ -178,7 +181,19 @@ def test_the_staged_gate_checks_an_appended_part_once_the_staging_passed_it(tmp_
     stats = steps.stage(settings)
     assert stats.appended and stats.new_part == str(staging_files(home, "staging.bank_transaction")[-1])
     assert steps.gate_staged(settings, "r2", stats.new_part).passed
-    assert len(checked["r1"]) == 3 and checked["r2"] == [(1,)]  # the new part's one row
+    assert len(checked["r1"]) == 3 and checked["r2"] == [1]  # the new part's one row
+    # a bad row in the next part still stops the gate: a USD payment without an FX rate
+    (home / "inbox" / "bank" / "f03.xml").write_text(
+        camt(3, [(0, 6, 900, True, 5, 1)]).replace('Ccy="EUR"', 'Ccy="USD"'), encoding="utf-8")
+    ingest(home, [])
+    stats = steps.stage(settings)
+    assert stats.new_part is not None
+    with pytest.raises(GateFailed, match="no FX rate to EUR for USD on 2026-03-06"):
+        steps.gate_staged(settings, "r3", stats.new_part)
+    assert checked["r3"] == [1]
+    # the staging state still says the rows have not all passed: the next part is checked with everything
+    ingest(home, [[(0, 7, 100, True, 6, 1)]], first=4)
+    assert steps.stage(settings).new_part is None
 
 
 def test_a_refund_to_a_staged_payer_is_appended(tmp_path):

@@ -180,6 +180,17 @@ def test_a_payer_without_its_tax_id_on_some_rows_is_one_client():
     assert without_second["client_id"].to_list() == ["bank:tax:7707083893"] * 3
 
 
+def test_an_excluded_tax_id_excludes_its_rows_without_it():
+    """A lender excluded by its INN: its orders that left the INN out (same account) are not client revenue."""
+    out = classify([
+        {"amount": 5000, "counterparty_tax_id": "7707083893", "counterparty_account": "40702810400000000001"},
+        {"amount": 300, "counterparty_tax_id": "0", "counterparty_account": "40702810400000000001"},
+        {"amount": 70, "counterparty_account": "40702810400000000009"},
+    ], crm=False, excluded_ids=["7707083893"])
+    assert out.select("category", "client_id").rows() == [
+        ("excluded", None), ("excluded", None), ("client_payment", "bank:acct:40702810400000000009")]
+
+
 def test_rows_without_the_tax_id_follow_its_crm_match():
     out = classify([
         {"amount": 100, "counterparty_tax_id": "DE136695976", "counterparty_account": "DE44500105175407324931",

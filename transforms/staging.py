@@ -270,14 +270,19 @@ def counterparty_evidence(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (
             .select(identity.evidence_columns()).unique())
 
 
-def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame) -> pl.LazyFrame:
+def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame, *,
+                       excluded_ids: Sequence[str] = ()) -> pl.LazyFrame:
     """``labelled`` with its ``counterparty_key`` from ``groups`` (``identity.counterparty_groups`` of at least its
-    rows' identifiers); an own transfer, which has no group, keeps the key of its own identifiers."""
+    rows' identifiers); an own transfer, which has no group, keeps the key of its own identifiers. An excluded
+    tax id or account excludes its whole counterparty, also the rows that do not carry it (the label's flag
+    reads the row's own identifiers)."""
+    excluded = sorted({f"{kind}:{a}" for a in (_norm(x) for x in excluded_ids) if a for kind in ("tax", "acct")})
     return (
         labelled.with_columns(identity.evidence_columns())
         .join(groups.select(*identity.GROUPS_SCHEMA), on=list(identity.EVIDENCE_SCHEMA), how="left",
               nulls_equal=True, maintain_order="left")
         .with_columns(counterparty_key=pl.coalesce("counterparty_key", identity.counterparty_key()))
+        .with_columns(_excluded=pl.col("_excluded") | pl.col("counterparty_key").is_in(excluded).fill_null(False))
         .drop(*identity.EVIDENCE_SCHEMA)
     )
 
@@ -292,7 +297,7 @@ def group_counterparties(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = ()
     groups = identity.counterparty_groups(evidence.lazy()).collect()
     labelled = label_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
                                     excluded_keywords=excluded_keywords)
-    return key_counterparties(labelled, groups.lazy()), groups
+    return key_counterparties(labelled, groups.lazy(), excluded_ids=excluded_ids), groups
 
 
 def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
