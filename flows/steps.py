@@ -342,7 +342,7 @@ def gate_staged(settings: Settings, run_id: str, new_part: str | None = None) ->
         }, suites.staged_suite(settings.reporting_currency), docs_dir=settings.data_docs_dir / "staged", con=con)
         if outcome.passed:
             _mark_staging_gated(settings)
-        if not outcome.passed:
+        else:
             missing = query_polars(con, "SELECT currency, booking_date FROM staging.bank_transaction "
                                         "WHERE category IN ('client_payment', 'refund') AND amount_reporting IS NULL "
                                         "AND fx_rate IS NULL")
