@@ -385,10 +385,7 @@ def _mark_staging_gated(settings: Settings) -> None:
     state_path = settings.home / STAGING_DIR / STAGE_STATE
     if not state_path.is_file():
         return
-    state = json.loads(state_path.read_text(encoding="utf-8"))
-    scratch = state_path.with_suffix(".tmp")
-    scratch.write_text(json.dumps({**state, "gated": True}, indent=1) + "\n", encoding="utf-8")
-    os.replace(scratch, state_path)
+    _write_stage_state(state_path, {**json.loads(state_path.read_text(encoding="utf-8")), "gated": True})
 
 
 # ---- stage -----------------------------------------------------------------------------------------------
@@ -510,12 +507,18 @@ def stage(settings: Settings) -> StageStats:
         built = _restage(settings, manifest.lazy())
     stats, own_accounts = built
     # 'gated': these staging files passed the staged gate (gate_staged sets it)
-    state_path.write_text(json.dumps({"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
-                                      "gated": False,
-                                      "stats": {k: v for k, v in asdict(stats).items()
-                                                if k not in ("skipped", "appended", "reclassified", "new_part")}},
-                                     indent=1) + "\n", encoding="utf-8")
+    _write_stage_state(state_path, {"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
+                                    "gated": False,
+                                    "stats": {k: v for k, v in asdict(stats).items()
+                                              if k not in ("skipped", "appended", "reclassified", "new_part")}})
     return stats
+
+
+def _write_stage_state(path: Path, state: dict) -> None:
+    """Write the staging state file whole or not at all (a run killed while writing leaves the previous one)."""
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+    os.replace(scratch, path)
 
 
 def _check_fx_rates(path: Path, rates: pl.DataFrame) -> None:
@@ -867,6 +870,13 @@ def _read_fingerprints(version: Path | None, mart: str = client_month.NAME) -> d
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _write_fingerprints(version: Path, mart: str, fingerprints: dict[str, str]) -> None:
+    """What ``_read_fingerprints`` reads, in the version directory (published and pruned with it)."""
+    (version / FINGERPRINTS).mkdir(exist_ok=True)
+    (version / FINGERPRINTS / f"{mart}.json").write_text(
+        json.dumps(dict(sorted(fingerprints.items())), indent=1) + "\n", encoding="utf-8")
+
+
 def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
     """The staging and ops tables the marts read, and the booked client payments and refunds up to as-of.
 
@@ -1008,9 +1018,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
         publish.write_mart(version_dir, client_month.NAME, pl.DataFrame(
             schema={c: t for c, (t, _) in client_month.SCHEMA.items()}), None)
     fingerprints = {**{k: v for k, v in plan.kept.items() if v}, **{r.file: r.fingerprint for r in built}}
-    (version_dir / FINGERPRINTS).mkdir(exist_ok=True)
-    (version_dir / FINGERPRINTS / f"{client_month.NAME}.json").write_text(
-        json.dumps(dict(sorted(fingerprints.items())), indent=1) + "\n", encoding="utf-8")
+    _write_fingerprints(version_dir, client_month.NAME, fingerprints)
     months_all = publish.read_mart(version_dir, client_month)
     # small per-client frames that several marts read: computed once (lazy, each plan would recompute them)
     first = behaviour.first_purchases(payments).collect().lazy()
@@ -1138,9 +1146,7 @@ def _retention(settings: Settings, plan: MonthPlan, payments: pl.LazyFrame, refu
                 refunds=refunds.filter(recent))).collect().cast(schema)
         log.info("retention_period: %d of %d periods computed, the others carried over", todo.height, bounds.height)
         rows = pl.concat([reused, computed]).sort("period_type", "period_start")
-    (version_dir / FINGERPRINTS).mkdir(exist_ok=True)
-    (version_dir / FINGERPRINTS / f"{retention_period.NAME}.json").write_text(
-        json.dumps(dict(sorted(fingerprints.items())), indent=1) + "\n", encoding="utf-8")
+    _write_fingerprints(version_dir, retention_period.NAME, fingerprints)
     return rows
 
 

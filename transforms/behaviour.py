@@ -186,9 +186,7 @@ _EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
 
 def previous_period_start(period_type: str, start: dt.date) -> dt.date:
     """The first day of the period before the ``period_type`` period starting on ``start``."""
-    months = {"month": 1, "quarter": 3, "year": 12}[period_type]
-    index = start.year * 12 + start.month - 1 - months
-    return dt.date(index // 12, index % 12 + 1, 1)
+    return pl.select(pl.lit(start).dt.offset_by(f"-{_EVERY[period_type]}")).item()
 
 
 def _period_revenue(money: pl.LazyFrame) -> pl.LazyFrame:

@@ -240,7 +240,7 @@ def label_counterparties(
 
     Own accounts are the configured ones plus every account a statement was issued for.
     """
-    excluded = sorted({a for a in (_norm(x) for x in excluded_ids) if a})
+    excluded = _ids(excluded_ids)
     keywords = [k.lower() for k in excluded_keywords if k.strip()]
     frame = _normalised(txns)
     own_keys = _own_keys(txns, own_accounts).with_columns(_own_transfer=pl.lit(True))
@@ -257,7 +257,7 @@ def label_counterparties(
 
 def _own_keys(txns: pl.LazyFrame, own_accounts: Sequence[str]) -> pl.LazyFrame:
     """``_acct``: our own accounts, the configured ones plus every account a statement was issued for."""
-    own = sorted({a for a in (_norm(x) for x in own_accounts) if a})
+    own = _ids(own_accounts)
     return pl.concat([statement_accounts(txns), pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String})]).unique()
 
 
@@ -276,7 +276,7 @@ def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame, *,
     rows' identifiers); an own transfer, which has no group, keeps the key of its own identifiers. An excluded
     tax id or account excludes its whole counterparty, also the rows that do not carry it (the label's flag
     reads the row's own identifiers)."""
-    excluded = sorted({f"{kind}:{a}" for a in (_norm(x) for x in excluded_ids) if a for kind in ("tax", "acct")})
+    excluded = [f"{kind}:{a}" for a in _ids(excluded_ids) for kind in ("tax", "acct")]
     return (
         labelled.with_columns(identity.evidence_columns())
         .join(groups.select(*identity.GROUPS_SCHEMA), on=list(identity.EVIDENCE_SCHEMA), how="left",
@@ -515,6 +515,11 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -
                 *CRM_FLAGS)
         .sort("client_id")
     )
+
+
+def _ids(values: Sequence[str]) -> list[str]:
+    """Configured accounts or tax ids as the normalised keys compare them (distinct, sorted, empty ones left out)."""
+    return sorted({a for a in (_norm(x) for x in values) if a})
 
 
 def _norm(value: str) -> str:
