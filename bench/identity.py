@@ -66,8 +66,7 @@ def main() -> None:
     cps = (pl.DataFrame(rows, schema={"counterparty_key": pl.String, "_tax": pl.String, "_acct": pl.String,
                                       "raw_name": pl.String}, orient="row")
            .with_columns(_name=identity.normalise_company_name(pl.col("raw_name")))
-           .with_columns(counterparty_key=pl.coalesce("counterparty_key", pl.concat_str([pl.lit("name:"),
-                                                                                            pl.col("_name")])))
+           .with_columns(counterparty_key=pl.coalesce("counterparty_key", identity.name_key(pl.col("_name"))))
            .unique("counterparty_key").lazy())
     prepared = time.perf_counter() - start
     start = time.perf_counter()

@@ -42,6 +42,11 @@ class IdentityConfig(_Strict):
                                    description="Minimum rapidfuzz token_sort_ratio for a name match.")
     overrides_file: str = Field(default="client_overrides.csv",
                                 description="CSV counterparty_key,client_id (relative to the inbox); applied first.")
+    bank_names: Literal["companies", "all"] = Field(
+        default="companies",
+        description="Which payer names the bank wrote may name a client in the marts: 'companies' only those with a "
+                    "company legal form (GmbH, Ltd, ООО, ...; a payer without one may be a person, whose name is "
+                    "personal data); 'all' any name (only with a legal basis to publish people's names).")
     unmatched_min_amount: float = Field(default=0.0, ge=0,
                                         description="Counterparties paying less than this stay out of the "
                                                     "unmatched_counterparties mart.")

@@ -561,9 +561,9 @@ def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_c
     for line, key in rows.filter(~pl.col("counterparty_key").is_in(keys)).select("line", "counterparty_key").head(
             20).iter_rows():
         kind, _, value = (key or "").partition(":")
-        column = {"tax": "tax_id", "acct": "account", "name": "name"}.get(kind)
-        now = (sorted(set(groups.filter(pl.col(column) == value)["counterparty_key"].to_list()))
-               if column is not None else [])
+        seen = {"tax": pl.col("tax_id") == value, "acct": pl.col("account") == value,
+                "name": identity.name_key(pl.col("name")) == key}.get(kind)
+        now = sorted(set(groups.filter(seen)["counterparty_key"].to_list())) if seen is not None else []
         log.warning("%s, line %d: override of %s ignored: no counterparty has that key%s", path, line, key,
                     f"; its rows belong to {' / '.join(now)} now: use that key" if now else "")
 
@@ -577,6 +577,8 @@ def _stage_lookups(settings: Settings) -> tuple[pl.LazyFrame | None, pl.LazyFram
         _check_fx_rates(settings.inbox_dir / settings.fx.rates_file, fx_rates.collect())
     overrides = _inbox_table(settings, settings.identity.overrides_file,
                              {"counterparty_key": pl.String, "client_id": pl.String}, "client overrides")
+    if overrides is not None:  # 'name:Acme Trading' as the key its name has
+        overrides = identity.override_keys(overrides)
     return fx_rates, overrides
 
 
@@ -654,7 +656,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
                          ).sink_parquet(staged_files["staging.bank_transaction"])
         staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
         rows_staged = staged.select(pl.len()).collect().item()
-        clients = staging.stage_clients(staged, crm_clients).collect()
+        clients = staging.stage_clients(staged, crm_clients, bank_names=settings.identity.bank_names).collect()
         for entity, table, stage_fn in crm_steps:
             staged_files[table] = scratch / f"{entity}.parquet"
             stage_fn(raw_crm[entity], manifest).sink_parquet(staged_files[table])
@@ -760,7 +762,7 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
         client_match.write_parquet(built["staging.client_match"])
         groups.write_parquet(built["staging.counterparty"])
         parts = [*parts, built["staging.bank_transaction"]]
-        clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients).collect()
+        clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients, bank_names=settings.identity.bank_names).collect()
         clients.write_parquet(built["staging.client"])
         compact = len(parts) > MAX_STAGING_PARTS
         if compact:  # one file again, the same rows in the same order (a night's part is small; many slow scans)
@@ -1073,6 +1075,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
             staged, frames_in["match"],
             crm_present=bool(clients.filter(pl.col("source") == "crm").select(pl.len()).collect().item()),
             min_amount=settings.identity.unmatched_min_amount,
+            bank_names=settings.identity.bank_names,
             reporting_currency=settings.reporting_currency).collect(),
         # this run is published only if the marts gate passes; the mart says so (the warehouse table keeps
         # the live status and the finish time)

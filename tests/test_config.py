@@ -222,12 +222,15 @@ def test_overrides_that_cannot_apply_are_named_in_the_log(tmp_path, caplog):
 
     (tmp_path / "inbox").mkdir()
     settings = load_settings(tmp_path)
-    overrides = pl.LazyFrame({"counterparty_key": ["name:a", "name:b", "name:c", "acct:LT11", "acct:LT99"],
-                              "client_id": ["C1", "C9", "-", "C2", "C2"]})
+    overrides = pl.LazyFrame({"counterparty_key": ["name:a", "name:b", "name:c", "acct:LT11", "acct:LT99",
+                                                   identity.name_digest("dora")],
+                              "client_id": ["C1", "C9", "-", "C2", "C2", "C1"]})
     crm = pl.LazyFrame({"client_id": ["C1", "C2"]})
     # the account LT11 was seen with a tax id: its rows are that tax id's counterparty
     groups = pl.DataFrame([(None, None, "a", "name:a"), (None, None, "b", "name:b"), (None, None, "c", "name:c"),
-                           ("7707083893", "LT11", "x", "tax:7707083893"), (None, "LT11", "x", "tax:7707083893")],
+                           ("7707083893", "LT11", "x", "tax:7707083893"), (None, "LT11", "x", "tax:7707083893"),
+                           # the name was seen alone once; now also with an account: its rows have the account's key
+                           (None, "LT12", "dora", "acct:LT12"), (None, None, "dora", "acct:LT12")],
                           schema=identity.GROUPS_SCHEMA, orient="row")
     with caplog.at_level(logging.WARNING, logger="clientbase"):
         _unknown_overrides(settings, overrides, crm, groups)
@@ -238,4 +241,6 @@ def test_overrides_that_cannot_apply_are_named_in_the_log(tmp_path, caplog):
         f"{path}, line 5: override of acct:LT11 ignored: no counterparty has that key; its rows belong to "
         "tax:7707083893 now: use that key",
         f"{path}, line 6: override of acct:LT99 ignored: no counterparty has that key",
-        f"{path}: 5 override(s) ignored: there is no CRM to match to (bank-only mode)"]
+        f"{path}, line 7: override of {identity.name_digest('dora')} ignored: no counterparty has that key; its "
+        "rows belong to acct:LT12 now: use that key",
+        f"{path}: 6 override(s) ignored: there is no CRM to match to (bank-only mode)"]

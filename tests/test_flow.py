@@ -19,6 +19,7 @@ import pytest
 from clientbase.demo import DemoSpec, generate
 from clientbase.errors import GateFailed, LockedError, UnknownFormatError
 from flows import steps
+from transforms import identity
 from transforms.marts import MARTS
 from warehouse.db import home_lock
 
@@ -146,21 +147,24 @@ def test_marts_carry_no_contact_pii(home, tmp_path):
         .write_csv(crm / "clients.csv")
     run(work)
     managers = pl.read_csv(crm / "managers.csv")["name"].to_list()
-    leaks = []
-    for mart in MARTS:
-        frame = pl.read_parquet(work / "marts" / mart.NAME / "*.parquet")
-        for column, dtype in frame.schema.items():
-            if dtype != pl.String:
-                continue
-            values = frame[column].drop_nulls()
-            hits = values.filter(values.str.contains(r"[\w.+-]+@[\w-]+\.[\w.]+")
-                                 | values.is_in(people + phones + managers)
-                                 | values.str.contains("Musterfrau", literal=True))
-            leaks += [f"{mart.NAME}.{column}: {v}" for v in hits.head(3)]
-    assert leaks == []
+    assert mart_strings(work, lambda v: v.str.contains(r"[\w.+-]+@[\w-]+\.[\w.]+")
+                        | v.is_in(people + phones + managers) | v.str.contains("Musterfrau", literal=True)) == []
     # the contact data did arrive (kept in raw, where it came from) — the test would be empty otherwise
     (kept,), = query(work, "SELECT count(*) FROM raw.crm_clients WHERE extra::VARCHAR LIKE '%Musterfrau%'")
     assert kept == n
+
+
+def mart_strings(home: Path, matches) -> list[str]:
+    """'mart.column: value' for the first three string values of each mart column that ``matches`` (an expression
+    of the values)."""
+    found = []
+    for mart in MARTS:
+        frame = pl.read_parquet(home / "marts" / mart.NAME / "*.parquet")
+        for column, dtype in frame.schema.items():
+            if dtype == pl.String:
+                values = frame[column].drop_nulls()
+                found += [f"{mart.NAME}.{column}: {v}" for v in values.filter(matches(values)).head(3)]
+    return found
 
 
 def test_a_real_flow_run_was_recorded_by_prefect(home):
@@ -258,7 +262,7 @@ def test_failed_gate_publishes_nothing(home, tmp_path):
     assert query(work, "SELECT amount_reporting, fx_rate FROM staging.bank_transaction WHERE currency = 'USD'") == [
         (Decimal("92.00"), Decimal("0.92000000"))]
     unmatched = pl.read_parquet(work / "marts" / "unmatched_counterparties" / "*.parquet")
-    acme = unmatched.filter(pl.col("counterparty_key") == "name:acme").row(0, named=True)
+    acme = unmatched.filter(pl.col("counterparty_key") == identity.name_digest("acme")).row(0, named=True)
     assert (acme["status"], acme["total_amount"], acme["names_seen"]) == ("unmatched", Decimal("92.00"), "Acme Inc")
 
 
@@ -309,13 +313,31 @@ def test_bank_only_mode_end_to_end(home, tmp_path):
     home, _ = home
     bank_only = tmp_path / "bank-only"
     shutil.copytree(home / "inbox" / "bank", bank_only / "inbox" / "bank")
+    # a private person and a sole trader pay too: their names are personal data and stay out of the marts
+    (bank_only / "inbox" / "bank" / "private-2026-05.csv").write_text(
+        "account,booking_date,amount,currency,counterparty_name\n"
+        "DE89370400440532013000,2026-05-11,80.00,EUR,Erika Musterfrau\n"
+        "DE89370400440532013000,2026-05-12,95.00,EUR,Max Mustermann e.K.\n", encoding="utf-8")
     summary = run(bank_only)
     assert summary["gates"] == {"raw": "passed", "staged": "passed", "marts": "passed"}
     months = pl.read_parquet(bank_only / "marts" / "client_month" / "*.parquet")
     assert months["client_id"].str.starts_with("bank:").all()
-    # the same money as with the CRM: identity changes who, not how much
+    # the same money as with the CRM (and the two payers): identity changes who, not how much
     with_crm = pl.read_parquet(home / "marts" / "client_month" / "*.parquet")
-    assert months["revenue"].sum() == with_crm["revenue"].sum()
+    assert months["revenue"].sum() == with_crm["revenue"].sum() + Decimal("175.00")
+    assert mart_strings(bank_only, lambda v: v.str.contains("Muster", literal=True)) == []
+    scorecard = pl.read_parquet(bank_only / "marts" / "client_scorecard" / "*.parquet")
+    people = [identity.name_digest(n) for n in ("erika musterfrau", "max mustermann")]
+    assert scorecard.filter(pl.col("client_id").is_in([f"bank:{k}" for k in people]))["name"].to_list() == [None, None]
+    # the companies keep their names: every demo client's name carries its legal form, and a sole trader's form
+    # (e.K.) is a person's name too
+    payers = (pl.read_parquet(bank_only / "staging" / "bank_transaction" / "*.parquet")
+              .filter(pl.col("category") == "client_payment").group_by("client_id")
+              .agg(person=pl.col("counterparty_name").str.contains(r"(?i)e\.k\.$|^Erika Musterfrau$").all()))
+    named = scorecard.join(payers, on="client_id").select("name", "person", company=pl.col("name").is_not_null())
+    assert named["company"].to_list() == (~named["person"]).to_list()
+    assert 0 < named["person"].sum() < named.height / 3
+    assert named.filter("company")["name"].str.contains(r"(?i)gmbh|\bag\b|\bkg\b|b\.v\.|sp\. z o\.o\.|\buab\b").all()
     assert pl.read_parquet(bank_only / "marts" / "unmatched_counterparties" / "*.parquet").height == 0
     # salaries, tax office, suppliers and bank fees never paid us: they are not clients
     (clients,), = query(bank_only, "SELECT count(*) FROM staging.client WHERE name ILIKE '%Finanzamt%' "
@@ -396,7 +418,7 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert summary["months"]["computed"] == ["2026-06-01"]
     assert len(summary["months"]["carried"]) == SPEC.months - 1 and "2026-06-01" not in summary["months"]["carried"]
     june = pl.read_parquet(work / "marts" / "client_month" / "month=2026-06-01.parquet")
-    assert june.filter(pl.col("revenue") == Decimal("1234.56"))["client_id"].to_list() == ["bank:name:zeitungskiosk lindner"]
+    assert june.filter(pl.col("revenue") == Decimal("1234.56"))["client_id"].to_list() == ["bank:" + identity.name_digest("zeitungskiosk lindner")]
     # the retention periods ending before June read no June payment: carried over; the others computed
     june_on = periods.filter(pl.col("period_end") >= dt.date(2026, 6, 1)).height
     assert 0 < june_on < periods.height and retention_periods_computed(caplog) == (june_on, periods.height)

@@ -35,6 +35,30 @@ def test_company_names_fold_legal_forms_in_many_languages(name, key):
     assert out == key
 
 
+@pytest.mark.parametrize(("name", "company"), [
+    ("Müller & Söhne GmbH & Co. KG", True), ("John Smith and Sons Ltd", True), ("Kowalski Sp. z o.o.", True),
+    ('SIA "Rīgas Koks"', True), ("Smith & Co", True), ("ООО «Берёзка»", True),
+    ("Общество с ограниченной ответственностью «Ромашка»", True), ('АКЦИОНЕРНОЕ ОБЩЕСТВО "ТИНЬКОФФ БАНК"', True),
+    ("Товариство з обмеженою відповідальністю «Світанок»", True), ("北京小米科技有限责任公司", True),
+    ("株式会社トヨタ", True),
+    # people, also as sole traders, and names that do not say
+    ("Erika Musterfrau", False), ("Max Mustermann e.K.", False), ("ИП Иванов И.И.", False),
+    ("ФОП Шевченко Тарас", False), ("Jan de Vries", False), ("Stadtwerke München", False), ("", False),
+    ("Jack and Jill", False), (None, None),
+])
+def test_which_names_read_as_a_company(name, company):
+    assert pl.select(identity.is_company_name(pl.lit(name, pl.String))).item() is company
+
+
+def test_a_name_key_is_a_stable_digest_and_overrides_may_write_the_name():
+    assert pl.select(identity.name_key(pl.lit("walk in shop"))).item() == "name:b1ab42d3553efee8"
+    overrides = pl.LazyFrame({"counterparty_key": ["name:Walk-In Shop GmbH", "name:b1ab42d3553efee8", "acct:DE1",
+                                                   "name:"],
+                              "client_id": ["C1", "C2", "C3", "C4"]})
+    assert identity.override_keys(overrides).collect()["counterparty_key"].to_list() == [
+        "name:b1ab42d3553efee8", "name:b1ab42d3553efee8", "acct:DE1", None]
+
+
 @pytest.mark.parametrize(("tax_id", "valid"), [
     ("DE136695976", True), ("DE136695977", False), ("LV40003245752", True), ("EE100931558", True),
     ("7707083893", True), ("7707083894", False), ("500100732259", True), ("5260250274", True),
@@ -85,11 +109,11 @@ def test_counterparty_groups_join_one_payers_identifiers_without_guessing():
         ("7707083893", "40702810000000000001", "romashka"): "tax:7707083893",
         ("500100732259", "40702810000000000001", "berezka"): "tax:500100732259",
         (None, "40702810000000000001", "romashka"): "acct:40702810000000000001",
-        (None, None, "romashka"): "name:romashka",
+        (None, None, "romashka"): identity.name_digest("romashka"),
         (None, "LT601010012345678901", "mueller"): "acct:LT601010012345678901",
         (None, "LT601010012345678902", "mueller"): "acct:LT601010012345678902",
-        (None, None, "mueller"): "name:mueller",
-        (None, None, "walk in shop"): "name:walk in shop",
+        (None, None, "mueller"): identity.name_digest("mueller"),
+        (None, None, "walk in shop"): "name:b1ab42d3553efee8",
         (None, None, None): None,
     }
     # the same whatever order the evidence comes in

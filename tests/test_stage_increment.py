@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from clientbase.config import load_settings
 from clientbase.errors import GateFailed
 from flows import steps
+from transforms import identity
 from warehouse.db import connect, staging_files
 
 OWN = ("DE89370400440532013000", "DE02120300000000202051", "LT121000011101001000")
@@ -109,10 +110,10 @@ def test_a_new_file_is_appended_as_a_part_and_equals_a_rebuild(tmp_path):
     assert_same(got, want)
     staged = got["staging.bank_transaction"]
     assert staged.select("client_id", "category", "amount").rows()[-2:] == [
-        ("bank:acct:LT601010012345678901", "client_payment", 300), ("bank:name:nord handel", "client_payment", 90)]
+        ("bank:acct:LT601010012345678901", "client_payment", 300), ("bank:" + identity.name_digest("nord handel"), "client_payment", 90)]
     # the staged counterparties keep their match (Acme is the CRM's C1 by name); the new one is resolved and added
     assert got["staging.client_match"].select("counterparty_key", "client_id").rows() == [
-        ("acct:DE44500105175407324931", "C1"), ("acct:GB29NWBK60161331926819", None), ("name:nord handel", None),
+        ("acct:DE44500105175407324931", "C1"), ("acct:GB29NWBK60161331926819", None), (identity.name_digest("nord handel"), None),
         ("acct:LT601010012345678901", None)]
 
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from transforms import crm_staging, staging
+from transforms import crm_staging, identity, staging
 
 RAW_COLUMNS = {
     "file_hash": pl.String, "source_file": pl.String, "record_number": pl.Int32, "own_account": pl.String,
@@ -174,7 +174,7 @@ def test_a_payer_without_its_tax_id_on_some_rows_is_one_client():
     out = classify(rows, crm=False)
     # the second account never carries the INN: its own client (an account is never joined by a name), so the
     # name alone is unsure and stays its own too
-    assert out["client_id"].to_list() == ["bank:tax:7707083893", "bank:tax:7707083893", "bank:name:ромашка",
+    assert out["client_id"].to_list() == ["bank:tax:7707083893", "bank:tax:7707083893", "bank:" + identity.name_digest("ромашка"),
                                           "bank:acct:40702810400000000002"]
     without_second = classify(rows[:3], crm=False)
     assert without_second["client_id"].to_list() == ["bank:tax:7707083893"] * 3
@@ -215,7 +215,7 @@ def test_classification_and_resolution():
     assert out["category"].to_list() == [
         "client_payment", "client_payment", "refund", "client_payment", "excluded", "own_transfer",
         "other_outgoing", "unidentified_incoming", "excluded"]
-    assert out["client_id"].to_list() == ["C1", "C2", "C2", "bank:name:walk in shop", None, None, None, None,
+    assert out["client_id"].to_list() == ["C1", "C2", "C2", "bank:" + identity.name_digest("walk in shop"), None, None, None, None,
                                           None]
     assert out["match_method"].to_list()[:4] == ["tax_id", "account", "account", "bank_counterparty"]
     assert out["amount_reporting"][0] == Decimal("100.00")  # rounded half to even, to the cent
@@ -272,10 +272,10 @@ def test_a_reversal_is_never_revenue_nor_makes_a_client():
 def test_an_override_to_dash_makes_the_counterparty_its_own_client():
     rows = [{"amount": 70, "counterparty_name": "Mueller GmbH"}]  # equal to the CRM's 'Müller GmbH' (C1)
     assert classify(rows).select("client_id", "match_method").row(0) == ("C1", "name_exact")
-    overrides = pl.LazyFrame({"counterparty_key": ["name:mueller"], "client_id": ["-"]})
+    overrides = identity.override_keys(pl.LazyFrame({"counterparty_key": ["name:Mueller"], "client_id": ["-"]}))
     out = classify(rows, overrides=overrides)
     assert out.select("category", "client_id", "match_method").row(0) == (
-        "client_payment", "bank:name:mueller", "override_own")
+        "client_payment", f"bank:{identity.name_digest('mueller')}", "override_own")
 
 
 def test_foreign_currency_is_not_silently_converted():
@@ -290,11 +290,19 @@ def test_the_own_statement_account_is_an_own_transfer_even_unconfigured():
 
 
 def test_client_dimension_bank_only():
+    """A bank client is named by its most frequent name among those that read as a company's; a sole trader's
+    ('e.K.') or a private payer's name stays out unless identity.bank_names is 'all'."""
     staged = classify([{"amount": 100, "counterparty_name": "Walk-in Shop e.K."},
-                       {"amount": 50, "counterparty_name": "Walk-in Shop e.K."}], crm=False)
+                       {"amount": 50, "counterparty_name": "Walk-in Shop e.K."},
+                       {"amount": 10, "counterparty_name": "Nordlicht Handel GmbH", "counterparty_account": "DE02"},
+                       {"amount": 20, "counterparty_name": "NORDLICHT HANDEL", "counterparty_account": "DE02"},
+                       {"amount": 30, "counterparty_name": "NORDLICHT HANDEL", "counterparty_account": "DE02"}],
+                      crm=False)
     dim = staging.stage_clients(staged.lazy(), None).collect()
     assert dim.select("client_id", "name", "source", "first_payment_date").rows() == [
-        ("bank:name:walk in shop", "Walk-in Shop e.K.", "bank", D)]
+        ("bank:acct:DE02", "Nordlicht Handel GmbH", "bank", D), ("bank:name:b1ab42d3553efee8", None, "bank", D)]
+    every = staging.stage_clients(staged.lazy(), None, bank_names="all").collect()
+    assert every["name"].to_list() == ["NORDLICHT HANDEL", "Walk-in Shop e.K."]
 
 
 def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():

@@ -46,3 +46,23 @@ def test_unmatched_and_ambiguous_payers_with_what_was_seen_on_their_payments():
          D(2026, 3, 2), D(2026, 3, 9), None),
     ]  # Nord paid less than min_amount; Acme is a CRM client; pending payments and refunds do not count
     assert mart.build(staged(rows), MATCH, crm_present=False, min_amount=0, reporting_currency="EUR").collect().height == 0
+
+
+def test_names_that_do_not_read_as_a_company_stay_out_and_are_counted():
+    """A payer without a legal form in its name may be a person: the name is personal data (issue 7)."""
+    rows = [
+        ("acct:DE7", "Erika Musterfrau", None, "DE7", "client_payment", "BOOK", D(2026, 3, 2), Decimal("10.00")),
+        ("acct:DE7", "Musterfrau Consulting GmbH", None, "DE7", "client_payment", "BOOK", D(2026, 3, 3),
+         Decimal("20.00")),
+        ("acct:DE7", "ИП Иванов Иван Иванович", None, "DE7", "client_payment", "BOOK", D(2026, 3, 4), Decimal("5.00")),
+    ]
+    match = pl.LazyFrame({"counterparty_key": ["acct:DE7"], "client_id": [None], "method": ["bank_counterparty"],
+                          "tax_id_valid": [None], "candidates": [None]},
+                         schema={"counterparty_key": pl.String, "client_id": pl.String, "method": pl.String,
+                                 "tax_id_valid": pl.Boolean, "candidates": pl.String})
+    got = mart.build(staged(rows), match, crm_present=True, min_amount=0, reporting_currency="EUR").collect()
+    assert got.select("names_seen", "names_withheld", "payments").rows() == [("Musterfrau Consulting GmbH", 2, 3)]
+    shown = mart.build(staged(rows), match, crm_present=True, min_amount=0, reporting_currency="EUR",
+                       bank_names="all").collect()
+    assert shown.select("names_seen", "names_withheld").rows() == [
+        ("Erika Musterfrau; Musterfrau Consulting GmbH; ИП Иванов Иван Иванович", 0)]

@@ -18,6 +18,7 @@ Pure functions: frames in, frames out; no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from functools import lru_cache
@@ -33,8 +34,14 @@ LEGAL_FORMS = (
     # connectors that one side writes and the other drops ('Müller und Söhne' / 'Müller & Söhne')
     "und", "and", "et", "the",
 )
+# LEGAL_FORMS without the connectors and the forms of a sole trader (a person's name with a form): the forms
+# that say a name is a company's (``is_company_name``)
+COMPANY_FORMS = tuple(f for f in LEGAL_FORMS if f not in {"und", "and", "et", "the", "ek", "ип", "чп", "пп"})
 _LEGAL_SEQUENCES = ("sp z oo", "s z oo", "gesellschaft mbh", "gesellschaft mit beschraenkter haftung",
                     "limited liability company", "public limited company", "besloten vennootschap")
+# company forms written out, as ``_padded_words`` folds them (й -> и): only to tell a company, never stripped
+_COMPANY_WORDS = ("общество с ограниченнои ответственностью", "акционерное общество", "aktiengesellschaft",
+                  "kommanditgesellschaft", "товариство з обмеженою відповідальністю")
 _CJK_SUFFIXES = ("股份有限公司", "有限责任公司", "有限公司", "集团公司", "集团", "公司", "株式会社", "有限会社")
 _UMLAUTS = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}
 # letters Unicode does not decompose into a base letter and a mark
@@ -51,6 +58,35 @@ def normalise_company_name(expr: pl.Expr) -> pl.Expr:
     German umlauts fold as German writes them without (ü -> ue: 'MUELLER'); every other accent is dropped
     ('Société Générale' -> 'societe generale', 'Łódź' -> 'lodz', 'Берёзка' -> 'березка'), as SEPA exports write
     names in plain letters; composed and decomposed spellings of a letter are the same."""
+    padded = _padded_words(expr)
+    for suffix in _CJK_SUFFIXES:
+        padded = padded.str.replace_all(re.escape(suffix) + r"\s*$", " ")
+    for sequence in _LEGAL_SEQUENCES:
+        padded = padded.str.replace_all(" " + sequence + " ", " ", literal=True)
+    forms = "|".join(sorted(LEGAL_FORMS, key=len, reverse=True))
+    # twice: the regex consumes the separating space, so adjacent forms ('gmbh co kg') need a second pass
+    for _ in range(2):
+        padded = padded.str.replace_all(rf" (?:{forms})(?: |$)", " ")
+    cleaned = padded.str.replace_all(r"\s+", " ").str.strip_chars()
+    return pl.when(cleaned.str.len_chars() > 0).then(cleaned)
+
+
+def is_company_name(expr: pl.Expr) -> pl.Expr:
+    """Whether a name as the bank wrote it reads as a company's: it carries a company legal form ('GmbH',
+    'Sp. z o.o.', 'ООО', 'SIA', '有限公司', ...). A sole trader's form ('e.K.', 'ИП', 'ЧП', 'ФОП') is a person's
+    name and does not count, nor do the connectors ``LEGAL_FORMS`` strips for matching ('and', 'the'). A payer
+    whose name carries none may be a person: its name is personal data (issue 7: the marts carry company names
+    only). Null for a null name."""
+    padded = _padded_words(expr)
+    forms = "|".join(sorted(COMPANY_FORMS, key=len, reverse=True))
+    sequences = "|".join(re.escape(s) for s in (*_LEGAL_SEQUENCES, *_COMPANY_WORDS))
+    suffixes = "|".join(re.escape(s) for s in _CJK_SUFFIXES)
+    return padded.str.contains(rf" (?:{forms}|{sequences}) |{suffixes}")
+
+
+def _padded_words(expr: pl.Expr) -> pl.Expr:
+    """The name folded (case, accents, umlauts, quotes, punctuation) into space-separated words, with a space at
+    either end."""
     folded = expr.str.normalize("NFC").str.to_lowercase()
     for umlaut, repl in _UMLAUTS.items():
         folded = folded.str.replace_all(umlaut, repl, literal=True)
@@ -62,17 +98,7 @@ def normalise_company_name(expr: pl.Expr) -> pl.Expr:
         .str.replace_all(r"\.", "")
         .str.replace_all(r"[^\w]+", " ")
     )
-    for suffix in _CJK_SUFFIXES:
-        folded = folded.str.replace_all(re.escape(suffix) + r"\s*$", "")
-    padded = pl.concat_str([pl.lit(" "), folded, pl.lit(" ")])
-    for sequence in _LEGAL_SEQUENCES:
-        padded = padded.str.replace_all(" " + sequence + " ", " ", literal=True)
-    forms = "|".join(sorted(LEGAL_FORMS, key=len, reverse=True))
-    # twice: the regex consumes the separating space, so adjacent forms ('gmbh co kg') need a second pass
-    for _ in range(2):
-        padded = padded.str.replace_all(rf" (?:{forms})(?: |$)", " ")
-    cleaned = padded.str.replace_all(r"\s+", " ").str.strip_chars()
-    return pl.when(cleaned.str.len_chars() > 0).then(cleaned)
+    return pl.concat_str([pl.lit(" "), folded, pl.lit(" ")])
 
 
 @lru_cache(maxsize=1_000_000)
@@ -107,12 +133,37 @@ def valid_tax_id(value: str) -> bool:
 
 def counterparty_key() -> pl.Expr:
     """The key a counterparty is known by across files: tax id (when it passes its checksum: payment orders
-    carry '0' or a mistyped id, which would make unrelated payers one), else account, else normalised name."""
+    carry '0' or a mistyped id, which would make unrelated payers one), else account, else the name's key
+    (``_name_key``: ``name_key`` of ``_name``)."""
     return pl.coalesce(
         pl.concat_str([pl.lit("tax:"), pl.when(pl.col("_tax_valid")).then(pl.col("_tax"))]),
         pl.concat_str([pl.lit("acct:"), pl.col("_acct")]),
-        pl.concat_str([pl.lit("name:"), pl.col("_name")]),
+        pl.col("_name_key"),
     )
+
+
+NAME_KEY = re.compile(r"name:[0-9a-f]{16}")
+
+
+def name_key(normalised_name: pl.Expr) -> pl.Expr:
+    """The key of a counterparty known by its name alone: 'name:' and 16 hex digits of the normalised name's
+    BLAKE2b hash. Not the name itself: the key is the bank client's id in the marts, and a payer known only by
+    name may be a person (issue 7: no people's names in the marts). Stable across runs, machines and versions
+    (unlike ``Expr.hash``). Applied to distinct names: it runs in Python."""
+    return normalised_name.map_elements(name_digest, return_dtype=pl.String, skip_nulls=True)
+
+
+def name_digest(name: str) -> str:
+    return "name:" + hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+
+
+def override_keys(overrides: pl.LazyFrame) -> pl.LazyFrame:
+    """The overrides file with each ``name:`` key written as a name ('name:Acme Trading') turned into that name's
+    key (``name_key``), so a person can write the name; other keys as written."""
+    key = pl.col("counterparty_key")
+    written = key.str.starts_with("name:") & ~key.str.contains(f"^{NAME_KEY.pattern}$")
+    return overrides.with_columns(counterparty_key=pl.when(written).then(
+        name_key(normalise_company_name(key.str.slice(5)))).otherwise(key))
 
 
 EVIDENCE_SCHEMA = {"tax_id": pl.String, "account": pl.String, "name": pl.String}
@@ -138,7 +189,7 @@ def counterparty_groups(evidence: pl.LazyFrame) -> pl.LazyFrame:
     2. an account seen with exactly one valid tax id belongs to it; an account never seen with one is its own key
        (``acct:``); one seen with several (a shared or transit account) keys only its rows without a tax id;
     3. a name seen with nothing else takes the one key its rows with an account or tax id have, when they have
-       exactly one; else (none, or several: two companies of one name) the name is the key (``name:``).
+       exactly one; else (none, or several: two companies of one name) the name's key (``name_key``).
 
     Two accounts are never joined by a name alone ('Müller GmbH' and 'Müller KG' fold to the same name), nor two
     tax ids by anything.
@@ -153,16 +204,15 @@ def counterparty_groups(evidence: pl.LazyFrame) -> pl.LazyFrame:
     keyed = seen.join(account_tax, on="account", how="left").with_columns(_key=pl.coalesce(
         pl.concat_str([pl.lit("tax:"), pl.coalesce("tax_id", "_account_tax")]),
         pl.concat_str([pl.lit("acct:"), pl.col("account")])))
-    name_key = (
+    key_of_name = (
         keyed.filter(pl.col("_key").is_not_null() & pl.col("name").is_not_null())
         .group_by("name").agg(pl.col("_key").unique())
         .filter(pl.col("_key").list.len() == 1)
         .select("name", pl.col("_key").list.first().alias("_name_key"))
     )
     return (
-        keyed.join(name_key, on="name", how="left")
-        .select(*EVIDENCE_SCHEMA, counterparty_key=pl.coalesce(
-            "_key", "_name_key", pl.concat_str([pl.lit("name:"), pl.col("name")])))
+        keyed.join(key_of_name, on="name", how="left")
+        .select(*EVIDENCE_SCHEMA, counterparty_key=pl.coalesce("_key", "_name_key", name_key(pl.col("name"))))
         .sort(*EVIDENCE_SCHEMA, nulls_last=True)
     )
 

@@ -308,11 +308,12 @@ def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _normalised(txns: pl.LazyFrame) -> pl.LazyFrame:
-    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``) and
-    ``_tax_valid`` (the tax id passes its checksum: ``identity.valid_tax_id``): row-wise."""
+    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``), the
+    name's key (``_name_key``) and ``_tax_valid`` (the tax id passes its checksum: ``identity.valid_tax_id``): row-wise."""
     # the name folding is some twenty regex passes: run it once per distinct name, not once per transaction
     names = (txns.select("counterparty_name").unique()
-             .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name"))))
+             .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name")))
+             .with_columns(_name_key=identity.name_key(pl.col("_name"))))
     # likewise the checksum, once per distinct tax id (Python: python-stdnum)
     taxes = (txns.select(pl.col("counterparty_tax_id").unique().drop_nulls())
              .with_columns(_tax_valid=m.normalise_tax_id(pl.col("counterparty_tax_id"))
@@ -469,18 +470,36 @@ def classify_and_resolve(
     return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates)
 
 
-def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None) -> pl.LazyFrame:
+BANK_NAMES = ("companies", "all")  # identity.bank_names: which names the bank wrote may name a client
+
+
+def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None, *,
+                  bank_names: str = "companies") -> pl.LazyFrame:
     """The client dimension: every CRM client plus every bank counterparty that became a client.
 
-    One row per client_id; ``source`` tells where it comes from; ``first_payment_date`` from booked payments.
+    One row per client_id; ``source`` tells where it comes from; ``first_payment_date`` from booked payments. A
+    client without a name in the CRM (every bank client) is named by the name its payments carry most often (the
+    first in sort order of equally frequent ones) — with ``bank_names='companies'`` only among the names that read
+    as a company's (``identity.is_company_name``): a payer without one may be a person, and its name stays out
+    (null); ``'all'`` takes any name.
     """
-    payments = (
+    if bank_names not in BANK_NAMES:
+        raise ValueError(f"bank_names must be one of {BANK_NAMES}, not {bank_names!r}")
+    by_name = (
         staged_txns.filter(m.is_client_payment() & m.is_booked())
-        .group_by("client_id")
-        .agg(
-            pl.col("booking_date").min().alias("first_payment_date"),
-            pl.col("counterparty_name").drop_nulls().mode().sort().first().alias("_bank_name"),
-        )
+        .group_by("client_id", "counterparty_name")
+        .agg(pl.len().alias("_payments"), pl.col("booking_date").min().alias("first_payment_date"))
+    )
+    named = pl.col("counterparty_name").is_not_null()
+    if bank_names == "companies":
+        named = named & identity.is_company_name(pl.col("counterparty_name"))
+    payments = (
+        by_name.with_columns(_named=named.fill_null(False))
+        .sort("client_id", "_named", "_payments", "counterparty_name", descending=[False, True, True, False],
+              nulls_last=True)
+        .group_by("client_id", maintain_order=True)
+        .agg(pl.col("first_payment_date").min(),
+             pl.when(pl.col("_named")).then(pl.col("counterparty_name")).first().alias("_bank_name"))
     )
     bank_clients = (
         staged_txns.filter(pl.col("client_id").str.starts_with("bank:"))

@@ -3,13 +3,15 @@
 Grain: one row per bank counterparty (tax id, else account, else normalised name) that made booked client
 payments and matched no CRM client, or matched ambiguously. Empty in bank-only mode (there is no CRM to match).
 Fix a row by adding ``counterparty_key,client_id`` to the overrides file (``identity.overrides_file``); ``-`` as
-the client id confirms it is no CRM client (it is then its own client and no longer listed).
+the client id confirms it is no CRM client (it is then its own client and no longer listed). Names that do not
+read as a company's stay out (``identity.bank_names``): the account and tax id say where to look.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from transforms import identity
 from transforms import metrics as m
 
 NAME = "unmatched_counterparties"
@@ -19,7 +21,10 @@ PARTITION_BY = None
 SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "counterparty_key": (pl.String(), "tax:<id> | acct:<account> | name:<normalised name>; use it in the overrides file"),
     "status": (pl.String(), "unmatched | ambiguous (several CRM clients fit about equally well)"),
-    "names_seen": (pl.String(), "Counterparty names as the bank wrote them, '; '-separated"),
+    "names_seen": (pl.String(), "Counterparty names as the bank wrote them, '; '-separated: only those that read "
+                                "as a company's unless identity.bank_names is 'all'"),
+    "names_withheld": (pl.Int32(), "Names seen that do not read as a company's (maybe a person's: no legal form "
+                                   "such as GmbH, Ltd, ООО), left out of names_seen"),
     "tax_id": (pl.String(), "Tax id seen on the payments, if any"),
     "tax_id_valid": (pl.Boolean(), "Whether that tax id passes its checksum"),
     "account": (pl.String(), "Counterparty account seen on the payments, if any"),
@@ -33,7 +38,7 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
 
 
 def build(staged_txns: pl.LazyFrame, client_match: pl.LazyFrame, *, crm_present: bool, min_amount: float,
-          reporting_currency: str) -> pl.LazyFrame:
+          reporting_currency: str, bank_names: str = "companies") -> pl.LazyFrame:
     empty = pl.LazyFrame(schema={c: t for c, (t, _) in SCHEMA.items()})
     if not crm_present:
         return empty
@@ -45,7 +50,7 @@ def build(staged_txns: pl.LazyFrame, client_match: pl.LazyFrame, *, crm_present:
         .join(unmatched.select("counterparty_key"), on="counterparty_key", how="semi", maintain_order="left")
         .group_by("counterparty_key")
         .agg(
-            names_seen=pl.col("counterparty_name").drop_nulls().unique().sort().str.join("; "),
+            _names=pl.col("counterparty_name").drop_nulls().unique().sort(),
             tax_id=pl.col("counterparty_tax_id").drop_nulls().first(),
             account=pl.col("counterparty_account").drop_nulls().first(),
             payments=pl.len().cast(pl.Int32),
@@ -57,7 +62,11 @@ def build(staged_txns: pl.LazyFrame, client_match: pl.LazyFrame, *, crm_present:
     return (
         payments.join(unmatched, on="counterparty_key", how="inner")
         .filter(pl.col("total_amount") >= min_amount)
+        .with_columns(_shown=pl.col("_names").list.eval(pl.element().filter(
+            identity.is_company_name(pl.element()) | (bank_names == "all"))))
         .with_columns(
+            names_seen=pl.col("_shown").list.join("; "),
+            names_withheld=(pl.col("_names").list.len() - pl.col("_shown").list.len()).cast(pl.Int32),
             status=pl.when(pl.col("method") == "ambiguous").then(pl.lit("ambiguous")).otherwise(pl.lit("unmatched")),
             best_candidates=pl.col("candidates"),
             reporting_currency=pl.lit(reporting_currency),
