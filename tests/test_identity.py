@@ -42,7 +42,8 @@ def test_company_names_fold_legal_forms_in_many_languages(name, key):
     ("Товариство з обмеженою відповідальністю «Світанок»", True), ("北京小米科技有限责任公司", True),
     ("株式会社トヨタ", True),
     # people, also as sole traders, and names that do not say
-    ("Erika Musterfrau", False), ("Max Mustermann e.K.", False), ("ИП Иванов И.И.", False),
+    ("Nord Einzelhandel e.K.", True),  # a German sole trader's firm: a business name in the commercial register
+    ("Erika Musterfrau", False), ("ИП Иванов И.И.", False),
     ("ФОП Шевченко Тарас", False), ("Jan de Vries", False), ("Stadtwerke München", False), ("", False),
     ("Jack and Jill", False), (None, None),
 ])

@@ -34,9 +34,10 @@ LEGAL_FORMS = (
     # connectors that one side writes and the other drops ('Müller und Söhne' / 'Müller & Söhne')
     "und", "and", "et", "the",
 )
-# LEGAL_FORMS without the connectors and the forms of a sole trader (a person's name with a form): the forms
-# that say a name is a company's (``is_company_name``)
-COMPANY_FORMS = tuple(f for f in LEGAL_FORMS if f not in {"und", "and", "et", "the", "ek", "ип", "чп", "пп"})
+# LEGAL_FORMS without the connectors and the forms of a sole trader whose name is by law the person's name (ИП,
+# ЧП, ПП): the forms that say a name is a company's (``is_company_name``). A German e.K.'s name is its firm in the
+# commercial register, a business name ('Nord Einzelhandel e.K.'), so it counts
+COMPANY_FORMS = tuple(f for f in LEGAL_FORMS if f not in {"und", "and", "et", "the", "ип", "чп", "пп"})
 _LEGAL_SEQUENCES = ("sp z oo", "s z oo", "gesellschaft mbh", "gesellschaft mit beschraenkter haftung",
                     "limited liability company", "public limited company", "besloten vennootschap")
 # company forms written out, as ``_padded_words`` folds them (й -> и): only to tell a company, never stripped
@@ -73,8 +74,8 @@ def normalise_company_name(expr: pl.Expr) -> pl.Expr:
 
 def is_company_name(expr: pl.Expr) -> pl.Expr:
     """Whether a name as the bank wrote it reads as a company's: it carries a company legal form ('GmbH',
-    'Sp. z o.o.', 'ООО', 'SIA', '有限公司', ...). A sole trader's form ('e.K.', 'ИП', 'ЧП', 'ФОП') is a person's
-    name and does not count, nor do the connectors ``LEGAL_FORMS`` strips for matching ('and', 'the'). A payer
+    'Sp. z o.o.', 'ООО', 'SIA', 'e.K.', '有限公司', ...). A sole trader's form whose name is the person's by law
+    ('ИП', 'ЧП', 'ФОП') does not count, nor do the connectors ``LEGAL_FORMS`` strips for matching ('and', 'the'). A payer
     whose name carries none may be a person: its name is personal data (issue 7: the marts carry company names
     only). Null for a null name."""
     padded = _padded_words(expr)
