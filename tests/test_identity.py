@@ -40,12 +40,12 @@ def test_company_names_fold_legal_forms_in_many_languages(name, key):
     ('SIA "Rīgas Koks"', True), ("Smith & Co", True), ("ООО «Берёзка»", True),
     ("Общество с ограниченной ответственностью «Ромашка»", True), ('АКЦИОНЕРНОЕ ОБЩЕСТВО "ТИНЬКОФФ БАНК"', True),
     ("Товариство з обмеженою відповідальністю «Світанок»", True), ("北京小米科技有限责任公司", True),
-    ("株式会社トヨタ", True),
+    ("株式会社トヨタ", True), ("AS Rīgas Koks", True), ("Meyer AG", True), ("Alpha GmbH Niederlassung Süd", True),
     # people, also as sole traders, and names that do not say
     ("Nord Einzelhandel e.K.", True),  # a German sole trader's firm: a business name in the commercial register
     ("Erika Musterfrau", False), ("ИП Иванов И.И.", False),
     ("ФОП Шевченко Тарас", False), ("Jan de Vries", False), ("Stadtwerke München", False), ("", False),
-    ("Jack and Jill", False), (None, None),
+    ("Jack and Jill", False), ("José Sá Silva", False), ("Anna Ag Berg", False), (None, None),
 ])
 def test_which_names_read_as_a_company(name, company):
     assert pl.select(identity.is_company_name(pl.lit(name, pl.String))).item() is company

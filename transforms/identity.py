@@ -74,15 +74,18 @@ def normalise_company_name(expr: pl.Expr) -> pl.Expr:
 
 def is_company_name(expr: pl.Expr) -> pl.Expr:
     """Whether a name as the bank wrote it reads as a company's: it carries a company legal form ('GmbH',
-    'Sp. z o.o.', 'ООО', 'SIA', 'e.K.', '有限公司', ...). A sole trader's form whose name is the person's by law
-    ('ИП', 'ЧП', 'ФОП') does not count, nor do the connectors ``LEGAL_FORMS`` strips for matching ('and', 'the'). A payer
-    whose name carries none may be a person: its name is personal data (issue 7: the marts carry company names
-    only). Null for a null name."""
+    'Sp. z o.o.', 'ООО', 'SIA', 'e.K.', '有限公司', ...). A form of one or two letters ('AS', 'Co', 'SA', 'AG')
+    counts only as the first or the last word, where forms stand ('AS Rīgas Koks', 'Meyer & Co'): in the middle
+    it is as likely part of a person's name ('José Sá Silva'). A sole trader's form whose name is the person's by
+    law ('ИП', 'ЧП', 'ФОП') does not count, nor do the connectors ``LEGAL_FORMS`` strips for matching ('and',
+    'the'). A payer whose name carries none may be a person: its name is personal data (issue 7: the marts carry
+    company names only). Null for a null name."""
     padded = _padded_words(expr)
-    forms = "|".join(sorted(COMPANY_FORMS, key=len, reverse=True))
-    sequences = "|".join(re.escape(s) for s in (*_LEGAL_SEQUENCES, *_COMPANY_WORDS))
+    words = sorted((*COMPANY_FORMS, *_LEGAL_SEQUENCES, *_COMPANY_WORDS), key=len, reverse=True)
+    anywhere = "|".join(re.escape(w) for w in words if len(w) > 2)
+    short = "|".join(re.escape(w) for w in words if len(w) <= 2)
     suffixes = "|".join(re.escape(s) for s in _CJK_SUFFIXES)
-    return padded.str.contains(rf" (?:{forms}|{sequences}) |{suffixes}")
+    return padded.str.contains(rf" (?:{anywhere}) |^ (?:{short}) | (?:{short}) $|{suffixes}")
 
 
 def _padded_words(expr: pl.Expr) -> pl.Expr:
