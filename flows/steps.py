@@ -558,12 +558,14 @@ def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_c
         log.warning("%s, line %d: override of %s ignored: the CRM has no client %r (use '%s' for 'no CRM client')",
                     path, line, key, client, identity.OWN_CLIENT)
     keys = groups.select(pl.col("counterparty_key").unique())["counterparty_key"].implode()
-    for line, key in rows.filter(~pl.col("counterparty_key").is_in(keys)).select("line", "counterparty_key").head(
-            20).iter_rows():
+    missing = rows.filter(~pl.col("counterparty_key").is_in(keys)).select("line", "counterparty_key").head(20)
+    if missing["counterparty_key"].str.starts_with("name:").any():  # the name's key, once per combination
+        groups = groups.with_columns(name=identity.name_key(pl.col("name")))
+    for line, key in missing.iter_rows():
         kind, _, value = (key or "").partition(":")
-        seen = {"tax": pl.col("tax_id") == value, "acct": pl.col("account") == value,
-                "name": identity.name_key(pl.col("name")) == key}.get(kind)
-        now = sorted(set(groups.filter(seen)["counterparty_key"].to_list())) if seen is not None else []
+        column = {"tax": "tax_id", "acct": "account", "name": "name"}.get(kind)
+        now = (sorted(set(groups.filter(pl.col(column) == (key if kind == "name" else value))["counterparty_key"]
+                          .to_list())) if column is not None else [])
         log.warning("%s, line %d: override of %s ignored: no counterparty has that key%s", path, line, key,
                     f"; its rows belong to {' / '.join(now)} now: use that key" if now else "")
 
@@ -762,7 +764,8 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str],
         client_match.write_parquet(built["staging.client_match"])
         groups.write_parquet(built["staging.counterparty"])
         parts = [*parts, built["staging.bank_transaction"]]
-        clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients, bank_names=settings.identity.bank_names).collect()
+        clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients,
+                                        bank_names=settings.identity.bank_names).collect()
         clients.write_parquet(built["staging.client"])
         compact = len(parts) > MAX_STAGING_PARTS
         if compact:  # one file again, the same rows in the same order (a night's part is small; many slow scans)

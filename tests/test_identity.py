@@ -51,6 +51,12 @@ def test_which_names_read_as_a_company(name, company):
     assert pl.select(identity.is_company_name(pl.lit(name, pl.String))).item() is company
 
 
+def test_a_mistyped_bank_names_setting_is_an_error_not_a_default():
+    assert identity.all_bank_names("all") and not identity.all_bank_names("companies")
+    with pytest.raises(ValueError, match="bank_names must be one of"):
+        identity.all_bank_names("company")
+
+
 def test_a_name_key_is_a_stable_digest_and_overrides_may_write_the_name():
     assert pl.select(identity.name_key(pl.lit("walk in shop"))).item() == "name:b1ab42d3553efee8"
     overrides = pl.LazyFrame({"counterparty_key": ["name:Walk-In Shop GmbH", "name:b1ab42d3553efee8", "acct:DE1",

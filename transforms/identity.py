@@ -88,6 +88,17 @@ def is_company_name(expr: pl.Expr) -> pl.Expr:
     return padded.str.contains(rf" (?:{anywhere}) |^ (?:{short}) | (?:{short}) $|{suffixes}")
 
 
+BANK_NAMES = ("companies", "all")  # settings identity.bank_names: which names the bank wrote may name a client
+
+
+def all_bank_names(bank_names: str) -> bool:
+    """Whether ``bank_names`` (``BANK_NAMES``) lets every name the bank wrote into the marts, or only those that
+    read as a company's (``is_company_name``)."""
+    if bank_names not in BANK_NAMES:
+        raise ValueError(f"bank_names must be one of {BANK_NAMES}, not {bank_names!r}")
+    return bank_names == "all"
+
+
 def _padded_words(expr: pl.Expr) -> pl.Expr:
     """The name folded (case, accents, umlauts, quotes, punctuation) into space-separated words, with a space at
     either end."""

@@ -470,9 +470,6 @@ def classify_and_resolve(
     return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates)
 
 
-BANK_NAMES = ("companies", "all")  # identity.bank_names: which names the bank wrote may name a client
-
-
 def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None, *,
                   bank_names: str = "companies") -> pl.LazyFrame:
     """The client dimension: every CRM client plus every bank counterparty that became a client.
@@ -483,15 +480,13 @@ def stage_clients(staged_txns: pl.LazyFrame, crm_clients: pl.LazyFrame | None, *
     as a company's (``identity.is_company_name``): a payer without one may be a person, and its name stays out
     (null); ``'all'`` takes any name.
     """
-    if bank_names not in BANK_NAMES:
-        raise ValueError(f"bank_names must be one of {BANK_NAMES}, not {bank_names!r}")
     by_name = (
         staged_txns.filter(m.is_client_payment() & m.is_booked())
         .group_by("client_id", "counterparty_name")
         .agg(pl.len().alias("_payments"), pl.col("booking_date").min().alias("first_payment_date"))
     )
     named = pl.col("counterparty_name").is_not_null()
-    if bank_names == "companies":
+    if not identity.all_bank_names(bank_names):
         named = named & identity.is_company_name(pl.col("counterparty_name"))
     payments = (
         by_name.with_columns(_named=named.fill_null(False))

@@ -19,7 +19,8 @@ GRAIN = "one row per paying bank counterparty with no sure CRM match (empty in b
 KEY = ("counterparty_key",)
 PARTITION_BY = None
 SCHEMA: dict[str, tuple[pl.DataType, str]] = {
-    "counterparty_key": (pl.String(), "tax:<id> | acct:<account> | name:<normalised name>; use it in the overrides file"),
+    "counterparty_key": (pl.String(), "tax:<id> | acct:<account> | name:<16 hex digits of the normalised name's "
+                                      "digest>; use it in the overrides file"),
     "status": (pl.String(), "unmatched | ambiguous (several CRM clients fit about equally well)"),
     "names_seen": (pl.String(), "Counterparty names as the bank wrote them, '; '-separated: only those that read "
                                 "as a company's unless identity.bank_names is 'all'"),
@@ -62,8 +63,8 @@ def build(staged_txns: pl.LazyFrame, client_match: pl.LazyFrame, *, crm_present:
     return (
         payments.join(unmatched, on="counterparty_key", how="inner")
         .filter(pl.col("total_amount") >= min_amount)
-        .with_columns(_shown=pl.col("_names").list.eval(pl.element().filter(
-            identity.is_company_name(pl.element()) | (bank_names == "all"))))
+        .with_columns(_shown=pl.col("_names") if identity.all_bank_names(bank_names) else pl.col("_names").list.eval(
+            pl.element().filter(identity.is_company_name(pl.element()))))
         .with_columns(
             names_seen=pl.col("_shown").list.join("; "),
             names_withheld=(pl.col("_names").list.len() - pl.col("_shown").list.len()).cast(pl.Int32),
