@@ -14,6 +14,9 @@ MONEY_DIGITS = MONEY.precision - MONEY.scale  # digits before the point a report
 # an FX rate (reporting currency per unit): 12 decimals keep 7 significant digits of 0.0000571234 (IDR in EUR),
 # where 8 kept 4 (1,000,000,000 IDR was 57,120.00 instead of 57,123.40); up to 99,999,999 per unit
 FX_RATE = pl.Decimal(20, 12)
+# the client name column of the marts that name clients
+CLIENT_NAME = (pl.String(), "Company name: the CRM's; for a bank client the name its payments carry most often, "
+                            "null when none reads as a company's (a person's name stays out: identity.bank_names)")
 
 # transaction categories assigned in staging (DOMAIN §1: revenue is money received from clients, net of refunds)
 CLIENT_PAYMENT = "client_payment"

@@ -22,7 +22,7 @@ _MONEY_COLUMNS = ("revenue", "refunds", "net_revenue", "gross_margin", "communic
                   "collection_cost", "bad_debt", "net_profit")
 SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "client_id": (pl.String(), "Client id (CRM, or bank:... for a bank-only counterparty)"),
-    "name": (pl.String(), "Company name"),
+    "name": m.CLIENT_NAME,
     "source": (pl.String(), "crm | bank"),
     "industry": (pl.String(), "CRM industry"),
     "manager_id": (pl.String(), "Responsible manager"),

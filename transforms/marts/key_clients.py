@@ -20,7 +20,7 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "level": (pl.String(), "company | department | manager"),
     "unit": (pl.String(), "'company', the department, or the manager id"),
     "client_id": (pl.String(), "The key client"),
-    "name": (pl.String(), "Company name"),
+    "name": m.CLIENT_NAME,
     "net_revenue": (m.MONEY, "Its net revenue over the window"),
     "unit_share": (pl.Float64(), "Its share of the unit's net revenue"),
     "reasons": (pl.String(), "Why it is key: share > 10% | potential | reference | innovator | demanding"),

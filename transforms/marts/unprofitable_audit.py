@@ -19,7 +19,7 @@ PARTITION_BY = None
 COST_COMPONENTS = ("communication_cost", "support_cost", "collection_cost", "bad_debt")
 SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "client_id": (pl.String(), "Client"),
-    "name": (pl.String(), "Company name"),
+    "name": m.CLIENT_NAME,
     "manager_id": (pl.String(), "Responsible manager"),
     "net_revenue": (m.MONEY, "Net revenue in the window"),
     "gross_margin": (m.MONEY, "Gross margin in the window"),
