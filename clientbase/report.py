@@ -28,6 +28,15 @@ def _esc(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def _client_name(value: object) -> str:
+    """A client's name, or a grey dash where the marts have none (a bank payer whose names carry no company legal
+    form: identity.bank_names)."""
+    if value is None:
+        return ('<span class="none" title="no company name on record (a payer\'s name without a company legal '
+                'form is left out: identity.bank_names)">—</span>')
+    return _esc(value)
+
+
 def _money(value: object) -> str:
     return "" if value is None else f"{float(value):,.0f}"
 
@@ -207,7 +216,7 @@ def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, 
         warn = dependency.filter(pl.col("dependency_level") != "ok").sort("top_client_share", descending=True)
         sections.append("<h2>Key clients and dependency</h2>"
                         + _table(key.filter(pl.col("level") == "company").head(15),
-                                 {"client_id": ("client", None), "name": ("name", None),
+                                 {"client_id": ("client", None), "name": ("name", _client_name),
                                   "net_revenue": (f"net revenue {currency}", _money), "unit_share": ("share", _pct),
                                   "reasons": ("why key", None)})
                         + "<h3>Dependency warnings</h3>"
@@ -215,7 +224,7 @@ def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, 
                                         "top_client_id": ("top client", None), "top_client_share": ("share", _pct),
                                         "dependency_level": ("calls for", None)}, empty="No unit depends on one client."))
     sections.append("<h2>Unprofitable clients and what phasing them out would do</h2>"
-                    + _table(audit.head(15), {"client_id": ("client", None), "name": ("name", None),
+                    + _table(audit.head(15), {"client_id": ("client", None), "name": ("name", _client_name),
                                               "net_revenue": (f"net revenue {currency}", _money),
                                               "net_profit": (f"net profit {currency}", _money),
                                               "main_reason": ("main reason", None),
@@ -230,7 +239,7 @@ def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, 
     if card.height:
         at_risk = card.filter(pl.col("is_at_risk")).sort("net_revenue", descending=True)
         sections.append("<h2>Clients slipping away (silent much longer than usual)</h2>"
-                        + _table(at_risk.head(15), {"client_id": ("client", None), "name": ("name", None),
+                        + _table(at_risk.head(15), {"client_id": ("client", None), "name": ("name", _client_name),
                                                     "net_revenue": (f"net revenue {currency}", _money),
                                                     "days_since_last_payment": ("days silent", None),
                                                     "usual_gap_days": ("usual gap (days)", lambda v: f"{v:.0f}"),
@@ -250,7 +259,7 @@ def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, 
              "h2{margin-top:2.2rem;font-size:1.15rem}table{border-collapse:collapse;margin:.5rem 0}"
              "td,th{padding:.25rem .6rem;border-bottom:1px solid #e2e8f0;text-align:left}"
              ".kpis{display:flex;flex-wrap:wrap;gap:1rem}.kpi{min-width:10rem;background:#f7fafc;padding:.6rem}"
-             ".kpi b{display:block;font-size:1.4rem}")
+             ".kpi b{display:block;font-size:1.4rem}.none{color:#a0aec0}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>clientbase report '
             f"{as_of.isoformat()}</title><style>{style}</style></head><body>"
             f"<h1>Client base as of {as_of.isoformat()}</h1>{''.join(sections)}</body></html>")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import html
 import os
 import shutil
 from decimal import Decimal
@@ -326,6 +327,8 @@ def test_bank_only_mode_end_to_end(home, tmp_path):
     with_crm = pl.read_parquet(home / "marts" / "client_month" / "*.parquet")
     assert months["revenue"].sum() == with_crm["revenue"].sum() + Decimal("175.00")
     assert mart_strings(bank_only, lambda v: v.str.contains("(?i)muster|мустер")) == []
+    report = Path(summary["report"]).read_text(encoding="utf-8")
+    assert "Muster" not in report and "Мустер" not in report
     scorecard = pl.read_parquet(bank_only / "marts" / "client_scorecard" / "*.parquet")
     people = [identity.name_digest(n) for n in ("erika musterfrau", "мустерманн макс")]
     assert scorecard.filter(pl.col("client_id").is_in([f"bank:{k}" for k in people]))["name"].to_list() == [None, None]
@@ -338,11 +341,20 @@ def test_bank_only_mode_end_to_end(home, tmp_path):
     assert named["company"].to_list() == (~named["person"]).to_list()
     assert named["person"].sum() == 2
     assert named.filter("company")["name"].str.contains(r"(?i)gmbh|\bag\b|\bkg\b|b\.v\.|sp\. z o\.o\.|\buab\b|e\.k\.").all()
+    biggest = scorecard.sort("net_revenue", descending=True)["name"][0]
+    assert biggest is not None and html.escape(biggest) in report  # the report names companies as before
     assert pl.read_parquet(bank_only / "marts" / "unmatched_counterparties" / "*.parquet").height == 0
     # salaries, tax office, suppliers and bank fees never paid us: they are not clients
     (clients,), = query(bank_only, "SELECT count(*) FROM staging.client WHERE name ILIKE '%Finanzamt%' "
                                    "OR name ILIKE '%Gehalt%' OR name ILIKE '%Metallwerke%'")
     assert clients == 0
+
+
+def test_the_report_marks_a_client_without_a_company_name():
+    from clientbase.report import _client_name
+
+    assert _client_name("Müller & Söhne GmbH") == "Müller &amp; Söhne GmbH"
+    assert _client_name(None).startswith('<span class="none" title="no company name on record') and "—" in _client_name(None)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
