@@ -559,13 +559,12 @@ def _unknown_overrides(settings: Settings, overrides: pl.LazyFrame | None, crm_c
                     path, line, key, client, identity.OWN_CLIENT)
     keys = groups.select(pl.col("counterparty_key").unique())["counterparty_key"].implode()
     missing = rows.filter(~pl.col("counterparty_key").is_in(keys)).select("line", "counterparty_key").head(20)
-    if missing["counterparty_key"].str.starts_with("name:").any():  # the name's key, once per combination
-        groups = groups.with_columns(name=identity.name_key(pl.col("name")))
+    if missing["counterparty_key"].str.starts_with("name:").any():  # the names' digests, once per combination
+        groups = groups.with_columns(name=identity.name_key(pl.col("name")).str.strip_prefix("name:"))
     for line, key in missing.iter_rows():
         kind, _, value = (key or "").partition(":")
         column = {"tax": "tax_id", "acct": "account", "name": "name"}.get(kind)
-        now = (sorted(set(groups.filter(pl.col(column) == (key if kind == "name" else value))["counterparty_key"]
-                          .to_list())) if column is not None else [])
+        now = sorted(set(groups.filter(pl.col(column) == value)["counterparty_key"].to_list())) if column else []
         log.warning("%s, line %d: override of %s ignored: no counterparty has that key%s", path, line, key,
                     f"; its rows belong to {' / '.join(now)} now: use that key" if now else "")
 
@@ -818,7 +817,6 @@ def month_range(start: str, end: str) -> tuple[dt.date, dt.date]:
 
 SCRATCH_DIR = ".work"  # HOME/.work/<run id>/: a run's intermediate files, removed when the run ends
 FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json: {file name: input fingerprint}
-# what a client_month file is a function of besides its input partition: the code that computes it
 # what a month's file is a function of besides its inputs and settings, and the checks it passed (the marts gate
 # does not check a carried-over file again: gate_marts)
 _MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (

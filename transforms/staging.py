@@ -308,12 +308,11 @@ def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _normalised(txns: pl.LazyFrame) -> pl.LazyFrame:
-    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``), the
-    name's key (``_name_key``) and ``_tax_valid`` (the tax id passes its checksum: ``identity.valid_tax_id``): row-wise."""
+    """``txns`` with the normalised counterparty name, tax id and account (``_name``, ``_tax``, ``_acct``) and
+    ``_tax_valid`` (the tax id passes its checksum: ``identity.valid_tax_id``): row-wise."""
     # the name folding is some twenty regex passes: run it once per distinct name, not once per transaction
     names = (txns.select("counterparty_name").unique()
-             .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name")))
-             .with_columns(_name_key=identity.name_key(pl.col("_name"))))
+             .with_columns(_name=identity.normalise_company_name(pl.col("counterparty_name"))))
     # likewise the checksum, once per distinct tax id (Python: python-stdnum)
     taxes = (txns.select(pl.col("counterparty_tax_id").unique().drop_nulls())
              .with_columns(_tax_valid=m.normalise_tax_id(pl.col("counterparty_tax_id"))
