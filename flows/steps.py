@@ -926,7 +926,9 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                                     margins=margins)
     if months is not None:
         cut = {name: frame.filter(pl.col("month").is_between(months[0], months[1])) for name, frame in cut.items()}
-    collected = {name: frame.collect() for name, frame in cut.items()}
+    # together: the settlement's monthly costs and the payments' months feed two of the frames each, and
+    # collect_all computes shared parts once (10M transactions: 12.6-13.4 s -> 8.4-8.7 s)
+    collected = dict(zip(cut, pl.collect_all(list(cut.values())), strict=True))
     digests = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
     month_keys = sorted({key for name in ("payments", "costs", "settlement") for key in digests[name]})
     previous = publish.current_version_dir(settings.home)
