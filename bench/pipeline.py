@@ -325,11 +325,13 @@ def run_ours(home: Path, inbox: Path) -> dict:
     """flows/pipeline.py::run_pipeline without Prefect: the same steps in the same order, each timed."""
     from clientbase.config import load_settings
     from clientbase.report import write_report
+    from expectations.gate import preload
     from flows import steps
     from warehouse import publish
     from warehouse.db import home_lock
 
     meter = Meter()
+    preload()  # as run_pipeline does
     settings = load_settings(home, inbox=inbox, as_of=AS_OF)
     with home_lock(settings.home):
         run_id = steps.new_run_id()

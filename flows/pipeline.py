@@ -27,6 +27,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from clientbase.config import ExecutionConfig, Settings, load_settings
 from clientbase.errors import ClientbaseError, GateFailed, InboxError
 from clientbase.report import write_report
+from expectations.gate import preload as preload_gates
 from flows import steps
 from warehouse import publish
 from warehouse.db import home_lock
@@ -140,6 +141,7 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                  months: tuple[dt.date, dt.date] | None = None, as_of: dt.date | None = None) -> dict[str, Any]:
     """The body shared by every flow; the caller holds the HOME lock. Records the run in ``ops.run_log``."""
     logger = get_run_logger()
+    preload_gates()  # GX's import overlaps the inbox's listing and loading
     run_id = steps.new_run_id()
     as_of = as_of or settings.effective_as_of
     summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {},

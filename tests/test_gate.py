@@ -116,3 +116,33 @@ def test_failing_expectations_on_duckdb_data_give_dq_results_rows():
     assert all(isinstance(r["checked_at"], dt.datetime) for r in outcome.results)
     assert outcome.failures[0] == ('txn.currency expect_column_values_to_match_regex '
                                    '(observed {"unexpected_count": 1, "examples": ["eur"]})')
+
+
+def test_a_gate_right_after_the_gx_preload_runs_normally():
+    """The flow starts GX's import on a thread and its first gate may come while that import is still running
+    (the gate's own import then waits for it): in a fresh process, so GX is not loaded yet."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import datetime as dt
+from decimal import Decimal
+import polars as pl
+from expectations import suites
+from expectations.gate import preload, run_gate
+assert "great_expectations" not in sys.modules
+thread = preload()
+suite = {k: v for k, v in suites.marts_suite().items() if k == "revenue_reconciliation"}
+frame = pl.DataFrame({"month": [dt.date(2025, 1, 1)], "diff": [Decimal("0.02")]})
+outcome = run_gate("marts", "r1", {"revenue_reconciliation": frame}, suite)
+thread.join(60)
+print(outcome.passed, [r["check_name"] for r in outcome.results if not r["success"]], thread.is_alive())
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "GX_ANALYTICS_ENABLED": "False"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False ['expect_column_values_to_be_between'] False"
