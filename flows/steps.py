@@ -1026,13 +1026,16 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     _write_fingerprints(version_dir, client_month.NAME, fingerprints)
     months_all = publish.read_mart(version_dir, client_month)
     # small per-client frames that several marts read: computed once (lazy, each plan would recompute them)
-    first = behaviour.first_purchases(payments).collect().lazy()
+    # first purchases, the ladder's last payment days, the activity gaps and the CLV summary see no finer grain
+    # than a client's payments summed per day: that frame, once (10M: 9.6M payments, 7.1M client days)
+    paid_days = payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum()).collect().lazy()
+    first = behaviour.first_purchases(paid_days).collect().lazy()
     window = m.window_bounds(as_of, eco.window_months)
     regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y,
                                min_months=eco.xyz_min_months).collect().lazy()
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
-    ladder = behaviour.ladder_history(months_all.lazy(), payments, clients, as_of=as_of,
+    ladder = behaviour.ladder_history(months_all.lazy(), paid_days, clients, as_of=as_of,
                                       window_days=settings.activity_window_days, xyz_frame=regularity,
                                       first=first, regular_months=beh.regular_months,
                                       regular_window_months=beh.regular_window_months,
@@ -1040,13 +1043,13 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     scorecard = client_scorecard.build(
         months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
-        activity=behaviour.activity(payments, as_of=as_of, at_risk_factor=beh.at_risk_factor,
+        activity=behaviour.activity(paid_days, as_of=as_of, at_risk_factor=beh.at_risk_factor,
                                     window_days=settings.activity_window_days),
         trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of),
         ladder=ladder.lazy().filter(pl.col("month") == as_of.replace(day=1)).select(
             "client_id", pl.col("step_with_xyz").alias("ladder_stage")),
         segments=segment_rules,
-        clv=clv.scores(clv.client_summary(payments, as_of=as_of)), key_share=beh.key_client_share,
+        clv=clv.scores(clv.client_summary(paid_days, as_of=as_of)), key_share=beh.key_client_share,
         ltv_min_segment=eco.ltv_min_segment,
         dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
     managers = frames_in["managers"]
