@@ -1035,19 +1035,14 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
                                min_months=eco.xyz_min_months).collect().lazy()
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
-    ladder = behaviour.ladder_history(months_all.lazy(), paid_days, clients, as_of=as_of,
-                                      window_days=settings.activity_window_days, xyz_frame=regularity,
-                                      first=first, regular_months=beh.regular_months,
-                                      regular_window_months=beh.regular_window_months,
-                                      exclusive_share=beh.exclusive_share_of_wallet).collect()
+    ladder, transitions = _ladder(settings, plan, months_all, paid_days, clients, first, regularity, as_of)
     scorecard = client_scorecard.build(
         months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
         activity=behaviour.activity(paid_days, as_of=as_of, at_risk_factor=beh.at_risk_factor,
                                     window_days=settings.activity_window_days),
         trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of),
-        ladder=ladder.lazy().filter(pl.col("month") == as_of.replace(day=1)).select(
-            "client_id", pl.col("step_with_xyz").alias("ladder_stage")),
+        ladder=ladder.lazy().select("client_id", pl.col("step_with_xyz").alias("ladder_stage")),
         segments=segment_rules,
         clv=clv.scores(clv.client_summary(paid_days, as_of=as_of)), key_share=beh.key_client_share,
         ltv_min_segment=eco.ltv_min_segment,
@@ -1074,7 +1069,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
             severe=beh.dependency_severe, critical=beh.dependency_critical).collect(),
         target_portrait.NAME: target_portrait.build(scorecard.lazy(), clients).collect(),
         segments.NAME: segments.build(scorecard.lazy(), segment_rules).collect(),
-        ladder_transitions.NAME: ladder_transitions.build(behaviour.ladder_transitions(ladder.lazy())).collect(),
+        ladder_transitions.NAME: transitions,
         manager_load.NAME: manager_load.build(scorecard.lazy(), key.lazy(), managers,
                                               limit=beh.max_key_clients_per_manager).collect(),
         unmatched_counterparties.NAME: unmatched_counterparties.build(
@@ -1101,6 +1096,88 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
 
 _RETENTION_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     behaviour, retention_period, m))).hexdigest()
+_LADDER_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
+    behaviour, ladder_transitions, m))).hexdigest()
+
+
+def _payment_chain(plan: MonthPlan, first_month: dt.date, last_month: dt.date,
+                   seed: dict) -> dict[dt.date, str] | None:
+    """Per month from ``first_month`` to ``last_month``: a sha256 of ``seed`` (and polars' version) and the
+    digests of the payment partitions of every month up to it (``MonthPlan.payment_digests``), so it changes
+    with any payment up to the month's end. None for a backfill, which has no digests of every month."""
+    if plan.payment_digests is None:
+        return None
+    chain = hashlib.sha256(json.dumps({**seed, "polars": pl.__version__}, sort_keys=True).encode())
+    by_month = {}
+    for month in pl.date_range(first_month, last_month, "1mo", eager=True):
+        chain.update(json.dumps(plan.payment_digests.get(month.isoformat())).encode())
+        by_month[month] = chain.hexdigest()
+    return by_month
+
+
+def _ladder(settings: Settings, plan: MonthPlan, months_all: pl.DataFrame, paid_days: pl.LazyFrame,
+            clients: pl.LazyFrame, first: pl.LazyFrame, regularity: pl.LazyFrame,
+            as_of: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the ladder steps of the as-of month, the ladder_transitions mart), reusing the published mart's rows of
+    the months whose inputs did not change.
+
+    A month's moves compare the steps at its end and at the end of the month before. A step reads the client's
+    payments up to the month's end (its purchases in client_month, which the month's payment partition
+    determines, its last payment day, whether a client it referred has paid), the referral and exclusivity
+    columns of the clients that have one, the ladder settings and the month's end (as-of, in the as-of
+    month); XYZ only enters ``step_with_xyz``, which the moves do not read. So a month's fingerprint chains the payment partitions'
+    digests up to it (``_payment_chain``) after a digest of those client columns, the settings and the code,
+    and adds its end day; a month whose fingerprint equals the published one takes the published rows (a
+    backfill computes every month). The history is walked from the month before the first other month
+    (``behaviour.ladder_history(since=)``), or from the as-of month alone, whose steps the scorecard reads."""
+    schema = {c: t for c, (t, _) in ladder_transitions.SCHEMA.items()}
+    beh, window_days = settings.behaviour, settings.activity_window_days
+    last_month = as_of.replace(day=1)
+    first_payment = first.select(pl.col("first_payment").min()).collect().item()
+    fingerprints: dict[str, str] = {}
+    reused = pl.DataFrame(schema=schema)
+    if first_payment is not None:
+        # a client without a referrer, share of wallet or exclusive flag counts as neither exclusive nor referred
+        # (as one missing from the table): only the others can move a step, so a new bank client changes nothing
+        attributes = ("referred_by_client_id", "share_of_wallet", "is_exclusive")
+        referral = clients.select("client_id", *attributes).filter(pl.any_horizontal(
+            pl.col(attributes).is_not_null())).collect()
+        by_month = _payment_chain(plan, first_payment.replace(day=1), last_month, {
+            "code": _LADDER_CODE, "clients": client_month.rows_digest(referral), "window_days": window_days,
+            "regular_months": beh.regular_months, "regular_window_months": beh.regular_window_months,
+            "exclusive_share": beh.exclusive_share_of_wallet})
+        if by_month is not None:
+            fingerprints = {month.isoformat(): hashlib.sha256(
+                f"{chain}|{min(m.month_end(month), as_of).isoformat()}".encode()).hexdigest()
+                for month, chain in by_month.items()}
+            previous = publish.current_version_dir(settings.home)
+            old = _read_fingerprints(previous, ladder_transitions.NAME)
+            same = [dt.date.fromisoformat(k) for k, v in fingerprints.items() if old.get(k) == v]
+            if same:
+                reused = publish.read_mart(previous, ladder_transitions).filter(
+                    pl.col("month").is_in(same)).select(list(schema)).cast(schema)
+    kept = set(reused["month"].unique().to_list())
+    todo = sorted(dt.date.fromisoformat(k) for k in fingerprints if dt.date.fromisoformat(k) not in kept)
+    if not fingerprints:  # a backfill, or no payment at all: the whole history
+        since = None
+    elif todo:  # from the month before the first month to compute (its moves start from that month's steps)
+        since = pl.select(pl.lit(todo[0]).dt.offset_by("-1mo")).item()
+    else:  # every month carried over: the as-of month's steps only, for the scorecard
+        since = last_month
+    history = behaviour.ladder_history(
+        months_all.lazy(), paid_days, clients, as_of=as_of, window_days=window_days, xyz_frame=regularity,
+        first=first, regular_months=beh.regular_months, regular_window_months=beh.regular_window_months,
+        exclusive_share=beh.exclusive_share_of_wallet, since=since).collect()
+    computed = pl.DataFrame(schema=schema)
+    if since is None or todo:
+        moves = behaviour.ladder_transitions(history.lazy())
+        computed = ladder_transitions.build(moves.filter(pl.col("month") >= todo[0]) if todo else moves
+                                            ).collect().cast(schema)
+    log.info("ladder_transitions: %d of %d months computed, the others carried over", computed["month"].n_unique(),
+             computed["month"].n_unique() + reused["month"].n_unique())
+    _write_fingerprints(Path(plan.version_dir), ladder_transitions.NAME, fingerprints)
+    return (history.filter(pl.col("month") == last_month),
+            pl.concat([reused, computed]).sort("month", "from_step", "to_step"))
 
 
 def _retention(settings: Settings, plan: MonthPlan, payments: pl.LazyFrame, refunds: pl.LazyFrame,
@@ -1125,13 +1202,9 @@ def _retention(settings: Settings, plan: MonthPlan, payments: pl.LazyFrame, refu
         bounds = behaviour.periods(first_payment.replace(day=1), last_month).collect()
         key = pl.concat_str("period_type", pl.lit("|"), pl.col("period_start").cast(pl.String)).alias("_key")
         fingerprints, reused = {}, pl.DataFrame(schema=schema)
-        if plan.payment_digests is not None:
-            chain = hashlib.sha256(json.dumps({"code": _RETENTION_CODE, "polars": pl.__version__,
-                                               "window_days": window_days}).encode())
-            by_month = {}
-            for month in pl.date_range(first_payment.replace(day=1), last_month, "1mo", eager=True):
-                chain.update(json.dumps(plan.payment_digests.get(month.isoformat())).encode())
-                by_month[month] = chain.hexdigest()
+        by_month = _payment_chain(plan, first_payment.replace(day=1), last_month,
+                                  {"code": _RETENTION_CODE, "window_days": window_days})
+        if by_month is not None:
             fingerprints = {f"{kind}|{start.isoformat()}": by_month[end.replace(day=1)]
                             for kind, start, end in bounds.select("period_type", "period_start", "period_end")
                             .iter_rows()}

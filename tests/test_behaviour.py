@@ -323,6 +323,36 @@ def test_per_client_windows_do_not_depend_on_the_row_order():
         assert all(a.equals(b) for a, b in zip(first, outputs(shuffled), strict=True))
 
 
+def test_the_ladder_from_a_month_on_equals_those_months_of_the_whole_history():
+    """``since`` walks only the regular window before it and sums up the months before that: every step from
+    ``since`` on is the whole history's (purchase totals, last payment days, purchase months in the window,
+    referrals and exclusivity), whichever month it starts from."""
+    import random
+
+    rng = random.Random(7)
+    rows = [(f"c{rng.randrange(40):02d}", dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(640)))
+            for _ in range(700)]
+    rows += [("late", dt.date(2025, 9, 3)), ("gone", dt.date(2024, 2, 1))]  # first pays in the last month; long lost
+    pays = pl.DataFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date}, orient="row").lazy()
+    months_ = pays.group_by("client_id", pl.col("booking_date").dt.truncate("1mo").alias("month")).agg(
+        purchases=pl.len())
+    ids = [f"c{i:02d}" for i in range(40)] + ["late", "gone"]
+    clients = pl.LazyFrame({"client_id": ids, "referred_by_client_id": [None] * 38 + ["c01", "c02", None, None],
+                            "share_of_wallet": [0.9, 0.5] + [None] * 40, "is_exclusive": [None] * 41 + [True]},
+                           schema={"client_id": pl.String, "referred_by_client_id": pl.String,
+                                   "share_of_wallet": pl.Float64, "is_exclusive": pl.Boolean})
+    as_of = dt.date(2025, 9, 30)
+    whole = behaviour.ladder_history(months_, pays, clients, as_of=as_of, window_days=90).collect()
+    assert set(whole["step"]) >= {"first_purchase", "repeat", "regular", "adherent", "advocate", "lost"}
+    for since in (dt.date(2024, 1, 1), dt.date(2024, 4, 1), dt.date(2025, 2, 1), dt.date(2025, 9, 1)):
+        part = behaviour.ladder_history(months_, pays, clients, as_of=as_of, window_days=90, since=since).collect()
+        expected = whole.filter(pl.col("month") >= since)
+        assert part.height == expected.height > 0
+        assert part.sort("client_id", "month").equals(expected.sort("client_id", "month")), since
+    after = behaviour.ladder_history(months_, pays, clients, as_of=as_of, window_days=90, since=dt.date(2025, 10, 1))
+    assert after.collect().height == 0
+
+
 @pytest.mark.parametrize(("first_month", "periods_expected"), [
     (dt.date(2023, 1, 1), 30 + 10 + 2),
     (dt.date(2018, 1, 1), 90 + 30 + 7),  # more than 63 boundary days: the activity bits span two words

@@ -394,12 +394,12 @@ def all_marts_digest(home: Path) -> dict[str, dict[str, str]]:
             if folder.is_dir() and not folder.name.startswith("_") and folder.name != "run_log"}
 
 
-def retention_periods_computed(caplog) -> tuple[int, int]:
-    """(computed, all) periods of the last retention_period build, from its log line."""
+def computed_of(caplog, mart: str) -> tuple[int, int]:
+    """(computed, all) periods or months of the last build of a mart that carries rows over, from its log line."""
     import re
 
-    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention_period:")][-1]
-    computed, total = re.match(r"retention_period: (\d+) of (\d+) periods computed", line).groups()
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{mart}:")][-1]
+    computed, total = re.match(rf"{mart}: (\d+) of (\d+) \w+ computed", line).groups()
     return int(computed), int(total)
 
 
@@ -414,7 +414,9 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     again = run(work)
     assert again["months"]["computed"] == [] and len(again["months"]["carried"]) == SPEC.months
     periods = pl.read_parquet(work / "marts" / "retention_period" / "*.parquet")
-    assert retention_periods_computed(caplog) == (0, periods.height)  # every period's row carried over too
+    assert computed_of(caplog, "retention_period") == (0, periods.height)  # every period's row carried over too
+    ladder_months = pl.read_parquet(work / "marts" / "ladder_transitions" / "*.parquet")["month"].n_unique()
+    assert computed_of(caplog, "ladder_transitions") == (0, ladder_months)  # and every month's ladder moves
     previous = work / ".marts_versions" / home.joinpath("marts").readlink().name / "client_month"
     assert all((work / "marts" / "client_month" / name).samefile(previous / name) for name in months)
     assert not (work / ".work" / again["run_id"]).exists()  # the run's scratch partitions are gone
@@ -433,7 +435,11 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert june.filter(pl.col("revenue") == Decimal("1234.56"))["client_id"].to_list() == ["bank:" + identity.name_digest("zeitungskiosk lindner")]
     # the retention periods ending before June read no June payment: carried over; the others computed
     june_on = periods.filter(pl.col("period_end") >= dt.date(2026, 6, 1)).height
-    assert 0 < june_on < periods.height and retention_periods_computed(caplog) == (june_on, periods.height)
+    assert 0 < june_on < periods.height and computed_of(caplog, "retention_period") == (june_on, periods.height)
+    # the ladder moves of the months before June likewise; June's and later ones computed
+    moves = pl.read_parquet(work / "marts" / "ladder_transitions" / "*.parquet")
+    assert computed_of(caplog, "ladder_transitions") == (
+        moves.filter(pl.col("month") >= dt.date(2026, 6, 1))["month"].n_unique(), ladder_months)
 
     # the same inbox from scratch: every mart file is the same
     rebuild = tmp_path / "rebuild"

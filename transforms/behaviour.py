@@ -333,49 +333,67 @@ def ladder_stage(purchases_total: pl.Expr, months_bought: pl.Expr, regular_by_xy
 def ladder_history(client_month: pl.LazyFrame, payments: pl.LazyFrame, clients: pl.LazyFrame, *,
                    as_of: dt.date, window_days: int, xyz_frame: pl.LazyFrame | None = None,
                    first: pl.LazyFrame | None = None, regular_months: int = 3, regular_window_months: int = 6,
-                   exclusive_share: float = 0.8) -> pl.LazyFrame:
+                   exclusive_share: float = 0.8, since: dt.date | None = None) -> pl.LazyFrame:
     """client_id, month, step, step_with_xyz: each client's ladder step at the end of every month from its
     first purchase to as-of. ``step`` uses the months rule for 'regular' (purchases in ``regular_months`` of
     the last ``regular_window_months``, the month itself included; the same rule every month, so moves are
     comparable); ``step_with_xyz`` also counts XYZ class X or Y as regular (``xyz_frame``: client_id, xyz — an
     as-of measure, so only its as-of month is meaningful: the scorecard's ladder stage). Adherent: a CRM share
     of wallet of at least ``exclusive_share`` or the exclusive flag. ``first``: ``first_purchases(payments)``
-    when the caller has it already (computed here otherwise)."""
+    when the caller has it already (computed here otherwise).
+
+    ``since`` (a month start): only the months from it, equal to those rows of the whole history. A step reads
+    the months before only through a client's purchases up to then, its last payment day and its purchase months
+    in the regular window, so the months before the window are summed up instead of walked month by month."""
     month_end = pl.col("month").dt.offset_by("1mo") - dt.timedelta(days=1)
     last_month = as_of.replace(day=1)
     first = first_purchases(payments) if first is None else first
-    grid = (first.with_columns(month=pl.date_ranges(pl.col("first_payment").dt.truncate("1mo"), pl.lit(last_month),
-                                                    interval="1mo"))
-            .explode("month").select("client_id", "month"))
+    from_month = pl.col("first_payment").dt.truncate("1mo")
     last_day = payments.group_by("client_id", pl.col("booking_date").dt.truncate("1mo").alias("month")).agg(
         pl.col("booking_date").max().alias("_last_in_month"))
     bought = client_month.select("client_id", "month", pl.col("purchases"))
+    if since is None:
+        grid = first.with_columns(month=pl.date_ranges(from_month, pl.lit(last_month), interval="1mo"))
+        prior = None
+    else:  # walked from the regular window's first month; the months before summed up per client
+        start = pl.select(pl.lit(since).dt.offset_by(f"-{regular_window_months - 1}mo")).item()
+        grid = first.with_columns(month=pl.date_ranges(pl.max_horizontal(from_month, pl.lit(start)),
+                                                       pl.lit(last_month), interval="1mo"))
+        earlier = pl.col("month") < start
+        prior = (bought.filter(earlier).group_by("client_id").agg(_prior_total=pl.col("purchases").sum())
+                 .join(last_day.filter(earlier).group_by("client_id").agg(_prior_last=pl.col("_last_in_month").max()),
+                       on="client_id", how="full", coalesce=True))
+    grid = grid.explode("month").drop_nulls("month").select("client_id", "month")  # null: no month to walk
     referrers = (clients.filter(pl.col("referred_by_client_id").is_not_null())
                  .join(first, on="client_id").group_by(pl.col("referred_by_client_id").alias("client_id"))
                  .agg(pl.col("first_payment").min().alias("_referral_paid")))
     wallet = clients.select("client_id", (pl.col("share_of_wallet").cast(pl.Float64, strict=False) >= exclusive_share)
                             .fill_null(False) | pl.col("is_exclusive").fill_null(False)).rename(
         {"share_of_wallet": "_exclusive"})
+    frame = grid.join(bought, on=["client_id", "month"], how="left").join(last_day, on=["client_id", "month"],
+                                                                        how="left")
+    frame = (frame.with_columns(_prior_total=pl.lit(0), _prior_last=pl.lit(None, pl.Date)) if prior is None
+             else frame.join(prior, on="client_id", how="left"))
     frame = (
-        grid.join(bought, on=["client_id", "month"], how="left")
-        .join(last_day, on=["client_id", "month"], how="left")
-        .join(referrers, on="client_id", how="left")
+        frame.join(referrers, on="client_id", how="left")
         .join(wallet, on="client_id", how="left")
         .join(xyz_frame.select("client_id", "xyz") if xyz_frame is not None
               else first.select("client_id", pl.lit(None, pl.String).alias("xyz")), on="client_id", how="left")
         .sort("month")  # each client's months in order: what the windows over a client need (not by client: slow)
         .with_columns(pl.col("purchases").fill_null(0))
         .with_columns(
-            _total=pl.col("purchases").cum_sum().over("client_id"),
+            _total=pl.col("purchases").cum_sum().over("client_id") + pl.col("_prior_total").fill_null(0),
             _months=(pl.col("purchases") > 0).cast(pl.Int32).rolling_sum(regular_window_months, min_samples=1)
             .over("client_id"),
-            _last=pl.col("_last_in_month").forward_fill().over("client_id"),
+            _last=pl.coalesce(pl.col("_last_in_month").forward_fill().over("client_id"), "_prior_last"),
         )
         .with_columns(month_end=pl.min_horizontal(month_end, pl.lit(as_of)))
     )
     active = m.is_active((pl.col("month_end") - pl.col("_last")).dt.total_days(), window_days)
     refers = pl.col("_referral_paid").is_not_null() & (pl.col("_referral_paid") <= pl.col("month_end"))
     steps = {"step": pl.lit(False), "step_with_xyz": pl.col("xyz").is_in(["X", "Y"])}
+    if since is not None:
+        frame = frame.filter(pl.col("month") >= since)
     return frame.select(
         "client_id", "month",
         *(ladder_stage(pl.col("_total"), pl.col("_months"), by_xyz, pl.col("_exclusive"), refers, active,

@@ -149,11 +149,20 @@ def partition_digests(frame: pl.DataFrame) -> dict[dt.date, tuple[str, int, int,
     need no sort before they are compared with the published month's. Any change of a value changes its row's
     hashes and so, but for a chance of about 2^-64 per sum, the sums. polars keeps its hash stable within one
     version (the fingerprint includes the version)."""
-    rows = pl.struct(pl.all().exclude("month"))
-    sums = frame.group_by("month").agg(
-        pl.len().alias("_n"), *(rows.hash(seed).cast(pl.Int128).sum().alias(f"_h{seed}") for seed in (1, 2)))
+    sums = frame.group_by("month").agg(*_digest(pl.all().exclude("month")))
     schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
     return {month: (schema, n, h1, h2) for month, n, h1, h2 in sums.iter_rows()}
+
+
+def rows_digest(frame: pl.DataFrame) -> tuple[str, int, int, int]:
+    """``partition_digests``' digest of a whole frame (its rows as a multiset)."""
+    n, h1, h2 = frame.select(*_digest(pl.all())).row(0)
+    return str(frame.schema), n, h1, h2
+
+
+def _digest(columns: pl.Expr) -> list[pl.Expr]:
+    rows = pl.struct(columns)
+    return [pl.len().alias("_n"), *(rows.hash(seed).cast(pl.Int128).sum().alias(f"_h{seed}") for seed in (1, 2))]
 
 
 def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_currency: str,
