@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -124,9 +125,7 @@ def discover(settings: Settings) -> tuple[list[InboxFile], int]:
     new: list[InboxFile] = []
     skipped = 0
     expanded = _expand_archives(settings, files)
-    # hashlib releases the GIL while it hashes, so the files are hashed ingest_workers at a time
-    with ThreadPoolExecutor(max_workers=settings.execution.ingest_workers) as pool:
-        digests = list(pool.map(_digest, (path for path, _, _ in expanded)))
+    digests = _file_digests(settings, [path for path, _, _ in expanded])
     for (path, kind, relative), (digest, size) in zip(expanded, digests, strict=True):
         if digest in seen:
             skipped += 1
@@ -136,9 +135,47 @@ def discover(settings: Settings) -> tuple[list[InboxFile], int]:
     return new, skipped
 
 
-def _digest(path: Path) -> tuple[str, int]:
+INBOX_INDEX = ".inbox_index.json"  # HOME/: the content hashes of the inbox files, with what stat said of each
+_SETTLED_NS = 2_000_000_000  # a file changed this recently is hashed again at the next run (see _file_digests)
+
+
+def _file_digests(settings: Settings, paths: list[Path]) -> list[tuple[str, int]]:
+    """(sha256, size) of each file. A file that stat finds as it was when hashed before (same device, inode,
+    size, modification and status-change time) keeps its hash from ``HOME/.inbox_index.json``; the others are
+    hashed, ``ingest_workers`` at a time (hashlib releases the GIL). The status-change time (ctime) is set by the
+    kernel on every write and no tool can set it back, so a file rewritten with its old size and modification
+    time (``cp -p``, ``touch -r``) is hashed again: git's index relies on the same. As in git, a file changed
+    less than ``_SETTLED_NS`` before the run is not indexed: file systems keep time in ticks of a few
+    milliseconds, and a write in the same tick as the stat would leave every time unchanged. So a night reads
+    the files it has not seen instead of the whole inbox (10M bench: 2.2 GB, ~3 s)."""
+    settled = time.time_ns() - _SETTLED_NS
+    index_path = settings.home / INBOX_INDEX
     try:
-        return file_sha256(path), path.stat().st_size
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: every file is hashed
+        index = {}
+    keys = [_stat_key(path) for path in paths]
+    todo = [n for n, (path, key) in enumerate(zip(paths, keys, strict=True))
+            if not isinstance(index.get(str(path)), list) or index[str(path)][:-1] != key]
+    with ThreadPoolExecutor(max_workers=settings.execution.ingest_workers) as pool:
+        hashed = dict(zip(todo, pool.map(lambda n: _sha256(paths[n]), todo), strict=True))
+    digests = [hashed[n] if n in hashed else index[str(path)][-1] for n, path in enumerate(paths)]
+    _write_json(index_path, {str(path): [*key, digest] for path, key, digest in zip(paths, keys, digests, strict=True)
+                             if key[-1] < settled})
+    return [(digest, key[2]) for digest, key in zip(digests, keys, strict=True)]
+
+
+def _stat_key(path: Path) -> list[int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InboxError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return file_sha256(path)
     except OSError as exc:
         raise InboxError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
 
@@ -181,7 +218,7 @@ def retract_files(settings: Settings, names: list[str]) -> list[tuple[str, str]]
                                  f"of {settings.warehouse_path} lists them (path, file_hash)")
             for path, h in found:
                 source = settings.inbox_dir / path.split("!", 1)[0]
-                still = source.is_file() and ("!" in path or _digest(source)[0] == h)
+                still = source.is_file() and ("!" in path or _sha256(source) == h)
                 if still:
                     raise InboxError(f"{source} still holds {path}: correct, replace or move it first, or the next "
                                      "run loads it again")
@@ -385,7 +422,7 @@ def _mark_staging_gated(settings: Settings) -> None:
     state_path = settings.home / STAGING_DIR / STAGE_STATE
     if not state_path.is_file():
         return
-    _write_stage_state(state_path, {**json.loads(state_path.read_text(encoding="utf-8")), "gated": True})
+    _write_json(state_path, {**json.loads(state_path.read_text(encoding="utf-8")), "gated": True})
 
 
 # ---- stage -----------------------------------------------------------------------------------------------
@@ -507,15 +544,15 @@ def stage(settings: Settings) -> StageStats:
         built = _restage(settings, manifest.lazy())
     stats, own_accounts = built
     # 'gated': these staging files passed the staged gate (gate_staged sets it)
-    _write_stage_state(state_path, {"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
+    _write_json(state_path, {"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
                                     "gated": False,
                                     "stats": {k: v for k, v in asdict(stats).items()
                                               if k not in ("skipped", "appended", "reclassified", "new_part")}})
     return stats
 
 
-def _write_stage_state(path: Path, state: dict) -> None:
-    """Write the staging state file whole or not at all (a run killed while writing leaves the previous one)."""
+def _write_json(path: Path, state: dict) -> None:
+    """Write a state file whole or not at all (a run killed while writing leaves the previous one)."""
     scratch = path.with_suffix(".tmp")
     scratch.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
     os.replace(scratch, path)

@@ -141,3 +141,41 @@ def test_a_broken_file_among_others_leaves_the_files_before_it_loaded(tmp_path, 
     assert [f.relative for f in files] == [f"bank/3_{bank[3].name}"]
     steps.ingest_file(settings, files[0], "run-2", steps.commit_order(settings).turn(0, files[0].relative))
     assert read_frames(settings.warehouse_path, TABLES)["files"]["ingest_seq"].to_list() == [1, 2, 3, 4]
+
+
+def test_discover_hashes_only_the_files_it_has_not_seen(tmp_path, monkeypatch):
+    """The inbox index keeps a file's hash while stat finds it unchanged; a rewrite is hashed again even with its
+    old size and modification time (its status-change time moved), as is a file changed just before a run."""
+    import os
+
+    from warehouse.load import file_sha256
+
+    bank = tmp_path / "inbox" / "bank"
+    bank.mkdir(parents=True)
+    header = "account,booking_date,amount,currency,counterparty_name\n"
+    a, b = bank / "a.csv", bank / "b.csv"
+    a.write_text(header + "DE89370400440532013000,2026-06-15,10.00,EUR,Kiosk Lindner\n", encoding="utf-8")
+    b.write_text(header + "DE89370400440532013000,2026-06-16,20.00,EUR,Kiosk Lindner\n", encoding="utf-8")
+    time.sleep(2.2)  # older than the index's settling time
+    hashed = []
+    monkeypatch.setattr(steps, "file_sha256", lambda path: hashed.append(path.name) or file_sha256(path))
+    settings = load_settings(tmp_path)
+    first, _ = steps.discover(settings)
+    assert sorted(hashed) == ["a.csv", "b.csv"] and len(first) == 2
+    hashed.clear()
+    assert steps.discover(settings) == (first, 0) and hashed == []  # nothing ingested yet: the same two, unread
+
+    old = b.stat()
+    b.write_text(header + "DE89370400440532013000,2026-06-16,21.00,EUR,Kiosk Lindner\n", encoding="utf-8")
+    os.utime(b, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert b.stat().st_size == old.st_size and b.stat().st_mtime_ns == old.st_mtime_ns
+    again, _ = steps.discover(settings)
+    assert hashed == ["b.csv"]
+    assert again[0] == first[0] and again[1].sha256 == file_sha256(b) != first[1].sha256
+    hashed.clear()
+    steps.discover(settings)
+    assert hashed == ["b.csv"]  # changed just now: not indexed yet
+
+    hashed.clear()
+    (tmp_path / steps.INBOX_INDEX).write_text("{not json", encoding="utf-8")
+    assert steps.discover(settings)[0] == again and sorted(hashed) == ["a.csv", "b.csv"]
