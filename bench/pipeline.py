@@ -361,7 +361,7 @@ def run_ours(home: Path, inbox: Path) -> dict:
                 stage_stats = steps.stage(settings)
             fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
             with meter.stage("gate staged"):
-                steps.gate_staged(settings, run_id)
+                steps.gate_staged(settings, run_id, stage_stats.new_part)
             with meter.stage("prepare months"):
                 plan = steps.prepare_marts(settings, run_id, AS_OF, None)
                 version_dir = plan.version_dir
@@ -373,7 +373,8 @@ def run_ours(home: Path, inbox: Path) -> dict:
                 rows = steps.build_asof_marts(settings, run_id, AS_OF, plan, built)
             fields["rows_marts"] = rows
             with meter.stage("gate marts"):
-                steps.gate_marts(settings, run_id, version_dir, AS_OF)
+                steps.gate_marts(settings, run_id, version_dir, AS_OF,
+                                 [r.file for r in built if not r.computed] + list(plan.kept))
             with meter.stage("publish"):
                 link = steps.publish_marts(settings, version_dir)
             published = True
