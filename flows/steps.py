@@ -545,9 +545,9 @@ def stage(settings: Settings) -> StageStats:
     stats, own_accounts = built
     # 'gated': these staging files passed the staged gate (gate_staged sets it)
     _write_json(state_path, {"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
-                                    "gated": False,
-                                    "stats": {k: v for k, v in asdict(stats).items()
-                                              if k not in ("skipped", "appended", "reclassified", "new_part")}})
+                             "gated": False,
+                             "stats": {k: v for k, v in asdict(stats).items()
+                                       if k not in ("skipped", "appended", "reclassified", "new_part")}})
     return stats
 
 
@@ -1162,11 +1162,12 @@ def _ladder(settings: Settings, plan: MonthPlan, months_all: pl.DataFrame, paid_
     payments up to the month's end (its purchases in client_month, which the month's payment partition
     determines, its last payment day, whether a client it referred has paid), the referral and exclusivity
     columns of the clients that have one, the ladder settings and the month's end (as-of, in the as-of
-    month); XYZ only enters ``step_with_xyz``, which the moves do not read. So a month's fingerprint chains the payment partitions'
-    digests up to it (``_payment_chain``) after a digest of those client columns, the settings and the code,
-    and adds its end day; a month whose fingerprint equals the published one takes the published rows (a
-    backfill computes every month). The history is walked from the month before the first other month
-    (``behaviour.ladder_history(since=)``), or from the as-of month alone, whose steps the scorecard reads."""
+    month); XYZ only enters ``step_with_xyz``, which the moves do not read. So a month's fingerprint chains
+    the payment partitions' digests up to it (``_payment_chain``) after a digest of those client columns, the
+    settings and the code, and adds its end day; a month whose fingerprint equals the published one takes the
+    published rows (a backfill computes every month). The history is walked from the month before the first
+    other month (``behaviour.ladder_history(since=)``), or for the as-of month alone, whose steps the
+    scorecard reads."""
     schema = {c: t for c, (t, _) in ladder_transitions.SCHEMA.items()}
     beh, window_days = settings.behaviour, settings.activity_window_days
     last_month = as_of.replace(day=1)
