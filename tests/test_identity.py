@@ -179,6 +179,18 @@ def test_a_tax_id_with_and_without_its_country_prefix_is_one():
         ("k4", None, "bank_counterparty")]  # an invalid prefixed id never matches
 
 
+def test_no_counterparty_to_resolve_reads_no_crm_client():
+    """A night whose file brings no new counterparty resolves none: the CRM's lookups (tax id checks, the fuzzy
+    index) are not built, and the empty result has the match table's columns and types."""
+    def unreadable():
+        raise AssertionError("the CRM clients were read")
+
+    clients = pl.LazyFrame({"client_id": ["C1"]}).map_batches(lambda _: unreadable())
+    cps = pl.LazyFrame(schema={"counterparty_key": pl.String, "_tax": pl.String, "_acct": pl.String, "_name": pl.String})
+    out = identity.resolve(cps, clients).collect()
+    assert out.height == 0 and out.schema == pl.Schema(identity.MATCH_SCHEMA)
+
+
 def test_close_runner_up_is_ambiguous_not_a_match():
     clients = pl.LazyFrame({"client_id": ["A", "B"], "tax_id_key": [None, None], "account_keys": [None, None],
                             "name_key": ["nord handel nord", "nord handel sued"]})

@@ -306,7 +306,7 @@ def resolve(
     valid = pl.DataFrame({"_tax": taxes, "tax_id_valid": [valid_tax_id(t) for t in taxes]},
                          schema={"_tax": pl.String, "tax_id_valid": pl.Boolean})
     cps = cps.join(valid, on="_tax", how="left", maintain_order="left")
-    if clients is None:
+    if clients is None or cps.is_empty():  # (a night's file often brings no new counterparty: no CRM lookups)
         return cps.select(
             "counterparty_key", pl.lit(None, pl.String).alias("client_id"), pl.lit("bank_counterparty").alias("method"),
             pl.lit(None, pl.Float64).alias("confidence"), "tax_id_valid", pl.lit(None, pl.String).alias("candidates"),
