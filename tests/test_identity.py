@@ -191,6 +191,28 @@ def test_no_counterparty_to_resolve_reads_no_crm_client():
     assert out.height == 0 and out.schema == pl.Schema(identity.MATCH_SCHEMA)
 
 
+def test_the_fuzzy_index_is_built_only_for_a_name_that_needs_it(monkeypatch):
+    """Counterparties known by tax id, account or exact name never search the names: the index of every CRM
+    name is built for the first one that does (a night's few new payers are usually known by account)."""
+    built = []
+    real = identity._FuzzyIndex
+    monkeypatch.setattr(identity, "_FuzzyIndex", lambda names, ids: built.append(len(names)) or real(names, ids))
+    clients = pl.LazyFrame({"client_id": ["A", "B"], "tax_id_key": [None, None], "account_keys": [["DE01"], None],
+                            "name_key": ["nord handel", "sued handel"]},
+                           schema={"client_id": pl.String, "tax_id_key": pl.String,
+                                   "account_keys": pl.List(pl.String), "name_key": pl.String})
+    schema = {"counterparty_key": pl.String, "_tax": pl.String, "_acct": pl.String, "_name": pl.String}
+    known = pl.LazyFrame([("k1", None, "DE01", "nord handel x"), ("k2", None, None, "sued handel")], schema=schema,
+                         orient="row")
+    assert identity.resolve(known, clients).collect().select("client_id", "method").rows() == [
+        ("A", "account"), ("B", "name_exact")]
+    assert built == []
+    fuzzy = pl.LazyFrame([("k3", None, None, "nord handle")], schema=schema, orient="row")
+    assert identity.resolve(fuzzy, clients, threshold=80).collect().select("client_id", "method").rows() == [
+        ("A", "name_fuzzy")]
+    assert built == [2]
+
+
 def test_close_runner_up_is_ambiguous_not_a_match():
     clients = pl.LazyFrame({"client_id": ["A", "B"], "tax_id_key": [None, None], "account_keys": [None, None],
                             "name_key": ["nord handel nord", "nord handel sued"]})

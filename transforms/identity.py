@@ -336,13 +336,18 @@ def resolve(
         if tax[:2].isalpha():
             return plain.get(tax[2:]) if tax_ok else None
         return national.get(tax)
+    # the account and name lookups hold the keys the counterparties have (each key with all its CRM rows, so
+    # a key's uniqueness is the same), and the fuzzy index is built for the first name that needs it: a night
+    # with a few new counterparties does not index every CRM client
     by_acct = unique_map(crm.select("client_id", pl.col("account_keys").cast(pl.List(pl.String)))
-                         .explode("account_keys"), "account_keys")
+                         .explode("account_keys").filter(pl.col("account_keys").is_in(cps["_acct"].drop_nulls()
+                                                                                        .implode())), "account_keys")
     names = crm.filter(pl.col("name_key").is_not_null())
-    by_name = unique_map(names, "name_key")
-    ambiguous_names = set(names.group_by("name_key").agg(pl.col("client_id").n_unique().alias("n"))
+    asked = names.filter(pl.col("name_key").is_in(cps["_name"].drop_nulls().implode()))
+    by_name = unique_map(asked, "name_key")
+    ambiguous_names = set(asked.group_by("name_key").agg(pl.col("client_id").n_unique().alias("n"))
                           .filter(pl.col("n") > 1)["name_key"].to_list())
-    index = _FuzzyIndex(names["name_key"].to_list(), names["client_id"].to_list())
+    index: _FuzzyIndex | None = None
     # two different valid tax ids are two legal entities, whatever their names say
     client_tax = {c: t for t, c in by_tax.items()}
 
@@ -369,6 +374,8 @@ def resolve(
         elif name is not None and name in by_name and not other_entity(by_name[name], tax, tax_ok):
             client, method, confidence = by_name[name], "name_exact", 1.0
         elif name is not None:
+            if index is None:
+                index = _FuzzyIndex(names["name_key"].to_list(), names["client_id"].to_list())
             best = index.best(name)
             candidates = "; ".join(f"{c}:{s:.1f}" for c, s in best) or None
             if name in ambiguous_names or name in by_name:  # by_name here: the same name, another tax id
