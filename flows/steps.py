@@ -1199,7 +1199,7 @@ def _ladder(settings: Settings, plan: MonthPlan, months_all: pl.DataFrame, paid_
     if not fingerprints:  # a backfill, or no payment at all: the whole history
         since = None
     elif todo:  # from the month before the first month to compute (its moves start from that month's steps)
-        since = pl.select(pl.lit(todo[0]).dt.offset_by("-1mo")).item()
+        since = behaviour.previous_period_start("month", todo[0])
     else:  # every month carried over: the as-of month's steps only, for the scorecard
         since = last_month
     history = behaviour.ladder_history(
@@ -1231,7 +1231,7 @@ def _retention(settings: Settings, plan: MonthPlan, payments: pl.LazyFrame, refu
     earliest day they read."""
     schema = {c: t for c, (t, _) in retention_period.SCHEMA.items()}
     version_dir = Path(plan.version_dir)
-    first_payment = payments.select(pl.col("booking_date").min()).collect().item()
+    first_payment = first.select(pl.col("first_payment").min()).collect().item()  # (no scan of the payments)
     if first_payment is None:
         rows = pl.DataFrame(schema=schema)
         fingerprints: dict[str, str] = {}
