@@ -388,6 +388,7 @@ def run_ours(home: Path, inbox: Path) -> dict:
             steps.finish_run_log(settings, run_id, started, **fields)
     result = meter.close()
     result["numbers"] = _our_numbers(link, stage_stats.rows_staged)
+    result["months_computed"] = [sum(r.computed for r in built), len(plan.jobs) + len(plan.kept)]
     return result
 
 
@@ -747,7 +748,9 @@ def _link_inbox(target: Path, *sources: Path) -> None:
 
 
 def _table(title: str, result: dict) -> str:
-    lines = [f"{title}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gb']:.2f} GB",
+    months = (f", client_month months computed {result['months_computed'][0]} of {result['months_computed'][1]}"
+              if "months_computed" in result else "")
+    lines = [f"{title}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gb']:.2f} GB{months}",
              f"  {'stage':34} {'seconds':>9} {'peak RSS GB':>12}"]
     lines += [f"  {s['stage']:34} {s['seconds']:>9.2f} {s['peak_rss_gb']:>12.2f}" for s in result["stages"]]
     return "\n".join(lines)

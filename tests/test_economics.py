@@ -88,6 +88,29 @@ def test_collection_cost_accrues_in_the_months_the_invoice_is_late():
     assert out["collection_cost"].sum() == pytest.approx(fifo_case().collect()["collection_cost"].sum())
 
 
+def test_a_past_month_keeps_its_exact_cost_while_an_open_invoice_ages():
+    """Each night as-of moves one day; an invoice still open adds a day to the as-of month and leaves the
+    months before exactly as they were, to the bit: client_month's months are carried over by their inputs'
+    digests, so a past month that moved in its last bits would be recomputed every night."""
+    amounts = [D("1234.57"), D("989.13"), D("70000.01"), D("333.33"), D("5.99"), D("81234.77")]
+    rows = [(f"C{i}", f"I{i}", dt.date(2025, 1, 2 + i), dt.date(2025, 2, 3 + i), amount, "won")
+            for i, amount in enumerate(amounts)]
+
+    def past_months(as_of: dt.date) -> pl.DataFrame:
+        settlement = economics.settle_invoices(invoices(rows), payments([]), as_of=as_of, cost_of_capital=0.117,
+                                               write_off_days=365)
+        return (economics.settlement_costs(settlement).filter(pl.col("month") < dt.date(2025, 6, 1)).collect()
+                .sort("client_id", "month"))
+
+    first = past_months(dt.date(2025, 6, 3))
+    assert first.height == len(amounts) * 4  # Feb to May
+    for day in range(4, 30):
+        assert past_months(dt.date(2025, 6, day)).equals(first)  # exact floats, not approximately
+    # and May holds 31 days of 70000.01 x 11.7% / 365
+    may = first.filter((pl.col("client_id") == "C2") & (pl.col("month") == dt.date(2025, 5, 1)))
+    assert may["collection_cost"].item() == pytest.approx(70000.01 * 0.117 / 365 * 31, rel=1e-12)
+
+
 def test_an_invoice_open_mid_month_costs_in_the_full_months_of_the_window():
     """As of the 15th, the scorecard's window is the last 12 full months: the days an open invoice was late in
     them count (they used to wait in the as-of month, outside the window, until it was paid)."""

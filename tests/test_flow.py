@@ -450,6 +450,23 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert len(all_marts_digest(work)["client_month"]) == SPEC.months
 
 
+def test_a_night_that_only_moves_as_of_recomputes_only_the_as_of_month(home, tmp_path):
+    """Invoices still open accrue their financing cost one more day each night; the months before as-of keep
+    their exact figures, so their files are carried over (they were all recomputed while a month's cost was
+    taken as a share of the invoice's whole cost, which moved in its last bits every night)."""
+    from flows.pipeline import nightly
+
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    first = nightly(home=str(work), as_of=dt.date(2026, 10, 20))
+    card = pl.read_parquet(work / "marts" / "client_scorecard" / "*.parquet")
+    assert card["overdue_amount"].sum() > 0  # open invoices that are late: their cost grows every night
+    assert "2026-10-01" in first["months"]["computed"]
+    nxt = nightly(home=str(work), as_of=dt.date(2026, 10, 21))
+    assert nxt["months"]["computed"] == ["2026-10-01"]
+    assert len(nxt["months"]["carried"]) == SPEC.months - 1
+
+
 def test_the_marts_gate_checks_the_computed_months_and_reconciles_every_month(home, tmp_path, monkeypatch):
     """Carried-over client_month files passed this gate when they were published (same suite: it is in the month
     fingerprint); the gate checks the months a run computed, and reconciles revenue over all of them."""

@@ -23,7 +23,8 @@ from transforms import metrics as m
 SETTLEMENT_SCHEMA = {
     "client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
     "amount": m.MONEY, "paid_date": pl.Date, "open_amount": m.MONEY, "days_late": pl.Int32,
-    "collection_cost": pl.Float64, "bad_debt": m.MONEY, "event_month": pl.Date, "written_off": pl.Boolean,
+    "late_cost_per_day": pl.Float64, "collection_cost": pl.Float64, "bad_debt": m.MONEY, "event_month": pl.Date,
+    "written_off": pl.Boolean,
 }
 
 
@@ -34,9 +35,9 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
     ``invoices``: client_id, invoice_id, issue_date, due_date, amount (reporting currency), status.
     ``payments``: client_id, booking_date, amount_reporting (booked incoming client payments up to as_of).
     An invoice is settled on the day the client's cumulative payments first cover its cumulative invoiced
-    amount. Collection cost = amount x days late x rate / 365; an invoice still open accrues it on its open
-    amount to ``as_of``, or to its write-off day once it is ``write_off_days`` past due, when its open amount
-    becomes bad debt. ``event_month``: the month it was paid or written off (as-of's month while it is open);
+    amount. Collection cost = amount x days late x rate / 365 (``late_cost_per_day`` x days late); an invoice
+    still open accrues it on its open amount to ``as_of``, or to its write-off day once it is ``write_off_days``
+    past due, when its open amount becomes bad debt. ``event_month``: the month it was paid or written off (as-of's month while it is open);
     ``settlement_costs`` dates the costs month by month.
     """
     won = (
@@ -71,10 +72,10 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
     return (
         settled.with_columns(open_amount=(open_cents.cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY),
                              days_late=days_late, written_off=written_off)
+        .with_columns(late_cost_per_day=m.late_cost_per_day(
+            pl.when(is_open).then(pl.col("open_amount")).otherwise(pl.col("amount")), cost_of_capital))
         .with_columns(
-            collection_cost=pl.when(is_open)
-            .then(m.late_payment_cost("open_amount", "days_late", cost_of_capital))
-            .otherwise(m.late_payment_cost("amount", "days_late", cost_of_capital)),
+            collection_cost=m.late_payment_cost("late_cost_per_day", "days_late"),
             bad_debt=pl.when(pl.col("written_off")).then(pl.col("open_amount")).otherwise(pl.lit(0)).cast(m.MONEY),
             event_month=pl.when(~is_open).then(pl.col("paid_date")).when(pl.col("written_off")).then(write_off_day)
             .otherwise(pl.lit(as_of)).dt.truncate("1mo"),
@@ -91,10 +92,12 @@ def settlement_costs(settlement: pl.LazyFrame) -> pl.LazyFrame:
     """One row per client and month with a collection cost or bad debt from ``settle_invoices``' rows.
 
     Financing cost accrues day by day while an invoice is late, from the day after its due date to the day it
-    was paid, written off, or as-of: each calendar month carries the invoice's collection cost x its days late
-    in that month / all its days late. So a month's cost does not wait for the payment, and it stays what it
-    was when the invoice is paid later (unless the payment completes a partly paid invoice: its cost is then
-    on the whole amount rather than the open part). Bad debt falls in the write-off month.
+    was paid, written off, or as-of: each calendar month carries the invoice's cost per day x its days late in
+    that month. So a month's cost does not wait for the payment, and it stays what it was when the invoice is
+    paid later (unless the payment completes a partly paid invoice: its cost is then on the whole amount rather
+    than the open part). It is computed from the cost per day, not as a share of the invoice's whole cost, so a
+    past month keeps its exact bits while as-of moves (as a share it moved in the last bits every night, and
+    every month with an open invoice in it was recomputed as changed). Bad debt falls in the write-off month.
     """
     first = pl.col("due_date") + pl.duration(days=1)
     last = pl.col("due_date") + pl.duration(days=pl.col("days_late"))
@@ -102,12 +105,12 @@ def settlement_costs(settlement: pl.LazyFrame) -> pl.LazyFrame:
     days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
     accrued = (
         settlement.filter((pl.col("days_late") > 0) & (pl.col("collection_cost") > 0))
-        .select("client_id", "collection_cost", "days_late", _first=first, _last=last)
+        .select("client_id", "late_cost_per_day", _first=first, _last=last)
         .with_columns(month=pl.date_ranges(pl.col("_first").dt.truncate("1mo"), pl.col("_last").dt.truncate("1mo"),
                                            "1mo"))
         .explode("month")
         .group_by("client_id", "month")
-        .agg(m.fsum(pl.col("collection_cost") * days_in_month / pl.col("days_late")).alias("collection_cost"))
+        .agg(m.fsum(pl.col("late_cost_per_day") * days_in_month).alias("collection_cost"))
     )
     written_off = (
         settlement.filter(pl.col("written_off") & (pl.col("bad_debt") > 0))

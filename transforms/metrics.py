@@ -100,9 +100,15 @@ def time_cost(minutes: str = "minutes", hourly_cost: str = "hourly_cost") -> pl.
     return pl.col(minutes) / 60 * pl.col(hourly_cost)
 
 
-def late_payment_cost(amount: str, days_late: str, annual_rate: float) -> pl.Expr:
-    """Financing cost of a late payment: amount x days late x annual cost of capital / 365 (early = 0)."""
-    return pl.col(amount).cast(pl.Float64) * pl.col(days_late).clip(lower_bound=0) * annual_rate / 365
+def late_cost_per_day(amount: str | pl.Expr, annual_rate: float) -> pl.Expr:
+    """Financing cost of one day of a late payment: amount x annual cost of capital / 365."""
+    amount = pl.col(amount) if isinstance(amount, str) else amount
+    return amount.cast(pl.Float64) * annual_rate / 365
+
+
+def late_payment_cost(per_day: str, days_late: str) -> pl.Expr:
+    """Financing cost of a late payment: its cost per day (``late_cost_per_day``) x days late (early = 0)."""
+    return pl.col(per_day) * pl.col(days_late).clip(lower_bound=0)
 
 
 def net_profit() -> pl.Expr:
