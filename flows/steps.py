@@ -33,7 +33,7 @@ from expectations import suites
 from expectations.gate import SCRATCH as GATE_SCRATCH
 from expectations.gate import GateOutcome, run_gate
 from sources import archive, registry
-from transforms import behaviour, clv, crm_staging, economics, identity, staging
+from transforms import behaviour, clv, crm_staging, digests, economics, identity, staging
 from transforms import metrics as m
 from transforms.marts import (
     MARTS,
@@ -858,6 +858,11 @@ FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json:
 # does not check a carried-over file again: gate_marts)
 _MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     client_month, m, suites, gx_gate))).hexdigest()
+# <version dir>/_settlement/: the run's FIFO settlement (settlement.parquet, which the scorecard reads too), the
+# digest of each client's settlement inputs (clients.parquet) and what both were computed by (state.json)
+SETTLEMENT_STATE = "_settlement"
+_MATCH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
+    economics, m, digests))).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -949,11 +954,10 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     scratch.mkdir(parents=True)
     eco = settings.economics
     frames = _mart_inputs(settings, as_of)
+    previous = publish.current_version_dir(settings.home)
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
-    settlement = economics.settle_invoices(
-        frames["invoices"], frames["payments"], as_of=as_of, cost_of_capital=eco.cost_of_capital,
-        write_off_days=eco.write_off_days).collect()
-    settlement.write_parquet(scratch.parent / "settlement.parquet")  # the scorecard reads it too
+    settlement = settle(frames["invoices"], frames["payments"], as_of=as_of, cost_of_capital=eco.cost_of_capital,
+                        write_off_days=eco.write_off_days, previous=previous, version_dir=version_dir)
     costs = economics.time_costs(
         frames["activities"], frames["tickets"], frames["managers"], as_of=as_of,
         default_hourly_cost=eco.default_hourly_cost, support_hourly_cost=eco.support_hourly_cost)
@@ -966,15 +970,14 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     # together: the settlement's monthly costs and the payments' months feed two of the frames each, and
     # collect_all computes shared parts once (10M transactions: 12.6-13.4 s -> 8.4-8.7 s)
     collected = dict(zip(cut, pl.collect_all(list(cut.values())), strict=True))
-    digests = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
-    month_keys = sorted({key for name in ("payments", "costs", "settlement") for key in digests[name]})
-    previous = publish.current_version_dir(settings.home)
+    part_digests = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
+    month_keys = sorted({key for name in ("payments", "costs", "settlement") for key in part_digests[name]})
     fingerprints = _read_fingerprints(previous)
     jobs: list[MonthJob] = []
     dirty: list[tuple[dt.date, Path]] = []
     for month in month_keys:
         name = _month_file(month.isoformat())
-        fingerprint = month_fingerprint(settings, {n: digests[n].get(month) for n in client_month.INPUTS})
+        fingerprint = month_fingerprint(settings, {n: part_digests[n].get(month) for n in client_month.INPUTS})
         old = previous / client_month.NAME / name if previous is not None else None
         old_file = str(old) if old is not None and old.is_file() else None
         carried = months is None and old_file is not None and fingerprints.get(name) == fingerprint
@@ -999,7 +1002,50 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
         kept = {p.name: fingerprints.get(p.name, "") for p in (version_dir / client_month.NAME).glob("*.parquet")}
     return MonthPlan(version_dir=str(version_dir), scratch_dir=str(scratch.parent), jobs=jobs, kept=kept,
                      payment_digests=None if months is not None else {
-                         month.isoformat(): list(digest) for month, digest in digests["payments"].items()})
+                         month.isoformat(): list(digest) for month, digest in part_digests["payments"].items()})
+
+
+def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
+           write_off_days: int, previous: Path | None, version_dir: Path) -> pl.DataFrame:
+    """``economics.settle_invoices``, matching again only the clients whose settlement inputs changed.
+
+    A client's FIFO match (which day paid which invoice, what is still open) is a function of its won invoices
+    issued up to as-of and its payments per day up to as-of alone (``economics.settlement_inputs``); the digest
+    of those rows per client (``digests.by_key``) is kept with the version (``SETTLEMENT_STATE``). A client
+    whose digests equal the published version's takes its matched rows from the published settlement (if the
+    code and the polars version that computed it are this run's); the others are matched now. Every row is then
+    priced as of this as-of with this run's settings (days late, costs, write-offs: ``price_settlement``), so
+    the result has the rows of a full ``settle_invoices``, in another order (nothing downstream reads an
+    order). A night's new payments touch a few thousand clients; the match of 10M invoices took ~10 s."""
+    won, paid = pl.collect_all(economics.settlement_inputs(invoices, payments, as_of=as_of))
+    clients = pl.collect_all([digests.by_key(won.lazy(), "client_id"), digests.by_key(paid.lazy(), "client_id")])
+    clients = clients[0].join(clients[1], on="client_id", how="full", coalesce=True, suffix="_paid")
+    state = {"code": _MATCH_CODE, "polars": pl.__version__, "won": str(won.schema), "paid": str(paid.schema)}
+    old = previous / SETTLEMENT_STATE if previous is not None else None
+    reusable = (old is not None and (old / "state.json").is_file()
+                and json.loads((old / "state.json").read_text(encoding="utf-8")) == state)
+    if reusable:
+        old_clients = pl.read_parquet(old / "clients.parquet")
+        unchanged = clients.join(old_clients, on=clients.columns, how="semi", nulls_equal=True).select("client_id")
+        fresh = clients.select("client_id").join(unchanged, on="client_id", how="anti")
+        stale = old_clients.select("client_id").join(unchanged, on="client_id", how="anti")  # changed or gone
+        # the few changed clients are looked up in the 10M rows, not the 250k unchanged (0.8 s -> 0.01 s)
+        matched = pl.concat([
+            pl.scan_parquet(old / "settlement.parquet").select(economics.MATCH_COLUMNS)
+            .filter(~pl.col("client_id").is_in(stale["client_id"].implode())),
+            economics.match_invoices(won.lazy().join(fresh.lazy(), on="client_id", how="semi"),
+                                     paid.lazy().join(fresh.lazy(), on="client_id", how="semi"))])
+    else:
+        fresh, matched = clients, economics.match_invoices(won.lazy(), paid.lazy())
+    settlement = economics.price_settlement(matched, as_of=as_of, cost_of_capital=cost_of_capital,
+                                            write_off_days=write_off_days).collect()
+    log.info("settlement: %d of %d clients matched", fresh.height, clients.height)
+    target = version_dir / SETTLEMENT_STATE
+    target.mkdir(parents=True, exist_ok=True)
+    settlement.write_parquet(target / "settlement.parquet", compression="lz4")  # 10M rows: zstd 2.0 s, lz4 1.1 s
+    clients.write_parquet(target / "clients.parquet")
+    (target / "state.json").write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
+    return settlement
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
@@ -1053,7 +1099,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     eco = settings.economics
     frames_in = _mart_inputs(settings, as_of)
     staged, payments, clients = frames_in["staged"], frames_in["payments"], frames_in["clients"]
-    settlement = pl.read_parquet(Path(plan.scratch_dir) / "settlement.parquet").lazy()
+    settlement = pl.read_parquet(version_dir / SETTLEMENT_STATE / "settlement.parquet").lazy()
     log_rows = frames_in["log"]
     months_dir = version_dir / client_month.NAME
     if not any(months_dir.glob("*.parquet")):  # no month at all: one empty file, as every mart has

@@ -1,8 +1,9 @@
 """The cost of serving each client (DOMAIN §1), as events dated to a month. Pure functions, no I/O.
 
 - ``settle_invoices``: which payment settled which invoice, first in first out per client (oldest due invoice
-  is paid first, the usual accounting convention, and vectorised as an as-of join on cumulative amounts), and
-  from that the days late, the financing cost of lateness, overdue amounts and bad debt;
+  is paid first, the usual accounting convention, and vectorised as an as-of join on cumulative amounts:
+  ``match_invoices``), and from that the days late, the financing cost of lateness, overdue amounts and bad
+  debt as of a day (``price_settlement``);
 - ``settlement_costs``: those costs dated to the months they fall in: a late invoice's financing cost accrues
   day by day while it is late, so each month carries the part for its days late; bad debt falls in the
   write-off month;
@@ -35,23 +36,41 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
     ``invoices``: client_id, invoice_id, issue_date, due_date, amount (reporting currency), status.
     ``payments``: client_id, booking_date, amount_reporting (booked incoming client payments up to as_of).
     An invoice is settled on the day the client's cumulative payments first cover its cumulative invoiced
-    amount. Collection cost = amount x days late x rate / 365 (``late_cost_per_day`` x days late); an invoice
-    still open accrues it on its open amount to ``as_of``, or to its write-off day once it is ``write_off_days``
-    past due, when its open amount becomes bad debt. ``event_month``: the month it was paid or written off (as-of's month while it is open);
-    ``settlement_costs`` dates the costs month by month.
+    amount (``match_invoices``); ``price_settlement`` gives the days late and what they cost as of ``as_of``.
     """
+    won, paid = settlement_inputs(invoices, payments, as_of=as_of)
+    return price_settlement(match_invoices(won, paid), as_of=as_of, cost_of_capital=cost_of_capital,
+                            write_off_days=write_off_days)
+
+
+def settlement_inputs(invoices: pl.LazyFrame, payments: pl.LazyFrame, *,
+                      as_of: dt.date) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """What ``match_invoices`` reads: the won invoices issued up to ``as_of`` (client_id, invoice_id, issue_date,
+    due_date, amount) and the payments summed per client and booking day (client_id, booking_date,
+    amount_reporting). A client's settlement depends on its rows of these two frames alone."""
     won = (
         invoices.filter((pl.col("status") == "won") & (pl.col("issue_date") <= as_of) & (pl.col("amount") > 0)
                         & pl.col("client_id").is_not_null())
-        .sort("due_date", "issue_date", "invoice_id")  # within each client: the FIFO order
+        .select("client_id", "invoice_id", "issue_date", "due_date", "amount")
+    )
+    paid = payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum())
+    return won, paid
+
+
+MATCH_COLUMNS = ("client_id", "invoice_id", "issue_date", "due_date", "amount", "paid_date", "open_amount")
+
+
+def match_invoices(won: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
+    """First in first out per client, over ``settlement_inputs``: each invoice with the day it was paid (null
+    while open) and the amount still open. Columns ``MATCH_COLUMNS``; a function of each client's rows alone,
+    whatever the as-of day (the inputs are cut to it)."""
+    won = (
+        won.sort("due_date", "issue_date", "invoice_id")  # within each client: the FIFO order
         .with_columns(_end=m.cents(pl.col("amount")).cum_sum().over("client_id"))
         .with_columns(_start=pl.col("_end") - m.cents(pl.col("amount")))
     )
-    paid = (
-        payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum())
-        .sort("booking_date")
-        .with_columns(_paid=m.cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
-    )
+    paid = paid.sort("booking_date").with_columns(
+        _paid=m.cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
     totals = paid.group_by("client_id").agg(pl.col("_paid").max().alias("_total_paid"))
     # within each client both sides are in the order of their cumulative amount (increasing): that is the order
     # join_asof needs within each 'by' group. Neither is sorted by client: sorting 10M rows by the client id
@@ -63,6 +82,17 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
         .with_columns(pl.col("_total_paid").fill_null(0))
     )
     open_cents = (pl.col("_end") - pl.max_horizontal("_start", "_total_paid")).clip(0, m.cents(pl.col("amount")))
+    return settled.with_columns(open_amount=(open_cents.cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY)).select(
+        MATCH_COLUMNS)
+
+
+def price_settlement(matched: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
+                     write_off_days: int) -> pl.LazyFrame:
+    """``match_invoices``' rows as of ``as_of`` (columns ``SETTLEMENT_SCHEMA``). Collection cost = amount x
+    days late x rate / 365 (``late_cost_per_day`` x days late); an invoice still open accrues it on its open
+    amount to ``as_of``, or to its write-off day once it is ``write_off_days`` past due, when its open amount
+    becomes bad debt. ``event_month``: the month it was paid or written off (as-of's month while it is open);
+    ``settlement_costs`` dates the costs month by month."""
     write_off_day = pl.col("due_date") + dt.timedelta(days=write_off_days)
     is_open = pl.col("paid_date").is_null()
     written_off = is_open & (write_off_day <= as_of)
@@ -70,8 +100,7 @@ def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt
                  .when(written_off).then(pl.lit(dt.timedelta(days=write_off_days)))
                  .otherwise(pl.lit(as_of) - pl.col("due_date"))).dt.total_days().cast(pl.Int32)
     return (
-        settled.with_columns(open_amount=(open_cents.cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY),
-                             days_late=days_late, written_off=written_off)
+        matched.with_columns(days_late=days_late, written_off=written_off)
         .with_columns(late_cost_per_day=m.late_cost_per_day(
             pl.when(is_open).then(pl.col("open_amount")).otherwise(pl.col("amount")), cost_of_capital))
         .with_columns(

@@ -18,7 +18,7 @@ import datetime as dt
 
 import polars as pl
 
-from transforms import economics
+from transforms import digests, economics
 from transforms import metrics as m
 
 NAME = "client_month"
@@ -142,27 +142,18 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
 
 
 def partition_digests(frame: pl.DataFrame) -> dict[dt.date, tuple[str, int, int, int]]:
-    """Per month: the frame's schema, the row count and two sums of 64-bit row hashes (different seeds), taken
-    as integers.
-
-    A sum does not depend on row order, so the digest is that of the month's rows as a multiset: the inputs
-    need no sort before they are compared with the published month's. Any change of a value changes its row's
-    hashes and so, but for a chance of about 2^-64 per sum, the sums. polars keeps its hash stable within one
-    version (the fingerprint includes the version)."""
-    sums = frame.group_by("month").agg(*_digest(pl.all().exclude("month")))
+    """Per month: the frame's schema and the digest of the month's rows (``digests``: their count and two sums
+    of row hashes, a digest of the rows as a multiset, so the inputs need no sort before they are compared
+    with the published month's; the fingerprint includes the polars version, whose hash it is)."""
+    sums = frame.group_by("month").agg(*digests.row_hash_sums(pl.all().exclude("month")))
     schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
     return {month: (schema, n, h1, h2) for month, n, h1, h2 in sums.iter_rows()}
 
 
 def rows_digest(frame: pl.DataFrame) -> tuple[str, int, int, int]:
     """``partition_digests``' digest of a whole frame (its rows as a multiset)."""
-    n, h1, h2 = frame.select(*_digest(pl.all())).row(0)
+    n, h1, h2 = frame.select(*digests.row_hash_sums(pl.all())).row(0)
     return str(frame.schema), n, h1, h2
-
-
-def _digest(columns: pl.Expr) -> list[pl.Expr]:
-    rows = pl.struct(columns)
-    return [pl.len().alias("_n"), *(rows.hash(seed).cast(pl.Int128).sum().alias(f"_h{seed}") for seed in (1, 2))]
 
 
 def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_currency: str,

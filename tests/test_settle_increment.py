@@ -1,0 +1,113 @@
+"""A night's settlement matches again only the clients whose invoices or payments changed, and gives exactly the
+rows a whole settlement gives (``flows.steps.settle`` against ``economics.settle_invoices``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows import steps
+from transforms import economics
+from transforms import metrics as m
+
+KEY = ["client_id", "invoice_id"]
+START = dt.date(2025, 1, 1)
+
+
+def history(rng: random.Random, clients: int) -> tuple[list[tuple], list[tuple]]:
+    """Invoices (30-day terms) and payments of each client, some paid late, some in part, some never."""
+    invoices, payments = [], []
+    for c in range(clients):
+        for i in range(rng.randint(0, 6)):
+            issued = START + dt.timedelta(days=rng.randint(0, 400))
+            amount = Decimal(rng.randint(100, 500_000)) / 100
+            invoices.append((f"C{c}", f"C{c}-I{i}", issued, issued + dt.timedelta(days=30), amount, "won"))
+            if rng.random() < 0.8:
+                paid = issued + dt.timedelta(days=rng.randint(5, 200))
+                payments.append((f"C{c}", paid, amount if rng.random() < 0.8 else amount / 2))
+        if rng.random() < 0.1:  # a payer without invoices
+            payments.append((f"C{c}", START + dt.timedelta(days=rng.randint(0, 400)), Decimal("99.99")))
+    return invoices, payments
+
+
+def frames(invoices: list[tuple], payments: list[tuple]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    inv = pl.DataFrame(invoices, orient="row", schema={
+        "client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
+        "amount": m.MONEY, "status": pl.String})
+    pay = pl.DataFrame(payments, orient="row", schema={
+        "client_id": pl.String, "booking_date": pl.Date, "amount_reporting": m.MONEY})
+    return inv.lazy(), pay.lazy()
+
+
+def night(invoices, payments, as_of: dt.date, previous: Path | None, version: Path, rate: float = 0.1,
+          write_off_days: int = 180) -> pl.DataFrame:
+    inv, pay = frames(invoices, payments)
+    pay = pay.filter(pl.col("booking_date") <= as_of)  # the flow passes the payments booked up to as-of
+    return steps.settle(inv, pay, as_of=as_of, cost_of_capital=rate, write_off_days=write_off_days,
+                        previous=previous, version_dir=version)
+
+
+def whole(invoices, payments, as_of: dt.date, rate: float = 0.1, write_off_days: int = 180) -> pl.DataFrame:
+    inv, pay = frames(invoices, payments)
+    return economics.settle_invoices(inv, pay.filter(pl.col("booking_date") <= as_of), as_of=as_of,
+                                     cost_of_capital=rate, write_off_days=write_off_days).collect()
+
+
+def matched(caplog) -> tuple[int, int]:
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("settlement:")][-1]
+    done, total = line.removeprefix("settlement: ").split(" clients")[0].split(" of ")
+    return int(done), int(total)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_night_matches_the_changed_clients_and_equals_a_whole_settlement(tmp_path, caplog, seed):
+    caplog.set_level(logging.INFO, logger="clientbase")
+    rng = random.Random(seed)
+    invoices, payments = history(rng, 40)
+    as_of = dt.date(2026, 1, 31)
+    first = night(invoices, payments, as_of, None, tmp_path / "v1")
+    assert first.sort(KEY).equals(whole(invoices, payments, as_of).sort(KEY))
+    assert matched(caplog)[0] == matched(caplog)[1]  # no state yet: everyone
+
+    # the next night: a few clients pay, one gets a new invoice, one is gone (merged in the CRM), a new one
+    # arrives; as-of moves on (open invoices age, some cross their write-off day) and the rate changes
+    clients = sorted({row[0] for row in invoices + payments})
+    payers = rng.sample(clients, 3)
+    as_of2 = as_of + dt.timedelta(days=rng.choice([1, 20, 75]))
+    payments2 = payments + [(c, as_of2, Decimal(rng.randint(100, 300_000)) / 100) for c in payers]
+    invoices2 = invoices + [(clients[0], "NEW-1", as_of2, as_of2 + dt.timedelta(days=14), Decimal("700.00"), "won"),
+                            ("C-new", "NEW-2", as_of, as_of + dt.timedelta(days=30), Decimal("50.00"), "won")]
+    gone = clients[-1]
+    invoices2 = [row for row in invoices2 if row[0] != gone]
+    payments2 = [row for row in payments2 if row[0] != gone]
+    second = night(invoices2, payments2, as_of2, tmp_path / "v1", tmp_path / "v2", rate=0.15, write_off_days=150)
+    assert second.sort(KEY).equals(whole(invoices2, payments2, as_of2, rate=0.15, write_off_days=150).sort(KEY))
+    done, total = matched(caplog)
+    # the payers, the new invoice's client, the new client; and whoever had invoices or payments dated between
+    # the two as-of days (they enter the inputs now)
+    moved = {row[0] for row in invoices2 if as_of < row[2] <= as_of2} | {
+        row[0] for row in payments2 if as_of < row[1] <= as_of2}
+    assert done == len(set(payers) - {gone} | {clients[0], "C-new"} | moved) and total == len(clients) + 1 - (
+        gone in {row[0] for row in invoices + payments})
+
+
+def test_a_settlement_from_other_code_is_not_reused(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clientbase")
+    invoices, payments = history(random.Random(1), 20)
+    as_of = dt.date(2026, 1, 31)
+    night(invoices, payments, as_of, None, tmp_path / "v1")
+    state = tmp_path / "v1" / steps.SETTLEMENT_STATE / "state.json"
+    n = len({row[0] for row in invoices + payments})
+    assert matched(caplog) == (n, n)
+    night(invoices, payments, as_of, tmp_path / "v1", tmp_path / "v2")
+    assert matched(caplog) == (0, n)
+    state.write_text(json.dumps({**json.loads(state.read_text()), "code": "an older release"}))
+    again = night(invoices, payments, as_of, tmp_path / "v1", tmp_path / "v3")
+    assert matched(caplog) == (n, n) and again.sort(KEY).equals(whole(invoices, payments, as_of).sort(KEY))
