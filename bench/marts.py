@@ -4,7 +4,7 @@
 
 Synthesises staged bank transactions, invoices (one per payment), CRM activities and tickets (vectorised, in
 memory), then in the same process times
-- ours: economics.settle_invoices + time_costs + margin_rates -> client_month -> client_scorecard -> pareto,
+- ours: economics.settlement_parts + settlement_costs + time_costs + margin_rates -> client_month -> client_scorecard -> pareto,
   whale curve, audit and what-if (everything collected);
 - reference: the same numbers (client_month money and costs with FIFO settlement via ASOF JOIN, the scorecard
   with ranks and ABC) in DuckDB SQL over the same Arrow data;
@@ -96,14 +96,16 @@ def synthesise(n: int, seed: int = 1) -> dict[str, pl.DataFrame]:
 def ours(d: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     staged = d["staged"].lazy()
     payments = staged.filter(pl.col("category") == "client_payment")
-    settlement = economics.settle_invoices(d["invoices"].lazy(), payments, as_of=AS_OF, cost_of_capital=0.1,
-                                           write_off_days=180).collect().lazy()
+    parts = economics.settlement_parts(d["invoices"].lazy(), payments, as_of=AS_OF).collect().lazy()
+    settlement = economics.invoice_settlement(parts, as_of=AS_OF, write_off_days=180)
     costs = economics.time_costs(d["activities"].lazy(), d["tickets"].lazy(), d["managers"].lazy(), as_of=AS_OF,
                                  default_hourly_cost=50, support_hourly_cost=None)
     margins = economics.margin_rates(d["invoices"].lazy(), d["clients"].lazy(), default_margin=0.3,
                                      margin_by_industry={})
     months = client_month.build(staged, as_of=AS_OF, reporting_currency="EUR", costs=costs,
-                                settlement=settlement, margins=margins).collect()
+                                settlement_costs=economics.settlement_costs(
+                                    parts, as_of=AS_OF, cost_of_capital=0.1, write_off_days=180),
+                                margins=margins).collect()
     card = client_scorecard.build(months.lazy(), d["clients"].lazy(), settlement, as_of=AS_OF, window_months=12,
                                   reporting_currency="EUR").collect()
     audit = unprofitable_audit.build(card.lazy(), months.lazy(), as_of=AS_OF).collect()
@@ -121,46 +123,45 @@ WITH money AS (
            coalesce(-sum(amount_reporting) FILTER (WHERE category = 'refund'), 0) AS refunds
     FROM staged WHERE status = 'BOOK' AND booking_date <= $as_of GROUP BY ALL
 ), won AS (
-    SELECT client_id, invoice_id, due_date, amount,
-           sum((amount * 100)::BIGINT) OVER (PARTITION BY client_id ORDER BY due_date, issue_date, invoice_id) AS c_end
-    FROM invoices WHERE status = 'won' AND issue_date <= $as_of AND amount > 0
+    SELECT *, c_end - cents AS c_start FROM (
+        SELECT client_id, due_date, (amount * 100)::BIGINT AS cents,
+               sum((amount * 100)::BIGINT) OVER (PARTITION BY client_id ORDER BY due_date, issue_date, invoice_id) AS c_end
+        FROM invoices WHERE status = 'won' AND issue_date <= $as_of AND amount > 0)
 ), paid AS (
-    SELECT client_id, booking_date,
-           sum(sum((amount_reporting * 100)::BIGINT)) OVER (PARTITION BY client_id ORDER BY booking_date) AS c_paid
-    FROM staged WHERE category = 'client_payment' AND status = 'BOOK' AND booking_date <= $as_of
-    GROUP BY client_id, booking_date
+    SELECT *, c_paid - cents AS c_before FROM (
+        SELECT client_id, booking_date, sum((amount_reporting * 100)::BIGINT) AS cents,
+               sum(sum((amount_reporting * 100)::BIGINT)) OVER (PARTITION BY client_id ORDER BY booking_date) AS c_paid
+        FROM staged WHERE category = 'client_payment' AND status = 'BOOK' AND booking_date <= $as_of
+        GROUP BY client_id, booking_date HAVING sum(amount_reporting) > 0)
 ), totals AS (SELECT client_id, max(c_paid) AS total_paid FROM paid GROUP BY ALL
-), settled AS (
-    SELECT w.*, p.booking_date AS paid_date, coalesce(t.total_paid, 0) AS total_paid
-    FROM won w ASOF LEFT JOIN paid p ON w.client_id = p.client_id AND w.c_end <= p.c_paid
-    LEFT JOIN totals t ON t.client_id = w.client_id
-), late AS (
-    SELECT client_id, due_date, paid_date, amount, paid_date IS NULL AND due_date + 180 <= $as_of AS written_off,
-           greatest(CASE WHEN paid_date IS NOT NULL THEN paid_date - due_date
-                         WHEN due_date + 180 <= $as_of THEN 180 ELSE $as_of::DATE - due_date END, 0)::INTEGER AS days_late,
-           greatest(least(c_end - greatest(c_end - (amount * 100)::BIGINT, total_paid), (amount * 100)::BIGINT), 0) / 100.0
-             AS open_amount
-    FROM settled
-), invoice_cost AS (
-    SELECT client_id, due_date, days_late,
-           CASE WHEN paid_date IS NOT NULL THEN date_trunc('month', paid_date)
-                WHEN written_off THEN date_trunc('month', due_date + 180)
-                ELSE date_trunc('month', $as_of::DATE) END::DATE AS month,
-           CASE WHEN paid_date IS NOT NULL THEN amount::DOUBLE ELSE open_amount END * days_late * 0.1 / 365
-             AS collection_cost,
-           CASE WHEN written_off THEN open_amount ELSE 0 END AS bad_debt
-    FROM late
-), settlement AS (  -- the cost accrues in the months the invoice is late, by its days late in each
-    SELECT client_id, m.month,
-           collection_cost * (least(due_date + days_late, last_day(m.month)) - greatest(due_date + 1, m.month) + 1)
-             / days_late AS collection_cost,
-           0 AS bad_debt
-    FROM (SELECT * FROM invoice_cost WHERE days_late > 0 AND collection_cost > 0) AS c,
-         LATERAL (SELECT unnest(generate_series(date_trunc('month', c.due_date + 1)::TIMESTAMP,
-                                                date_trunc('month', c.due_date + c.days_late)::TIMESTAMP,
-                                                INTERVAL 1 MONTH))::DATE AS month) AS m
+), parts AS (  -- FIFO: the part of each invoice paid on each day (the overlap of their cumulative ranges)
+    SELECT w.client_id, w.due_date, w.c_end - greatest(w.c_start, p.c_before) AS cents, p.booking_date AS paid_date
+    FROM won w ASOF JOIN paid p ON w.client_id = p.client_id AND w.c_end <= p.c_paid  -- the day completing it
     UNION ALL
-    SELECT client_id, month, 0, bad_debt FROM invoice_cost WHERE bad_debt > 0
+    SELECT w.client_id, w.due_date, p.c_paid - greatest(w.c_start, p.c_before), p.booking_date
+    FROM paid p ASOF JOIN won w ON p.client_id = w.client_id AND p.c_paid <= w.c_end
+    WHERE p.c_paid < w.c_end  -- a day ending inside an invoice
+    UNION ALL
+    SELECT w.client_id, w.due_date, w.c_end - greatest(w.c_start, coalesce(t.total_paid, 0)), NULL
+    FROM won w LEFT JOIN totals t USING (client_id) WHERE coalesce(t.total_paid, 0) < w.c_end  -- still open
+), part_late AS (
+    SELECT client_id, due_date, cents, paid_date IS NULL AND due_date + 180 <= $as_of AS written_off,
+           CASE WHEN paid_date IS NOT NULL THEN paid_date WHEN due_date + 180 <= $as_of THEN due_date + 180
+                ELSE $as_of::DATE END AS last_late
+    FROM parts
+), settlement AS (  -- each part's cost accrues in the months it is late: cent-days x rate / 36500
+    SELECT client_id, m.month,
+           sum(cents * (least(last_late, last_day(m.month)) - greatest(due_date + 1, m.month) + 1)) * 0.1 / 36500
+             AS collection_cost,
+           0 AS bad_debt
+    FROM (SELECT * FROM part_late WHERE last_late > due_date AND cents > 0) AS c,
+         LATERAL (SELECT unnest(generate_series(date_trunc('month', c.due_date + 1)::TIMESTAMP,
+                                                date_trunc('month', c.last_late)::TIMESTAMP,
+                                                INTERVAL 1 MONTH))::DATE AS month) AS m
+    GROUP BY ALL
+    UNION ALL
+    SELECT client_id, date_trunc('month', due_date + 180)::DATE, 0, sum(cents) / 100.0 FROM part_late
+    WHERE written_off AND cents > 0 GROUP BY ALL
 ), time_cost AS (
     SELECT a.client_id, date_trunc('month', a.started_at)::DATE AS month,
            sum(a.duration_minutes / 60 * coalesce(mg.hourly_cost::DOUBLE, 50)) AS communication_cost, 0.0 AS support_cost,

@@ -583,46 +583,57 @@ def run_pandas(inbox: Path) -> dict:
             (-ref["cents"]).groupby([ref["client_id"], month(ref["booking_date"]).rename("month")]).sum()
             .rename("refunds"),
         ], axis=1).fillna(0).reset_index()
-        # FIFO settlement: an invoice is paid on the first day the client's cumulative payments cover it
+        # FIFO settlement: the part of each invoice paid on each day is the overlap of the invoice's range of the
+        # client's cumulative invoiced amount with the day's range of its cumulative paid amount
         won = invoices[(invoices["status"] == "won") & (invoices["issue_date"] <= as_of) & (invoices["cents"] > 0)]
         won = won.sort_values(["client_id", "due_date", "issue_date", "invoice_id"])
         won = won.assign(c_end=won.groupby("client_id")["cents"].cumsum())
+        won = won.assign(c_start=won["c_end"] - won["cents"])
         daily = pay.groupby(["client_id", "booking_date"])["cents"].sum().reset_index()
+        daily = daily[daily["cents"] > 0]
         daily["c_paid"] = daily.groupby("client_id")["cents"].cumsum()
+        daily["c_before"] = daily["c_paid"] - daily["cents"]
         totals = daily.groupby("client_id")["c_paid"].max().rename("total_paid")
-        settled = pd.merge_asof(won.sort_values("c_end"), daily[["client_id", "booking_date", "c_paid"]]
-                                .sort_values("c_paid").rename(columns={"booking_date": "paid_date"}),
-                                left_on="c_end", right_on="c_paid", by="client_id", direction="forward")
-        settled["total_paid"] = settled["client_id"].map(totals).fillna(0)
-        is_paid = settled["paid_date"].notna()
-        write_off = settled["due_date"] + pd.Timedelta(days=180)
+        day_side = daily[["client_id", "booking_date", "c_paid", "c_before"]].rename(
+            columns={"booking_date": "paid_date"}).sort_values("c_paid")
+        inv_side = won[["client_id", "due_date", "c_start", "c_end"]].sort_values("c_end")
+        final = pd.merge_asof(inv_side, day_side, left_on="c_end", right_on="c_paid", by="client_id",
+                              direction="forward")  # the day completing each invoice, if any
+        final["total_paid"] = final["client_id"].map(totals).fillna(0)
+        final["part"] = final["c_end"] - np.maximum(final["c_start"], np.where(
+            final["paid_date"].notna(), final["c_before"], final["total_paid"]))
+        inner = pd.merge_asof(day_side, inv_side, left_on="c_paid", right_on="c_end", by="client_id",
+                              direction="forward")  # the invoice each day's money ends in
+        inner = inner[inner["c_end"].notna() & (inner["c_paid"] < inner["c_end"])]
+        inner = inner.assign(part=inner["c_paid"] - np.maximum(inner["c_start"], inner["c_before"]))
+        parts = pd.concat([final[["client_id", "due_date", "paid_date", "part"]],
+                           inner[["client_id", "due_date", "paid_date", "part"]]], ignore_index=True)
+        is_paid = parts["paid_date"].notna()
+        write_off = parts["due_date"] + pd.Timedelta(days=180)
         written_off = ~is_paid & (write_off <= as_of)
-        open_cents = (settled["c_end"] - np.maximum(settled["c_end"] - settled["cents"], settled["total_paid"])
-                      ).clip(lower=0).clip(upper=settled["cents"])
-        days_open = np.where(written_off, 180, (as_of - settled["due_date"]).dt.days).clip(min=0)
-        days_paid = (settled["paid_date"] - settled["due_date"]).dt.days.clip(lower=0)
-        settled["collection_cost"] = np.where(is_paid, settled["cents"] / 100 * days_paid * 0.1 / 365,
-                                              open_cents / 100 * days_open * 0.1 / 365)
-        settled["bad_debt"] = np.where(written_off, open_cents / 100, 0.0)
-        settled["month"] = month(settled["paid_date"].where(is_paid, write_off.where(written_off, as_of)))
-        # the cost accrues in the months the invoice is late, by its days late in each
-        late = settled.assign(days_late=np.where(is_paid, days_paid, days_open))
-        late = late[(late["days_late"] > 0) & (late["collection_cost"] > 0)]
+        parts["last_day"] = parts["paid_date"].where(is_paid, write_off.where(written_off, as_of))
+        parts["bad_debt"] = np.where(written_off, parts["part"] / 100, 0.0)
+        parts["month"] = month(write_off)
+        # each part's cost accrues in the months it is late: cent-days x rate / 36500
+        late = parts[(parts["last_day"] > parts["due_date"]) & (parts["part"] > 0)]
         first_day = late["due_date"] + pd.Timedelta(days=1)
-        last_day = late["due_date"] + pd.to_timedelta(late["days_late"], unit="D")
+        last_day = late["last_day"]
         first_m = (first_day.dt.year * 12 + first_day.dt.month - 1).to_numpy()
         spans = (last_day.dt.year * 12 + last_day.dt.month - 1).to_numpy() - first_m + 1
-        late = late.assign(first_day=first_day, last_day=last_day).iloc[np.repeat(np.arange(len(late)), spans)]
+        late = late.assign(first_day=first_day).iloc[np.repeat(np.arange(len(late)), spans)]
         starts = np.repeat(np.cumsum(spans) - spans, spans)
         index = np.repeat(first_m, spans) + (np.arange(len(late)) - starts)  # months since year 0
         late["month"] = pd.to_datetime(pd.DataFrame({"year": index // 12, "month": index % 12 + 1, "day": 1})
                                        ).to_numpy()
         inside = ((np.minimum(late["last_day"], late["month"] + pd.offsets.MonthEnd(0))
                    - np.maximum(late["first_day"], late["month"])).dt.days + 1)
+        accrued = (pd.DataFrame({"client_id": late["client_id"], "month": late["month"],
+                                 "cent_days": late["part"].astype("int64") * inside})
+                   .groupby(["client_id", "month"])["cent_days"].sum().reset_index())
         settlement = pd.concat([
-            pd.DataFrame({"client_id": late["client_id"], "month": late["month"],
-                          "collection_cost": late["collection_cost"] * inside / late["days_late"], "bad_debt": 0.0}),
-            settled.loc[written_off, ["client_id", "month", "bad_debt"]].assign(collection_cost=0.0),
+            pd.DataFrame({"client_id": accrued["client_id"], "month": accrued["month"],
+                          "collection_cost": accrued["cent_days"] * 0.1 / 36500, "bad_debt": 0.0}),
+            parts.loc[written_off, ["client_id", "month", "bad_debt"]].assign(collection_cost=0.0),
         ]).groupby(["client_id", "month"])[["collection_cost", "bad_debt"]].sum().reset_index()
         rates = managers.set_index("manager_id")["hourly_cost"].astype(float)
         acts = activities[activities["started_at"].dt.normalize() <= as_of]

@@ -858,8 +858,8 @@ FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json:
 # does not check a carried-over file again: gate_marts)
 _MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     client_month, m, suites, gx_gate))).hexdigest()
-# <version dir>/_settlement/: the run's FIFO match of every invoice (matched.parquet, which the scorecard prices
-# too), the digest of each client's settlement inputs (clients.parquet) and what both were computed by (state.json)
+# <version dir>/_settlement/: the run's FIFO match, as invoice parts (parts.parquet, which the scorecard reads too),
+# the digest of each client's settlement inputs (clients.parquet) and what both were computed by (state.json)
 SETTLEMENT_STATE = "_settlement"
 _MATCH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     economics, m, digests))).hexdigest()
@@ -956,14 +956,16 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     frames = _mart_inputs(settings, as_of)
     previous = publish.current_version_dir(settings.home)
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
-    settlement = settle(frames["invoices"], frames["payments"], as_of=as_of, cost_of_capital=eco.cost_of_capital,
-                        write_off_days=eco.write_off_days, previous=previous, version_dir=version_dir)
+    parts = settlement_parts(frames["invoices"], frames["payments"], as_of=as_of, previous=previous,
+                             version_dir=version_dir)
+    settled = economics.settlement_costs(parts.lazy(), as_of=as_of, cost_of_capital=eco.cost_of_capital,
+                                         write_off_days=eco.write_off_days)
     costs = economics.time_costs(
         frames["activities"], frames["tickets"], frames["managers"], as_of=as_of,
         default_hourly_cost=eco.default_hourly_cost, support_hourly_cost=eco.support_hourly_cost)
     margins = economics.margin_rates(frames["invoices"], frames["clients"], default_margin=eco.default_margin,
                                      margin_by_industry=eco.margin_by_industry)
-    cut = client_month.month_inputs(frames["staged"], as_of=as_of, costs=costs, settlement=settlement.lazy(),
+    cut = client_month.month_inputs(frames["staged"], as_of=as_of, costs=costs, settlement_costs=settled,
                                     margins=margins)
     if months is not None:
         cut = {name: frame.filter(pl.col("month").is_between(months[0], months[1])) for name, frame in cut.items()}
@@ -1005,17 +1007,17 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                          month.isoformat(): list(digest) for month, digest in part_digests["payments"].items()})
 
 
-def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
-           write_off_days: int, previous: Path | None, version_dir: Path) -> pl.DataFrame:
-    """``economics.settle_invoices``, matching again only the clients whose settlement inputs changed.
+def settlement_parts(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, previous: Path | None,
+                     version_dir: Path) -> pl.DataFrame:
+    """``economics.settlement_parts`` (which day paid which part of which invoice), matching again only the
+    clients whose settlement inputs changed.
 
-    A client's FIFO match (which day paid which invoice, what is still open) is a function of its won invoices
-    issued up to as-of and its payments per day up to as-of alone (``economics.settlement_inputs``); the digest
-    of those rows per client (``digests.by_key``) is kept with the version (``SETTLEMENT_STATE``). A client
-    whose digests equal the published version's takes its matched rows from the published settlement (if the
-    code and the polars version that computed it are this run's); the others are matched now. Every row is then
-    priced as of this as-of with this run's settings (days late, costs, write-offs: ``price_settlement``), so
-    the result has the rows of a full ``settle_invoices``, in another order (nothing downstream reads an
+    A client's FIFO match is a function of its won invoices issued up to as-of and its payments per day up to
+    as-of alone (``economics.settlement_inputs``); the digest of those rows per client (``digests.by_key``) is
+    kept with the version (``SETTLEMENT_STATE``). A client whose digests equal the published version's takes its
+    parts from the published match (if the code and the polars version that computed it are this run's); the
+    others are matched now. The parts do not depend on as-of or on the settings (what they cost is priced by
+    the callers), so the result has the rows of a whole match, in another order (nothing downstream reads an
     order). A night's new payments touch a few thousand clients; the match of 10M invoices took ~10 s."""
     won, paid = pl.collect_all(economics.settlement_inputs(invoices, payments, as_of=as_of))
     clients = pl.collect_all([digests.by_key(won.lazy(), "client_id"), digests.by_key(paid.lazy(), "client_id")])
@@ -1030,24 +1032,19 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, co
         fresh = clients.select("client_id").join(unchanged, on="client_id", how="anti")
         stale = old_clients.select("client_id").join(unchanged, on="client_id", how="anti")  # changed or gone
         # the few changed clients are looked up in the 10M rows, not the 250k unchanged (0.8 s -> 0.01 s)
-        matched = pl.concat([
-            pl.scan_parquet(old / "matched.parquet")
-            .filter(~pl.col("client_id").is_in(stale["client_id"].implode())),
+        parts = pl.concat([
+            pl.scan_parquet(old / "parts.parquet").filter(~pl.col("client_id").is_in(stale["client_id"].implode())),
             economics.match_invoices(won.lazy().join(fresh.lazy(), on="client_id", how="semi"),
-                                     paid.lazy().join(fresh.lazy(), on="client_id", how="semi"))])
+                                     paid.lazy().join(fresh.lazy(), on="client_id", how="semi"))]).collect()
     else:
-        fresh, matched = clients, economics.match_invoices(won.lazy(), paid.lazy())
-    settlement = economics.price_settlement(matched, as_of=as_of, cost_of_capital=cost_of_capital,
-                                            write_off_days=write_off_days).collect()
+        fresh, parts = clients, economics.match_invoices(won.lazy(), paid.lazy()).collect()
     log.info("settlement: %d of %d clients matched", fresh.height, clients.height)
     target = version_dir / SETTLEMENT_STATE
     target.mkdir(parents=True, exist_ok=True)
-    # the match alone: pricing it again is cheaper than writing and reading the priced columns (10M rows: the
-    # priced frame took 2.2 s to write, 254 MB; the match 1.1 s, 113 MB; pricing 0.4 s)
-    settlement.select(economics.MATCH_COLUMNS).write_parquet(target / "matched.parquet")
+    parts.write_parquet(target / "parts.parquet")
     clients.write_parquet(target / "clients.parquet")
     (target / "state.json").write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
-    return settlement
+    return parts
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
@@ -1101,9 +1098,8 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     eco = settings.economics
     frames_in = _mart_inputs(settings, as_of)
     staged, payments, clients = frames_in["staged"], frames_in["payments"], frames_in["clients"]
-    settlement = economics.price_settlement(
-        pl.scan_parquet(version_dir / SETTLEMENT_STATE / "matched.parquet"), as_of=as_of,
-        cost_of_capital=eco.cost_of_capital, write_off_days=eco.write_off_days).collect().lazy()
+    settlement = economics.invoice_settlement(pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts.parquet"),
+                                              as_of=as_of, write_off_days=eco.write_off_days).collect().lazy()
     log_rows = frames_in["log"]
     months_dir = version_dir / client_month.NAME
     if not any(months_dir.glob("*.parquet")):  # no month at all: one empty file, as every mart has

@@ -105,7 +105,8 @@ def _history(seed: int = 3, clients: int = 40, days: int = 500):
     as_of = start + dt.timedelta(days=days - 20)
     paid = staged_txns.filter((pl.col("category") == "client_payment") & (pl.col("status") == "BOOK")
                               & (pl.col("booking_date") <= as_of))
-    settlement = economics.settle_invoices(invoices, paid, as_of=as_of, cost_of_capital=0.1, write_off_days=90)
+    settlement = economics.settlement_costs(economics.settlement_parts(invoices, paid, as_of=as_of), as_of=as_of,
+                                            cost_of_capital=0.1, write_off_days=90)
     costs = economics.time_costs(activities, tickets, managers, as_of=as_of, default_hourly_cost=50.0,
                                  support_hourly_cost=None)
     margins = economics.margin_rates(invoices, clients_, default_margin=0.3, margin_by_industry={"retail": 0.2})
@@ -115,9 +116,9 @@ def _history(seed: int = 3, clients: int = 40, days: int = 500):
 def test_concatenated_month_builds_equal_the_whole_build_exactly():
     staged_txns, as_of, costs, settlement, margins = _history()
     whole = client_month.build(staged_txns, as_of=as_of, reporting_currency="EUR", costs=costs,
-                               settlement=settlement, margins=margins, default_margin=0.3).collect()
+                               settlement_costs=settlement, margins=margins, default_margin=0.3).collect()
     cut = {name: frame.collect() for name, frame in client_month.month_inputs(
-        staged_txns, as_of=as_of, costs=costs, settlement=settlement, margins=margins).items()}
+        staged_txns, as_of=as_of, costs=costs, settlement_costs=settlement, margins=margins).items()}
     months = sorted(set().union(*(cut[n]["month"].to_list() for n in ("payments", "costs", "settlement"))))
     assert len(months) >= 16 and months[-1] == as_of.replace(day=1)  # open invoices accrue to the as-of month
     parts = []
@@ -134,9 +135,9 @@ def test_a_month_partition_is_the_same_whatever_the_input_order():
     """Same rows in another order: the same digests (so the same fingerprints) and bit-identical month files."""
     staged_txns, as_of, costs, settlement, margins = (f.collect().lazy() if isinstance(f, pl.LazyFrame) else f
                                                       for f in _history(seed=5))
-    one = client_month.month_inputs(staged_txns, as_of=as_of, costs=costs, settlement=settlement, margins=margins)
+    one = client_month.month_inputs(staged_txns, as_of=as_of, costs=costs, settlement_costs=settlement, margins=margins)
     two = client_month.month_inputs(staged_txns.reverse(), as_of=as_of, costs=costs.reverse(),
-                                    settlement=settlement.reverse(), margins=margins.reverse())
+                                    settlement_costs=settlement.reverse(), margins=margins.reverse())
     one, two = ({name: frame.collect() for name, frame in cut.items()} for cut in (one, two))
     for name in client_month.INPUTS:
         assert not one[name].equals(two[name]) or one[name].height < 2, name  # really another order
@@ -151,7 +152,7 @@ def test_a_month_partition_is_the_same_whatever_the_input_order():
 
 def test_a_changed_value_changes_its_months_digest_only():
     staged_txns, as_of, costs, settlement, margins = _history(seed=5)
-    payments = client_month.month_inputs(staged_txns, as_of=as_of, costs=costs, settlement=settlement,
+    payments = client_month.month_inputs(staged_txns, as_of=as_of, costs=costs, settlement_costs=settlement,
                                          margins=margins)["payments"].collect()
     before = client_month.partition_digests(payments)
     row = payments.height // 2

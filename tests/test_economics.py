@@ -33,7 +33,8 @@ def payments(rows):
 
 
 def fifo_case() -> pl.LazyFrame:
-    return economics.settle_invoices(
+    """The parts of each invoice paid on one day (``economics.settlement_parts``)."""
+    return economics.settlement_parts(
         invoices([
             ("C1", "I1", dt.date(2025, 1, 1), dt.date(2025, 1, 31), D("1000.00"), "won"),
             ("C1", "I2", dt.date(2025, 2, 1), dt.date(2025, 3, 3), D("500.00"), "won"),
@@ -43,69 +44,81 @@ def fifo_case() -> pl.LazyFrame:
         ]),
         payments([
             ("C1", dt.date(2025, 2, 10), D("1000.00")),   # pays I1, 10 days late
-            ("C1", dt.date(2025, 3, 3), D("300.00")),     # part of I2
-            ("C1", dt.date(2025, 3, 20), D("400.00")),    # completes I2 (17 days late), 200 towards I3
+            ("C1", dt.date(2025, 3, 3), D("300.00")),     # part of I2, on its due day
+            ("C1", dt.date(2025, 3, 20), D("400.00")),    # completes I2 (17 days late), 200 towards I3 (early)
             ("C2", dt.date(2024, 11, 5), D("100.00")),    # J1 never completed
         ]),
-        as_of=AS_OF, cost_of_capital=0.365, write_off_days=180,
+        as_of=AS_OF,
     )
 
 
+def fifo_costs(parts: pl.LazyFrame, as_of: dt.date = AS_OF) -> pl.DataFrame:
+    return economics.settlement_costs(parts, as_of=as_of, cost_of_capital=0.365, write_off_days=180).collect()
+
+
 def test_settlement_first_in_first_out():
-    out = fifo_case().collect()
+    parts = fifo_case()
+    assert sorted(parts.select("invoice_id", "part_amount", "paid_date", "final").collect().rows(),
+                  key=lambda r: (r[0], r[2] or dt.date.max)) == [
+        ("I1", D("1000.00"), dt.date(2025, 2, 10), True),
+        ("I2", D("300.00"), dt.date(2025, 3, 3), False), ("I2", D("200.00"), dt.date(2025, 3, 20), True),
+        ("I3", D("200.00"), dt.date(2025, 3, 20), False), ("I3", D("600.00"), None, True),  # open remainder
+        ("J1", D("100.00"), dt.date(2024, 11, 5), False), ("J1", D("200.00"), None, True)]
+    out = economics.invoice_settlement(parts, as_of=AS_OF, write_off_days=180).collect()
     rows = {r["invoice_id"]: r for r in out.iter_rows(named=True)}
     assert set(rows) == {"I1", "I2", "I3", "J1"}  # lost deals are not receivables
     assert (rows["I1"]["paid_date"], rows["I1"]["days_late"], rows["I1"]["event_month"]) == (
         dt.date(2025, 2, 10), 10, dt.date(2025, 2, 1))
-    # amount x days late x rate / 365 with rate 36.5%: 1000 x 10 x 0.001 = 10
-    assert rows["I1"]["collection_cost"] == pytest.approx(10.0)
-    assert (rows["I2"]["paid_date"], rows["I2"]["days_late"]) == (dt.date(2025, 3, 20), 17)
-    assert rows["I2"]["collection_cost"] == pytest.approx(8.5)
-    # I3: 600 still open, 91 days past due at as-of (not written off yet): accrued to the as-of month
+    assert (rows["I2"]["paid_date"], rows["I2"]["days_late"], rows["I2"]["open_amount"]) == (
+        dt.date(2025, 3, 20), 17, D("0.00"))
+    # I3: 600 still open, 91 days past due at as-of (not written off yet)
     assert (rows["I3"]["paid_date"], rows["I3"]["open_amount"], rows["I3"]["days_late"]) == (None, D("600.00"), 91)
-    assert rows["I3"]["collection_cost"] == pytest.approx(600 * 91 * 0.001)
     assert (rows["I3"]["written_off"], rows["I3"]["bad_debt"], rows["I3"]["event_month"]) == (
         False, D("0.00"), dt.date(2025, 6, 1))
     # J1: 200 open, 242 days past due > 180: written off on due + 180 days, as bad debt, in that month
     assert (rows["J1"]["written_off"], rows["J1"]["bad_debt"], rows["J1"]["event_month"]) == (
         True, D("200.00"), dt.date(2025, 4, 1))
-    assert rows["J1"]["collection_cost"] == pytest.approx(200 * 180 * 0.001)
 
 
-def test_collection_cost_accrues_in_the_months_the_invoice_is_late():
-    out = economics.settlement_costs(fifo_case()).collect().sort("client_id", "month")
+def test_collection_cost_accrues_in_the_months_each_part_is_late():
+    out = fifo_costs(fifo_case()).sort("client_id", "month")
+    # amount x days late x rate / 365 with rate 36.5%: 0.001 per unit and day
     assert [(r[0], r[1], round(r[2], 9), r[3]) for r in out.rows()] == [
-        # J1: 200 late from 2024-11-01 to its write-off day 2025-04-29 (180 days at 0.2 a day), written off then
         ("C1", dt.date(2025, 2, 1), 10.0, 0.0),  # I1: 1000 late Feb 1-10
-        ("C1", dt.date(2025, 3, 1), 8.5, 0.0),  # I2: 500 late Mar 4-20
+        ("C1", dt.date(2025, 3, 1), 3.4, 0.0),  # I2: 300 paid on its due day, 200 late Mar 4-20 (not 500)
         ("C1", dt.date(2025, 4, 1), 18.0, 0.0),  # I3: 600 open from Apr 1 to as-of Jun 30: 30 + 31 + 30 days
         ("C1", dt.date(2025, 5, 1), 18.6, 0.0),
         ("C1", dt.date(2025, 6, 1), 18.0, 0.0),
-        ("C2", dt.date(2024, 11, 1), 6.0, 0.0), ("C2", dt.date(2024, 12, 1), 6.2, 0.0),
+        # J1: 100 late Nov 1-5; 200 late from 2024-11-01 to its write-off day 2025-04-29 (180 days at 0.2 a
+        # day), written off then
+        ("C2", dt.date(2024, 11, 1), 6.5, 0.0), ("C2", dt.date(2024, 12, 1), 6.2, 0.0),
         ("C2", dt.date(2025, 1, 1), 6.2, 0.0), ("C2", dt.date(2025, 2, 1), 5.6, 0.0),
         ("C2", dt.date(2025, 3, 1), 6.2, 0.0), ("C2", dt.date(2025, 4, 1), 5.8, 200.0)]
-    # the months add up to each invoice's cost
-    assert out["collection_cost"].sum() == pytest.approx(fifo_case().collect()["collection_cost"].sum())
+    assert out["collection_cost"].sum() == pytest.approx(10 + 3.4 + 600 * 91 * 0.001 + 0.5 + 200 * 180 * 0.001)
 
 
-def test_a_past_month_keeps_its_exact_cost_while_an_open_invoice_ages():
-    """Each night as-of moves one day; an invoice still open adds a day to the as-of month and leaves the
-    months before exactly as they were, to the bit: client_month's months are carried over by their inputs'
-    digests, so a past month that moved in its last bits would be recomputed every night."""
+def test_a_past_month_keeps_its_exact_cost_while_an_open_invoice_ages_and_is_paid_in_part():
+    """Each night as-of moves one day; an invoice still open adds a day to the as-of month, and an instalment
+    paid today ends the lateness of its part today: the months before stay exactly as they were, to the bit
+    (client_month's months are carried over by their inputs' digests, so a past month that moved in its last
+    bits would be recomputed every night)."""
     amounts = [D("1234.57"), D("989.13"), D("70000.01"), D("333.33"), D("5.99"), D("81234.77")]
     rows = [(f"C{i}", f"I{i}", dt.date(2025, 1, 2 + i), dt.date(2025, 2, 3 + i), amount, "won")
             for i, amount in enumerate(amounts)]
 
-    def past_months(as_of: dt.date) -> pl.DataFrame:
-        settlement = economics.settle_invoices(invoices(rows), payments([]), as_of=as_of, cost_of_capital=0.117,
-                                               write_off_days=365)
-        return (economics.settlement_costs(settlement).filter(pl.col("month") < dt.date(2025, 6, 1)).collect()
-                .sort("client_id", "month"))
+    def past_months(as_of: dt.date, paid: list[tuple]) -> pl.DataFrame:
+        parts = economics.settlement_parts(invoices(rows), payments(paid), as_of=as_of)
+        costs = economics.settlement_costs(parts, as_of=as_of, cost_of_capital=0.117, write_off_days=365)
+        return costs.filter(pl.col("month") < dt.date(2025, 6, 1)).collect().sort("client_id", "month")
 
-    first = past_months(dt.date(2025, 6, 3))
+    first = past_months(dt.date(2025, 6, 3), [])
     assert first.height == len(amounts) * 4  # Feb to May
+    instalments = []
     for day in range(4, 30):
-        assert past_months(dt.date(2025, 6, day)).equals(first)  # exact floats, not approximately
+        if day % 5 == 0:  # someone pays a third of what they owe
+            i = day % len(amounts)
+            instalments.append((f"C{i}", dt.date(2025, 6, day), (amounts[i] / 3).quantize(D("0.01"))))
+        assert past_months(dt.date(2025, 6, day), instalments).equals(first)  # exact floats, not approximately
     # and May holds 31 days of 70000.01 x 11.7% / 365
     may = first.filter((pl.col("client_id") == "C2") & (pl.col("month") == dt.date(2025, 5, 1)))
     assert may["collection_cost"].item() == pytest.approx(70000.01 * 0.117 / 365 * 31, rel=1e-12)
@@ -115,14 +128,15 @@ def test_an_invoice_open_mid_month_costs_in_the_full_months_of_the_window():
     """As of the 15th, the scorecard's window is the last 12 full months: the days an open invoice was late in
     them count (they used to wait in the as-of month, outside the window, until it was paid)."""
     as_of = dt.date(2024, 9, 15)
-    settlement = economics.settle_invoices(
+    parts = economics.settlement_parts(
         invoices([("C", "I", dt.date(2024, 4, 1), dt.date(2024, 5, 1), D("3650.00"), "won")]),
-        payments([("C", dt.date(2024, 3, 10), D("1000.00"))]), as_of=as_of, cost_of_capital=0.10,
-        write_off_days=180)
+        payments([("C", dt.date(2024, 3, 10), D("1000.00"))]), as_of=as_of)
+    settlement = economics.invoice_settlement(parts, as_of=as_of, write_off_days=180)
     staged = pl.LazyFrame({"client_id": ["C"], "booking_date": [dt.date(2024, 3, 10)],
                            "amount_reporting": [D("1000.00")], "category": ["client_payment"], "status": ["BOOK"]},
                           schema_overrides={"amount_reporting": m.MONEY})
-    months = client_month.build(staged, as_of=as_of, reporting_currency="EUR", settlement=settlement)
+    months = client_month.build(staged, as_of=as_of, reporting_currency="EUR", settlement_costs=economics.settlement_costs(
+        parts, as_of=as_of, cost_of_capital=0.10, write_off_days=180))
     clients = pl.LazyFrame({"client_id": ["C"], "name": ["C"], "source": ["crm"], "industry": [None],
                             "manager_id": [None]}, schema_overrides={"industry": pl.String, "manager_id": pl.String})
     card = client_scorecard.build(months, clients, settlement, as_of=as_of, window_months=12,
@@ -133,8 +147,9 @@ def test_an_invoice_open_mid_month_costs_in_the_full_months_of_the_window():
 
 
 def test_settlement_matches_a_plain_fifo_loop_whatever_the_row_order():
-    """Many clients whose ids sort unlike their dates, in shuffled order: each invoice is paid on the first day
-    the client's payments so far cover it and the invoices due before it (a per-client loop as the oracle)."""
+    """Many clients whose ids sort unlike their dates, in shuffled order: each day's payments pay the oldest
+    balances in turn, and an invoice is paid on the day its balance reaches zero (a per-client loop as the
+    oracle, for the parts and the settlement days)."""
     import random
 
     rng = random.Random(7)
@@ -150,24 +165,38 @@ def test_settlement_matches_a_plain_fifo_loop_whatever_the_row_order():
                              D(rng.randrange(1, 400_00)) / 100))
     rng.shuffle(inv_rows)
     rng.shuffle(pay_rows)
-    out = economics.settle_invoices(invoices(inv_rows), payments(pay_rows), as_of=AS_OF, cost_of_capital=0.1,
-                                    write_off_days=180).collect()
-    expected = {}
+    parts = economics.settlement_parts(invoices(inv_rows), payments(pay_rows), as_of=AS_OF).collect()
+    out = economics.invoice_settlement(parts.lazy(), as_of=AS_OF, write_off_days=180).collect()
+    expected, expected_parts = {}, []
     for client in {r[0] for r in inv_rows}:
         days: dict[dt.date, Decimal] = {}
         for _, day, amount in (r for r in pay_rows if r[0] == client and r[1] <= AS_OF):
             days[day] = days.get(day, D(0)) + amount
-        paid, running = [], D(0)
+        # each day's money pays the oldest invoices' balances in turn
+        owed = [[invoice, amount] for _, invoice, _issue, _due, amount, _ in sorted(
+            (r for r in inv_rows if r[0] == client and r[2] <= AS_OF), key=lambda r: (r[3], r[2], r[1]))]
         for day in sorted(days):
-            running += days[day]
-            paid.append((running, day))
-        end = D(0)
-        for _, invoice, _issue, _due, amount, _ in sorted((r for r in inv_rows if r[0] == client and r[2] <= AS_OF),
-                                                      key=lambda r: (r[3], r[2], r[1])):
-            end += amount
-            expected[invoice] = next((day for total, day in paid if total >= end), None)
+            money = days[day]
+            for balance in owed:
+                if money == 0:
+                    break
+                if balance[1] > 0:
+                    part = min(money, balance[1])
+                    balance[1] -= part
+                    money -= part
+                    expected_parts.append((balance[0], part, day))
+                    if balance[1] == 0:
+                        expected[balance[0]] = day
+        for invoice, left in owed:
+            if left > 0:
+                expected[invoice] = None
+                expected_parts.append((invoice, left, None))
     assert len(expected) > 100 and sum(v is None for v in expected.values()) > 10
     assert dict(out.select("invoice_id", "paid_date").iter_rows()) == expected
+    key = lambda r: (r[0], r[2] or dt.date.max, r[1])  # noqa: E731
+    assert sorted(parts.select("invoice_id", "part_amount", "paid_date").rows(), key=key) == sorted(
+        expected_parts, key=key)
+    assert len(expected_parts) > len(expected) + 40  # many invoices paid in several parts
 
 
 def test_time_costs_use_each_persons_hourly_cost():

@@ -1,5 +1,5 @@
 """A night's settlement matches again only the clients whose invoices or payments changed, and gives exactly the
-rows a whole settlement gives (``flows.steps.settle`` against ``economics.settle_invoices``)."""
+parts a whole match gives (``flows.steps.settlement_parts`` against ``economics.settlement_parts``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from flows import steps
 from transforms import economics
 from transforms import metrics as m
 
-KEY = ["client_id", "invoice_id"]
+KEY = ["client_id", "invoice_id", "paid_date", "part_amount", "final"]
 START = dt.date(2025, 1, 1)
 
 
@@ -46,18 +46,15 @@ def frames(invoices: list[tuple], payments: list[tuple]) -> tuple[pl.LazyFrame, 
     return inv.lazy(), pay.lazy()
 
 
-def night(invoices, payments, as_of: dt.date, previous: Path | None, version: Path, rate: float = 0.1,
-          write_off_days: int = 180) -> pl.DataFrame:
+def night(invoices, payments, as_of: dt.date, previous: Path | None, version: Path) -> pl.DataFrame:
     inv, pay = frames(invoices, payments)
     pay = pay.filter(pl.col("booking_date") <= as_of)  # the flow passes the payments booked up to as-of
-    return steps.settle(inv, pay, as_of=as_of, cost_of_capital=rate, write_off_days=write_off_days,
-                        previous=previous, version_dir=version)
+    return steps.settlement_parts(inv, pay, as_of=as_of, previous=previous, version_dir=version)
 
 
-def whole(invoices, payments, as_of: dt.date, rate: float = 0.1, write_off_days: int = 180) -> pl.DataFrame:
+def whole(invoices, payments, as_of: dt.date) -> pl.DataFrame:
     inv, pay = frames(invoices, payments)
-    return economics.settle_invoices(inv, pay.filter(pl.col("booking_date") <= as_of), as_of=as_of,
-                                     cost_of_capital=rate, write_off_days=write_off_days).collect()
+    return economics.settlement_parts(inv, pay.filter(pl.col("booking_date") <= as_of), as_of=as_of).collect()
 
 
 def matched(caplog) -> tuple[int, int]:
@@ -77,7 +74,7 @@ def test_a_night_matches_the_changed_clients_and_equals_a_whole_settlement(tmp_p
     assert matched(caplog)[0] == matched(caplog)[1]  # no state yet: everyone
 
     # the next night: a few clients pay, one gets a new invoice, one is gone (merged in the CRM), a new one
-    # arrives; as-of moves on (open invoices age, some cross their write-off day) and the rate changes
+    # arrives; as-of moves on
     clients = sorted({row[0] for row in invoices + payments})
     payers = rng.sample(clients, 3)
     as_of2 = as_of + dt.timedelta(days=rng.choice([1, 20, 75]))
@@ -87,8 +84,8 @@ def test_a_night_matches_the_changed_clients_and_equals_a_whole_settlement(tmp_p
     gone = clients[-1]
     invoices2 = [row for row in invoices2 if row[0] != gone]
     payments2 = [row for row in payments2 if row[0] != gone]
-    second = night(invoices2, payments2, as_of2, tmp_path / "v1", tmp_path / "v2", rate=0.15, write_off_days=150)
-    assert second.sort(KEY).equals(whole(invoices2, payments2, as_of2, rate=0.15, write_off_days=150).sort(KEY))
+    second = night(invoices2, payments2, as_of2, tmp_path / "v1", tmp_path / "v2")
+    assert second.sort(KEY).equals(whole(invoices2, payments2, as_of2).sort(KEY))
     done, total = matched(caplog)
     # the payers, the new invoice's client, the new client; and whoever had invoices or payments dated between
     # the two as-of days (they enter the inputs now)

@@ -1,12 +1,12 @@
 """The cost of serving each client (DOMAIN §1), as events dated to a month. Pure functions, no I/O.
 
-- ``settle_invoices``: which payment settled which invoice, first in first out per client (oldest due invoice
-  is paid first, the usual accounting convention, and vectorised as an as-of join on cumulative amounts:
-  ``match_invoices``), and from that the days late, the financing cost of lateness, overdue amounts and bad
-  debt as of a day (``price_settlement``);
-- ``settlement_costs``: those costs dated to the months they fall in: a late invoice's financing cost accrues
-  day by day while it is late, so each month carries the part for its days late; bad debt falls in the
-  write-off month;
+- ``match_invoices``: which payment day paid which part of which invoice, first in first out per client
+  (oldest due invoice is paid first, the usual accounting convention, vectorised as as-of joins on cumulative
+  amounts); ``settle_invoices`` / ``invoice_settlement``: from that each invoice's settlement day, days late,
+  open amount and bad debt as of a day;
+- ``settlement_costs``: the financing cost of lateness and bad debt, dated to the months they fall in: each
+  late part accrues day by day while it is late, so each month carries the cost of its days late; bad debt
+  falls in the write-off month;
 - ``time_costs``: communication (CRM activities) and support (tickets) time, priced at the hourly cost of the
   person who spent it (time-driven activity-based costing);
 - ``margin_rates``: each client's gross margin share from its invoices' cost, else the industry default, else
@@ -23,24 +23,31 @@ from transforms import metrics as m
 
 SETTLEMENT_SCHEMA = {
     "client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
-    "amount": m.MONEY, "paid_date": pl.Date, "open_amount": m.MONEY, "days_late": pl.Int32,
-    "late_cost_per_day": pl.Float64, "collection_cost": pl.Float64, "bad_debt": m.MONEY, "event_month": pl.Date,
-    "written_off": pl.Boolean,
+    "amount": m.MONEY, "paid_date": pl.Date, "open_amount": m.MONEY, "days_late": pl.Int32, "bad_debt": m.MONEY,
+    "event_month": pl.Date, "written_off": pl.Boolean,
+}
+# one row per part of an invoice paid on one day, and per invoice's open remainder (``match_invoices``)
+PARTS_SCHEMA = {
+    "client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
+    "amount": m.MONEY, "part_amount": m.MONEY, "paid_date": pl.Date, "final": pl.Boolean,
 }
 
 
-def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
+def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date,
                     write_off_days: int) -> pl.LazyFrame:
-    """One row per won invoice issued up to ``as_of``.
+    """One row per won invoice issued up to ``as_of`` (``SETTLEMENT_SCHEMA``): ``invoice_settlement`` of
+    ``match_invoices``.
 
     ``invoices``: client_id, invoice_id, issue_date, due_date, amount (reporting currency), status.
     ``payments``: client_id, booking_date, amount_reporting (booked incoming client payments up to as_of).
-    An invoice is settled on the day the client's cumulative payments first cover its cumulative invoiced
-    amount (``match_invoices``); ``price_settlement`` gives the days late and what they cost as of ``as_of``.
     """
-    won, paid = settlement_inputs(invoices, payments, as_of=as_of)
-    return price_settlement(match_invoices(won, paid), as_of=as_of, cost_of_capital=cost_of_capital,
-                            write_off_days=write_off_days)
+    return invoice_settlement(settlement_parts(invoices, payments, as_of=as_of), as_of=as_of,
+                              write_off_days=write_off_days)
+
+
+def settlement_parts(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date) -> pl.LazyFrame:
+    """``match_invoices`` of ``settlement_inputs``: which day paid which part of which invoice."""
+    return match_invoices(*settlement_inputs(invoices, payments, as_of=as_of))
 
 
 def settlement_inputs(invoices: pl.LazyFrame, payments: pl.LazyFrame, *,
@@ -53,46 +60,66 @@ def settlement_inputs(invoices: pl.LazyFrame, payments: pl.LazyFrame, *,
                         & pl.col("client_id").is_not_null())
         .select("client_id", "invoice_id", "issue_date", "due_date", "amount")
     )
-    paid = payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum())
+    paid = (payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum())
+            .filter(pl.col("amount_reporting") > 0))
     return won, paid
 
 
-MATCH_COLUMNS = ("client_id", "invoice_id", "issue_date", "due_date", "amount", "paid_date", "open_amount")
-
-
 def match_invoices(won: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
-    """First in first out per client, over ``settlement_inputs``: each invoice with the day it was paid (null
-    while open) and the amount still open. Columns ``MATCH_COLUMNS``; a function of each client's rows alone,
-    whatever the as-of day (the inputs are cut to it)."""
+    """First in first out per client, over ``settlement_inputs``: the parts of each invoice paid on one day,
+    in ``PARTS_SCHEMA``, a function of each client's rows alone whatever the as-of day (the inputs are cut to
+    it).
+
+    A client's invoices, in FIFO order (due date, issue date, id), cover consecutive ranges of its cumulative
+    invoiced amount, and its payment days consecutive ranges of its cumulative paid amount; an invoice part is
+    the overlap of one invoice's range with one payment day's, and what no payment covers yet is the invoice's
+    open remainder (``paid_date`` null). Every invoice has one ``final`` part: the one that completes it (its
+    ``paid_date`` is the day the invoice was settled) or its open remainder; the parts of an invoice add up to
+    its amount. A part ends where an invoice or a payment day ends: the final parts are each invoice's first
+    payment day reaching its end (an as-of join), the others are the payment days ending inside an invoice
+    (an as-of join the other way).
+    """
     won = (
         won.sort("due_date", "issue_date", "invoice_id")  # within each client: the FIFO order
         .with_columns(_end=m.cents(pl.col("amount")).cum_sum().over("client_id"))
         .with_columns(_start=pl.col("_end") - m.cents(pl.col("amount")))
     )
-    paid = paid.sort("booking_date").with_columns(
-        _paid=m.cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
+    paid = (
+        paid.sort("booking_date")
+        .with_columns(_paid=m.cents(pl.col("amount_reporting")).cum_sum().over("client_id"))
+        .with_columns(_paid_before=pl.col("_paid") - m.cents(pl.col("amount_reporting")))
+        .select("client_id", "_paid", "_paid_before", pl.col("booking_date").alias("paid_date"))
+    )
     totals = paid.group_by("client_id").agg(pl.col("_paid").max().alias("_total_paid"))
     # within each client both sides are in the order of their cumulative amount (increasing): that is the order
     # join_asof needs within each 'by' group. Neither is sorted by client: sorting 10M rows by the client id
     # string took 14 s, by the dates and invoice id 4 s (a running sum over a client keeps the row order).
-    settled = (
-        won.join_asof(paid.select("client_id", "_paid", pl.col("booking_date").alias("paid_date")),
-                      left_on="_end", right_on="_paid", by="client_id", strategy="forward", check_sortedness=False)
+    final = (
+        won.join_asof(paid, left_on="_end", right_on="_paid", by="client_id", strategy="forward",
+                      check_sortedness=False)
         .join(totals, on="client_id", how="left")
-        .with_columns(pl.col("_total_paid").fill_null(0))
+        .with_columns(_part=pl.col("_end") - pl.max_horizontal(
+            "_start", pl.when(pl.col("paid_date").is_null()).then(pl.col("_total_paid").fill_null(0))
+            .otherwise(pl.col("_paid_before"))), final=pl.lit(True))
     )
-    open_cents = (pl.col("_end") - pl.max_horizontal("_start", "_total_paid")).clip(0, m.cents(pl.col("amount")))
-    return settled.with_columns(open_amount=(open_cents.cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY)).select(
-        MATCH_COLUMNS)
+    inner = (
+        paid.join_asof(won, left_on="_paid", right_on="_end", by="client_id", strategy="forward",
+                       check_sortedness=False)
+        .filter(pl.col("_paid") < pl.col("_end"))  # ends inside an invoice (at an invoice's end: its final part)
+        .with_columns(_part=pl.col("_paid") - pl.max_horizontal("_start", "_paid_before"), final=pl.lit(False))
+    )
+    return pl.concat([
+        frame.select("client_id", "invoice_id", "issue_date", "due_date", "amount",
+                     part_amount=(pl.col("_part").cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY),
+                     paid_date="paid_date", final="final")
+        for frame in (final, inner)])
 
 
-def price_settlement(matched: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
-                     write_off_days: int) -> pl.LazyFrame:
-    """``match_invoices``' rows as of ``as_of`` (columns ``SETTLEMENT_SCHEMA``). Collection cost = amount x
-    days late x rate / 365 (``late_cost_per_day`` x days late); an invoice still open accrues it on its open
-    amount to ``as_of``, or to its write-off day once it is ``write_off_days`` past due, when its open amount
-    becomes bad debt. ``event_month``: the month it was paid or written off (as-of's month while it is open);
-    ``settlement_costs`` dates the costs month by month."""
+def invoice_settlement(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) -> pl.LazyFrame:
+    """Each invoice as of ``as_of`` from its final part (``SETTLEMENT_SCHEMA``): the day it was settled, what is
+    still open and how many days late it is (to the day it was paid, to as-of while it is open, to its
+    write-off day once it is ``write_off_days`` past due, when its open amount becomes bad debt).
+    ``event_month``: the month it was paid or written off (as-of's month while it is open)."""
     write_off_day = pl.col("due_date") + dt.timedelta(days=write_off_days)
     is_open = pl.col("paid_date").is_null()
     written_off = is_open & (write_off_day <= as_of)
@@ -100,11 +127,10 @@ def price_settlement(matched: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: 
                  .when(written_off).then(pl.lit(dt.timedelta(days=write_off_days)))
                  .otherwise(pl.lit(as_of) - pl.col("due_date"))).dt.total_days().cast(pl.Int32)
     return (
-        matched.with_columns(days_late=days_late, written_off=written_off)
-        .with_columns(late_cost_per_day=m.late_cost_per_day(
-            pl.when(is_open).then(pl.col("open_amount")).otherwise(pl.col("amount")), cost_of_capital))
+        parts.filter(pl.col("final"))
+        .with_columns(open_amount=pl.when(is_open).then(pl.col("part_amount")).otherwise(pl.lit(0)).cast(m.MONEY),
+                      days_late=days_late, written_off=written_off)
         .with_columns(
-            collection_cost=m.late_payment_cost("late_cost_per_day", "days_late"),
             bad_debt=pl.when(pl.col("written_off")).then(pl.col("open_amount")).otherwise(pl.lit(0)).cast(m.MONEY),
             event_month=pl.when(~is_open).then(pl.col("paid_date")).when(pl.col("written_off")).then(write_off_day)
             .otherwise(pl.lit(as_of)).dt.truncate("1mo"),
@@ -117,39 +143,47 @@ SETTLEMENT_COSTS_SCHEMA = {"client_id": pl.String, "month": pl.Date, "collection
                            "bad_debt": pl.Float64}
 
 
-def settlement_costs(settlement: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per client and month with a collection cost or bad debt from ``settle_invoices``' rows.
+def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
+                     write_off_days: int) -> pl.LazyFrame:
+    """One row per client and month with a collection cost or bad debt, from ``match_invoices``' parts.
 
-    Financing cost accrues day by day while an invoice is late, from the day after its due date to the day it
-    was paid, written off, or as-of: each calendar month carries the invoice's cost per day x its days late in
-    that month. So a month's cost does not wait for the payment, and it stays what it was when the invoice is
-    paid later (unless the payment completes a partly paid invoice: its cost is then on the whole amount rather
-    than the open part). It is computed from the cost per day, not as a share of the invoice's whole cost, so a
-    past month keeps its exact bits while as-of moves (as a share it moved in the last bits every night, and
-    every month with an open invoice in it was recomputed as changed). Bad debt falls in the write-off month.
+    Financing cost is amount x days late x annual cost of capital / 365 for each part of an invoice: a part is
+    late from the day after the invoice's due date to the day it was paid; the open remainder to as-of, or to
+    its write-off day once the invoice is ``write_off_days`` past due, when it becomes bad debt (in the write-off
+    month). So an invoice paid in instalments costs each instalment's own lateness, not its whole amount for the
+    last one's. The cost accrues day by day: each calendar month carries the parts' amounts x their days late
+    in that month, summed exactly as integer cent-days and priced once per client and month. A month's cost does
+    not wait for the payment, and a later payment or a later as-of leaves the months before it exactly as they
+    were (a payment splits an open remainder into a paid part and a smaller remainder, with the same cent-days
+    up to that day), so the nightly run recomputes only the months that really changed.
     """
-    first = pl.col("due_date") + pl.duration(days=1)
-    last = pl.col("due_date") + pl.duration(days=pl.col("days_late"))
+    write_off_day = pl.col("due_date") + pl.duration(days=write_off_days)
+    is_open = pl.col("paid_date").is_null()
+    written_off = is_open & (write_off_day <= as_of)
+    last = (pl.when(~is_open).then(pl.col("paid_date")).when(written_off).then(write_off_day)
+            .otherwise(pl.lit(as_of)))
     month_end = pl.col("month").dt.month_end()
     days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
     accrued = (
-        settlement.filter((pl.col("days_late") > 0) & (pl.col("collection_cost") > 0))
-        .select("client_id", "late_cost_per_day", _first=first, _last=last)
+        parts.select("client_id", _cents=m.cents(pl.col("part_amount")).cast(pl.Int64),
+                     _first=pl.col("due_date") + pl.duration(days=1), _last=last)
+        .filter((pl.col("_last") >= pl.col("_first")) & (pl.col("_cents") > 0))
         .with_columns(month=pl.date_ranges(pl.col("_first").dt.truncate("1mo"), pl.col("_last").dt.truncate("1mo"),
                                            "1mo"))
         .explode("month")
         .group_by("client_id", "month")
-        .agg(m.fsum(pl.col("late_cost_per_day") * days_in_month).alias("collection_cost"))
+        .agg((pl.col("_cents") * days_in_month).sum().alias("_cent_days"))
+        .select("client_id", "month", collection_cost=m.late_payment_cost("_cent_days", cost_of_capital))
     )
-    written_off = (
-        settlement.filter(pl.col("written_off") & (pl.col("bad_debt") > 0))
-        .group_by("client_id", pl.col("event_month").alias("month"))
-        .agg(pl.col("bad_debt").sum().cast(pl.Float64))
+    bad = (
+        parts.filter(written_off & (pl.col("part_amount") > 0))
+        .group_by("client_id", month=write_off_day.dt.truncate("1mo"))
+        .agg(bad_debt=pl.col("part_amount").sum().cast(pl.Float64))
     )
     return (
-        pl.concat([accrued, written_off], how="diagonal_relaxed")
+        pl.concat([accrued, bad], how="diagonal_relaxed")
         .group_by("client_id", "month")
-        .agg(m.fsum(pl.col("collection_cost")), m.fsum(pl.col("bad_debt")))
+        .agg(pl.col("collection_cost").sum(), pl.col("bad_debt").sum())  # at most one of each per client-month
         .select(list(SETTLEMENT_COSTS_SCHEMA))
     )
 

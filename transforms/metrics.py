@@ -100,15 +100,11 @@ def time_cost(minutes: str = "minutes", hourly_cost: str = "hourly_cost") -> pl.
     return pl.col(minutes) / 60 * pl.col(hourly_cost)
 
 
-def late_cost_per_day(amount: str | pl.Expr, annual_rate: float) -> pl.Expr:
-    """Financing cost of one day of a late payment: amount x annual cost of capital / 365."""
-    amount = pl.col(amount) if isinstance(amount, str) else amount
-    return amount.cast(pl.Float64) * annual_rate / 365
-
-
-def late_payment_cost(per_day: str, days_late: str) -> pl.Expr:
-    """Financing cost of a late payment: its cost per day (``late_cost_per_day``) x days late (early = 0)."""
-    return pl.col(per_day) * pl.col(days_late).clip(lower_bound=0)
+def late_payment_cost(cent_days: str, annual_rate: float) -> pl.Expr:
+    """Financing cost of late payments: amount x days late x annual cost of capital / 365, from the amounts
+    (in cents) x their days late, summed as exact integers ("cent-days"): the cost of an amount split into parts
+    is the cost of the whole for the days they were late together, to the bit."""
+    return pl.col(cent_days).cast(pl.Float64) * (annual_rate / 36500)
 
 
 def net_profit() -> pl.Expr:

@@ -38,8 +38,8 @@ SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "communication_cost": (m.MONEY, "CRM activity minutes / 60 x the hourly cost of the manager who spent them"),
     "support_cost": (m.MONEY, "Ticket minutes / 60 x the support hourly cost"),
     "collection_cost": (m.MONEY, "Late payment financing cost: amount x days late x annual cost of capital / 365, "
-                                 "accrued day by day: the month's share of each invoice late in it (open invoices: "
-                                 "on the open amount, up to as-of)"),
+                                 "for each part of an invoice paid on one day (and its open remainder, up to as-of), "
+                                 "accrued day by day: the days each part was late in this month"),
     "bad_debt": (m.MONEY, "Open amount of invoices written off this month (unpaid past the write-off horizon)"),
     "net_profit": (m.MONEY, "gross_margin - communication_cost - support_cost - collection_cost - bad_debt"),
     "hours_spent": (pl.Float64(), "Hours our people spent on the client (activities and tickets)"),
@@ -54,16 +54,14 @@ def build(
     reporting_currency: str,
     months: tuple[dt.date, dt.date] | None = None,
     costs: pl.LazyFrame | None = None,
-    settlement: pl.LazyFrame | None = None,
+    settlement_costs: pl.LazyFrame | None = None,
     margins: pl.LazyFrame | None = None,
     default_margin: float = 0.30,
-    settlement_costs: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Aggregate money and cost events per client and month. ``months`` (first days, inclusive) limits a backfill.
 
-    ``costs``: economics.time_costs; ``settlement``: economics.settle_invoices, or ``settlement_costs``:
-    economics.settlement_costs of it (already dated, as a month partition has it); ``margins``:
-    economics.margin_rates.
+    ``costs``: economics.time_costs; ``settlement_costs``: economics.settlement_costs (dated to months);
+    ``margins``: economics.margin_rates.
     """
     money = (
         staged_txns.filter(m.is_booked() & (m.is_client_payment() | m.is_refund()) & (pl.col("booking_date") <= as_of))
@@ -75,10 +73,6 @@ def build(
     if costs is not None:
         parts.append(costs.select("client_id", "month", "communication_cost", "support_cost",
                                   (pl.col("minutes") / 60).alias("hours_spent")))
-    if settlement is not None:
-        if settlement_costs is not None:
-            raise ValueError("pass settlement or settlement_costs, not both")
-        settlement_costs = economics.settlement_costs(settlement)
     if settlement_costs is not None:
         parts.append(settlement_costs.select("client_id", "month", "collection_cost", "bad_debt"))
     frame = pl.concat(parts, how="diagonal_relaxed")
@@ -122,7 +116,7 @@ def build(
 INPUTS = ("payments", "costs", "settlement", "margins")
 
 
-def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFrame, settlement: pl.LazyFrame,
+def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFrame, settlement_costs: pl.LazyFrame,
                  margins: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
     """``build``'s inputs cut to the columns it reads, each with a ``month`` column to partition on.
 
@@ -135,7 +129,7 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
         .select("client_id", "booking_date", "category", "status", "amount_reporting", month=m.month_start())
     )
     costs = costs.select("client_id", "month", "communication_cost", "support_cost", "minutes")
-    settlement = economics.settlement_costs(settlement)
+    settlement = settlement_costs.select(list(economics.SETTLEMENT_COSTS_SCHEMA))
     keys = pl.concat([f.select("client_id", "month") for f in (payments, costs, settlement)]).unique()
     margins = keys.join(margins.select("client_id", "margin_rate"), on="client_id", how="inner")
     return {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
