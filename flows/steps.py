@@ -859,7 +859,8 @@ FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json:
 _MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     client_month, m, suites, gx_gate))).hexdigest()
 # <version dir>/_settlement/: the run's FIFO match, as invoice parts (parts.parquet, which the scorecard reads too),
-# the digest of each client's settlement inputs (clients.parquet) and what both were computed by (state.json)
+# the cent-days its paid parts were late per client and month (paid_late.parquet), the digest of each client's
+# settlement inputs (clients.parquet) and what they were computed by (state.json)
 SETTLEMENT_STATE = "_settlement"
 _MATCH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     economics, m, digests))).hexdigest()
@@ -956,10 +957,10 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     frames = _mart_inputs(settings, as_of)
     previous = publish.current_version_dir(settings.home)
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
-    parts = settlement_parts(frames["invoices"], frames["payments"], as_of=as_of, previous=previous,
-                             version_dir=version_dir)
+    parts, paid_late = settle(frames["invoices"], frames["payments"], as_of=as_of,
+                              write_off_days=eco.write_off_days, previous=previous, version_dir=version_dir)
     settled = economics.settlement_costs(parts.lazy(), as_of=as_of, cost_of_capital=eco.cost_of_capital,
-                                         write_off_days=eco.write_off_days)
+                                         write_off_days=eco.write_off_days, paid_late=paid_late.lazy())
     costs = economics.time_costs(
         frames["activities"], frames["tickets"], frames["managers"], as_of=as_of,
         default_hourly_cost=eco.default_hourly_cost, support_hourly_cost=eco.support_hourly_cost)
@@ -1007,18 +1008,19 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                          month.isoformat(): list(digest) for month, digest in part_digests["payments"].items()})
 
 
-def settlement_parts(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, previous: Path | None,
-                     version_dir: Path) -> pl.DataFrame:
-    """``economics.settlement_parts`` (which day paid which part of which invoice), matching again only the
-    clients whose settlement inputs changed.
+def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, write_off_days: int,
+           previous: Path | None, version_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``economics.settlement_parts`` (which day paid which part of which invoice) and the ``late_cent_days`` of
+    the paid parts, matching again only the clients whose settlement inputs changed.
 
     A client's FIFO match is a function of its won invoices issued up to as-of and its payments per day up to
     as-of alone (``economics.settlement_inputs``); the digest of those rows per client (``digests.by_key``) is
-    kept with the version (``SETTLEMENT_STATE``). A client whose digests equal the published version's takes its
-    parts from the published match (if the code and the polars version that computed it are this run's); the
-    others are matched now. The parts do not depend on as-of or on the settings (what they cost is priced by
-    the callers), so the result has the rows of a whole match, in another order (nothing downstream reads an
-    order). A night's new payments touch a few thousand clients; the match of 10M invoices took ~10 s."""
+    kept with the version (``SETTLEMENT_STATE``). A client whose digests equal the published version's takes
+    its parts, and the cent-days its paid parts were late per month, from the published state (if the code and
+    the polars version that computed it are this run's); the others are matched now. Neither depends on as-of
+    or on a setting (an open remainder's lateness does: the caller computes it every run), so the result has the
+    rows of a whole match, in another order (nothing downstream reads an order). A night's new payments touch a
+    few thousand clients; the match of 10M invoices took ~10 s, the cent-days of its parts ~5 s."""
     won, paid = pl.collect_all(economics.settlement_inputs(invoices, payments, as_of=as_of))
     clients = pl.collect_all([digests.by_key(won.lazy(), "client_id"), digests.by_key(paid.lazy(), "client_id")])
     clients = clients[0].join(clients[1], on="client_id", how="full", coalesce=True, suffix="_paid")
@@ -1026,25 +1028,34 @@ def settlement_parts(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: d
     old = previous / SETTLEMENT_STATE if previous is not None else None
     reusable = (old is not None and (old / "state.json").is_file()
                 and json.loads((old / "state.json").read_text(encoding="utf-8")) == state)
+
+    def paid_late(parts: pl.LazyFrame) -> pl.LazyFrame:
+        return economics.late_cent_days(parts.filter(pl.col("paid_date").is_not_null()), as_of=as_of,
+                                        write_off_days=write_off_days)
+
     if reusable:
         old_clients = pl.read_parquet(old / "clients.parquet")
         unchanged = clients.join(old_clients, on=clients.columns, how="semi", nulls_equal=True).select("client_id")
         fresh = clients.select("client_id").join(unchanged, on="client_id", how="anti")
         stale = old_clients.select("client_id").join(unchanged, on="client_id", how="anti")  # changed or gone
+        kept = ~pl.col("client_id").is_in(stale["client_id"].implode())
         # the few changed clients are looked up in the 10M rows, not the 250k unchanged (0.8 s -> 0.01 s)
-        parts = pl.concat([
-            pl.scan_parquet(old / "parts.parquet").filter(~pl.col("client_id").is_in(stale["client_id"].implode())),
-            economics.match_invoices(won.lazy().join(fresh.lazy(), on="client_id", how="semi"),
-                                     paid.lazy().join(fresh.lazy(), on="client_id", how="semi"))]).collect()
+        new_parts = economics.match_invoices(won.lazy().join(fresh.lazy(), on="client_id", how="semi"),
+                                             paid.lazy().join(fresh.lazy(), on="client_id", how="semi")).collect()
+        parts, late = pl.collect_all([
+            pl.concat([pl.scan_parquet(old / "parts.parquet").filter(kept), new_parts.lazy()]),
+            pl.concat([pl.scan_parquet(old / "paid_late.parquet").filter(kept), paid_late(new_parts.lazy())])])
     else:
         fresh, parts = clients, economics.match_invoices(won.lazy(), paid.lazy()).collect()
+        late = paid_late(parts.lazy()).collect()
     log.info("settlement: %d of %d clients matched", fresh.height, clients.height)
     target = version_dir / SETTLEMENT_STATE
     target.mkdir(parents=True, exist_ok=True)
     parts.write_parquet(target / "parts.parquet")
+    late.write_parquet(target / "paid_late.parquet")
     clients.write_parquet(target / "clients.parquet")
     (target / "state.json").write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
-    return parts
+    return parts, late
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:

@@ -143,8 +143,8 @@ SETTLEMENT_COSTS_SCHEMA = {"client_id": pl.String, "month": pl.Date, "collection
                            "bad_debt": pl.Float64}
 
 
-def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float,
-                     write_off_days: int) -> pl.LazyFrame:
+def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: float, write_off_days: int,
+                     paid_late: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """One row per client and month with a collection cost or bad debt, from ``match_invoices``' parts.
 
     Financing cost is amount x days late x annual cost of capital / 365 for each part of an invoice: a part is
@@ -156,27 +156,22 @@ def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: fl
     not wait for the payment, and a later payment or a later as-of leaves the months before it exactly as they
     were (a payment splits an open remainder into a paid part and a smaller remainder, with the same cent-days
     up to that day), so the nightly run recomputes only the months that really changed.
+
+    ``paid_late``: ``late_cent_days`` of the paid parts, if the caller has them (a night reuses those of the
+    clients whose parts did not change); the open remainders' grow with as-of and are computed here. The cent-days
+    are integers, so their sum over the two is the sum over all parts, to the bit.
     """
+    if paid_late is None:
+        late_days = late_cent_days(parts, as_of=as_of, write_off_days=write_off_days)
+    else:
+        open_late = late_cent_days(parts.filter(pl.col("paid_date").is_null()), as_of=as_of,
+                                   write_off_days=write_off_days)
+        late_days = pl.concat([paid_late, open_late]).group_by("client_id", "month").agg(pl.col("cent_days").sum())
+    accrued = late_days.select("client_id", "month",
+                               collection_cost=m.late_payment_cost("cent_days", cost_of_capital))
     write_off_day = pl.col("due_date") + pl.duration(days=write_off_days)
-    is_open = pl.col("paid_date").is_null()
-    written_off = is_open & (write_off_day <= as_of)
-    last = (pl.when(~is_open).then(pl.col("paid_date")).when(written_off).then(write_off_day)
-            .otherwise(pl.lit(as_of)))
-    month_end = pl.col("month").dt.month_end()
-    days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
-    accrued = (
-        parts.select("client_id", _cents=m.cents(pl.col("part_amount")).cast(pl.Int64),
-                     _first=pl.col("due_date") + pl.duration(days=1), _last=last)
-        .filter((pl.col("_last") >= pl.col("_first")) & (pl.col("_cents") > 0))
-        .with_columns(month=pl.date_ranges(pl.col("_first").dt.truncate("1mo"), pl.col("_last").dt.truncate("1mo"),
-                                           "1mo"))
-        .explode("month")
-        .group_by("client_id", "month")
-        .agg((pl.col("_cents") * days_in_month).sum().alias("_cent_days"))
-        .select("client_id", "month", collection_cost=m.late_payment_cost("_cent_days", cost_of_capital))
-    )
     bad = (
-        parts.filter(written_off & (pl.col("part_amount") > 0))
+        parts.filter(_written_off(as_of, write_off_days) & (pl.col("part_amount") > 0))
         .group_by("client_id", month=write_off_day.dt.truncate("1mo"))
         .agg(bad_debt=pl.col("part_amount").sum().cast(pl.Float64))
     )
@@ -186,6 +181,33 @@ def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: fl
         .agg(pl.col("collection_cost").sum(), pl.col("bad_debt").sum())  # at most one of each per client-month
         .select(list(SETTLEMENT_COSTS_SCHEMA))
     )
+
+
+def late_cent_days(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) -> pl.LazyFrame:
+    """client_id, month, cent_days: the parts' amounts in cents x their days late in the month, summed exactly
+    (Int64). A paid part's are fixed; an open remainder's grow with as-of until its write-off day. Sums of
+    these over any split of the parts add up to the sum over all of them."""
+    write_off_day = pl.col("due_date") + pl.duration(days=write_off_days)
+    is_open = pl.col("paid_date").is_null()
+    last = (pl.when(~is_open).then(pl.col("paid_date")).when(_written_off(as_of, write_off_days))
+            .then(write_off_day).otherwise(pl.lit(as_of)))
+    month_end = pl.col("month").dt.month_end()
+    days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
+    return (
+        parts.select("client_id", _cents=m.cents(pl.col("part_amount")).cast(pl.Int64),
+                     _first=pl.col("due_date") + pl.duration(days=1), _last=last)
+        .filter((pl.col("_last") >= pl.col("_first")) & (pl.col("_cents") > 0))
+        .with_columns(month=pl.date_ranges(pl.col("_first").dt.truncate("1mo"), pl.col("_last").dt.truncate("1mo"),
+                                           "1mo"))
+        .explode("month")
+        .group_by("client_id", "month")
+        .agg((pl.col("_cents") * days_in_month).sum().alias("cent_days"))
+    )
+
+
+def _written_off(as_of: dt.date, write_off_days: int) -> pl.Expr:
+    """An open remainder ``write_off_days`` past its invoice's due date at as-of (bad debt since)."""
+    return pl.col("paid_date").is_null() & (pl.col("due_date") + pl.duration(days=write_off_days) <= as_of)
 
 
 def time_costs(activities: pl.LazyFrame, tickets: pl.LazyFrame, managers: pl.LazyFrame, *, as_of: dt.date,
