@@ -1051,7 +1051,7 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, wr
     log.info("settlement: %d of %d clients matched", fresh.height, clients.height)
     target = version_dir / SETTLEMENT_STATE
     target.mkdir(parents=True, exist_ok=True)
-    parts.write_parquet(target / "parts.parquet")
+    parts.write_parquet(target / "parts.parquet", compression="lz4")  # 10M (14M parts): zstd 2.1 s, lz4 1.2 s
     late.write_parquet(target / "paid_late.parquet")
     clients.write_parquet(target / "clients.parquet")
     (target / "state.json").write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
