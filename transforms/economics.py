@@ -2,8 +2,8 @@
 
 - ``match_invoices``: which payment day paid which part of which invoice, first in first out per client
   (oldest due invoice is paid first, the usual accounting convention, vectorised as as-of joins on cumulative
-  amounts); ``settle_invoices`` / ``invoice_settlement``: from that each invoice's settlement day, days late,
-  open amount and bad debt as of a day;
+  amounts); ``invoice_settlement``: from that each invoice's settlement day, days late, open amount and bad
+  debt as of a day;
 - ``settlement_costs``: the financing cost of lateness and bad debt, dated to the months they fall in: each
   late part accrues day by day while it is late, so each month carries the cost of its days late; bad debt
   falls in the write-off month;
@@ -31,18 +31,6 @@ PARTS_SCHEMA = {
     "client_id": pl.String, "invoice_id": pl.String, "issue_date": pl.Date, "due_date": pl.Date,
     "amount": m.MONEY, "part_amount": m.MONEY, "paid_date": pl.Date, "final": pl.Boolean,
 }
-
-
-def settle_invoices(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date,
-                    write_off_days: int) -> pl.LazyFrame:
-    """One row per won invoice issued up to ``as_of`` (``SETTLEMENT_SCHEMA``): ``invoice_settlement`` of
-    ``match_invoices``.
-
-    ``invoices``: client_id, invoice_id, issue_date, due_date, amount (reporting currency), status.
-    ``payments``: client_id, booking_date, amount_reporting (booked incoming client payments up to as_of).
-    """
-    return invoice_settlement(settlement_parts(invoices, payments, as_of=as_of), as_of=as_of,
-                              write_off_days=write_off_days)
 
 
 def settlement_parts(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date) -> pl.LazyFrame:
@@ -112,7 +100,7 @@ def match_invoices(won: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
         frame.select("client_id", "invoice_id", "issue_date", "due_date", "amount",
                      part_amount=(pl.col("_part").cast(pl.Decimal(38, 2)) / 100).cast(m.MONEY),
                      paid_date="paid_date", final="final")
-        for frame in (final, inner)])
+        for frame in (final, inner)]).cast(PARTS_SCHEMA)
 
 
 def invoice_settlement(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) -> pl.LazyFrame:
@@ -120,9 +108,9 @@ def invoice_settlement(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: i
     still open and how many days late it is (to the day it was paid, to as-of while it is open, to its
     write-off day once it is ``write_off_days`` past due, when its open amount becomes bad debt).
     ``event_month``: the month it was paid or written off (as-of's month while it is open)."""
-    write_off_day = pl.col("due_date") + dt.timedelta(days=write_off_days)
+    write_off_day = _write_off_day(write_off_days)
     is_open = pl.col("paid_date").is_null()
-    written_off = is_open & (write_off_day <= as_of)
+    written_off = _written_off(as_of, write_off_days)
     days_late = (pl.when(~is_open).then(pl.col("paid_date") - pl.col("due_date"))
                  .when(written_off).then(pl.lit(dt.timedelta(days=write_off_days)))
                  .otherwise(pl.lit(as_of) - pl.col("due_date"))).dt.total_days().cast(pl.Int32)
@@ -169,10 +157,9 @@ def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: fl
         late_days = pl.concat([paid_late, open_late]).group_by("client_id", "month").agg(pl.col("cent_days").sum())
     accrued = late_days.select("client_id", "month",
                                collection_cost=m.late_payment_cost("cent_days", cost_of_capital))
-    write_off_day = pl.col("due_date") + pl.duration(days=write_off_days)
     bad = (
         parts.filter(_written_off(as_of, write_off_days) & (pl.col("part_amount") > 0))
-        .group_by("client_id", month=write_off_day.dt.truncate("1mo"))
+        .group_by("client_id", month=_write_off_day(write_off_days).dt.truncate("1mo"))
         .agg(bad_debt=pl.col("part_amount").sum().cast(pl.Float64))
     )
     return (
@@ -187,10 +174,8 @@ def late_cent_days(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) 
     """client_id, month, cent_days: the parts' amounts in cents x their days late in the month, summed exactly
     (Int64). A paid part's are fixed; an open remainder's grow with as-of until its write-off day. Sums of
     these over any split of the parts add up to the sum over all of them."""
-    write_off_day = pl.col("due_date") + pl.duration(days=write_off_days)
-    is_open = pl.col("paid_date").is_null()
-    last = (pl.when(~is_open).then(pl.col("paid_date")).when(_written_off(as_of, write_off_days))
-            .then(write_off_day).otherwise(pl.lit(as_of)))
+    last = (pl.when(pl.col("paid_date").is_not_null()).then(pl.col("paid_date"))
+            .when(_written_off(as_of, write_off_days)).then(_write_off_day(write_off_days)).otherwise(pl.lit(as_of)))
     month_end = pl.col("month").dt.month_end()
     days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
     return (
@@ -205,9 +190,13 @@ def late_cent_days(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) 
     )
 
 
+def _write_off_day(write_off_days: int) -> pl.Expr:
+    return pl.col("due_date") + dt.timedelta(days=write_off_days)
+
+
 def _written_off(as_of: dt.date, write_off_days: int) -> pl.Expr:
     """An open remainder ``write_off_days`` past its invoice's due date at as-of (bad debt since)."""
-    return pl.col("paid_date").is_null() & (pl.col("due_date") + pl.duration(days=write_off_days) <= as_of)
+    return pl.col("paid_date").is_null() & (_write_off_day(write_off_days) <= as_of)
 
 
 def time_costs(activities: pl.LazyFrame, tickets: pl.LazyFrame, managers: pl.LazyFrame, *, as_of: dt.date,
