@@ -992,7 +992,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     # only the months to compute get their input partition written (an increment: the few months it touched)
     wanted = pl.Series([month for month, _ in dirty], dtype=pl.Date)
     for name, frame in collected.items():
-        parts = frame.filter(pl.col("month").is_in(wanted)).partition_by("month", as_dict=True)
+        parts = frame.filter(pl.col("month").is_in(wanted.implode())).partition_by("month", as_dict=True)
         for month, folder in dirty:
             folder.mkdir(parents=True, exist_ok=True)
             part = parts.get((month,))
