@@ -4,8 +4,8 @@
 
 Synthesises staged bank transactions, invoices (one per payment), CRM activities and tickets (vectorised, in
 memory), then in the same process times
-- ours: economics.settlement_parts + settlement_costs + time_costs + margin_rates -> client_month -> client_scorecard -> pareto,
-  whale curve, audit and what-if (everything collected);
+- ours: economics.settlement_parts + settlement_costs + time_costs + margin_rates -> client_month ->
+  client_scorecard -> pareto, whale curve, audit and what-if (everything collected);
 - reference: the same numbers (client_month money and costs with FIFO settlement via ASOF JOIN, the scorecard
   with ranks and ABC) in DuckDB SQL over the same Arrow data;
 and reports wall time, the ratio ours / reference, peak RSS, and that both give the same totals.
