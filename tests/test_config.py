@@ -129,7 +129,7 @@ def test_stage_fingerprint_follows_what_staging_depends_on_only(tmp_path):
     """Staging is kept (or only appended to, for new bank files) while this fingerprint is unchanged: it must move
     with every input of staging besides the files (the settings stage reads, the FX rates and overrides files) and
     stay put for the rest (as-of, mart settings)."""
-    from flows.steps import stage_fingerprint
+    from flows.staging_step import stage_fingerprint
 
     base = stage_fingerprint(load_settings(tmp_path, as_of=dt.date(2026, 1, 31)))
     assert stage_fingerprint(load_settings(tmp_path, as_of=dt.date(2026, 2, 28))) == base
@@ -194,7 +194,7 @@ def test_the_readme_config_example_loads(tmp_path):
      r"fx_rates.csv, lines 2 and 4: two rates of USD on 2026-01-02 \(0.9, 0.92\); keep one"),
 ])
 def test_fx_rates_are_positive_and_one_a_day(tmp_path, rates, message):
-    from flows.steps import _stage_lookups
+    from flows.staging_step import _stage_lookups
 
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "fx_rates.csv").write_text(rates)
@@ -205,7 +205,7 @@ def test_fx_rates_are_positive_and_one_a_day(tmp_path, rates, message):
 def test_fx_rates_keep_twelve_decimals(tmp_path):
     from decimal import Decimal
 
-    from flows.steps import _stage_lookups
+    from flows.staging_step import _stage_lookups
 
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "fx_rates.csv").write_text("date,currency,rate\n2026-01-02,IDR,0.0000571234\n")
@@ -218,7 +218,7 @@ def test_overrides_that_cannot_apply_are_named_in_the_log(tmp_path, caplog):
 
     import polars as pl
 
-    from flows.steps import _unknown_overrides
+    from flows.staging_step import _unknown_overrides
 
     (tmp_path / "inbox").mkdir()
     settings = load_settings(tmp_path)

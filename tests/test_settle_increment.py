@@ -1,5 +1,5 @@
 """A night's settlement matches again only the clients whose invoices or payments changed, and gives exactly the
-parts a whole match gives (``flows.steps.settlement_parts`` against ``economics.settlement_parts``)."""
+parts and costs a whole match gives (``flows.steps.settle`` against ``economics.settlement_parts``)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from clientbase.config import load_settings
 from clientbase.errors import GateFailed
-from flows import steps
+from flows import staging_step, steps
 from transforms import identity
 from warehouse.db import connect, staging_files
 
@@ -281,7 +281,7 @@ def test_any_crm_night_equals_a_rebuild(tmp_path_factory, files):
 
 
 def test_parts_are_merged_past_the_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(steps, "MAX_STAGING_PARTS", 2)
+    monkeypatch.setattr(staging_step, "MAX_STAGING_PARTS", 2)
     home = tmp_path / "inc"
     files = [[(0, day, 100, True, day, 0)] for day in range(1, 5)]
     parts = []
@@ -311,3 +311,15 @@ def test_a_new_file_with_every_record_quarantined_appends_nothing(tmp_path):
     assert staging_tables(home)["staging.bank_transaction"]["bank_reference"].to_list() == ["R1"]
     with connect(config.warehouse_path) as con:  # the view reads the empty part too (the staged gate does)
         assert con.execute("SELECT list(bank_reference) FROM staging.bank_transaction").fetchone() == (["R1"],)
+
+
+def test_staging_is_fingerprinted_by_its_own_code_not_the_marts_steps():
+    """An upgrade that changes the marts' or the gates' steps keeps the staging on disk (a restage of 10M raw rows
+    takes ~80 s); one that changes the stage step or a staging transform restages."""
+    modules = {Path(mod.__file__).resolve() for mod in staging_step.STAGE_CODE_MODULES}
+    root = Path(steps.__file__).resolve().parent.parent
+    assert Path(steps.__file__).resolve() not in modules
+    assert {root / "flows" / "staging_step.py", root / "transforms" / "staging.py",
+            root / "transforms" / "identity.py"} <= modules
+    assert steps.stage is staging_step.stage  # the flow's stage step is that module's
+

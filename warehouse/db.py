@@ -114,6 +114,7 @@ def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> pl
 
 
 STAGING_DIR = "staging"
+SCRATCH_DIR = ".work"  # HOME/.work/: a run's (or a stage's) intermediate files, removed when it ends
 
 
 def staging_dir(home: Path, table: str) -> Path:
