@@ -545,8 +545,8 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     frames = _mart_inputs(settings, as_of)
     previous = publish.current_version_dir(settings.home)
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
-    parts, paid_late = settle(frames["invoices"], frames["payments"], as_of=as_of,
-                              write_off_days=eco.write_off_days, previous=previous, version_dir=version_dir)
+    parts, paid_late = settle(frames["invoices"], frames["payments"], as_of=as_of, previous=previous,
+                              version_dir=version_dir)
     settled = economics.settlement_costs(parts.lazy(), as_of=as_of, cost_of_capital=eco.cost_of_capital,
                                          write_off_days=eco.write_off_days, paid_late=paid_late.lazy())
     costs = economics.time_costs(
@@ -596,10 +596,10 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                          month.isoformat(): list(digest) for month, digest in part_digests["payments"].items()})
 
 
-def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, write_off_days: int,
-           previous: Path | None, version_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``economics.settlement_parts`` (which day paid which part of which invoice) and the ``late_cent_days`` of
-    the paid parts, matching again only the clients whose settlement inputs changed.
+def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, previous: Path | None,
+           version_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``economics.settlement_parts`` (which day paid which part of which invoice) and the paid parts'
+    ``economics.paid_late_cent_days``, matching again only the clients whose settlement inputs changed.
 
     A client's FIFO match is a function of its won invoices issued up to as-of and its payments per day up to
     as-of alone (``economics.settlement_inputs``); the digest of those rows per client (``digests.by_key``) is
@@ -616,11 +616,6 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, wr
     old = previous / SETTLEMENT_STATE if previous is not None else None
     reusable = (old is not None and (old / "state.json").is_file()
                 and json.loads((old / "state.json").read_text(encoding="utf-8")) == state)
-
-    def paid_late(parts: pl.LazyFrame) -> pl.LazyFrame:
-        return economics.late_cent_days(parts.filter(pl.col("paid_date").is_not_null()), as_of=as_of,
-                                        write_off_days=write_off_days)
-
     if reusable:
         old_clients = pl.read_parquet(old / "clients.parquet")
         unchanged = clients.join(old_clients, on=clients.columns, how="semi", nulls_equal=True).select("client_id")
@@ -632,10 +627,11 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, wr
                                              paid.lazy().join(fresh.lazy(), on="client_id", how="semi")).collect()
         parts, late = pl.collect_all([
             pl.concat([pl.scan_parquet(old / "parts.parquet").filter(kept), new_parts.lazy()]),
-            pl.concat([pl.scan_parquet(old / "paid_late.parquet").filter(kept), paid_late(new_parts.lazy())])])
+            pl.concat([pl.scan_parquet(old / "paid_late.parquet").filter(kept),
+                       economics.paid_late_cent_days(new_parts.lazy())])])
     else:
         fresh, parts = clients, economics.match_invoices(won.lazy(), paid.lazy()).collect()
-        late = paid_late(parts.lazy()).collect()
+        late = economics.paid_late_cent_days(parts.lazy()).collect()
     log.info("settlement: %d of %d clients matched", fresh.height, clients.height)
     target = version_dir / SETTLEMENT_STATE
     target.mkdir(parents=True, exist_ok=True)

@@ -51,8 +51,7 @@ def night(invoices, payments, as_of: dt.date, previous: Path | None, version: Pa
     """The parts, and the settlement costs from them and the paid parts' cent-days, as prepare_marts gets them."""
     inv, pay = frames(invoices, payments)
     pay = pay.filter(pl.col("booking_date") <= as_of)  # the flow passes the payments booked up to as-of
-    parts, paid_late = steps.settle(inv, pay, as_of=as_of, write_off_days=WRITE_OFF, previous=previous,
-                                    version_dir=version)
+    parts, paid_late = steps.settle(inv, pay, as_of=as_of, previous=previous, version_dir=version)
     return parts, economics.settlement_costs(parts.lazy(), as_of=as_of, cost_of_capital=0.1,
                                              write_off_days=WRITE_OFF, paid_late=paid_late.lazy()).collect()
 

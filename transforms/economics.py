@@ -145,7 +145,7 @@ def settlement_costs(parts: pl.LazyFrame, *, as_of: dt.date, cost_of_capital: fl
     were (a payment splits an open remainder into a paid part and a smaller remainder, with the same cent-days
     up to that day), so the nightly run recomputes only the months that really changed.
 
-    ``paid_late``: ``late_cent_days`` of the paid parts, if the caller has them (a night reuses those of the
+    ``paid_late``: ``paid_late_cent_days`` of the parts, if the caller has them (a night reuses those of the
     clients whose parts did not change); the open remainders' grow with as-of and are computed here. The cent-days
     are integers, so their sum over the two is the sum over all parts, to the bit.
     """
@@ -174,8 +174,19 @@ def late_cent_days(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) 
     """client_id, month, cent_days: the parts' amounts in cents x their days late in the month, summed exactly
     (Int64). A paid part's are fixed; an open remainder's grow with as-of until its write-off day. Sums of
     these over any split of the parts add up to the sum over all of them."""
-    last = (pl.when(pl.col("paid_date").is_not_null()).then(pl.col("paid_date"))
-            .when(_written_off(as_of, write_off_days)).then(_write_off_day(write_off_days)).otherwise(pl.lit(as_of)))
+    return _cent_days(parts, pl.when(pl.col("paid_date").is_not_null()).then(pl.col("paid_date"))
+                      .when(_written_off(as_of, write_off_days)).then(_write_off_day(write_off_days))
+                      .otherwise(pl.lit(as_of)))
+
+
+def paid_late_cent_days(parts: pl.LazyFrame) -> pl.LazyFrame:
+    """``late_cent_days`` of the paid parts alone: late up to the day they were paid, whatever the as-of day and
+    the settings, so a run can keep them (``settlement_costs(paid_late=)`` adds the open remainders')."""
+    return _cent_days(parts.filter(pl.col("paid_date").is_not_null()), pl.col("paid_date"))
+
+
+def _cent_days(parts: pl.LazyFrame, last: pl.Expr) -> pl.LazyFrame:
+    """Each part late from the day after its invoice's due date to ``last``, in cent-days per client and month."""
     month_end = pl.col("month").dt.month_end()
     days_in_month = (pl.min_horizontal("_last", month_end) - pl.max_horizontal("_first", "month")).dt.total_days() + 1
     return (
