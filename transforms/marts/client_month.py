@@ -139,7 +139,7 @@ def partition_digests(frame: pl.DataFrame) -> dict[dt.date, tuple[str, int, int,
     """Per month: the frame's schema and the digest of the month's rows (``digests``: their count and two sums
     of row hashes, a digest of the rows as a multiset, so the inputs need no sort before they are compared
     with the published month's; the fingerprint includes the polars version, whose hash it is)."""
-    sums = frame.group_by("month").agg(*digests.row_hash_sums(pl.all().exclude("month")))
+    sums = digests.by_key(frame.lazy(), "month").collect()
     schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
     return {month: (schema, n, h1, h2) for month, n, h1, h2 in sums.iter_rows()}
 
