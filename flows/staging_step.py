@@ -48,6 +48,9 @@ class StageStats:
     # only new CRM files: the staged bank rows (the dedupe reads no CRM data) were labelled, resolved and classified
     # again against the new clients; the CRM tables were rebuilt
     reclassified: bool = False
+    # new CRM files that change no counterparty's client: the staged bank rows and matches were kept; the CRM tables
+    # the new files feed and the client dimension were rebuilt (bank files of the same night were then appended)
+    crm_refreshed: bool = False
     # appended: the part file holding the new rows (None when the parts were merged into one file)
     new_part: str | None = None
 
@@ -113,9 +116,14 @@ def stage(settings: Settings) -> StageStats:
       rates, overrides and code: ``stage_fingerprint``): kept as it is;
     - only bank files arrived since: their rows are staged against the staged ones and appended as a new part
       (``_append``), unless they change staged rows, which it detects;
-    - only CRM files arrived since: the bank side is rebuilt from the staged bank rows instead of the raw layer
-      (``_restage(staged_bank=True)``): the dedupe reads no CRM data and the staged rows are exactly the rows it
-      keeps, so only what the new clients change (labels, matches, categories, clients) is recomputed;
+    - CRM files arrived since (a CRM's nightly export), and every staged counterparty resolves to the same client
+      against the new CRM as it did (``_refresh_crm``): the staged bank rows and matches are kept, the CRM tables
+      the new files feed and the client dimension are rebuilt, and the night's bank files (if any) are appended
+      as above;
+    - only CRM files arrived since, and they change some counterparty's client: the bank side is rebuilt from the
+      staged bank rows instead of the raw layer (``_restage(staged_bank=True)``): the dedupe reads no CRM data
+      and the staged rows are exactly the rows it keeps, so only what the new clients change (labels, matches,
+      categories, clients) is recomputed;
     - anything else: a rebuild from the whole raw layer (``_restage``).
 
     The state file is removed before any staging file changes and written after the last one, so a run killed in
@@ -133,21 +141,30 @@ def stage(settings: Settings) -> StageStats:
             log.info("staging is up to date (no new file, same settings and code): kept as it is")
             return StageStats(**state["stats"], skipped=True)
         new = manifest.slice(len(done))
+        new_bank = new.filter(pl.col("kind") == "bank")["file_hash"].to_list()
+        new_crm = new.filter(pl.col("kind") == "crm")["file_hash"].to_list()
         if files[:len(done)] != done:
             reason = "files were removed from the raw layer"
-        elif new["kind"].eq("crm").all():
-            log.info("only new CRM files: the staged bank rows are classified again, the CRM tables rebuilt")
-            state_path.unlink()
-            stats, own_accounts = _restage(settings, manifest.lazy(), staged_bank=True)
-            built = replace(stats, reclassified=True), own_accounts
-        elif not new["kind"].eq("bank").all():
-            reason = "new bank and CRM files"
         else:
             state_path.unlink()
-            appended = _append(settings, manifest.lazy(), new["file_hash"].to_list(), state)
-            built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
-            if built is not None and not state.get("gated"):  # the staged rows have not passed the gate yet
-                built = replace(built[0], new_part=None), built[1]
+            # the night's CRM export first: the staged bank rows stay when every counterparty keeps its client
+            refreshed = _refresh_crm(settings, manifest.lazy(), new_crm, state, clients=not new_bank) if new_crm else None
+            if isinstance(refreshed, str) and new_bank:
+                reason = f"new bank and CRM files, and {refreshed}"
+            elif isinstance(refreshed, str):
+                log.info("only new CRM files, and %s: the staged bank rows are classified again, the CRM tables "
+                         "rebuilt", refreshed)
+                stats, own_accounts = _restage(settings, manifest.lazy(), staged_bank=True)
+                built = replace(stats, reclassified=True), own_accounts
+            elif new_bank:
+                appended = _append(settings, manifest.lazy(), new_bank, state)
+                built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
+                if built is not None and refreshed is not None:
+                    built = replace(built[0], crm_refreshed=True), built[1]
+                if built is not None and not state.get("gated"):  # the staged rows have not passed the gate yet
+                    built = replace(built[0], new_part=None), built[1]
+            else:
+                built = refreshed, state["own_accounts"]
     if built is None:
         log.info("restaging from the whole raw layer: %s", reason)
         state_path.unlink(missing_ok=True)
@@ -157,7 +174,8 @@ def stage(settings: Settings) -> StageStats:
     write_json(state_path, {"fingerprint": fingerprint, "files": files, "own_accounts": own_accounts,
                              "gated": False,
                              "stats": {k: v for k, v in asdict(stats).items()
-                                       if k not in ("skipped", "appended", "reclassified", "new_part")}})
+                                       if k not in ("skipped", "appended", "reclassified", "crm_refreshed",
+                                                    "new_part")}})
     return stats
 
 
@@ -258,19 +276,12 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
     # sinks each staged table to a file, each frame is dropped as soon as the next one exists, and DuckDB loads
     # the files
     scratch = _stage_scratch(settings)
-    crm_steps = (
-        ("crm_managers", "staging.manager", crm_staging.stage_managers),
-        ("crm_activities", "staging.activity", crm_staging.stage_activities),
-        ("crm_tickets", "staging.ticket", crm_staging.stage_tickets),
-        ("crm_invoices", "staging.invoice", _stage_invoices(settings, fx_rates)),
-    )
     try:
         with connect(settings.warehouse_path) as con:
             crm_clients = _crm_clients(con, manifest)
             if not staged_bank:
                 raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
-            raw_crm = {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet")
-                       for entity, _, _ in crm_steps}
+            raw_crm = _export_crm(con, list(CRM_TABLES), scratch)
             raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
         if staged_bank:  # in staging order, with their keys and labels; classify runs again below
             staged_rows = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
@@ -305,9 +316,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
         staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
         rows_staged = staged.select(pl.len()).collect().item()
         clients = staging.stage_clients(staged, crm_clients, bank_names=settings.identity.bank_names).collect()
-        for entity, table, stage_fn in crm_steps:
-            staged_files[table] = scratch / f"{entity}.parquet"
-            stage_fn(raw_crm[entity], manifest).sink_parquet(staged_files[table])
+        staged_files.update(_stage_crm(settings, raw_crm, manifest, fx_rates, scratch))
         for table, frame in (("staging.client", clients), ("staging.client_match", client_match),
                              ("staging.counterparty", groups)):
             staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
@@ -321,6 +330,81 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, *, staged_bank: bool = 
         shutil.rmtree(scratch, ignore_errors=True)
     return StageStats(rows_raw_total=raw_rows, rows_staged=rows_staged, duplicates=raw_rows - rows_staged,
                       clients=clients.height), own_accounts
+
+
+# the raw CRM entity tables and the staging table each becomes (staging.client: _crm_clients and stage_clients)
+CRM_TABLES = {"crm_managers": "staging.manager", "crm_activities": "staging.activity",
+              "crm_tickets": "staging.ticket", "crm_invoices": "staging.invoice"}
+
+
+def _export_crm(con: duckdb.DuckDBPyConnection, entities: list[str], scratch: Path) -> dict[str, pl.LazyFrame]:
+    # the names are code constants (CRM_TABLES)
+    return {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet") for entity in entities}
+
+
+def _stage_crm(settings: Settings, raw_crm: dict[str, pl.LazyFrame], manifest: pl.LazyFrame,
+               fx_rates: pl.LazyFrame | None, scratch: Path) -> dict[str, Path]:
+    """The staging tables of the given raw CRM entities, each sunk to a file in ``scratch``: {table: file}."""
+    stagers = {"crm_managers": crm_staging.stage_managers, "crm_activities": crm_staging.stage_activities,
+               "crm_tickets": crm_staging.stage_tickets, "crm_invoices": _stage_invoices(settings, fx_rates)}
+    staged = {}
+    for entity, raw in raw_crm.items():
+        staged[CRM_TABLES[entity]] = scratch / f"{entity}.parquet"
+        stagers[entity](raw, manifest).sink_parquet(staged[CRM_TABLES[entity]])
+    return staged
+
+
+def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], state: dict, *,
+                 clients: bool) -> StageStats | str:
+    """Take a night's CRM files without touching the staged bank rows, when that equals a rebuild; else say why not.
+
+    The bank side reads the CRM in one place only: ``identity.resolve`` of the counterparties against the CRM
+    clients (and the overrides, unchanged, as the stage fingerprint is), whose result (``staging.client_match``)
+    ``classify`` turns into clients and categories. The staged match is that resolve of every staged
+    counterparty against the CRM staged with it (a night with CRM files went through this check, a
+    reclassification or a rebuild; a night with bank files alone resolved its new counterparties against the
+    same CRM). So when the same counterparties resolve
+    to exactly the same rows against the new CRM (``staged_counterparties`` are the counterparties a rebuild
+    finds), a rebuild would label, match and classify every bank row as staged, and they are kept: a CRM export
+    that changes a client's region, manager, or invoices (the usual night) costs the resolve of the staged
+    counterparties, not a reclassification of every bank row.
+
+    A CRM staging table is a function of its raw entity table alone (``crm_staging.latest`` over its files'
+    ingest order), so only the entities the new files hold rows of are staged again. ``clients``: rebuild
+    ``staging.client`` too (False when the night's bank files are appended next, which rebuilds it)."""
+    home = settings.home
+    fx_rates, overrides = _stage_lookups(settings)
+    with connect(settings.warehouse_path) as con:
+        crm_clients = _crm_clients(con, manifest)
+    staged = pl.scan_parquet(staging_files(home, "staging.bank_transaction"))
+    match = identity.resolve(staging.staged_counterparties(staged), crm_clients, overrides,
+                             threshold=settings.identity.fuzzy_threshold).collect()
+    if not match.equals(pl.read_parquet(staging_files(home, "staging.client_match"))):
+        return "the new CRM changes which client some counterparty is"
+    scratch = _stage_scratch(settings)
+    try:
+        with connect(settings.warehouse_path) as con:
+            # the table names are code constants (CRM_TABLES); the file hashes are bound
+            entities = [entity for entity in CRM_TABLES if con.execute(
+                f"SELECT count(*) FROM raw.{entity} WHERE list_contains(?, file_hash)",  # noqa: S608
+                [new_files]).fetchone()[0]]
+            raw_crm = _export_crm(con, entities, scratch)
+        built = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
+        count = state["stats"]["clients"]
+        if clients:
+            built["staging.client"] = scratch / "client.parquet"
+            frame = staging.stage_clients(staged, crm_clients, bank_names=settings.identity.bank_names).collect()
+            frame.write_parquet(built["staging.client"])
+            count = frame.height
+        part = _last_seq(manifest)
+        with connect(settings.warehouse_path) as con:
+            for table, path in built.items():
+                put_staging(con, home, table, path, part=part, replace=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("new CRM files change no counterparty's client: the staged bank rows are kept; %s rebuilt",
+             ", ".join(sorted(built)) or "nothing else")
+    return StageStats(**{**state["stats"], "clients": count}, crm_refreshed=True)
 
 
 def _last_seq(manifest: pl.LazyFrame) -> int:

@@ -209,10 +209,18 @@ NIGHT_DUMP = CRM + "C2,Nord Handel AG,,,retail,M,EU,fair,2024-02-01,M01,,false,f
 EXCLUDING = "classification:\n  excluded_counterparty_ids: [GB29NWBK60161331926819]\n"  # Supplier Ltd's account
 
 
-def crm_night_and_rebuild(root: Path, files: list[list[tuple]], config: str | None = EXCLUDING, caplog=None):
+# the same clients exported again, one moved to another region: no counterparty changes its client
+RE_EXPORT = CRM.replace(",EU,", ",XX,")
+INVOICES = "invoice_id,client_id,issue_date,amount,currency,status,margin\nINV-1,C1,2026-03-02,500.00,EUR,won,100\n"
+
+
+def crm_night_and_rebuild(root: Path, files: list[list[tuple]], config: str | None = EXCLUDING, caplog=None,
+                          night: dict[str, str] | None = None, night_files: list[list[tuple]] = ()):
     """(stats of the CRM night's stage, its staging, the staging of a rebuild with everything at once). With the
     default ``config``, payments to Supplier Ltd are excluded; Treasury's are own transfers when a file has a
-    statement for its account. ``caplog`` captures the night's stage alone."""
+    statement for its account. ``night``: the night's CRM files (default: ``NIGHT_DUMP`` as clients_2.csv, which
+    adds Nord Handel AG as C2); ``night_files``: bank files of the same night. ``caplog`` captures the night's
+    stage alone."""
     inc, full = root / "inc", root / "full"
     for home in (inc, full):
         (home / "inbox").mkdir(parents=True)
@@ -222,13 +230,63 @@ def crm_night_and_rebuild(root: Path, files: list[list[tuple]], config: str | No
     steps.stage(load_settings(inc))
     for home in (inc, full):
         (home / "inbox" / "crm").mkdir(parents=True, exist_ok=True)
-        (home / "inbox" / "crm" / "clients_2.csv").write_text(NIGHT_DUMP, encoding="utf-8")
-    ingest(inc, [], crm=False)
+        for name, text in (night or {"clients_2.csv": NIGHT_DUMP}).items():
+            (home / "inbox" / "crm" / name).write_text(text, encoding="utf-8")
+    ingest(inc, list(night_files), first=len(files))
     with caplog.at_level(logging.INFO, logger="clientbase") if caplog is not None else contextlib.nullcontext():
         stats = steps.stage(load_settings(inc))
-    ingest(full, files, crm=True)
+    ingest(full, [*files, *night_files], crm=True)
     steps.stage(load_settings(full))
     return stats, staging_tables(inc), staging_tables(full)
+
+
+def test_a_crm_export_that_changes_no_client_keeps_the_staged_bank_rows(tmp_path, caplog):
+    """The usual night: the CRM exports its clients again (one moved region) and new invoices. Every counterparty
+    keeps its client, so the staged bank rows and matches stay as they are (the same files), the invoices and
+    clients are staged again, and the CRM tables without a new file are not touched; all equal a rebuild."""
+    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3)]]
+    night = {"clients_2.csv": RE_EXPORT, "invoices.csv": INVOICES}
+    stats, got, want = crm_night_and_rebuild(tmp_path, files, caplog=caplog, night=night)
+    assert stats.crm_refreshed and not stats.reclassified and not stats.appended
+    assert "change no counterparty's client" in caplog.text and "restaging" not in caplog.text
+    assert "staging.client, staging.invoice rebuilt" in caplog.text
+    assert_same(got, want)
+    assert got["staging.client"].filter(pl.col("client_id") == "C1")["region"].to_list() == ["XX"]
+    assert got["staging.invoice"]["invoice_id"].to_list() == ["INV-1"]
+    acme, supplier, nord = got["staging.bank_transaction"]["client_id"].to_list()  # in statement order
+    assert (acme, supplier) == ("C1", None) and nord.startswith("bank:name:")  # Supplier Ltd's are excluded
+    # kept tables keep the part of the first night (files 1 and 2); a rebuilt one is named by the last file (4)
+    home = tmp_path / "inc"
+    assert {t: [p.name for p in staging_files(home, t)] for t in steps.STAGING_TABLES} == {
+        **{t: ["part-0000000002.parquet"] for t in steps.STAGING_TABLES},
+        "staging.client": ["part-0000000004.parquet"], "staging.invoice": ["part-0000000004.parquet"]}
+
+
+def test_a_night_with_bank_and_crm_files_appends_when_no_client_changes(tmp_path, caplog):
+    """A bank statement and a CRM export in one night: the export changes no counterparty's client, so the
+    statement is appended as on a bank-only night (before, any CRM file with a bank file rebuilt staging)."""
+    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2)]]
+    night_files = [[(0, 9, 300, True, 7, 0), (0, 9, -30, True, None, 3)]]
+    stats, got, want = crm_night_and_rebuild(tmp_path, files, caplog=caplog, night_files=night_files,
+                                             night={"clients_2.csv": RE_EXPORT, "invoices.csv": INVOICES})
+    assert stats.appended and stats.crm_refreshed and not stats.reclassified
+    assert "restaging" not in caplog.text
+    assert_same(got, want)
+    nord = "bank:" + got["staging.bank_transaction"]["counterparty_key"][1]
+    assert got["staging.bank_transaction"].select("client_id", "amount").rows() == [
+        ("C1", 500), (nord, 70), ("C1", 300), (None, -30)]
+
+
+def test_a_night_with_bank_files_and_a_crm_that_changes_a_client_rebuilds(tmp_path, caplog):
+    """Nord Handel AG, a bank-only payer, becomes CRM client C2 in the night's export: its staged payments must
+    move to C2, so a night that also brings bank files rebuilds staging (equal to a rebuild, by definition)."""
+    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2)]]
+    stats, got, want = crm_night_and_rebuild(tmp_path, files, caplog=caplog, night_files=[[(0, 9, 300, True, 7, 0)]])
+    assert not stats.appended and not stats.crm_refreshed and not stats.reclassified
+    assert ("restaging from the whole raw layer: new bank and CRM files, and the new CRM changes which client some "
+            "counterparty is") in caplog.text
+    assert_same(got, want)
+    assert got["staging.bank_transaction"]["client_id"].to_list() == ["C1", "C2", "C1"]
 
 
 def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
@@ -272,11 +330,18 @@ def test_any_increment_equals_a_rebuild(tmp_path_factory, files, split, crm):
     assert_same(got, want)
 
 
-@given(files=st.lists(st.lists(ENTRY, min_size=1, max_size=6), min_size=1, max_size=3))
+@given(files=st.lists(st.lists(ENTRY, min_size=1, max_size=6), min_size=1, max_size=3),
+       night_files=st.lists(st.lists(ENTRY, min_size=1, max_size=3), max_size=1), dump=st.booleans())
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_any_crm_night_equals_a_rebuild(tmp_path_factory, files):
-    stats, got, want = crm_night_and_rebuild(tmp_path_factory.mktemp("night"), files)
-    assert stats.reclassified
+def test_any_crm_night_equals_a_rebuild(tmp_path_factory, files, night_files, dump):
+    """A night with a CRM export (Nord Handel AG added as C2, or the same clients again) and maybe a bank file."""
+    night = {"clients_2.csv": NIGHT_DUMP if dump else RE_EXPORT}
+    stats, got, want = crm_night_and_rebuild(tmp_path_factory.mktemp("night"), files, night=night,
+                                             night_files=night_files)
+    # only Nord Handel AG (party 2) changes its client, from itself to C2
+    moved = dump and any(entry[5] == 2 for batch in files for entry in batch)
+    assert stats.crm_refreshed == (not moved and (not night_files or stats.appended))
+    assert stats.reclassified == (moved and not night_files)
     assert_same(got, want)
 
 
