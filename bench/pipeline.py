@@ -361,7 +361,7 @@ def run_ours(home: Path, inbox: Path) -> dict:
                 stage_stats = steps.stage(settings)
             fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
             with meter.stage("gate staged"):
-                steps.gate_staged(settings, run_id, stage_stats.new_part)
+                steps.gate_staged(settings, run_id, stage_stats.new_part, stage_stats.bank_gated)
             with meter.stage("prepare months"):
                 plan = steps.prepare_marts(settings, run_id, AS_OF, None)
                 version_dir = plan.version_dir

@@ -165,9 +165,10 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
         logger.info("staged %d transactions (%d duplicates dropped), %d clients; staging %s", stage_stats.rows_staged,
                     stage_stats.duplicates, stage_stats.clients,
                     "kept" if stage_stats.skipped else "appended to" if stage_stats.appended
-                    else "reclassified" if stage_stats.reclassified else "rebuilt")
+                    else "reclassified" if stage_stats.reclassified
+                    else "refreshed from the CRM (bank rows kept)" if stage_stats.crm_refreshed else "rebuilt")
         fields.update(rows_staged=stage_stats.rows_staged, duplicates=stage_stats.duplicates)
-        gate_staged(settings, run_id, stage_stats.new_part)
+        gate_staged(settings, run_id, stage_stats.new_part, stage_stats.bank_gated)
         summary["gates"]["staged"] = "passed"
         version_dir = str(publish.versions_root(settings.home) / run_id)  # discarded below if not published
         plan = prepare_marts(settings, run_id, as_of, months)

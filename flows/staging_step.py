@@ -51,6 +51,8 @@ class StageStats:
     # new CRM files that change no counterparty's client: the staged bank rows and matches were kept; the CRM tables
     # the new files feed and the client dimension were rebuilt (bank files of the same night were then appended)
     crm_refreshed: bool = False
+    # no bank row changed since the staging passed the staged gate (a CRM refresh alone): the gate skips them
+    bank_gated: bool = False
     # appended: the part file holding the new rows (None when the parts were merged into one file)
     new_part: str | None = None
 
@@ -164,7 +166,7 @@ def stage(settings: Settings) -> StageStats:
                 if built is not None and not state.get("gated"):  # the staged rows have not passed the gate yet
                     built = replace(built[0], new_part=None), built[1]
             else:
-                built = refreshed, state["own_accounts"]
+                built = replace(refreshed, bank_gated=bool(state.get("gated"))), state["own_accounts"]
     if built is None:
         log.info("restaging from the whole raw layer: %s", reason)
         state_path.unlink(missing_ok=True)
@@ -175,7 +177,7 @@ def stage(settings: Settings) -> StageStats:
                              "gated": False,
                              "stats": {k: v for k, v in asdict(stats).items()
                                        if k not in ("skipped", "appended", "reclassified", "crm_refreshed",
-                                                    "new_part")}})
+                                                    "bank_gated", "new_part")}})
     return stats
 
 

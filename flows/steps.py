@@ -358,14 +358,18 @@ def gate_raw(settings: Settings, run_id: str) -> GateOutcome | None:
     return _record_gate(settings, outcome)
 
 
-def gate_staged(settings: Settings, run_id: str, new_part: str | None = None) -> GateOutcome:
+def gate_staged(settings: Settings, run_id: str, new_part: str | None = None,
+                bank_gated: bool = False) -> GateOutcome:
     """Validate the staging tables. ``new_part`` (``StageStats.new_part``: this run appended the rows of that
     file and changed no staged row) limits the bank rows checked to that part's rows and any staged row sharing
     a transaction key with them: the checks are row by row but for the key's uniqueness, which needs no other
     rows, and the staged rows passed this gate (``stage`` passes a part only when the staging state says so:
-    after a failure every run checks all of the rows until they pass)."""
+    after a failure every run checks all of the rows until they pass). ``bank_gated`` (``StageStats.bank_gated``:
+    no bank row changed since they passed) checks none of them."""
     bank_rows: str | pl.DataFrame = "SELECT * FROM staging.bank_transaction"
-    if new_part is not None:  # a few thousand rows: collected once (each check would run a query asset again)
+    if bank_gated:
+        bank_rows = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction")).head(0).collect()
+    elif new_part is not None:  # a few thousand rows: collected once (each check would run a query asset again)
         keys = pl.read_parquet(new_part, columns=["txn_key"])["txn_key"].implode()
         bank_rows = (pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
                      .filter(pl.col("txn_key").is_in(keys)).collect())

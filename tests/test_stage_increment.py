@@ -197,6 +197,35 @@ def test_the_staged_gate_checks_an_appended_part_once_the_staging_passed_it(tmp_
     assert steps.stage(settings).new_part is None
 
 
+def test_the_staged_gate_skips_the_bank_rows_a_crm_refresh_kept_once_they_passed(tmp_path, monkeypatch):
+    from expectations.gate import run_gate
+
+    home = tmp_path / "home"
+    ingest(home, [[BOOKED_ACME, (0, 3, 70, True, 2, 2)]], crm=True)
+    settings = load_settings(home)
+    steps.stage(settings)
+    checked = {}
+
+    def spy(gate, run_id, datasets, suite, **kwargs):
+        rows = datasets["staging.bank_transaction"]
+        checked[run_id] = "all" if isinstance(rows, str) else rows.height
+        return run_gate(gate, run_id, datasets, suite, **kwargs)
+
+    monkeypatch.setattr(steps, "run_gate", spy)
+
+    def night(name: str, run_id: str) -> staging_step.StageStats:
+        (home / "inbox" / "crm" / name).write_text(RE_EXPORT.replace("XX", run_id), encoding="utf-8")
+        ingest(home, [])
+        stats = steps.stage(settings)
+        assert stats.crm_refreshed and steps.gate_staged(settings, run_id, stats.new_part, stats.bank_gated).passed
+        return stats
+
+    # the staged rows had not passed the gate when the CRM night came: all of them are checked
+    assert not night("clients_2.csv", "r1").bank_gated
+    assert night("clients_3.csv", "r2").bank_gated  # now they had, and no bank row changed
+    assert checked == {"r1": "all", "r2": 0}
+
+
 def test_a_refund_to_a_staged_payer_is_appended(tmp_path):
     files = [[(0, 2, 400, True, 1, 3)], [(0, 9, -40, True, 2, 3)]]
     stats, got, want = increment_and_rebuild(tmp_path, files, 1)

@@ -3,6 +3,8 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms import crm_staging, identity, staging
 
@@ -324,6 +326,19 @@ def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():
     assert crm_staging.latest(raw_invoices.lazy(), later_first, "invoices").collect().rows() == [
         ("c", 2, "I4", "c2"), ("a", 1, "I1", "a1"), ("a", 3, None, "a3"), ("b", 1, "I2", "b1"),
         ("b", 2, "I3", "b2"), ("b", 4, None, "b4")]
+
+
+_NUMBER_TOKENS = [*"0123456789.,-+ 'e", "\u00a0", "\u202f", "\t", "inf", "nan", "1234", ".5", "1.234,5"]
+
+
+@given(st.lists(st.none() | st.lists(st.sampled_from(_NUMBER_TOKENS), max_size=8).map("".join), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_numbers_cast_as_they_are_only_where_number_text_leaves_them_unchanged(texts):
+    frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    for dtype in (pl.Decimal(18, 2), pl.Float64):
+        fast = frame.select(crm_staging.parse_number(pl.col("t"), dtype))["t"]
+        slow = frame.select(crm_staging.number_text(pl.col("t")).cast(dtype, strict=False))["t"]
+        assert fast.equals(slow, null_equal=True), (texts, dtype, fast.to_list(), slow.to_list())
 
 
 @pytest.mark.parametrize(("text", "value"), [

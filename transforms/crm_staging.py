@@ -58,13 +58,22 @@ def number_text(text: pl.Expr) -> pl.Expr:
             .otherwise(t.str.replace_all(r"[.,]", "")))
 
 
+def parse_number(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``number_text(text)`` cast to ``dtype`` (null where it is no number). A text the cast takes as it is, as
+    most exports write their numbers ('1234.56'), is one ``number_text`` leaves unchanged (no space, apostrophe
+    or comma, at most one point), so only the others go through its regex passes (9.7M invoices, three money
+    columns: ~6.5 s -> ~0.5 s)."""
+    direct = text.cast(dtype, strict=False)
+    return pl.coalesce(direct, number_text(pl.when(direct.is_null()).then(text)).cast(dtype, strict=False))
+
+
 def _money(column: str) -> pl.Expr:
     """``metrics.MONEY`` or null: not a number, or more than 16 digits before the point."""
-    return number_text(pl.col(column)).cast(pl.Decimal(18, 2), strict=False)
+    return parse_number(pl.col(column), pl.Decimal(18, 2))
 
 
 def _number(column: str) -> pl.Expr:
-    return number_text(pl.col(column)).cast(pl.Float64, strict=False)
+    return parse_number(pl.col(column), pl.Float64)
 
 
 def _date(column: str) -> pl.Expr:
