@@ -18,9 +18,11 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1) || \
 	  echo "chromium not installed: the browser test of the report will be skipped"
 
+# The suite runs on up to four processes (pytest-xdist), one test module per process at a time: a module's
+# fixtures are built once, and each process that gets a flow test starts its own Prefect test server.
 test: setup browser
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n auto --maxprocesses 4 --dist loadfile
 
 lint: setup
 	$(UV) run --frozen ruff check .

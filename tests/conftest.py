@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import tempfile
@@ -50,6 +51,11 @@ def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS.append(int(exitstatus))
 
 
+def _close_stderr() -> None:
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """Exit without interpreter teardown once pytest has reported.
@@ -57,9 +63,17 @@ def pytest_unconfigure(config):
     After a flow run fails inside the Prefect test harness, DuckDB's nanobind bindings print dozens of
     "leaked instance" lines at interpreter shutdown, after pytest's summary (the objects are module-level
     enums still referenced during finalisation; nothing leaks during the run). They would bury the summary
-    that CI reads, so the test process ends here with pytest's own exit status.
+    that CI reads, so the test process ends here with pytest's own exit status. A pytest-xdist worker (``make
+    test`` runs the suite on several) must end normally, its channel to the controller closing cleanly: its
+    results were sent at session finish, so only its stderr is closed at exit (after pytest's capture has put
+    it back), before the teardown that prints them.
     """
-    if _EXIT_STATUS and os.environ.get("CLIENTBASE_TEST_FULL_TEARDOWN") != "1":
+    full_teardown = os.environ.get("CLIENTBASE_TEST_FULL_TEARDOWN") == "1"
+    if hasattr(config, "workerinput"):
+        if not full_teardown:
+            atexit.register(_close_stderr)
+        return
+    if _EXIT_STATUS and not full_teardown:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[0])
