@@ -128,6 +128,31 @@ def test_counterparty_groups_join_one_payers_identifiers_without_guessing():
     assert shuffled.collect().equals(identity.counterparty_groups(evidence).collect())
 
 
+def test_the_clients_digest_covers_exactly_what_resolve_reads():
+    """Two CRM exports with equal digests resolve every counterparty alike (staging skips the resolve of a night
+    whose export changed other columns); any change of an id, a tax id, an account or a name, or of the order
+    (the fuzzy index keeps it), changes the digest."""
+    crm = CLIENTS.with_columns(region=pl.lit("EU"), manager_id=pl.lit("M01"))
+    base = identity.clients_digest(crm)
+    assert identity.clients_digest(crm.with_columns(region=pl.lit("XX"), manager_id=pl.lit("M02"))) == base
+    assert identity.clients_digest(CLIENTS) == base
+    changed = [
+        crm.with_columns(name_key=pl.col("name_key").str.replace("nord handel", "nord handel nord")),
+        crm.with_columns(tax_id_key=pl.col("tax_id_key").fill_null("LV40003245752")),
+        crm.with_columns(account_keys=pl.col("account_keys").fill_null([])),
+        crm.with_columns(client_id=pl.col("client_id").str.replace("C6", "C7")),
+        crm.reverse(),
+        crm.head(5),
+    ]
+    assert len({base, *(identity.clients_digest(frame) for frame in changed)}) == len(changed) + 1
+    assert identity.clients_digest(None) == "none"
+    # and resolve reads nothing else: the other columns do not reach its result
+    cps = pl.LazyFrame({"counterparty_key": ["k1", "k2"], "_tax": [None, None], "_acct": [None, None],
+                        "_name": ["muller soehne", "nord handel"]}, schema=dict.fromkeys(
+                           ("counterparty_key", "_tax", "_acct", "_name"), pl.String))
+    assert identity.resolve(cps, crm).collect().equals(identity.resolve(cps, CLIENTS).collect())
+
+
 def test_resolution_order_and_methods():
     result = match([
         {"counterparty_key": "k1", "_tax": "DE136695976", "_name": "something else"},        # tax id

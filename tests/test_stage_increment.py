@@ -278,6 +278,8 @@ def test_a_crm_export_that_changes_no_client_keeps_the_staged_bank_rows(tmp_path
     stats, got, want = crm_night_and_rebuild(tmp_path, files, caplog=caplog, night=night)
     assert stats.crm_refreshed and not stats.reclassified and not stats.appended
     assert "change no counterparty's client" in caplog.text and "restaging" not in caplog.text
+    # the export moved a client to another region: nothing resolve reads changed, so it did not run
+    assert "change no client's name, tax id or accounts: the staged matches stand" in caplog.text
     assert "staging.client, staging.invoice rebuilt" in caplog.text
     assert_same(got, want)
     assert got["staging.client"].filter(pl.col("client_id") == "C1")["region"].to_list() == ["XX"]
@@ -289,6 +291,17 @@ def test_a_crm_export_that_changes_no_client_keeps_the_staged_bank_rows(tmp_path
     assert {t: [p.name for p in staging_files(home, t)] for t in steps.STAGING_TABLES} == {
         **{t: ["part-0000000002.parquet"] for t in steps.STAGING_TABLES},
         "staging.client": ["part-0000000004.parquet"], "staging.invoice": ["part-0000000004.parquet"]}
+
+
+def test_a_crm_export_with_a_new_client_resolves_the_staged_counterparties_again(tmp_path, caplog):
+    """A new CRM client (Nord Handel AG as C2) changes what resolve reads of the CRM, so the staged counterparties
+    are resolved again; none of them is Nord Handel, so every one keeps its client and the bank rows stay."""
+    files = [[BOOKED_ACME, (0, 3, -20, True, 2, 3)]]
+    stats, got, want = crm_night_and_rebuild(tmp_path, files, caplog=caplog)
+    assert stats.crm_refreshed and not stats.reclassified
+    assert "change no counterparty's client" in caplog.text and "the staged matches stand" not in caplog.text
+    assert_same(got, want)
+    assert got["staging.client"].filter(pl.col("source") == "crm")["client_id"].sort().to_list() == ["C1", "C2"]
 
 
 def test_a_night_with_bank_and_crm_files_appends_when_no_client_changes(tmp_path, caplog):

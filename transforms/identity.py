@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import polars as pl
 
+from transforms import digests
+
 LEGAL_FORMS = (
     "gmbh", "mbh", "co", "kg", "ohg", "gbr", "ek", "ag", "se", "ug", "llc", "llp", "lp", "ltd", "limited", "inc",
     "incorporated", "corp", "corporation", "company", "plc", "bv", "nv", "vof", "sa", "sas", "sarl", "sasu", "sl",
@@ -287,6 +289,22 @@ MATCH_SCHEMA = {
 }
 
 
+# what ``resolve`` reads of the CRM clients: the id and the three normalised identifiers
+CLIENT_COLUMNS = ("client_id", "tax_id_key", "account_keys", "name_key")
+
+
+def clients_digest(clients: pl.LazyFrame | None) -> str:
+    """A digest of what ``resolve`` reads of ``clients`` (``CLIENT_COLUMNS``, row order included: the fuzzy index
+    keeps it): the same counterparties, overrides and threshold resolve to the same rows against two CRM exports
+    with equal digests, whatever else of the clients changed (region, manager, flags). ``"none"`` without a CRM.
+    Comparable within one polars version (its row hashes)."""
+    if clients is None:
+        return "none"
+    n, h1, h2 = clients.select(CLIENT_COLUMNS).with_row_index("_position").select(
+        digests.row_hash_sums(pl.all())).collect().row(0)
+    return f"{n}:{h1}:{h2}"
+
+
 def resolve(
     counterparties: pl.LazyFrame,
     clients: pl.LazyFrame | None,
@@ -297,8 +315,9 @@ def resolve(
 ) -> pl.LazyFrame:
     """One row per counterparty key: the CRM client it is, how we know, and how sure we are.
 
-    ``counterparties``: ``counterparty_key, _tax, _acct, _name`` (normalised keys). ``clients``: ``client_id,
-    tax_id_key, account_keys (list), name_key``. ``overrides``: ``counterparty_key, client_id``.
+    ``counterparties``: ``counterparty_key, _tax, _acct, _name`` (normalised keys). ``clients``: the CRM clients,
+    of which only ``CLIENT_COLUMNS`` are read, in their row order (``clients_digest``). ``overrides``:
+    ``counterparty_key, client_id``.
     """
     cps = counterparties.select("counterparty_key", "_tax", "_acct", "_name").unique(
         subset="counterparty_key", keep="first", maintain_order=True).collect()
@@ -311,7 +330,7 @@ def resolve(
             "counterparty_key", pl.lit(None, pl.String).alias("client_id"), pl.lit("bank_counterparty").alias("method"),
             pl.lit(None, pl.Float64).alias("confidence"), "tax_id_valid", pl.lit(None, pl.String).alias("candidates"),
         ).lazy()
-    crm = clients.collect()
+    crm = clients.select(CLIENT_COLUMNS).collect()
 
     def unique_map(frame: pl.DataFrame, key: str) -> dict[str, str]:
         grouped = frame.filter(pl.col(key).is_not_null()).group_by(key).agg(pl.col("client_id").unique())
