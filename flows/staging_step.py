@@ -346,9 +346,12 @@ CRM_TABLES = {"crm_managers": "staging.manager", "crm_activities": "staging.acti
               "crm_tickets": "staging.ticket", "crm_invoices": "staging.invoice"}
 
 
-def _export_crm(con: duckdb.DuckDBPyConnection, entities: list[str], scratch: Path) -> dict[str, pl.LazyFrame]:
+def _export_crm(con: duckdb.DuckDBPyConnection, entities: list[str], scratch: Path,
+                files: list[str] | None = None) -> dict[str, pl.LazyFrame]:
+    """The raw CRM entity tables as parquet files in ``scratch`` (only the rows of ``files``, if given)."""
     # the names are code constants (CRM_TABLES)
-    return {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet") for entity in entities}
+    return {entity: export_parquet(con, f"raw.{entity}", scratch / f"raw_{entity}.parquet", files)
+            for entity in entities}
 
 
 def _stage_crm(settings: Settings, raw_crm: dict[str, pl.LazyFrame], manifest: pl.LazyFrame,
@@ -381,7 +384,9 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
     (the state's ``crm_identity``): the same inputs give the same rows (10M: ~7 s of those 10 s).
 
     A CRM staging table is a function of its raw entity table alone (``crm_staging.latest`` over its files'
-    ingest order), so only the entities the new files hold rows of are staged again. ``clients``: rebuild
+    ingest order), so only the entities the new files hold rows of are staged again, and only from those rows:
+    their versions replace the staged ones (``crm_staging.supersede``), so a nightly full export does not make
+    every CRM night stage all the versions ever ingested. ``clients``: rebuild
     ``staging.client`` too (False when the night's bank files are appended next, which rebuilds it)."""
     home = settings.home
     fx_rates, overrides = _stage_lookups(settings)
@@ -401,8 +406,15 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
             entities = [entity for entity in CRM_TABLES if con.execute(
                 f"SELECT count(*) FROM raw.{entity} WHERE list_contains(?, file_hash)",  # noqa: S608
                 [new_files]).fetchone()[0]]
-            raw_crm = _export_crm(con, entities, scratch)
-        built = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
+            raw_crm = _export_crm(con, entities, scratch, files=new_files)
+        # each entity staged from the new files' rows alone, then taking the place of the versions they replace
+        new_staged = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
+        built = {}
+        for entity in entities:
+            table = CRM_TABLES[entity]
+            built[table] = scratch / f"{entity}_superseded.parquet"
+            crm_staging.supersede(pl.scan_parquet(staging_files(home, table)), pl.scan_parquet(new_staged[table]),
+                                  entity.removeprefix("crm_")).sink_parquet(built[table])
         count = state["stats"]["clients"]
         if clients:
             built["staging.client"] = scratch / "client.parquet"

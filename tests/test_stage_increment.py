@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -302,6 +304,38 @@ def test_a_crm_export_with_a_new_client_resolves_the_staged_counterparties_again
     assert "change no counterparty's client" in caplog.text and "the staged matches stand" not in caplog.text
     assert_same(got, want)
     assert got["staging.client"].filter(pl.col("source") == "crm")["client_id"].sort().to_list() == ["C1", "C2"]
+
+
+def test_a_new_invoice_export_replaces_the_staged_versions_and_reads_only_its_own_rows(tmp_path, monkeypatch):
+    """Nightly invoice exports: the second night's changes INV-1, adds INV-2 and repeats it (its first record
+    counts). Staging takes from raw only that file's rows and lets them replace the staged versions; the result
+    equals a rebuild from both exports."""
+    second = (INVOICES.splitlines()[0] + "\nINV-1,C1,2026-03-02,650.00,EUR,won,100\n"
+              "INV-2,C1,2026-04-01,80.00,EUR,won,10\nINV-2,C1,2026-04-01,99.00,EUR,won,10\n")
+    night = {"clients_2.csv": RE_EXPORT, "invoices.csv": INVOICES}
+    crm_night_and_rebuild(tmp_path, [[BOOKED_ACME]], night=night)
+    inc, rebuild = tmp_path / "inc", tmp_path / "rebuild"
+    (inc / "inbox" / "crm" / "invoices_2.csv").write_text(second, encoding="utf-8")
+    exported = []
+    export = staging_step.export_parquet
+    monkeypatch.setattr(staging_step, "export_parquet",
+                        lambda con, table, path, files=None: exported.append((table, files)) or export(
+                            con, table, path, files))
+    ingest(inc, [], first=1)
+    stats = steps.stage(load_settings(inc))
+    assert stats.crm_refreshed
+    (new_file,), = [files for table, files in exported if table == "raw.crm_invoices"]
+    with connect(load_settings(inc).warehouse_path) as con:
+        assert con.execute("SELECT path FROM ops.ingested_file WHERE file_hash = ?",
+                           [new_file]).fetchone()[0].endswith("invoices_2.csv")
+    shutil.copytree(tmp_path / "full" / "inbox", rebuild / "inbox")
+    (rebuild / "inbox" / "crm" / "invoices_2.csv").write_text(second, encoding="utf-8")
+    ingest(rebuild, [[BOOKED_ACME]])
+    steps.stage(load_settings(rebuild))
+    got, want = staging_tables(inc), staging_tables(rebuild)
+    assert_same(got, want)
+    assert got["staging.invoice"].select("invoice_id", "amount").rows() == [
+        ("INV-1", Decimal("650.00")), ("INV-2", Decimal("80.00"))]
 
 
 def test_a_night_with_bank_and_crm_files_appends_when_no_client_changes(tmp_path, caplog):

@@ -307,6 +307,32 @@ def test_client_dimension_bank_only():
     assert every["name"].to_list() == ["NORDLICHT HANDEL", "ИП Сидоров"]
 
 
+@given(files=st.lists(st.lists(st.sampled_from(["I1", "I2", "I3", None]), max_size=5), min_size=2, max_size=5),
+       data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_superseding_the_staged_rows_with_newer_files_equals_staging_every_file(files, data):
+    """A CRM night stages its files' rows alone and lets them replace the staged versions: the same rows in the
+    same order as ``latest`` over every file, for any ids (repeated in a file, across files, missing)."""
+    hashes = [f"f{n}" for n in range(len(files))]
+    rows = [(h, r, invoice, f"{h}.{r}") for h, ids in zip(hashes, files, strict=True)
+            for r, invoice in enumerate(ids, start=1)]
+    raw_invoices = pl.DataFrame(rows, schema={"file_hash": pl.String, "record_number": pl.Int64,
+                                              "invoice_id": pl.String, "amount": pl.String}, orient="row").lazy()
+    files_ = manifest(*hashes)
+    split = data.draw(st.integers(1, len(files) - 1))
+    old, new = (raw_invoices.filter(pl.col("file_hash").is_in(part)) for part in (hashes[:split], hashes[split:]))
+    staged = crm_staging.latest(old, files_, "invoices")
+    got = crm_staging.supersede(staged, crm_staging.latest(new, files_, "invoices"), "invoices").collect()
+    assert got.equals(crm_staging.latest(raw_invoices, files_, "invoices").collect())
+
+
+def test_newer_files_replace_the_staged_versions_of_their_ids_and_keep_the_rest():
+    staged = pl.LazyFrame({"invoice_id": ["I1", None, "I2", "I3"], "amount": [1, 2, 3, 4]})
+    new = pl.LazyFrame({"invoice_id": ["I3", "I4", None, "I1"], "amount": [30, 40, 50, 10]})
+    assert crm_staging.supersede(staged, new, "invoices").collect().rows() == [
+        (None, 2), ("I2", 3), ("I3", 30), ("I4", 40), (None, 50), ("I1", 10)]
+
+
 def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():
     """Three dumps: an id in several files comes from the last of them (its first record there), an id repeated
     inside one file from its first record, rows without an id all stay; the order is ingest then record order,

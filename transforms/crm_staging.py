@@ -34,6 +34,17 @@ def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.LazyFra
     return positioned.filter(pl.col(key).is_null() | (latest_file & first_in_file)).drop("ingest_seq")
 
 
+def supersede(staged: pl.LazyFrame, new: pl.LazyFrame, entity: str) -> pl.LazyFrame:
+    """A staged entity after newer files: ``staged`` (the entity staged from the files before) with every id that
+    ``new`` (the same entity staged from the newer files' raw rows alone) has taking ``new``'s row, after all the
+    others. Equal to staging every raw row again, as ``latest`` picks per id the row of the latest file, and each
+    newer file comes after every older one in ingest order; rows without an id stay. So a night's CRM export
+    costs the staged rows plus its own, not every version ever ingested (a nightly full dump adds one per night)."""
+    key = _ID[entity]
+    replaced = new.select(key).drop_nulls().unique()
+    return pl.concat([staged.join(replaced, on=key, how="anti", maintain_order="left"), new])
+
+
 def in_ingest_order(positioned: pl.LazyFrame) -> bool:
     """Whether the rows are sorted by (ingest_seq, record_number), as ingestion writes the raw tables; reads
     those two columns only."""

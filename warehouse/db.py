@@ -102,13 +102,20 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
         con.unregister("_frame")
 
 
-def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> pl.LazyFrame:
+def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path,
+                   file_hashes: list[str] | None = None) -> pl.LazyFrame:
     """A warehouse table as a parquet file (DuckDB streams it, in table order) and a lazy scan of it: polars then
-    reads only the columns a plan uses, and never holds DuckDB's Arrow result next to its own copy."""
+    reads only the columns a plan uses, and never holds DuckDB's Arrow result next to its own copy. With
+    ``file_hashes``, only the rows of those ingested files (a raw table's ``file_hash``)."""
     schema, name = table.split(".")
+    where = ""
+    if file_hashes is not None:  # bound into a temp table: COPY itself takes no parameters
+        con.execute("CREATE OR REPLACE TEMP TABLE _export_files AS SELECT unnest(?::VARCHAR[]) AS file_hash",
+                    [file_hashes])
+        where = " WHERE file_hash IN (SELECT file_hash FROM _export_files)"
     # COPY takes no bound parameters: the path is a scratch file of ours quoted as a literal, the table a code
     # constant quoted as an identifier
-    con.execute(f"COPY (SELECT * FROM {quote_ident(schema)}.{quote_ident(name)}) "  # noqa: S608
+    con.execute(f"COPY (SELECT * FROM {quote_ident(schema)}.{quote_ident(name)}{where}) "  # noqa: S608
                 f"TO {quote_literal(str(path))} (FORMAT parquet, COMPRESSION snappy)")
     return pl.scan_parquet(path)
 
