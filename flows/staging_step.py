@@ -402,12 +402,11 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
     scratch = _stage_scratch(settings)
     try:
         with connect(settings.warehouse_path) as con:
-            # the table names are code constants (CRM_TABLES); the file hashes are bound
-            entities = [entity for entity in CRM_TABLES if con.execute(
-                f"SELECT count(*) FROM raw.{entity} WHERE list_contains(?, file_hash)",  # noqa: S608
-                [new_files]).fetchone()[0]]
-            raw_crm = _export_crm(con, entities, scratch, files=new_files)
-        # each entity staged from the new files' rows alone, then taking the place of the versions they replace
+            exported = _export_crm(con, list(CRM_TABLES), scratch, files=new_files)
+        # an entity the new files hold no row of stays as it is; the others are staged from the new files' rows
+        # alone, which then take the place of the versions they replace
+        raw_crm = {entity: rows for entity, rows in exported.items() if rows.select(pl.len()).collect().item()}
+        entities = list(raw_crm)
         new_staged = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
         built = {}
         for entity in entities:
