@@ -58,7 +58,7 @@ class StageStats:
 
 
 STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.counterparty",
-                  "staging.invoice", "staging.activity", "staging.ticket", "staging.manager")
+                  "staging.invoice", "staging.activity", "staging.ticket", "staging.manager", "staging.crm_client")
 MAX_STAGING_PARTS = 32  # staged increments appended before they are merged into one file
 STAGE_STATE = "_stage.json"  # HOME/staging/_stage.json: the fingerprint of the inputs the staging files are from
 # what staging is a function of besides the raw rows, the settings and the inbox files below: the code computing it
@@ -141,39 +141,40 @@ def stage(settings: Settings) -> StageStats:
     if current and files == state["files"]:
         log.info("staging is up to date (no new file, same settings and code): kept as it is")
         return StageStats(**state["stats"], skipped=True)
-    crm_clients = _crm_clients(settings, manifest.lazy())  # every path reads them
+    done = state["files"] if current else []
+    if current and files[:len(done)] != done:
+        current, reason = False, "files were removed from the raw layer"
+    new = manifest.slice(len(done))
+    new_bank = new.filter(pl.col("kind") == "bank")["file_hash"].to_list()
+    new_crm = new.filter(pl.col("kind") == "crm")["file_hash"].to_list()
+    # every path reads them: from the staged ones and the new files' clients when the staging is current
+    crm, crm_changed = _crm_clients(settings, manifest.lazy(), new_crm if current else None)
+    crm_clients = crm.lazy() if crm.height else None
     if current:
-        done = state["files"]
-        new = manifest.slice(len(done))
-        new_bank = new.filter(pl.col("kind") == "bank")["file_hash"].to_list()
-        new_crm = new.filter(pl.col("kind") == "crm")["file_hash"].to_list()
-        if files[:len(done)] != done:
-            reason = "files were removed from the raw layer"
+        state_path.unlink()
+        # the night's CRM export first: the staged bank rows stay when every counterparty keeps its client
+        refreshed = (_refresh_crm(settings, manifest.lazy(), new_crm, state, crm, crm_changed=crm_changed,
+                                  clients=not new_bank) if new_crm else None)
+        if isinstance(refreshed, str) and new_bank:
+            reason = f"new bank and CRM files, and {refreshed}"
+        elif isinstance(refreshed, str):
+            log.info("only new CRM files, and %s: the staged bank rows are classified again, the CRM tables "
+                     "rebuilt", refreshed)
+            stats, own_accounts = _restage(settings, manifest.lazy(), crm, staged_bank=True)
+            built = replace(stats, reclassified=True), own_accounts
+        elif new_bank:
+            appended = _append(settings, manifest.lazy(), new_bank, state, crm_clients)
+            built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
+            if built is not None and refreshed is not None:
+                built = replace(built[0], crm_refreshed=True), built[1]
+            if built is not None and not state.get("gated"):  # the staged rows have not passed the gate yet
+                built = replace(built[0], new_part=None), built[1]
         else:
-            state_path.unlink()
-            # the night's CRM export first: the staged bank rows stay when every counterparty keeps its client
-            refreshed = (_refresh_crm(settings, manifest.lazy(), new_crm, state, crm_clients, clients=not new_bank)
-                         if new_crm else None)
-            if isinstance(refreshed, str) and new_bank:
-                reason = f"new bank and CRM files, and {refreshed}"
-            elif isinstance(refreshed, str):
-                log.info("only new CRM files, and %s: the staged bank rows are classified again, the CRM tables "
-                         "rebuilt", refreshed)
-                stats, own_accounts = _restage(settings, manifest.lazy(), crm_clients, staged_bank=True)
-                built = replace(stats, reclassified=True), own_accounts
-            elif new_bank:
-                appended = _append(settings, manifest.lazy(), new_bank, state, crm_clients)
-                built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
-                if built is not None and refreshed is not None:
-                    built = replace(built[0], crm_refreshed=True), built[1]
-                if built is not None and not state.get("gated"):  # the staged rows have not passed the gate yet
-                    built = replace(built[0], new_part=None), built[1]
-            else:
-                built = replace(refreshed, bank_gated=bool(state.get("gated"))), state["own_accounts"]
+            built = replace(refreshed, bank_gated=bool(state.get("gated"))), state["own_accounts"]
     if built is None:
         log.info("restaging from the whole raw layer: %s", reason)
         state_path.unlink(missing_ok=True)
-        built = _restage(settings, manifest.lazy(), crm_clients)
+        built = _restage(settings, manifest.lazy(), crm)
     stats, own_accounts = built
     # 'gated': these staging files passed the staged gate (gate_staged sets it); 'crm_identity': what the staged
     # matches were resolved against (every path leaves staging.client_match equal to a resolve of the staged
@@ -262,12 +263,25 @@ def _stage_scratch(settings: Settings) -> Path:
     return scratch
 
 
-def _crm_clients(settings: Settings, manifest: pl.LazyFrame) -> pl.LazyFrame | None:
-    """The staged CRM clients (latest version of each), or None without a CRM (bank-only mode). Staged once per
-    stage (250k clients: ~2 s) and handed to every path that reads them."""
+def _crm_clients(settings: Settings, manifest: pl.LazyFrame, new_files: list[str] | None) -> tuple[pl.DataFrame, bool]:
+    """The CRM clients as staged (``staging.stage_crm_clients``: the latest version of each; no rows without a
+    CRM) for this stage, and whether they differ from ``staging.crm_client``'s. ``new_files``: the CRM files
+    ingested since the staging on disk (None: stage every version in the raw layer again, for a rebuild); their
+    client rows, if any, replace the staged versions (``staging.supersede_crm_clients``), so a nightly full export
+    costs its own clients, not every version ever ingested, and a night without one reads the staged table.
+    Staged once per stage and handed to every path that reads them."""
     with connect(settings.warehouse_path) as con:
-        raw_clients = query_polars(con, 'SELECT * FROM raw."crm_clients"')
-    return staging.stage_crm_clients(raw_clients.lazy(), manifest).collect().lazy() if raw_clients.height else None
+        if new_files is None:
+            raw = query_polars(con, 'SELECT * FROM raw."crm_clients"')
+        else:
+            raw = query_polars(con, 'SELECT * FROM raw."crm_clients" WHERE list_contains(?, file_hash)', [new_files])
+    fresh = staging.stage_crm_clients(raw.lazy(), manifest)
+    if new_files is None:
+        return fresh.collect(), True
+    staged = pl.scan_parquet(staging_files(settings.home, "staging.crm_client"))
+    if not raw.height:
+        return staged.collect(), False
+    return staging.supersede_crm_clients(staged, fresh).collect(), True
 
 
 def _own_account_keys(txns: pl.LazyFrame) -> list[str]:
@@ -275,11 +289,13 @@ def _own_account_keys(txns: pl.LazyFrame) -> list[str]:
     return sorted(staging.statement_accounts(txns).collect()["_acct"].to_list())
 
 
-def _restage(settings: Settings, manifest: pl.LazyFrame, crm_clients: pl.LazyFrame | None, *,
+def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
              staged_bank: bool = False) -> tuple[StageStats, list[str]]:
-    """Every staging table from the raw layer; with ``staged_bank``, the bank rows the dedupe keeps are taken from
-    the staged bank table (valid while no bank file arrived since it was built) instead of deduplicated again."""
+    """Every staging table from the raw layer (``crm``: the CRM clients of ``_crm_clients``); with
+    ``staged_bank``, the bank rows the dedupe keeps are taken from the staged bank table (valid while no bank file
+    arrived since it was built) instead of deduplicated again."""
     cfg = settings.classification
+    crm_clients = crm.lazy() if crm.height else None
     fx_rates, overrides = _stage_lookups(settings)
     # big frames go through parquet files in a scratch folder: DuckDB streams the raw tables out (and its
     # connection, with its buffers, is closed while polars works), polars reads only the columns a plan uses and
@@ -327,7 +343,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm_clients: pl.LazyFra
         clients = staging.stage_clients(staged, crm_clients, bank_names=settings.identity.bank_names).collect()
         staged_files.update(_stage_crm(settings, raw_crm, manifest, fx_rates, scratch))
         for table, frame in (("staging.client", clients), ("staging.client_match", client_match),
-                             ("staging.counterparty", groups)):
+                             ("staging.counterparty", groups), ("staging.crm_client", crm)):
             staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
             frame.write_parquet(staged_files[table])
         assert sorted(staged_files) == sorted(STAGING_TABLES), "stage() keeps the staging when these files exist"
@@ -341,7 +357,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm_clients: pl.LazyFra
                       clients=clients.height), own_accounts
 
 
-# the raw CRM entity tables and the staging table each becomes (staging.client: _crm_clients and stage_clients)
+# the raw CRM entity tables and the staging table each becomes (raw.crm_clients: _crm_clients, stage_clients)
 CRM_TABLES = {"crm_managers": "staging.manager", "crm_activities": "staging.activity",
               "crm_tickets": "staging.ticket", "crm_invoices": "staging.invoice"}
 
@@ -367,7 +383,7 @@ def _stage_crm(settings: Settings, raw_crm: dict[str, pl.LazyFrame], manifest: p
 
 
 def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], state: dict,
-                 crm_clients: pl.LazyFrame | None, *, clients: bool) -> StageStats | str:
+                 crm: pl.DataFrame, *, crm_changed: bool, clients: bool) -> StageStats | str:
     """Take a night's CRM files without touching the staged bank rows, when that equals a rebuild; else say why not.
 
     The bank side reads the CRM in one place only: ``identity.resolve`` of the counterparties against the CRM
@@ -386,9 +402,11 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
     A CRM staging table is a function of its raw entity table alone (``crm_staging.latest`` over its files'
     ingest order), so only the entities the new files hold rows of are staged again, and only from those rows:
     their versions replace the staged ones (``crm_staging.supersede``), so a nightly full export does not make
-    every CRM night stage all the versions ever ingested. ``clients``: rebuild
-    ``staging.client`` too (False when the night's bank files are appended next, which rebuilds it)."""
+    every CRM night stage all the versions ever ingested. ``crm``: the CRM clients (``_crm_clients``), written to
+    ``staging.crm_client`` when ``crm_changed``. ``clients``: rebuild ``staging.client`` too (False when the
+    night's bank files are appended next, which rebuilds it)."""
     home = settings.home
+    crm_clients = crm.lazy() if crm.height else None
     fx_rates, overrides = _stage_lookups(settings)
     staged = pl.scan_parquet(staging_files(home, "staging.bank_transaction"))
     if state.get("crm_identity") == identity.clients_digest(crm_clients):
@@ -414,6 +432,9 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
             built[table] = scratch / f"{entity}_superseded.parquet"
             crm_staging.supersede(pl.scan_parquet(staging_files(home, table)), pl.scan_parquet(new_staged[table]),
                                   entity.removeprefix("crm_")).sink_parquet(built[table])
+        if crm_changed:
+            built["staging.crm_client"] = scratch / "crm_client.parquet"
+            crm.write_parquet(built["staging.crm_client"])
         count = state["stats"]["clients"]
         if clients:
             built["staging.client"] = scratch / "client.parquet"

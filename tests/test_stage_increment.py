@@ -110,6 +110,8 @@ def test_a_new_file_is_appended_as_a_part_and_equals_a_rebuild(tmp_path):
     assert [p.name for p in staging_files(tmp_path / "inc", "staging.bank_transaction")] == [
         "part-0000000002.parquet", "part-0000000003.parquet"]
     assert_same(got, want)
+    # no new CRM file: the staged CRM clients are read, not staged from the raw layer again
+    assert [p.name for p in staging_files(tmp_path / "inc", "staging.crm_client")] == ["part-0000000002.parquet"]
     staged = got["staging.bank_transaction"]
     assert staged.select("client_id", "category", "amount").rows()[-2:] == [
         ("bank:acct:LT601010012345678901", "client_payment", 300), ("bank:" + identity.name_digest("nord handel"), "client_payment", 90)]
@@ -282,7 +284,7 @@ def test_a_crm_export_that_changes_no_client_keeps_the_staged_bank_rows(tmp_path
     assert "change no counterparty's client" in caplog.text and "restaging" not in caplog.text
     # the export moved a client to another region: nothing resolve reads changed, so it did not run
     assert "change no client's name, tax id or accounts: the staged matches stand" in caplog.text
-    assert "staging.client, staging.invoice rebuilt" in caplog.text
+    assert "staging.client, staging.crm_client, staging.invoice rebuilt" in caplog.text
     assert_same(got, want)
     assert got["staging.client"].filter(pl.col("client_id") == "C1")["region"].to_list() == ["XX"]
     assert got["staging.invoice"]["invoice_id"].to_list() == ["INV-1"]
@@ -292,7 +294,8 @@ def test_a_crm_export_that_changes_no_client_keeps_the_staged_bank_rows(tmp_path
     home = tmp_path / "inc"
     assert {t: [p.name for p in staging_files(home, t)] for t in steps.STAGING_TABLES} == {
         **{t: ["part-0000000002.parquet"] for t in steps.STAGING_TABLES},
-        "staging.client": ["part-0000000004.parquet"], "staging.invoice": ["part-0000000004.parquet"]}
+        **{t: ["part-0000000004.parquet"] for t in ("staging.client", "staging.crm_client", "staging.invoice")}}
+    assert got["staging.crm_client"].select("client_id", "region").rows() == [("C1", "XX")]
 
 
 def test_a_crm_export_with_a_new_client_resolves_the_staged_counterparties_again(tmp_path, caplog):
@@ -321,10 +324,17 @@ def test_a_new_invoice_export_replaces_the_staged_versions_and_reads_only_its_ow
     monkeypatch.setattr(staging_step, "export_parquet",
                         lambda con, table, path, files=None: exported.append((table, files)) or export(
                             con, table, path, files))
+    queries = []
+    query = staging_step.query_polars
+    monkeypatch.setattr(staging_step, "query_polars",
+                        lambda con, sql, params=None: queries.append((sql, params)) or query(con, sql, params))
     ingest(inc, [], first=1)
     stats = steps.stage(load_settings(inc))
     assert stats.crm_refreshed
     (new_file,), = [files for table, files in exported if table == "raw.crm_invoices"]
+    # the CRM clients: only the new file's client rows are read (it has none), the staged ones stand
+    assert [params for sql, params in queries if "crm_clients" in sql] == [[[new_file]]]
+    assert [p.name for p in staging_files(inc, "staging.crm_client")] == ["part-0000000004.parquet"]
     with connect(load_settings(inc).warehouse_path) as con:
         assert con.execute("SELECT path FROM ops.ingested_file WHERE file_hash = ?",
                            [new_file]).fetchone()[0].endswith("invoices_2.csv")

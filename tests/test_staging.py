@@ -326,6 +326,38 @@ def test_superseding_the_staged_rows_with_newer_files_equals_staging_every_file(
     assert got.equals(crm_staging.latest(raw_invoices, files_, "invoices").collect())
 
 
+@given(files=st.lists(st.lists(st.sampled_from(["C1", " C1", "C2 ", "C3", None]), max_size=5), min_size=2,
+                      max_size=5), data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_superseding_the_staged_crm_clients_equals_staging_every_dump(files, data):
+    """The CRM clients staged from the newer dumps alone replace the staged versions of their ids: the same
+    dimension as staging every dump, ids with spaces around them being the same client ('C1', ' C1')."""
+    hashes = [f"f{n}" for n in range(len(files))]
+    rows = [(h, r, client, f"{h}.{r}") for h, ids in zip(hashes, files, strict=True)
+            for r, client in enumerate(ids, start=1)]
+    raw = pl.DataFrame(rows, schema={"file_hash": pl.String, "record_number": pl.Int64, "client_id": pl.String,
+                                     "name": pl.String}, orient="row").with_columns(
+        *(pl.lit(None, pl.String).alias(c) for c in ("tax_id", "accounts", "industry", "region", "manager_id",
+                                                     "referred_by_client_id", "created_date"))).lazy()
+    files_ = manifest(*hashes)
+    split = data.draw(st.integers(1, len(files) - 1))
+    old, new = (raw.filter(pl.col("file_hash").is_in(part)) for part in (hashes[:split], hashes[split:]))
+    got = staging.supersede_crm_clients(staging.stage_crm_clients(old, files_),
+                                        staging.stage_crm_clients(new, files_)).collect()
+    want = staging.stage_crm_clients(raw, files_).collect()
+    assert got.equals(want)
+    assert want["client_id"].is_unique().all()
+
+
+def test_a_crm_client_id_with_spaces_around_it_is_the_same_client():
+    raw = pl.LazyFrame({"file_hash": ["a", "a", "b"], "record_number": [1, 2, 1], "client_id": ["C2", " C1", "C1 "],
+                        "name": ["Two", "One (old)", "One"]}).with_columns(
+        *(pl.lit(None, pl.String).alias(c) for c in ("tax_id", "accounts", "industry", "region", "manager_id",
+                                                     "referred_by_client_id", "created_date")))
+    clients = staging.stage_crm_clients(raw, manifest("a", "b")).collect()
+    assert clients.select("client_id", "name").rows() == [("C1", "One"), ("C2", "Two")]
+
+
 def test_newer_files_replace_the_staged_versions_of_their_ids_and_keep_the_rest():
     staged = pl.LazyFrame({"invoice_id": ["I1", None, "I2", "I3"], "amount": [1, 2, 3, 4]})
     new = pl.LazyFrame({"invoice_id": ["I3", "I4", None, "I1"], "amount": [30, 40, 50, 10]})

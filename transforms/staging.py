@@ -201,11 +201,13 @@ def share_of_wallet(text: pl.Expr) -> pl.Expr:
 
 
 def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    """Typed CRM clients: one row per client id over all dumps, the latest ingested version winning."""
+    """Typed CRM clients: one row per client id over all dumps (the id without surrounding spaces: ' C1' and 'C1'
+    are one client), the latest ingested version winning; sorted by client id."""
     present = set(raw_clients.collect_schema().names())
     flags = [m.flag(c).alias(c) if c in present else pl.lit(None, pl.Boolean).alias(c) for c in CRM_FLAGS]
-    return crm_staging.latest(raw_clients, manifest, "clients").filter(pl.col("client_id").is_not_null()).select(
-        pl.col("client_id").str.strip_chars(),
+    return crm_staging.latest(raw_clients.with_columns(pl.col("client_id").str.strip_chars()), manifest, "clients"
+                              ).filter(pl.col("client_id").is_not_null()).select(
+        pl.col("client_id"),
         pl.col("name"),
         identity.normalise_company_name(pl.col("name")).alias("name_key"),
         pl.col("tax_id"),
@@ -226,6 +228,14 @@ def stage_crm_clients(raw_clients: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.L
         pl.col("created_date").str.to_date("%Y-%m-%d", strict=False).alias("created_date"),
         *flags,
     ).sort("client_id")
+
+
+def supersede_crm_clients(staged: pl.LazyFrame, new: pl.LazyFrame) -> pl.LazyFrame:
+    """The staged CRM clients after newer dumps: ``staged`` (``stage_crm_clients`` of the files before) with the
+    clients ``new`` (``stage_crm_clients`` of the newer files' rows alone) has replaced by its rows. Equal to
+    ``stage_crm_clients`` of every file (``crm_staging.supersede``), so a night's CRM export stages its own
+    clients, not every version ever ingested."""
+    return crm_staging.supersede(staged, new, "clients").sort("client_id")
 
 
 def label_counterparties(
