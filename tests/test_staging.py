@@ -326,6 +326,12 @@ def test_superseding_the_staged_rows_with_newer_files_equals_staging_every_file(
     assert got.equals(crm_staging.latest(raw_invoices, files_, "invoices").collect())
 
 
+def raw_crm_clients(frame: pl.DataFrame | pl.LazyFrame):
+    """Raw CRM client rows with ids and names only: the other columns of an export, empty."""
+    return frame.with_columns(*(pl.lit(None, pl.String).alias(c) for c in (
+        "tax_id", "accounts", "industry", "region", "manager_id", "referred_by_client_id", "created_date")))
+
+
 @given(files=st.lists(st.lists(st.sampled_from(["C1", " C1", "C2 ", "C3", None]), max_size=5), min_size=2,
                       max_size=5), data=st.data())
 @settings(max_examples=60, deadline=None)
@@ -336,9 +342,7 @@ def test_superseding_the_staged_crm_clients_equals_staging_every_dump(files, dat
     rows = [(h, r, client, f"{h}.{r}") for h, ids in zip(hashes, files, strict=True)
             for r, client in enumerate(ids, start=1)]
     raw = pl.DataFrame(rows, schema={"file_hash": pl.String, "record_number": pl.Int64, "client_id": pl.String,
-                                     "name": pl.String}, orient="row").with_columns(
-        *(pl.lit(None, pl.String).alias(c) for c in ("tax_id", "accounts", "industry", "region", "manager_id",
-                                                     "referred_by_client_id", "created_date"))).lazy()
+                                     "name": pl.String}, orient="row").pipe(raw_crm_clients).lazy()
     files_ = manifest(*hashes)
     split = data.draw(st.integers(1, len(files) - 1))
     old, new = (raw.filter(pl.col("file_hash").is_in(part)) for part in (hashes[:split], hashes[split:]))
@@ -351,9 +355,7 @@ def test_superseding_the_staged_crm_clients_equals_staging_every_dump(files, dat
 
 def test_a_crm_client_id_with_spaces_around_it_is_the_same_client():
     raw = pl.LazyFrame({"file_hash": ["a", "a", "b"], "record_number": [1, 2, 1], "client_id": ["C2", " C1", "C1 "],
-                        "name": ["Two", "One (old)", "One"]}).with_columns(
-        *(pl.lit(None, pl.String).alias(c) for c in ("tax_id", "accounts", "industry", "region", "manager_id",
-                                                     "referred_by_client_id", "created_date")))
+                        "name": ["Two", "One (old)", "One"]}).pipe(raw_crm_clients)
     clients = staging.stage_crm_clients(raw, manifest("a", "b")).collect()
     assert clients.select("client_id", "name").rows() == [("C1", "One"), ("C2", "Two")]
 
