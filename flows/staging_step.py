@@ -123,9 +123,10 @@ def stage(settings: Settings) -> StageStats:
       the new files feed and the client dimension are rebuilt, and the night's bank files (if any) are appended
       as above;
     - only CRM files arrived since, and they change some counterparty's client: the bank side is rebuilt from the
-      staged bank rows instead of the raw layer (``_restage(staged_bank=True)``): the dedupe reads no CRM data
+      staged bank rows instead of the raw layer (``_restage(new_crm=...)``): the dedupe reads no CRM data
       and the staged rows are exactly the rows it keeps, so only what the new clients change (labels, matches,
-      categories, clients) is recomputed;
+      categories, clients) is recomputed, and the CRM tables the new files feed are staged from their rows as
+      on a refresh;
     - anything else: a rebuild from the whole raw layer (``_restage``).
 
     The state file is removed before any staging file changes and written after the last one, so a run killed in
@@ -160,7 +161,7 @@ def stage(settings: Settings) -> StageStats:
         elif isinstance(refreshed, str):
             log.info("only new CRM files, and %s: the staged bank rows are classified again, the CRM tables "
                      "rebuilt", refreshed)
-            stats, own_accounts = _restage(settings, manifest.lazy(), crm, staged_bank=True)
+            stats, own_accounts = _restage(settings, manifest.lazy(), crm, new_crm=new_crm)
             built = replace(stats, reclassified=True), own_accounts
         elif new_bank:
             appended = _append(settings, manifest.lazy(), new_bank, state, crm_clients)
@@ -290,10 +291,12 @@ def _own_account_keys(txns: pl.LazyFrame) -> list[str]:
 
 
 def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
-             staged_bank: bool = False) -> tuple[StageStats, list[str]]:
-    """Every staging table from the raw layer (``crm``: the CRM clients of ``_crm_clients``); with
-    ``staged_bank``, the bank rows the dedupe keeps are taken from the staged bank table (valid while no bank file
-    arrived since it was built) instead of deduplicated again."""
+             new_crm: list[str] | None = None) -> tuple[StageStats, list[str]]:
+    """Every staging table from the raw layer (``crm``: the CRM clients of ``_crm_clients``). With ``new_crm``,
+    the CRM files ingested since the staging on disk when no bank file arrived since: the bank rows the dedupe
+    keeps are taken from the staged bank table instead of deduplicated again, and the CRM entity tables those
+    files hold rows of are the staged ones superseded by their rows (``_supersede_crm``), the others kept."""
+    staged_bank = new_crm is not None
     cfg = settings.classification
     crm_clients = crm.lazy() if crm.height else None
     fx_rates, overrides = _stage_lookups(settings)
@@ -306,7 +309,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
         with connect(settings.warehouse_path) as con:
             if not staged_bank:
                 raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
-            raw_crm = _export_crm(con, list(CRM_TABLES), scratch)
+                raw_crm = _export_crm(con, list(CRM_TABLES), scratch)
             raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
         if staged_bank:  # in staging order, with their keys and labels; classify runs again below
             staged_rows = pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
@@ -341,12 +344,14 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
         staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
         rows_staged = staged.select(pl.len()).collect().item()
         clients = staging.stage_clients(staged, crm_clients, bank_names=settings.identity.bank_names).collect()
-        staged_files.update(_stage_crm(settings, raw_crm, manifest, fx_rates, scratch))
+        staged_files.update(_supersede_crm(settings, manifest, new_crm, fx_rates, scratch) if staged_bank
+                            else _stage_crm(settings, raw_crm, manifest, fx_rates, scratch))
         for table, frame in (("staging.client", clients), ("staging.client_match", client_match),
                              ("staging.counterparty", groups), ("staging.crm_client", crm)):
             staged_files[table] = scratch / f"{table.removeprefix('staging.')}.parquet"
             frame.write_parquet(staged_files[table])
-        assert sorted(staged_files) == sorted(STAGING_TABLES), "stage() keeps the staging when these files exist"
+        assert staged_bank or sorted(staged_files) == sorted(STAGING_TABLES), \
+            "stage() keeps the staging when these files exist"
         part = _last_seq(manifest)
         with connect(settings.warehouse_path) as con:
             for table, path in staged_files.items():
@@ -380,6 +385,24 @@ def _stage_crm(settings: Settings, raw_crm: dict[str, pl.LazyFrame], manifest: p
         staged[CRM_TABLES[entity]] = scratch / f"{entity}.parquet"
         stagers[entity](raw, manifest).sink_parquet(staged[CRM_TABLES[entity]])
     return staged
+
+
+def _supersede_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], fx_rates: pl.LazyFrame | None,
+                   scratch: Path) -> dict[str, Path]:
+    """The CRM entity tables that ``new_files`` (ingested after every file of the staging on disk) hold rows of,
+    each staged from those rows alone, whose versions then replace the staged ones (``crm_staging.supersede``),
+    sunk to a file in ``scratch``: {table: file}. An entity without a row in them stays as it is."""
+    with connect(settings.warehouse_path) as con:
+        exported = _export_crm(con, list(CRM_TABLES), scratch, files=new_files)
+    raw_crm = {entity: rows for entity, rows in exported.items() if rows.select(pl.len()).collect().item()}
+    new_staged = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
+    built = {}
+    for entity in raw_crm:
+        table = CRM_TABLES[entity]
+        built[table] = scratch / f"{entity}_superseded.parquet"
+        crm_staging.supersede(pl.scan_parquet(staging_files(settings.home, table)), pl.scan_parquet(new_staged[table]),
+                              entity.removeprefix("crm_")).sink_parquet(built[table])
+    return built
 
 
 def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], state: dict,
@@ -419,19 +442,7 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
             return "the new CRM changes which client some counterparty is"
     scratch = _stage_scratch(settings)
     try:
-        with connect(settings.warehouse_path) as con:
-            exported = _export_crm(con, list(CRM_TABLES), scratch, files=new_files)
-        # an entity the new files hold no row of stays as it is; the others are staged from the new files' rows
-        # alone, which then take the place of the versions they replace
-        raw_crm = {entity: rows for entity, rows in exported.items() if rows.select(pl.len()).collect().item()}
-        entities = list(raw_crm)
-        new_staged = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
-        built = {}
-        for entity in entities:
-            table = CRM_TABLES[entity]
-            built[table] = scratch / f"{entity}_superseded.parquet"
-            crm_staging.supersede(pl.scan_parquet(staging_files(home, table)), pl.scan_parquet(new_staged[table]),
-                                  entity.removeprefix("crm_")).sink_parquet(built[table])
+        built = _supersede_crm(settings, manifest, new_files, fx_rates, scratch)
         if crm_changed:
             built["staging.crm_client"] = scratch / "crm_client.parquet"
             crm.write_parquet(built["staging.crm_client"])

@@ -377,15 +377,23 @@ def test_a_night_with_bank_files_and_a_crm_that_changes_a_client_rebuilds(tmp_pa
 
 def test_new_crm_files_classify_the_staged_bank_rows_again(tmp_path, caplog):
     """A new CRM dump (the usual night) re-resolves and re-classifies the staged bank rows instead of deduplicating
-    the raw layer again: the same staging as a rebuild, with the new client matched."""
+    the raw layer again, and stages the CRM entities its files hold from their rows alone: the same staging as a
+    rebuild, with the new client matched."""
     files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3), (0, 4, 70, True, None, 2)]]
-    stats, got, want = crm_night_and_rebuild(tmp_path, files, config=None, caplog=caplog)
+    night = {"clients_2.csv": NIGHT_DUMP, "invoices.csv": INVOICES}
+    stats, got, want = crm_night_and_rebuild(tmp_path, files, config=None, caplog=caplog, night=night)
     assert stats.reclassified and not stats.appended and not stats.skipped
     assert "only new CRM files" in caplog.text and "restaging" not in caplog.text
     assert (stats.rows_raw_total, stats.rows_staged, stats.clients) == (4, 4, want["staging.client"].height)
     assert got["staging.bank_transaction"].select("client_id", "match_method", "amount").rows() == [
         ("C1", "name_exact", 500), (None, None, -20), ("C2", "name_exact", 70), ("C2", "name_exact", 70)]
     assert_same(got, want)
+    assert got["staging.invoice"]["invoice_id"].to_list() == ["INV-1"]
+    # the CRM tables the night's files hold no row of are kept as staged the first night (part 2: its last file)
+    assert {t: [p.name for p in staging_files(tmp_path / "inc", t)] for t in (
+        "staging.invoice", "staging.activity", "staging.ticket", "staging.manager", "staging.crm_client")} == {
+        "staging.invoice": ["part-0000000004.parquet"], "staging.crm_client": ["part-0000000004.parquet"],
+        **{t: ["part-0000000002.parquet"] for t in ("staging.activity", "staging.ticket", "staging.manager")}}
     # and the next run with nothing new keeps it
     assert steps.stage(load_settings(tmp_path / "inc")).skipped
 
