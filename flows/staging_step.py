@@ -159,8 +159,8 @@ def stage(settings: Settings) -> StageStats:
         if isinstance(refreshed, str) and new_bank:
             reason = f"new bank and CRM files, and {refreshed}"
         elif isinstance(refreshed, str):
-            log.info("only new CRM files, and %s: the staged bank rows are classified again, the CRM tables "
-                     "rebuilt", refreshed)
+            log.info("only new CRM files, and %s: the staged bank rows are classified again, the CRM tables the "
+                     "new files hold rows of staged from them", refreshed)
             stats, own_accounts = _restage(settings, manifest.lazy(), crm, new_crm=new_crm)
             built = replace(stats, reclassified=True), own_accounts
         elif new_bank:
