@@ -150,7 +150,7 @@ def stage(settings: Settings) -> StageStats:
     new_crm = new.filter(pl.col("kind") == "crm")["file_hash"].to_list()
     # every path reads them: from the staged ones and the new files' clients when the staging is current
     crm, crm_changed = _crm_clients(settings, manifest.lazy(), new_crm if current else None)
-    crm_clients = crm.lazy() if crm.height else None
+    crm_clients = _present(crm)
     if current:
         state_path.unlink()
         # the night's CRM export first: the staged bank rows stay when every counterparty keeps its client
@@ -285,6 +285,11 @@ def _crm_clients(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
     return staging.supersede_crm_clients(staged, fresh).collect(), True
 
 
+def _present(crm: pl.DataFrame) -> pl.LazyFrame | None:
+    """The CRM clients as the paths read them: None when there are none (bank-only mode)."""
+    return crm.lazy() if crm.height else None
+
+
 def _own_account_keys(txns: pl.LazyFrame) -> list[str]:
     """The accounts statements were issued for (normalised), as label_counterparties counts them own."""
     return sorted(staging.statement_accounts(txns).collect()["_acct"].to_list())
@@ -298,7 +303,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
     files hold rows of are the staged ones superseded by their rows (``_supersede_crm``), the others kept."""
     staged_bank = new_crm is not None
     cfg = settings.classification
-    crm_clients = crm.lazy() if crm.height else None
+    crm_clients = _present(crm)
     fx_rates, overrides = _stage_lookups(settings)
     # big frames go through parquet files in a scratch folder: DuckDB streams the raw tables out (and its
     # connection, with its buffers, is closed while polars works), polars reads only the columns a plan uses and
@@ -429,7 +434,7 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
     ``staging.crm_client`` when ``crm_changed``. ``clients``: rebuild ``staging.client`` too (False when the
     night's bank files are appended next, which rebuilds it)."""
     home = settings.home
-    crm_clients = crm.lazy() if crm.height else None
+    crm_clients = _present(crm)
     fx_rates, overrides = _stage_lookups(settings)
     staged = pl.scan_parquet(staging_files(home, "staging.bank_transaction"))
     if state.get("crm_identity") == identity.clients_digest(crm_clients):
