@@ -321,6 +321,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             labelled = staging.relabel_staged(staged_rows)
             own_accounts = _own_account_keys(staged_rows)
             found = staging.staged_counterparties(staged_rows)
+            paying = staging.paying_counterparties(labelled).collect().lazy()  # narrow: read apart, not cached
             # the keys depend on the bank rows only: the staged groups are still theirs
             groups = pl.read_parquet(staging_files(settings.home, "staging.counterparty"))
         else:
@@ -328,8 +329,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
             # order)
             kept = staging.kept_raw_rows(raw, manifest).collect()
-            staging.gather_kept(raw, kept.lazy(), in_raw_order=kept["_row"].is_sorted()).sink_parquet(
-                scratch / "keyed.parquet")
+            staging.gather_kept(raw, kept).sink_parquet(scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
             # not materialised: the counterparties read a few columns of it, classify streams it to the staged
@@ -338,13 +338,15 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
                 keyed, own_accounts=cfg.own_accounts,
                 excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
             own_accounts = _own_account_keys(keyed)
-            found = staging.counterparties(labelled)
+            # collected: classify reads which of them paid us from it instead of reading the rows twice
+            found = paying = staging.counterparties(labelled).collect().lazy()
         client_match = identity.resolve(found, crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         _unknown_overrides(settings, overrides, crm_clients, groups)
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
         staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
                          fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
+                         paying=paying,
                          ).sink_parquet(staged_files["staging.bank_transaction"])
         staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
         rows_staged = staged.select(pl.len()).collect().item()

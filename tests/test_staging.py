@@ -119,9 +119,8 @@ def test_rebuild_dedupe_from_key_columns_equals_the_whole_dedupe():
         table = frame[order].lazy()
         expected = staging.dedupe_transactions(staging.transaction_keys(table), manifest("a", "b", "c")).collect()
         kept = staging.kept_raw_rows(table, manifest("a", "b", "c")).collect()
-        in_raw_order = bool(kept["_row"].is_sorted())
-        assert in_raw_order == (order == sorted(order))
-        got = staging.gather_kept(table, kept.lazy(), in_raw_order=in_raw_order).collect()
+        assert kept["_row"].is_sorted() == (order == sorted(order))  # both ways of gathering
+        got = staging.gather_kept(table, kept).collect()
         assert got.equals(expected)
         assert got.select("file_hash", "record_number", "end_to_end_id").rows() == [
             ("a", 1, None), ("a", 2, None), ("b", 6, "E6"), ("b", 8, None)]  # c's row: b's R9 without reference
@@ -269,6 +268,40 @@ def test_a_reversal_is_never_revenue_nor_makes_a_client():
     ], crm=False)
     assert out["category"].to_list() == ["other_outgoing"] * 3 + ["client_payment", "refund", "refund", "refund"]
     assert out["client_id"].to_list() == [None] * 3 + ["bank:acct:EE471000001020145685"] * 4
+
+
+def test_classify_reads_who_paid_us_from_the_counterparties_or_the_rows_alike():
+    """``classify`` knows which clients paid us from ``counterparties`` (the full rebuild: one read of the rows),
+    from ``paying_counterparties`` (the staged rows) or from the rows themselves (an increment): the same labels.
+    Each case decides whether a money-out row of the same counterparty is a refund."""
+    payer = {"counterparty_account": "EE471000001020145685"}  # booked money in: a payer
+    pending = {"counterparty_account": "EE000000000000000002"}  # only a pending payment
+    reversed_ = {"counterparty_account": "EE000000000000000003"}  # only a reversal coming in
+    excluded = {"counterparty_account": "EE000000000000000004", "purpose": "Darlehen"}  # excluded by keyword
+    supplier = {"counterparty_account": "EE000000000000000005"}  # money out only
+    rows = [{"amount": 100, **payer}, {"amount": -10, **payer},
+            {"amount": 100, "status": "PDNG", **pending}, {"amount": -10, **pending},
+            {"amount": 30, "is_reversal": True, **reversed_}, {"amount": -10, **reversed_},
+            {"amount": 500, **excluded}, {"amount": -10, "counterparty_account": excluded["counterparty_account"]},
+            {"amount": -10, **supplier},
+            {"amount": 40, "counterparty_tax_id": "DE136695976"}, {"amount": -5, "counterparty_tax_id": "DE136695976"}]
+    keyed = staging.transaction_keys(raw([{"file_hash": "a", "record_number": i, **r}
+                                          for i, r in enumerate(rows, start=1)]))
+    for crm in (crm_clients(), None):
+        labelled, _ = staging.group_counterparties(keyed, excluded_keywords=["darlehen"])
+        found = staging.counterparties(labelled).collect()
+        match = identity.resolve(found.lazy(), crm, None).collect().lazy()
+        from_rows = staging.classify(labelled, match, reporting_currency="EUR").collect()
+        assert from_rows["category"].to_list() == [
+            "client_payment", "refund", "client_payment", "other_outgoing", "other_outgoing", "other_outgoing",
+            "excluded", "other_outgoing", "other_outgoing", "client_payment", "refund"]
+        assert staging.classify(labelled, match, reporting_currency="EUR", paying=found.lazy()).collect().equals(
+            from_rows)
+        paying = staging.paying_counterparties(labelled).collect()
+        assert sorted(paying.filter("_paid_us")["counterparty_key"]) == sorted(
+            found.filter("_paid_us")["counterparty_key"]) == ["acct:EE471000001020145685", "tax:DE136695976"]
+        assert staging.classify(labelled, match, reporting_currency="EUR", paying=paying.lazy()).collect().equals(
+            from_rows)
 
 
 def test_an_override_to_dash_makes_the_counterparty_its_own_client():
