@@ -697,8 +697,6 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     eco = settings.economics
     frames_in = _mart_inputs(settings, as_of)
     staged, payments, clients = frames_in["staged"], frames_in["payments"], frames_in["clients"]
-    settlement = economics.invoice_settlement(pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts.parquet"),
-                                              as_of=as_of, write_off_days=eco.write_off_days).collect().lazy()
     log_rows = frames_in["log"]
     months_dir = version_dir / client_month.NAME
     if not any(months_dir.glob("*.parquet")):  # no month at all: one empty file, as every mart has
@@ -706,20 +704,26 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
             schema={c: t for c, (t, _) in client_month.SCHEMA.items()}), None)
     fingerprints = {**{k: v for k, v in plan.kept.items() if v}, **{r.file: r.fingerprint for r in built}}
     _write_fingerprints(version_dir, client_month.NAME, fingerprints)
-    months_all = publish.read_mart(version_dir, client_month)
     # small per-client frames that several marts read: computed once (lazy, each plan would recompute them)
     # first purchases, the ladder's last payment days, the activity gaps and the CLV summary see no finer grain
     # than a client's payments summed per day: that frame, once (10M: 9.6M payments, 7.1M client days)
     paid_days = payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum()).collect().lazy()
     first = behaviour.first_purchases(paid_days).collect().lazy()
     window = m.window_bounds(as_of, eco.window_months)
+    # first, before client_month is read (and the settled invoices, which only the scorecard reads and holds):
+    # a full run's retention reads every payment, ~2 GB at 10M on top of what is held (with those two frames,
+    # 2.1 GB, it was the whole run's peak: 6.3 GB)
+    retention = _retention(settings, plan, payments, frames_in["refunds"], first, window[1])
+    months_all = publish.read_mart(version_dir, client_month)
     regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y,
                                min_months=eco.xyz_min_months).collect().lazy()
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
     ladder, transitions = _ladder(settings, plan, months_all, paid_days, clients, first, regularity, as_of)
+    settlement = economics.invoice_settlement(pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts.parquet"),
+                                              as_of=as_of, write_off_days=eco.write_off_days)
     scorecard = client_scorecard.build(
-        months_all.lazy(), clients, settlement, as_of=as_of, window_months=eco.window_months,
+        months_all.lazy(), clients, settlement.collect().lazy(), as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
         activity=behaviour.activity(paid_days, as_of=as_of, at_risk_factor=beh.at_risk_factor,
                                     window_days=settings.activity_window_days),
@@ -732,7 +736,6 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
-    retention = _retention(settings, plan, payments, frames_in["refunds"], first, window[1])
     audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
     frames = {
         client_scorecard.NAME: scorecard,
