@@ -872,8 +872,9 @@ def main() -> None:
     if "pandas" in best:
         speedup = best["pandas"]["seconds"] / ours_s
         checks.insert(1, ("pandas / ours (speed-up)" + bound, speedup, ">= 10", speedup >= 10 and not bound))
-    checks.append(("peak RSS GB (ours)" + bound, ours["peak_rss_gb"], "< 24 (at 100M)",
-                   ours["peak_rss_gb"] < 24 and not bound))
+    at_scale = n >= 100_000_000  # the memory target is for 100M: a smaller run's peak is no verdict on it
+    checks.append(("peak RSS GB (ours)" + bound, ours["peak_rss_gb"], "< 24 (at 100M)" if at_scale else "(100M only)",
+                   (ours["peak_rss_gb"] < 24 and not bound) if at_scale else None))
     print("\ntargets (the issue states them for 10M; increment and memory for 100M):")
     for name, value, target, ok in checks:
         print(f"  {name:28} {value:8.2f}   target {target:16} {'' if ok is None else 'PASS' if ok else 'FAIL'}")
