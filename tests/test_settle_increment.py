@@ -107,6 +107,20 @@ def test_a_night_matches_the_changed_clients_and_equals_a_whole_settlement(tmp_p
         gone in {row[0] for row in invoices + payments})
 
 
+def test_clients_matched_in_groups_give_the_whole_settlement(tmp_path, monkeypatch):
+    """settle matches big histories in groups of clients (``MATCH_GROUP_INVOICES``): the same parts and costs, on
+    the first night and on the next (when only the changed clients are matched)."""
+    rng = random.Random(7)
+    invoices, payments = history(rng, 60)
+    monkeypatch.setattr(steps, "MATCH_GROUP_INVOICES", 25)  # ~6 groups of the ~150 invoices
+    as_of = dt.date(2026, 1, 31)
+    assert same(night(invoices, payments, as_of, None, tmp_path / "v1"), whole(invoices, payments, as_of))
+    payments2 = payments + [(row[0], as_of + dt.timedelta(days=1), Decimal("10.00")) for row in invoices[:40:4]]
+    as_of2 = as_of + dt.timedelta(days=1)
+    assert same(night(invoices, payments2, as_of2, tmp_path / "v1", tmp_path / "v2"),
+                whole(invoices, payments2, as_of2))
+
+
 def test_a_settlement_from_other_code_is_not_reused(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="clientbase")
     invoices, payments = history(random.Random(1), 20)
