@@ -112,7 +112,7 @@ def test_clients_matched_in_groups_give_the_whole_settlement(tmp_path, monkeypat
     the first night and on the next (when only the changed clients are matched)."""
     rng = random.Random(7)
     invoices, payments = history(rng, 60)
-    monkeypatch.setattr(steps, "MATCH_GROUP_INVOICES", 25)  # ~6 groups of the ~150 invoices
+    monkeypatch.setattr(steps, "MATCH_GROUP_INVOICES", 25)  # 7 groups of its 156 invoices
     as_of = dt.date(2026, 1, 31)
     assert same(night(invoices, payments, as_of, None, tmp_path / "v1"), whole(invoices, payments, as_of))
     payments2 = payments + [(row[0], as_of + dt.timedelta(days=1), Decimal("10.00")) for row in invoices[:40:4]]
