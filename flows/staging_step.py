@@ -328,7 +328,9 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file
             # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
             # order)
-            kept = staging.kept_raw_rows(raw, manifest).collect()
+            parts = staging.dedupe_parts(raw).collect()
+            kept = staging.kept_raw_rows(parts.lazy(), manifest).collect()
+            del parts
             staging.gather_kept(raw, kept).sink_parquet(scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")

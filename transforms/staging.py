@@ -49,31 +49,78 @@ KEY_COLUMNS = ("txn_key", "key_method", "fingerprint")  # what transaction_keys 
 # the raw columns the keys and the dedupe decision read
 KEY_INPUTS = ("file_hash", "record_number", "own_account", "booking_date", "amount", "currency", "bank_reference",
               "status")
+# what a fingerprint is made of (``_account``: the normalised own account, ``_occurrence``: ``_with_occurrence``)
+FINGERPRINT_PARTS = ("_account", "booking_date", "amount", "currency", "_occurrence")
 
 
 def _keys(raw: pl.LazyFrame) -> pl.LazyFrame:
     """``KEY_COLUMNS`` added to ``raw`` (in its row order), from ``KEY_INPUTS`` only."""
-    account = m.normalise_account(pl.col("own_account"))
-    amount = pl.col("amount").cast(pl.String)
-    day = pl.col("booking_date").cast(pl.String)
-    return (
-        raw.with_columns(_account=account)
-        # account and currency grouped as categoricals (a few distinct values each): 10M rows, the window 5.7 -> 4.1 s
-        .with_columns(_occurrence=pl.int_range(pl.len()).over(
-            ["file_hash", pl.col("_account").cast(pl.Categorical), "booking_date", "amount",
-             pl.col("currency").cast(pl.Categorical)], order_by="record_number"))
-        .with_columns(
-            fingerprint=pl.concat_str([pl.col("_account"), day, amount, pl.col("currency"),
-                                       pl.col("_occurrence").cast(pl.String)], separator="|"),
-            key_method=_key_method(pl.col("bank_reference").is_not_null()),
-        )
-        .with_columns(
-            txn_key=pl.when(pl.col("key_method") == "bank_reference")
-            .then(pl.concat_str([pl.lit("ref"), pl.col("_account"), pl.col("bank_reference")], separator="|"))
-            .otherwise(pl.concat_str([pl.lit("fp"), pl.col("fingerprint")], separator="|"))
-        )
-        .drop("_account", "_occurrence")
+    return _with_occurrence(raw.with_columns(_account=_account())).with_columns(_key_strings()).drop(
+        "_account", "_occurrence")
+
+
+def _account() -> pl.Expr:
+    return m.normalise_account(pl.col("own_account"))
+
+
+def _with_occurrence(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """``_occurrence`` added: the row's number, in record order, among the rows of its file with its account
+    (``_account``), booking date, amount and currency; in ``frame``'s row order.
+
+    Numbered by a window over the rows whose combination's hash repeats in ``frame`` (``_repeats``: rows with
+    equal combinations have equal hashes, so the numbers are exact); every other row is alone in its combination:
+    0. A window over every row (10M, one group each) took 12-13 s."""
+    group = ["file_hash", *FINGERPRINT_PARTS[:-1]]
+    numbered = _repeats(frame.with_row_index("_position"), pl.struct(group))
+    repeating = (
+        numbered.filter("_repeats")
+        .select("_position", _occurrence=pl.int_range(pl.len(), dtype=pl.UInt32).over(group, order_by="record_number"))
     )
+    return (numbered.join(repeating, on="_position", how="left", maintain_order="left")
+            .with_columns(pl.col("_occurrence").fill_null(0)).drop("_position", "_repeats"))
+
+
+def _repeats(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
+    """``frame`` with ``_repeats``: whether the hash of ``key`` (an expression over a row) is another row's too,
+    which every row whose key repeats has. Found on the sorted hashes (10M rows: ~1 s; ``is_duplicated`` took
+    2.2 s and hashing a struct twice, as a plan without the column does, ~3 s more)."""
+    hashed = frame.with_columns(_hash=key.hash())
+    ordered = pl.col("_hash").sort()
+    return hashed.with_columns(
+        _repeats=pl.col("_hash").is_in(ordered.filter(ordered == ordered.shift(1)).implode())).drop("_hash")
+
+
+def _key_strings() -> list[pl.Expr]:
+    """``KEY_COLUMNS`` as text, from ``FINGERPRINT_PARTS`` and the bank reference; null where a part they use is
+    null (``_txn_parts`` is the same key as parts)."""
+    account = pl.col("_account")
+    fingerprint = pl.concat_str([account, pl.col("booking_date").cast(pl.String), pl.col("amount").cast(pl.String),
+                                 pl.col("currency"), pl.col("_occurrence").cast(pl.String)], separator="|")
+    return [
+        fingerprint.alias("fingerprint"),
+        _key_method(_referenced()),
+        pl.when(_referenced()).then(pl.concat_str([pl.lit("ref"), account, pl.col("bank_reference")], separator="|"))
+        .otherwise(pl.concat_str([pl.lit("fp"), fingerprint], separator="|")).alias("txn_key"),
+    ]
+
+
+def _referenced() -> pl.Expr:
+    """A row keyed by the bank's reference."""
+    return pl.col("bank_reference").is_not_null()
+
+
+def _txn_parts() -> pl.Expr:
+    """``txn_key`` as a struct of its parts (equal exactly when the texts are: the normalised account holds no
+    '|', the currency is three letters), null where the text is: the account and the reference for a referenced
+    row, else the fingerprint's parts."""
+    plain = [pl.when(~_referenced()).then(pl.col(part)) for part in FINGERPRINT_PARTS[1:]]
+    whole = pl.when(_referenced()).then(pl.col("_account").is_not_null()).otherwise(_fingerprint_known())
+    return pl.when(whole).then(pl.struct(pl.col("_account"), pl.col("bank_reference"), *plain))
+
+
+def _fingerprint_known() -> pl.Expr:
+    """Every part of the fingerprint is there (its text is not null)."""
+    return pl.all_horizontal(pl.col(part).is_not_null() for part in FINGERPRINT_PARTS)
 
 
 def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
@@ -86,44 +133,68 @@ def dedupe_transactions(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyF
     """
     # decide on the narrow key columns only, then gather the wide rows once, in the final order
     keyed = keyed.with_row_index("_row")
+    positioned = keyed.select("_row", "txn_key", "fingerprint", "file_hash", "record_number", "status",
+                              _referenced=pl.col("key_method") == "bank_reference")
     # the keys come along with the kept rows, so the wide side never computes them (nor their window) again
-    return (_kept(keyed, manifest).join(keyed.drop(*KEY_COLUMNS), on="_row", how="left", maintain_order="left")
+    kept = _kept(positioned, manifest, pl.col("txn_key"), ["fingerprint"], carry=["txn_key", "fingerprint"])
+    return (kept.join(keyed.drop(*KEY_COLUMNS), on="_row", how="left", maintain_order="left")
             .select(keyed.drop("_row").collect_schema().names()))
 
 
-def _kept(keyed: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    """The dedupe decision: ``_row`` and ``KEY_COLUMNS`` of the rows kept, in staging order.
+def _kept(positioned: pl.LazyFrame, manifest: pl.LazyFrame, txn_key: pl.Expr, fingerprint: Sequence[str],
+          carry: Sequence[str]) -> pl.LazyFrame:
+    """The dedupe decision: ``_row``, ``key_method`` and the ``carry`` columns of the rows kept, in staging
+    order. ``positioned``: ``_row`` (its row position), ``_referenced``, ``file_hash``, ``record_number``,
+    ``status``, the columns ``txn_key`` (an expression) reads and the ``fingerprint`` columns; the keys as text
+    (``dedupe_transactions``) or as their parts (``kept_raw_rows``), the same decision.
 
-    ``keyed``'s ``_row`` is its row position. Rows in ingest order (as ingestion writes raw) need only a stable
-    sort on the pending flag to be in decision order, and ``_row`` is then the staging order (10M raw rows,
-    ``kept_raw_rows`` 17.4-18.2 -> 14.4-16.2 s in interleaved runs); other input is sorted by every key."""
-    # the status and the key method as flags while rows are reordered and copied (10M rows: peak 4.8 -> 4.5 GB)
+    Rows in ingest order (as ingestion writes raw) need only a stable sort on the pending flag to be in decision
+    order, and ``_row`` is then the staging order; other input is sorted by every key."""
     referenced_row, pending = pl.col("_referenced"), pl.col("_pending")
+    # collected where a plan reads a frame more than once (polars would hold it anyway, beside what follows)
     positioned = (
-        keyed.select("_row", "txn_key", (pl.col("key_method") == "bank_reference").alias("_referenced"),
-                     "fingerprint", "file_hash", (pl.col("status") != m.BOOKED).alias("_pending"), "record_number")
+        positioned.with_columns(_pending=pl.col("status") != m.BOOKED).drop("status")
         .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
-    )
-    in_order = crm_staging.in_ingest_order(positioned)
-    ordered = (positioned.sort(pending, maintain_order=True) if in_order
-               else positioned.sort(pending, "ingest_seq", "record_number"))
-    by_key = ordered.filter(pl.col("txn_key").is_first_distinct())
-    # the first referenced row of each fingerprint: a booked one where there is one (booked rows come first)
-    referenced = (
-        by_key.filter(referenced_row)
-        .select("fingerprint", pl.col("file_hash").alias("_ref_file"), pending.alias("_ref_pending"))
-        .unique(subset="fingerprint", keep="first", maintain_order=True)
-    )
+    ).collect()
+    in_order = crm_staging.in_ingest_order(positioned.lazy())
+    order = [] if in_order else ["ingest_seq", "record_number"]
+    decided = ["_row", "_referenced", "_pending", "file_hash", *fingerprint, *carry, *order]
+    ordered = (positioned.lazy().drop("ingest_seq", "record_number").sort(pending, maintain_order=True) if in_order
+               else positioned.lazy().sort(pending, "ingest_seq", "record_number"))
+    by_key = _firsts(ordered, txn_key).select(*dict.fromkeys(decided)).collect().lazy()
     # a row without a reference is a copy of a referenced row of another file, unless that one is only pending
     # and this one is booked (the booked copy is what counts as revenue; the booked referenced version, when it
     # arrives, takes its place)
-    return (
-        by_key.join(referenced, on="fingerprint", how="left", maintain_order="left")
-        .filter(referenced_row | pl.col("_ref_file").is_null()
-                | (pl.col("_ref_file") == pl.col("file_hash")) | (pl.col("_ref_pending") & ~pending))
-        .sort(*(["_row"] if in_order else ["ingest_seq", "record_number"]))
-        .select("_row", "txn_key", _key_method(referenced_row), "fingerprint")
+    plain = by_key.filter(~referenced_row)
+    # the first referenced row of each fingerprint a plain row has: a booked one where there is one (booked rows
+    # come first)
+    referenced = (
+        by_key.filter(referenced_row, *(pl.col(part).is_not_null() for part in fingerprint))
+        .join(plain.select(fingerprint), on=fingerprint, how="semi", maintain_order="left")
+        .select(*fingerprint, pl.col("file_hash").alias("_ref_file"), pending.alias("_ref_pending"))
+        .unique(subset=fingerprint, keep="first", maintain_order=True)
     )
+    copies = (plain.join(referenced, on=fingerprint, how="left", maintain_order="left")
+              .filter(pl.col("_ref_file").is_null() | (pl.col("_ref_file") == pl.col("file_hash"))
+                      | (pl.col("_ref_pending") & ~pending)))
+    columns = ["_row", "_referenced", *carry, *order]
+    return (
+        pl.concat([by_key.filter(referenced_row).select(columns), copies.select(columns)])
+        .sort(*(order or ["_row"]))
+        .select("_row", _key_method(referenced_row), *carry)
+    )
+
+
+def _firsts(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
+    """The rows of ``frame`` (with a ``_row`` column) that come first among the rows with their ``key``, in
+    ``frame``'s order (rows with a null key are one key, as for ``is_first_distinct``). Only the rows whose key's
+    hash repeats (``_repeats``) are compared: a distinct over all rows encodes every key (10M struct keys: ~1 GB
+    more)."""
+    hashed = _repeats(frame, key)
+    firsts = (hashed.filter("_repeats").filter(key.is_first_distinct())
+              .select("_row", _first=pl.lit(True)))
+    return (hashed.join(firsts, on="_row", how="left", maintain_order="left")
+            .filter(~pl.col("_repeats") | pl.col("_first").is_not_null()).drop("_repeats", "_first"))
 
 
 def _key_method(referenced: pl.Expr) -> pl.Expr:
@@ -131,16 +202,30 @@ def _key_method(referenced: pl.Expr) -> pl.Expr:
     return pl.when(referenced).then(pl.lit("bank_reference")).otherwise(pl.lit("fingerprint")).alias("key_method")
 
 
-def kept_raw_rows(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    """``dedupe_transactions(transaction_keys(raw))``'s decision for a whole raw table, computed from
-    ``KEY_INPUTS`` alone: ``_row`` (the kept row's position in ``raw``) and its ``KEY_COLUMNS``, in staging
-    order. Narrow, so a rebuild never holds the raw table's wide columns while it decides (``gather_kept``
-    fetches them); the 64-character file hashes are categorical here (the same decision: they are only grouped,
-    joined and compared; 10M rows: 6.3 -> 4.6 GB)."""
-    def coded(frame: pl.LazyFrame) -> pl.LazyFrame:
-        return frame.with_columns(pl.col("file_hash").cast(pl.Categorical))
+def dedupe_parts(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """What ``kept_raw_rows`` decides on, from ``KEY_INPUTS`` of a whole raw table: per raw row (in its order)
+    ``_row`` (its position), the keys' parts and what the decision compares. Narrow, so a rebuild never holds the
+    raw table's wide columns while it decides, and parts rather than text: the 64-character file hashes, the
+    account and the currency as categoricals (a few distinct values), the amount and the date as numbers."""
+    coded = (
+        raw.select(KEY_INPUTS)
+        .with_columns(pl.col("file_hash").cast(pl.Categorical), _account=_account().cast(pl.Categorical),
+                      currency=pl.col("currency").cast(pl.Categorical))
+        .with_row_index("_row")
+    )
+    return _with_occurrence(coded).select(
+        "_row", _referenced().alias("_referenced"), *FINGERPRINT_PARTS, "bank_reference", "file_hash",
+        "record_number", "status")
 
-    return _kept(_keys(coded(raw.select(KEY_INPUTS))).with_row_index("_row"), coded(manifest))
+
+def kept_raw_rows(parts: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """``dedupe_transactions(transaction_keys(raw))``'s decision for a whole raw table from its ``dedupe_parts``
+    (best collected first: the decision reads them more than once): ``_row`` (the kept row's position in
+    ``raw``) and its ``_occurrence`` (from which, with the row, ``gather_kept`` writes the keys), in staging
+    order. 10M raw rows, the parts and the decision against deciding on the keys' text: peak 4.5 -> 2.2-2.4 GB,
+    18 -> 5-11 s; the whole rebuild's stage 4.7 -> 2.8 GB."""
+    coded = manifest.with_columns(pl.col("file_hash").cast(pl.Categorical))
+    return _kept(parts, coded, _txn_parts(), FINGERPRINT_PARTS, carry=["_occurrence"]).select("_row", "_occurrence")
 
 
 def gather_kept(raw: pl.LazyFrame, kept: pl.DataFrame) -> pl.LazyFrame:
@@ -148,16 +233,18 @@ def gather_kept(raw: pl.LazyFrame, kept: pl.DataFrame) -> pl.LazyFrame:
     order: equal to ``dedupe_transactions(transaction_keys(raw), manifest)``.
 
     When ``kept``'s ``_row`` increases (the raw table is in ingest and record order, as ingestion writes it), raw
-    order is the staging order: the raw rows are filtered by position, a plan that streams, and ``kept``'s key
-    columns set beside them (a join on ``_row`` held the raw side in memory: 10M rows, peak 4.9 -> 3.3 GB, 10 ->
-    7 s); else the joined rows are sorted by their position in ``kept`` (in memory)."""
+    order is the staging order: the raw rows are filtered by position, a plan that streams, and ``kept``'s
+    occurrences set beside them (a join on ``_row`` held the raw side in memory: 10M rows, peak 4.9 -> 3.3 GB, 10
+    -> 7 s); else the joined rows are sorted by their position in ``kept`` (in memory)."""
     names = transaction_keys(raw).collect_schema().names()
     rows = raw.with_row_index("_row").with_columns(end_to_end_id=_end_to_end_id())
     if kept["_row"].is_sorted():
-        taken = rows.filter(pl.col("_row").is_in(kept["_row"].implode()))
-        return pl.concat([taken, kept.lazy().select(KEY_COLUMNS)], how="horizontal").select(names)
-    joined = rows.join(kept.lazy().with_row_index("_position"), on="_row", how="inner", maintain_order="left")
-    return joined.sort("_position").select(names)
+        taken = pl.concat([rows.filter(pl.col("_row").is_in(kept["_row"].implode())),
+                           kept.lazy().select("_occurrence")], how="horizontal")
+    else:
+        taken = (rows.join(kept.lazy().with_row_index("_position"), on="_row", how="inner", maintain_order="left")
+                 .sort("_position"))
+    return taken.with_columns(_account=_account()).with_columns(_key_strings()).select(names)
 
 
 def related_staged(staged: pl.LazyFrame, new_keyed: pl.LazyFrame) -> pl.LazyFrame:
