@@ -736,8 +736,8 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     # a full run's retention reads every payment, ~2 GB at 10M on top of what is held (with those two frames,
     # 2.1 GB, it was the whole run's peak: 6.3 GB)
     retention = _retention(settings, plan, payments, frames_in["refunds"], first, window[1])
-    months_all = publish.read_mart(version_dir, client_month)
-    regularity = behaviour.xyz(months_all.lazy(), first, window=window, x=eco.xyz_x, y=eco.xyz_y,
+    months_all = publish.scan_mart(version_dir, client_month)
+    regularity = behaviour.xyz(months_all, first, window=window, x=eco.xyz_x, y=eco.xyz_y,
                                min_months=eco.xyz_min_months).collect().lazy()
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
@@ -745,11 +745,11 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     settlement = economics.invoice_settlement(pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts.parquet"),
                                               as_of=as_of, write_off_days=eco.write_off_days)
     scorecard = client_scorecard.build(
-        months_all.lazy(), clients, settlement.collect().lazy(), as_of=as_of, window_months=eco.window_months,
+        months_all, clients, settlement.collect().lazy(), as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
         activity=behaviour.activity(paid_days, as_of=as_of, at_risk_factor=beh.at_risk_factor,
                                     window_days=settings.activity_window_days),
-        trend=behaviour.turnover_trend(months_all.lazy(), as_of=as_of),
+        trend=behaviour.turnover_trend(months_all, as_of=as_of),
         ladder=ladder.lazy().select("client_id", pl.col("step_with_xyz").alias("ladder_stage")),
         segments=segment_rules,
         clv=clv.scores(clv.client_summary(paid_days, as_of=as_of)), key_share=beh.key_client_share,
@@ -758,18 +758,18 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
-    audit = unprofitable_audit.build(scorecard.lazy(), months_all.lazy(), as_of=as_of).collect()
+    audit = unprofitable_audit.build(scorecard.lazy(), months_all, as_of=as_of).collect()
     frames = {
         client_scorecard.NAME: scorecard,
         pareto_summary.NAME: pareto_summary.build(scorecard.lazy(), top_fraction=eco.top_share,
                                                   reach=eco.pareto_reach).collect(),
         whale_curve.NAME: whale_curve.build(scorecard.lazy()).collect(),
         unprofitable_audit.NAME: audit,
-        phase_out_scenarios.NAME: phase_out_scenarios.build(scorecard.lazy(), months_all.lazy(), as_of=as_of,
+        phase_out_scenarios.NAME: phase_out_scenarios.build(scorecard.lazy(), months_all, as_of=as_of,
                                                             bottom=eco.phase_out_bottom).collect(),
         abc_xyz_matrix.NAME: abc_xyz_matrix.build(scorecard.lazy()).collect(),
         retention_period.NAME: retention,
-        cohort_retention.NAME: cohort_retention.build(behaviour.cohorts(months_all.lazy(), first)).collect(),
+        cohort_retention.NAME: cohort_retention.build(behaviour.cohorts(months_all, first)).collect(),
         key_clients.NAME: key,
         dependency.NAME: dependency.build(
             unit_rows, diversify=beh.dependency_diversify,
@@ -793,7 +793,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
             .otherwise(pl.col("published_version")),
         )).collect(),
     }
-    rows: dict[str, int] = {client_month.NAME: months_all.height}
+    rows: dict[str, int] = {client_month.NAME: months_all.select(pl.len()).collect().item()}
     for mart in MARTS:
         if mart.NAME != client_month.NAME:
             written = publish.write_mart(version_dir, mart.NAME, frames[mart.NAME], mart.PARTITION_BY)
@@ -822,7 +822,7 @@ def _payment_chain(plan: MonthPlan, first_month: dt.date, last_month: dt.date,
     return by_month
 
 
-def _ladder(settings: Settings, plan: MonthPlan, months_all: pl.DataFrame, paid_days: pl.LazyFrame,
+def _ladder(settings: Settings, plan: MonthPlan, months_all: pl.LazyFrame, paid_days: pl.LazyFrame,
             clients: pl.LazyFrame, first: pl.LazyFrame, regularity: pl.LazyFrame,
             as_of: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(the ladder steps of the as-of month, the ladder_transitions mart), reusing the published mart's rows of
@@ -873,7 +873,7 @@ def _ladder(settings: Settings, plan: MonthPlan, months_all: pl.DataFrame, paid_
     else:  # every month carried over: the as-of month's steps only, for the scorecard
         since = last_month
     history = behaviour.ladder_history(
-        months_all.lazy(), paid_days, clients, as_of=as_of, window_days=window_days, xyz_frame=regularity,
+        months_all, paid_days, clients, as_of=as_of, window_days=window_days, xyz_frame=regularity,
         first=first, regular_months=beh.regular_months, regular_window_months=beh.regular_window_months,
         exclusive_share=beh.exclusive_share_of_wallet, since=since).collect()
     computed = pl.DataFrame(schema=schema)

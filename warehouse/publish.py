@@ -68,8 +68,14 @@ def write_mart(version_dir: Path, mart: str, frame: pl.DataFrame, partition_by: 
 def read_mart(marts_dir: Path, mart) -> pl.DataFrame:
     """All parquet files of a mart module's folder under ``marts_dir`` (a version or the published link), typed by
     the module's SCHEMA; an empty frame with that schema when there are none."""
-    empty = pl.DataFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()})
-    frames = [pl.read_parquet(f) for f in sorted((marts_dir / mart.NAME).glob("*.parquet"))]
+    return scan_mart(marts_dir, mart).collect()
+
+
+def scan_mart(marts_dir: Path, mart) -> pl.LazyFrame:
+    """``read_mart`` as a lazy scan: a plan reads only the columns (and, where the files' statistics tell, the
+    row groups) it uses, and nothing is held between plans."""
+    empty = pl.LazyFrame(schema={c: t for c, (t, _) in mart.SCHEMA.items()})
+    frames = [pl.scan_parquet(f) for f in sorted((marts_dir / mart.NAME).glob("*.parquet"))]
     return pl.concat([empty, *frames], how="vertical_relaxed") if frames else empty
 
 
