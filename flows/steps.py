@@ -563,14 +563,15 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
             dirty.append((month, folder))
         jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder) if folder is not None else None,
                              fingerprint=fingerprint, previous_file=old_file))
-    # only the months to compute get their input partition written (an increment: the few months it touched)
-    wanted = pl.Series([month for month, _ in dirty], dtype=pl.Date)
-    for name, frame in collected.items():
-        parts = frame.filter(pl.col("month").is_in(wanted.implode())).partition_by("month", as_dict=True)
+    # only the months to compute get their input partition written (an increment: the few months it touched),
+    # one month at a time, each frame let go when its months are written (a full run: the months of every frame
+    # at once held a second copy of them)
+    for name in list(collected):
+        frame = collected.pop(name)
         for month, folder in dirty:
             folder.mkdir(parents=True, exist_ok=True)
-            part = parts.get((month,))
-            (part if part is not None else frame.clear()).write_parquet(folder / f"{name}.parquet", statistics=True)
+            frame.filter(pl.col("month") == month).write_parquet(folder / f"{name}.parquet", statistics=True)
+        del frame
     kept: dict[str, str] = {}
     if months is not None:
         # file names are '<column>=<ISO date>.parquet', so they sort like the months they hold
@@ -584,15 +585,15 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
 
 def _month_inputs(settings: Settings, as_of: dt.date, previous: Path | None, version_dir: Path,
                   months: tuple[dt.date, dt.date] | None) -> dict[str, pl.DataFrame]:
-    """client_month's inputs of every month (of ``months`` for a backfill), collected. Its own function so the
-    settlement's parts (14M rows at 10M, ~0.9 GB) are let go before the months are written."""
+    """client_month's inputs of every month (of ``months`` for a backfill), collected. Its own function so what
+    the cut reads is let go before the months are written."""
     eco = settings.economics
     frames = _mart_inputs(settings, as_of)
     # once per run, per client over its whole history: FIFO settlement, time costs, margin rates
     parts, paid_late = settle(frames["invoices"], frames["payments"], as_of=as_of, previous=previous,
                               version_dir=version_dir)
-    settled = economics.settlement_costs(parts.lazy(), as_of=as_of, cost_of_capital=eco.cost_of_capital,
-                                         write_off_days=eco.write_off_days, paid_late=paid_late.lazy())
+    settled = economics.settlement_costs(parts, as_of=as_of, cost_of_capital=eco.cost_of_capital,
+                                         write_off_days=eco.write_off_days, paid_late=paid_late)
     costs = economics.time_costs(
         frames["activities"], frames["tickets"], frames["managers"], as_of=as_of,
         default_hourly_cost=eco.default_hourly_cost, support_hourly_cost=eco.support_hourly_cost)
@@ -624,7 +625,7 @@ def _match(won: pl.DataFrame, paid: pl.DataFrame) -> pl.DataFrame:
 
 
 def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, previous: Path | None,
-           version_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+           version_dir: Path) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """``economics.settlement_parts`` (which day paid which part of which invoice) and the paid parts'
     ``economics.paid_late_cent_days``, matching again only the clients whose settlement inputs changed.
 
@@ -635,7 +636,9 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, pr
     the polars version that computed it are this run's); the others are matched now. Neither depends on as-of
     or on a setting (an open remainder's lateness does: the caller computes it every run), so the result has the
     rows of a whole match, in another order (nothing downstream reads an order). A night's new payments touch a
-    few thousand clients; the match of 10M invoices took ~10 s, the cent-days of its parts ~5 s."""
+    few thousand clients; the match of 10M invoices took ~10 s, the cent-days of its parts ~5 s. Both come back
+    as scans of the files written into the version's state: nothing of the match is held while the months are
+    cut (10M: 14M parts, ~0.9 GB)."""
     won, paid = pl.collect_all(economics.settlement_inputs(invoices, payments, as_of=as_of))
     clients = pl.collect_all([digests.by_key(won.lazy(), "client_id"), digests.by_key(paid.lazy(), "client_id")])
     clients = clients[0].join(clients[1], on="client_id", how="full", coalesce=True, suffix="_paid")
@@ -665,7 +668,7 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, pr
     late.write_parquet(target / "paid_late.parquet")
     clients.write_parquet(target / "clients.parquet")
     (target / "state.json").write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
-    return parts, late
+    return pl.scan_parquet(target / "parts.parquet"), pl.scan_parquet(target / "paid_late.parquet")
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:

@@ -52,8 +52,8 @@ def night(invoices, payments, as_of: dt.date, previous: Path | None, version: Pa
     inv, pay = frames(invoices, payments)
     pay = pay.filter(pl.col("booking_date") <= as_of)  # the flow passes the payments booked up to as-of
     parts, paid_late = steps.settle(inv, pay, as_of=as_of, previous=previous, version_dir=version)
-    return parts, economics.settlement_costs(parts.lazy(), as_of=as_of, cost_of_capital=0.1,
-                                             write_off_days=WRITE_OFF, paid_late=paid_late.lazy()).collect()
+    return parts.collect(), economics.settlement_costs(parts, as_of=as_of, cost_of_capital=0.1,
+                                                       write_off_days=WRITE_OFF, paid_late=paid_late).collect()
 
 
 def whole(invoices, payments, as_of: dt.date) -> pl.DataFrame:
