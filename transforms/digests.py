@@ -21,3 +21,22 @@ def row_hash_sums(columns: pl.Expr) -> list[pl.Expr]:
 def by_key(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """One row per ``key`` value: the digest of its rows' other columns."""
     return frame.group_by(key).agg(*row_hash_sums(pl.all().exclude(key)))
+
+
+def where_repeating(frame: pl.LazyFrame, key: pl.Expr, name: str, value: pl.Expr, otherwise) -> pl.LazyFrame:
+    """``frame`` with column ``name``: ``value`` computed over the rows whose ``key`` (an expression over a row)
+    has a hash another row of ``frame`` shares, ``otherwise`` (a literal) on the rest, in ``frame``'s row order.
+
+    For a ``value`` that is ``otherwise`` wherever a row's key is unique (its window over the key, its first
+    distinct, ...): equal keys have equal hashes, so the rows left out have unique keys, and the window or the
+    distinct runs on the few rows that repeat instead of grouping every row (10M keys: 12-13 s for a window over
+    all of them, a distinct over a struct of them ~1 GB more). The repeats are found on the sorted hashes
+    (``is_duplicated`` took 2.2 s on 10M, this ~1 s)."""
+    hashed = frame.with_row_index("_position").with_columns(_hash=key.hash())
+    ordered = pl.col("_hash").sort()
+    marked = hashed.with_columns(
+        _repeats=pl.col("_hash").is_in(ordered.filter(ordered == ordered.shift(1)).implode())).drop("_hash")
+    repeating = marked.filter("_repeats").select("_position", value.alias(name))
+    return (marked.join(repeating, on="_position", how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("_repeats")).then(pl.col(name)).otherwise(pl.lit(otherwise)).alias(name))
+            .drop("_position", "_repeats"))

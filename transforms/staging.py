@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from transforms import crm_staging, identity
+from transforms import crm_staging, digests, identity
 from transforms import metrics as m
 
 CRM_FLAGS = ("is_potential", "is_reference", "is_innovator", "is_demanding", "is_exclusive")
@@ -67,27 +67,12 @@ def _with_occurrence(frame: pl.LazyFrame) -> pl.LazyFrame:
     """``_occurrence`` added: the row's number, in record order, among the rows of its file with its account
     (``_account``), booking date, amount and currency; in ``frame``'s row order.
 
-    Numbered by a window over the rows whose combination's hash repeats in ``frame`` (``_repeats``: rows with
-    equal combinations have equal hashes, so the numbers are exact); every other row is alone in its combination:
-    0. A window over every row (10M, one group each) took 12-13 s."""
+    Numbered by a window over the rows whose combination's hash repeats in ``frame`` (``digests.where_repeating``:
+    rows with equal combinations have equal hashes, so the numbers are exact); every other row is alone in its
+    combination: 0."""
     group = ["file_hash", *FINGERPRINT_PARTS[:-1]]
-    numbered = _repeats(frame.with_row_index("_position"), pl.struct(group))
-    repeating = (
-        numbered.filter("_repeats")
-        .select("_position", _occurrence=pl.int_range(pl.len(), dtype=pl.UInt32).over(group, order_by="record_number"))
-    )
-    return (numbered.join(repeating, on="_position", how="left", maintain_order="left")
-            .with_columns(pl.col("_occurrence").fill_null(0)).drop("_position", "_repeats"))
-
-
-def _repeats(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
-    """``frame`` with ``_repeats``: whether the hash of ``key`` (an expression over a row) is another row's too,
-    which every row whose key repeats has. Found on the sorted hashes (10M rows: ~1 s; ``is_duplicated`` took
-    2.2 s and hashing a struct twice, as a plan without the column does, ~3 s more)."""
-    hashed = frame.with_columns(_hash=key.hash())
-    ordered = pl.col("_hash").sort()
-    return hashed.with_columns(
-        _repeats=pl.col("_hash").is_in(ordered.filter(ordered == ordered.shift(1)).implode())).drop("_hash")
+    number = pl.int_range(pl.len(), dtype=pl.UInt32).over(group, order_by="record_number")
+    return digests.where_repeating(frame, pl.struct(group), "_occurrence", number, 0)
 
 
 def _key_strings() -> list[pl.Expr]:
@@ -186,15 +171,11 @@ def _kept(positioned: pl.LazyFrame, manifest: pl.LazyFrame, txn_key: pl.Expr, fi
 
 
 def _firsts(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
-    """The rows of ``frame`` (with a ``_row`` column) that come first among the rows with their ``key``, in
-    ``frame``'s order (rows with a null key are one key, as for ``is_first_distinct``). Only the rows whose key's
-    hash repeats (``_repeats``) are compared: a distinct over all rows encodes every key (10M struct keys: ~1 GB
-    more)."""
-    hashed = _repeats(frame, key)
-    firsts = (hashed.filter("_repeats").filter(key.is_first_distinct())
-              .select("_row", _first=pl.lit(True)))
-    return (hashed.join(firsts, on="_row", how="left", maintain_order="left")
-            .filter(~pl.col("_repeats") | pl.col("_first").is_not_null()).drop("_repeats", "_first"))
+    """The rows of ``frame`` that come first among the rows with their ``key``, in
+    ``frame``'s order (rows with a null key are one key, as for ``is_first_distinct``); only the rows whose key's
+    hash repeats are compared (``digests.where_repeating``)."""
+    first = digests.where_repeating(frame, key, "_first", key.is_first_distinct(), True)
+    return first.filter("_first").drop("_first")
 
 
 def _key_method(referenced: pl.Expr) -> pl.Expr:
