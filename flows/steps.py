@@ -747,7 +747,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     settlement = economics.invoice_settlement(pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts.parquet"),
                                               as_of=as_of, write_off_days=eco.write_off_days)
     scorecard = client_scorecard.build(
-        months_all, clients, settlement.collect().lazy(), as_of=as_of, window_months=eco.window_months,
+        months_all, clients, settlement, as_of=as_of, window_months=eco.window_months,
         reporting_currency=settings.reporting_currency, abc_a=eco.abc_a, abc_b=eco.abc_b, xyz=regularity,
         activity=behaviour.activity(paid_days, as_of=as_of, at_risk_factor=beh.at_risk_factor,
                                     window_days=settings.activity_window_days),
