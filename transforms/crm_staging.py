@@ -23,8 +23,8 @@ def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.LazyFra
     of it; rows without an id are kept; in ingest and record order.
 
     When the raw rows are in that order (as ingestion writes them), the rows of an id found once are kept as they
-    are, and only the ids whose hash repeats are compared (``digests.where_repeating``; 9.7M invoices, one
-    dump: no window over every id); other input is sorted first.
+    are, and only the ids whose hash repeats are compared (``digests.where_repeating``; 9.7M invoices of one
+    dump, staged: 15.6-21.0 -> 11.3-15.8 s with a window over every id before); other input is sorted first.
     """
     key = _ID[entity]
     positioned = raw.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left",

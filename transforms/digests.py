@@ -23,7 +23,8 @@ def by_key(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
     return frame.group_by(key).agg(*row_hash_sums(pl.all().exclude(key)))
 
 
-def where_repeating(frame: pl.LazyFrame, key: pl.Expr, name: str, value: pl.Expr, otherwise) -> pl.LazyFrame:
+def where_repeating(frame: pl.LazyFrame, key: pl.Expr, name: str, value: pl.Expr, otherwise: bool | int
+                    ) -> pl.LazyFrame:
     """``frame`` with column ``name``: ``value`` computed over the rows whose ``key`` (an expression over a row)
     has a hash another row of ``frame`` shares, ``otherwise`` (a literal) on the rest, in ``frame``'s row order.
 
