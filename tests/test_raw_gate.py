@@ -84,6 +84,20 @@ def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
     assert (settings.data_docs_dir / "raw" / "index.html").exists()
 
 
+def test_an_own_account_without_letters_or_digits_fails_the_gate(tmp_path, fixtures):
+    """Such an account normalises to nothing: the dedupe would take its rows for one transaction."""
+    from warehouse.db import connect
+
+    settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
+    with connect(settings.warehouse_path) as con:
+        con.execute("UPDATE raw.bank_transaction SET own_account = ' - / - ' WHERE record_number = "
+                    "(SELECT min(record_number) FROM raw.bank_transaction)")
+    with pytest.raises(GateFailed) as err:
+        steps.gate_raw(settings, "run-1")
+    assert ('raw.bank_transaction.own_account expect_column_values_to_match_regex '
+            '(observed {"unexpected_count": 1, "examples": [" - / - "]})') in str(err.value)
+
+
 def test_a_failed_file_fails_every_run_until_it_is_retracted(tmp_path, fixtures):
     """A run that brings no new file still gates the file that failed before (it used to gate only new files, so
     the second night published the unbalanced statement); retract takes it out once the inbox holds the
