@@ -65,18 +65,25 @@ def test_won_invoice_without_fx_rate_stops_the_staged_gate(tmp_path, fixtures):
             "point (e.g. invoice INV-11); correct them in the CRM export") in str(err.value)
 
 
-def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
-    """The raw gate validates the warehouse table in DuckDB: a bad currency in raw is a failed dq_results row."""
-    from warehouse.db import connect
+def gate_with_first_row(tmp_path, fixtures, column: str, value: str):
+    """A camt statement ingested, its first raw row's ``column`` set to ``value``, the raw gate run: the settings
+    and the GateFailed it must raise."""
+    from warehouse.db import connect, quote_ident
 
-    settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
+    settings, _ = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
     with connect(settings.warehouse_path) as con:
-        con.execute("UPDATE raw.bank_transaction SET currency = 'eu' WHERE record_number = "
-                    "(SELECT min(record_number) FROM raw.bank_transaction)")
+        con.execute(f"UPDATE raw.bank_transaction SET {quote_ident(column)} = ? WHERE record_number = "  # noqa: S608
+                    "(SELECT min(record_number) FROM raw.bank_transaction)", [value])
     with pytest.raises(GateFailed) as err:
         steps.gate_raw(settings, "run-1")
+    return settings, err.value
+
+
+def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
+    """The raw gate validates the warehouse table in DuckDB: a bad currency in raw is a failed dq_results row."""
+    settings, err = gate_with_first_row(tmp_path, fixtures, "currency", "eu")
     assert ('raw.bank_transaction.currency expect_column_values_to_match_regex '
-            '(observed {"unexpected_count": 1, "examples": ["eu"]})') in str(err.value)
+            '(observed {"unexpected_count": 1, "examples": ["eu"]})') in str(err)
     failed = read_frames(settings.warehouse_path, {"r": "SELECT run_id, gate, dataset, check_name, column_name, "
                                                         "observed FROM ops.dq_results WHERE NOT success"})["r"]
     assert failed.rows() == [("run-1", "raw", "raw.bank_transaction", "expect_column_values_to_match_regex",
@@ -86,16 +93,9 @@ def test_bad_raw_row_fails_the_gate_and_lands_in_dq_results(tmp_path, fixtures):
 
 def test_an_own_account_without_letters_or_digits_fails_the_gate(tmp_path, fixtures):
     """Such an account normalises to nothing: the dedupe would take its rows for one transaction."""
-    from warehouse.db import connect
-
-    settings, stats = ingest(tmp_path, "s.xml", (fixtures / "bank" / "camt053_v02_awkward.xml").read_bytes())
-    with connect(settings.warehouse_path) as con:
-        con.execute("UPDATE raw.bank_transaction SET own_account = ' - / - ' WHERE record_number = "
-                    "(SELECT min(record_number) FROM raw.bank_transaction)")
-    with pytest.raises(GateFailed) as err:
-        steps.gate_raw(settings, "run-1")
+    _, err = gate_with_first_row(tmp_path, fixtures, "own_account", " - / - ")
     assert ('raw.bank_transaction.own_account expect_column_values_to_match_regex '
-            '(observed {"unexpected_count": 1, "examples": [" - / - "]})') in str(err.value)
+            '(observed {"unexpected_count": 1, "examples": [" - / - "]})') in str(err)
 
 
 def test_a_failed_file_fails_every_run_until_it_is_retracted(tmp_path, fixtures):
