@@ -190,6 +190,12 @@ class ExecutionConfig(_Strict):
     dask_address: str | None = Field(
         default=None, description="Scheduler of an existing Dask cluster, e.g. tcp://scheduler:8786; without it a "
                                   "temporary local cluster is started for the run.")
+    duckdb_memory_limit: str = Field(
+        default="40%", pattern=r"^[0-9]+(\.[0-9]+)? ?(%|[KMGT]i?B)$",
+        description="DuckDB's buffer memory per database the run opens (the warehouse; a CRM dump's scratch "
+                    "database gets the same): a share of RAM ('40%') or a size ('8GB', '6GiB'). Past it DuckDB "
+                    "spills to HOME's temporary files instead of growing, leaving the rest of the machine to the "
+                    "polars steps.")
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> ExecutionConfig:

@@ -27,8 +27,8 @@ from transforms import metrics as m
 from warehouse.db import (
     SCRATCH_DIR,
     STAGING_DIR,
-    connect,
     export_parquet,
+    open_warehouse,
     put_staging,
     query_polars,
     staging_files,
@@ -132,7 +132,7 @@ def stage(settings: Settings) -> StageStats:
     The state file is removed before any staging file changes and written after the last one, so a run killed in
     between always rebuilds."""
     state_path = settings.home / STAGING_DIR / STAGE_STATE
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         manifest = query_polars(con, "SELECT file_hash, ingest_seq, kind FROM ops.ingested_file ORDER BY ingest_seq")
     files = [[h, seq] for h, seq in manifest.select("file_hash", "ingest_seq").iter_rows()]
     fingerprint = stage_fingerprint(settings)
@@ -271,7 +271,7 @@ def _crm_clients(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
     client rows, if any, replace the staged versions (``staging.supersede_crm_clients``), so a nightly full export
     costs its own clients, not every version ever ingested, and a night without one reads the staged table.
     Staged once per stage and handed to every path that reads them."""
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         if new_files is None:
             raw = query_polars(con, 'SELECT * FROM raw."crm_clients"')
         else:
@@ -311,7 +311,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
     # the files
     scratch = _stage_scratch(settings)
     try:
-        with connect(settings.warehouse_path) as con:
+        with open_warehouse(settings) as con:
             if not staged_bank:
                 raw = export_parquet(con, "raw.bank_transaction", scratch / "raw_bank_transaction.parquet")
                 raw_crm = _export_crm(con, list(CRM_TABLES), scratch)
@@ -362,7 +362,7 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
         assert staged_bank or sorted(staged_files) == sorted(STAGING_TABLES), \
             "stage() keeps the staging when these files exist"
         part = _last_seq(manifest)
-        with connect(settings.warehouse_path) as con:
+        with open_warehouse(settings) as con:
             for table, path in staged_files.items():
                 put_staging(con, settings.home, table, path, part=part, replace=True)
     finally:
@@ -401,7 +401,7 @@ def _supersede_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[s
     """The CRM entity tables that ``new_files`` (ingested after every file of the staging on disk) hold rows of,
     each staged from those rows alone, whose versions then replace the staged ones (``crm_staging.supersede``),
     sunk to a file in ``scratch``: {table: file}. An entity without a row in them stays as it is."""
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         exported = _export_crm(con, list(CRM_TABLES), scratch, files=new_files)
     raw_crm = {entity: rows for entity, rows in exported.items() if rows.select(pl.len()).collect().item()}
     new_staged = _stage_crm(settings, raw_crm, manifest, fx_rates, scratch)
@@ -462,7 +462,7 @@ def _refresh_crm(settings: Settings, manifest: pl.LazyFrame, new_files: list[str
             frame.write_parquet(built["staging.client"])
             count = frame.height
         part = _last_seq(manifest)
-        with connect(settings.warehouse_path) as con:
+        with open_warehouse(settings) as con:
             for table, path in built.items():
                 put_staging(con, home, table, path, part=part, replace=True)
     finally:
@@ -504,7 +504,7 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
     home = settings.home
     parts = staging_files(home, "staging.bank_transaction")
     staged = pl.scan_parquet(parts)
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         new_raw = query_polars(con, "SELECT * FROM raw.bank_transaction WHERE list_contains(?, file_hash)",
                                [new_files])
         raw_rows = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchone()[0]
@@ -565,7 +565,7 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
         if compact:  # one file again, the same rows in the same order (a night's part is small; many slow scans)
             built["staging.bank_transaction"] = scratch / "bank_transaction_compacted.parquet"
             pl.scan_parquet(parts).sink_parquet(built["staging.bank_transaction"])
-        with connect(settings.warehouse_path) as con:
+        with open_warehouse(settings) as con:
             placed = {table: put_staging(con, home, table, path, part=part,
                                          replace=compact or table != "staging.bank_transaction")
                       for table, path in built.items()}

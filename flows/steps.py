@@ -59,9 +59,9 @@ from warehouse import publish
 from warehouse.db import (
     SCRATCH_DIR,
     STAGING_DIR,
-    connect,
     create_mart_views,
     home_lock,
+    open_warehouse,
     query_polars,
     quote_ident,
     quote_literal,
@@ -119,7 +119,7 @@ def discover(settings: Settings) -> tuple[list[InboxFile], int]:
     """New files in ``inbox/bank`` and ``inbox/crm`` (by content hash), and how many were already ingested."""
     inbox = settings.inbox_dir
     files = inbox_files(inbox, INBOX_KINDS)
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         seen = known_hashes(con)
     new: list[InboxFile] = []
     skipped = 0
@@ -204,7 +204,7 @@ def retract_files(settings: Settings, names: list[str]) -> list[tuple[str, str]]
     ``names``: as the pipeline shows them (relative to the inbox; an archive member ``archive.zip!member``),
     absolute paths in the inbox, or file hashes. Refused, before anything changes, for a name that matches no
     ingested file and while the inbox still holds the same content (the next run would load it again)."""
-    with home_lock(settings.home), connect(settings.warehouse_path) as con:
+    with home_lock(settings.home), open_warehouse(settings) as con:
         manifest = con.execute("SELECT path, file_hash FROM ops.ingested_file ORDER BY ingest_seq").fetchall()
         chosen: list[tuple[str, str]] = []
         for name in names:
@@ -229,7 +229,7 @@ def retract_files(settings: Settings, names: list[str]) -> list[tuple[str, str]]
 
 def commit_order(settings: Settings) -> CommitOrder:
     """The order in which the files of this run commit when several are loaded at once (``ingest_file``)."""
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         return CommitOrder(last_ingest_seq(con))
 
 
@@ -256,7 +256,7 @@ def _ingest_file(settings: Settings, item: InboxFile, run_id: str, turn: Turn | 
     try:
         reader = registry.detect(path, item.kind)
         stats = FileStats(path=item.relative, sha256=item.sha256, reader=reader.NAME)
-        with connect(settings.warehouse_path) as con:
+        with open_warehouse(settings) as con:
             if hasattr(reader, "load_bulk"):  # set-based fast path (bank CSV, 1C, MT940, camt, CRM CSV)
                 scratch = settings.home / ".tmp"
                 scratch.mkdir(exist_ok=True)
@@ -280,7 +280,7 @@ def _ingest_file(settings: Settings, item: InboxFile, run_id: str, turn: Turn | 
 # ---- gates -----------------------------------------------------------------------------------------------
 
 def _record_gate(settings: Settings, outcome: GateOutcome) -> GateOutcome:
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         if outcome.results:
             frame = pl.DataFrame(outcome.results)
             con.register("_dq", frame.to_arrow())
@@ -315,7 +315,7 @@ def gate_raw(settings: Settings, run_id: str) -> GateOutcome | None:
     """Validate, in DuckDB, every file that has not passed the raw gate: this run's and any that failed it before
     (older files passed their own gate when they arrived). A failed file fails every run until it is retracted
     (``clientbase retract``), so its rows never reach the marts. None when no file waits for the gate."""
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         pending = [h for (h,) in con.execute("SELECT file_hash FROM ops.ingested_file "
                                              "WHERE raw_gate_passed IS NOT TRUE ORDER BY ingest_seq").fetchall()]
         if not pending:
@@ -373,7 +373,7 @@ def gate_staged(settings: Settings, run_id: str, new_part: str | None = None,
         keys = pl.read_parquet(new_part, columns=["txn_key"])["txn_key"].implode()
         bank_rows = (pl.scan_parquet(staging_files(settings.home, "staging.bank_transaction"))
                      .filter(pl.col("txn_key").is_in(keys)).collect())
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         outcome = run_gate("staged", run_id, {
             "staging.bank_transaction": bank_rows,
             "staging.client": "SELECT * FROM staging.client",
@@ -525,7 +525,7 @@ def _mart_inputs(settings: Settings, as_of: dt.date) -> dict[str, pl.LazyFrame]:
               "activities": "staging.activity", "tickets": "staging.ticket", "match": "staging.client_match",
               "clients": "staging.client", "managers": "staging.manager"}
     frames = {name: pl.scan_parquet(staging_files(settings.home, table)) for name, table in staged.items()}
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         frames["log"] = query_polars(con, "SELECT * FROM ops.run_log").lazy()
     booked = m.is_booked() & (pl.col("booking_date") <= as_of)
     frames["payments"] = frames["staged"].filter(m.is_client_payment() & booked)
@@ -985,7 +985,7 @@ def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date
               FULL JOIN (SELECT month, sum(revenue) AS mart_revenue FROM ({client_month_sql}) GROUP BY month) AS mart
               USING (month))
         ORDER BY month"""  # noqa: S608
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         outcome = run_gate("marts", run_id, datasets, suites.marts_suite(),
                            docs_dir=settings.data_docs_dir / "marts", con=con)
     return _record_gate(settings, outcome)
@@ -995,7 +995,7 @@ def publish_marts(settings: Settings, version_dir: str) -> Path:
     """Switch HOME/marts to the audited version and (re)create the ``marts.<name>`` views."""
     link = publish.publish(settings.home, Path(version_dir), keep=settings.keep_versions)
     names, dictionary = [mart.NAME for mart in MARTS], catalog()
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         create_mart_views(con, names)
         replace_table(con, "marts.catalog", dictionary)  # the data dictionary, for BI tools
     publish.write_bi_catalog(settings.home / publish.BI_CATALOG, names, dictionary)
@@ -1012,7 +1012,7 @@ def start_run_log(settings: Settings, run_id: str, command: str, as_of: dt.date)
     shutil.rmtree(settings.home / SCRATCH_DIR, ignore_errors=True)  # intermediate files of a dead run
     current = publish.current_version_dir(settings.home)
     live = current.name if current is not None else None
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         # a dead run whose version is the published one got as far as the switch: its marts are live
         con.execute("""
             UPDATE ops.run_log
@@ -1036,7 +1036,7 @@ def finish_run_log(settings: Settings, run_id: str, started: dt.datetime, **fiel
     if unknown:
         raise ValueError(f"not run_log columns: {sorted(unknown)}")
     assignments = ", ".join(f"{quote_ident(k)} = ?" for k in values)  # column names checked above; values bound
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         con.execute(f"UPDATE ops.run_log SET {assignments} WHERE run_id = ?",  # noqa: S608
                     [*values.values(), run_id])
 
@@ -1046,7 +1046,7 @@ def file_summaries(stats: list[FileStats]) -> list[dict]:
 
 
 def last_published_as_of(settings: Settings) -> dt.date | None:
-    with connect(settings.warehouse_path) as con:
+    with open_warehouse(settings) as con:
         row = con.execute("SELECT as_of FROM ops.run_log WHERE status = 'published' "
                           "ORDER BY started_at DESC LIMIT 1").fetchone()
     return row[0] if row else None

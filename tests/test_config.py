@@ -125,6 +125,25 @@ def test_execution_address_without_dask_is_an_error(tmp_path):
                                      "set but task_runner is not 'dask'")
 
 
+def test_duckdb_memory_limit_reaches_the_warehouse_and_a_bad_one_is_named(tmp_path):
+    from warehouse.db import open_warehouse
+
+    def limit(settings) -> str:
+        with open_warehouse(settings) as con:
+            return con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+    write(tmp_path, "execution:\n  duckdb_memory_limit: 1536MiB\n")
+    assert limit(load_settings(tmp_path)) == "1.5 GiB"
+    write(tmp_path, "execution:\n  duckdb_memory_limit: 2GiB\n")
+    assert limit(load_settings(tmp_path)) == "2.0 GiB"  # a setting of the database: the next run's value applies
+
+    path = write(tmp_path, "execution:\n  duckdb_memory_limit: lots\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert str(err.value).startswith(f"{path}: invalid configuration: key 'execution.duckdb_memory_limit': String "
+                                     "should match pattern")
+
+
 def test_stage_fingerprint_follows_what_staging_depends_on_only(tmp_path):
     """Staging is kept (or only appended to, for new bank files) while this fingerprint is unchanged: it must move
     with every input of staging besides the files (the settings stage reads, the FX rates and overrides files) and

@@ -9,15 +9,19 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
 from clientbase.errors import LockedError
 from sources import crm
+
+if TYPE_CHECKING:
+    from clientbase.config import Settings
 
 
 def _sql(name: str) -> str:
@@ -63,17 +67,31 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextmanager
-def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection whose relative file paths (the ``marts`` views) resolve against the database's folder."""
+def connect(path: Path, *, read_only: bool = False,
+            memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection whose relative file paths (the ``marts`` views) resolve against the database's folder.
+
+    ``memory_limit`` (DuckDB's syntax: '40%', '8GB') caps the database's buffers; it is a setting of the
+    database, not of the connection, so every connection of the process to that file shares it. It is SET after
+    connecting rather than passed as a config: DuckDB refuses a second connection to an open file with another
+    config."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only,
                          config={"file_search_path": str(path.parent.absolute())})
     try:
+        if memory_limit is not None:
+            con.execute("SET memory_limit = ?", [memory_limit])
         if not read_only:
             ensure_schema(con)
         yield con
     finally:
         con.close()
+
+
+def open_warehouse(settings: Settings, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    """The run's warehouse (``HOME/warehouse.duckdb``) with the configured DuckDB memory limit."""
+    return connect(settings.warehouse_path, read_only=read_only,
+                   memory_limit=settings.execution.duckdb_memory_limit)
 
 
 def query_polars(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
