@@ -3,6 +3,8 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms import identity, staging
 
@@ -270,6 +272,53 @@ def test_fx_conversion_uses_the_latest_rate_and_never_guesses():
     out = staging.fx_convert(frame, rates, reporting_currency="EUR").collect()
     assert out["amount_reporting"].to_list() == [Decimal("92.00"), Decimal("-9.00"), Decimal("5.56"), None]
     assert out["fx_rate"].to_list()[:3] == [Decimal("0.92"), Decimal("0.9"), Decimal("1")]
+
+
+DAY0 = dt.date(2025, 3, 1)
+_days = st.integers(0, 30).map(lambda n: DAY0 + dt.timedelta(days=n))
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(st.tuples(st.one_of(st.none(), _days), st.sampled_from(["USD", "CZK", "EUR", None])),
+                     min_size=1, max_size=40),
+       rate_days=st.dictionaries(st.tuples(st.sampled_from(["USD", "CZK"]), _days), st.integers(1, 10**6),
+                                 max_size=12),
+       max_age=st.integers(0, 9))
+def test_fx_conversion_takes_the_latest_rate_no_older_than_the_limit(rows, rate_days, max_age):
+    """Against the rule written out row by row: the rate of a row's currency dated on or before its day and at most
+    ``max_age`` days older; none (null) without one; the reporting currency at 1; row order kept."""
+    frame = pl.LazyFrame({"booking_date": [d for d, _ in rows], "currency": [c for _, c in rows],
+                          "amount": [Decimal("100.00")] * len(rows)},
+                         schema={"booking_date": pl.Date, "currency": pl.String, "amount": pl.Decimal(23, 5)})
+    rates = pl.LazyFrame({"rate_date": [d for _, d in rate_days], "currency": [c for c, _ in rate_days],
+                          "rate": [Decimal(r) / 1000 for r in rate_days.values()]},
+                         schema={"rate_date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)})
+
+    def expected(day, currency):
+        if currency == "EUR":
+            return Decimal(1)
+        known = [(d, r) for (c, d), r in rate_days.items() if c == currency and day is not None
+                 and d <= day and (day - d).days <= max_age]
+        return Decimal(max(known)[1]) / 1000 if known else None
+
+    out = staging.fx_convert(frame, rates, reporting_currency="EUR", max_rate_age_days=max_age).collect()
+    assert out["fx_rate"].to_list() == [expected(d, c) for d, c in rows]
+    assert out["booking_date"].to_list() == [d for d, _ in rows]
+
+
+def test_daily_rates_span_the_rates_not_the_rows():
+    rates = pl.LazyFrame({"rate_date": [dt.date(2025, 3, 1), dt.date(2025, 3, 5), dt.date(2025, 3, 2)],
+                          "currency": ["USD", "USD", "CZK"], "rate": [Decimal("0.9"), Decimal("0.8"), Decimal("0.04")]},
+                         schema={"rate_date": pl.Date, "currency": pl.String, "rate": pl.Decimal(18, 8)})
+    days = staging.daily_rates(rates, 2).sort("currency", "booking_date").collect()
+    assert days.rows() == [
+        ("CZK", dt.date(2025, 3, 2), Decimal("0.04")), ("CZK", dt.date(2025, 3, 3), Decimal("0.04")),
+        ("CZK", dt.date(2025, 3, 4), Decimal("0.04")),
+        ("USD", dt.date(2025, 3, 1), Decimal("0.9")), ("USD", dt.date(2025, 3, 2), Decimal("0.9")),
+        ("USD", dt.date(2025, 3, 3), Decimal("0.9")), ("USD", dt.date(2025, 3, 4), None),  # 3 days old: past 2
+        ("USD", dt.date(2025, 3, 5), Decimal("0.8")), ("USD", dt.date(2025, 3, 6), Decimal("0.8")),
+        ("USD", dt.date(2025, 3, 7), Decimal("0.8")),
+    ]
 
 
 def test_fx_conversion_leaves_amounts_beyond_reporting_money_null():

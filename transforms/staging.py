@@ -487,19 +487,31 @@ def fx_convert(frame: pl.LazyFrame, fx_rates: pl.LazyFrame | None, *, reporting_
             fx_rate=pl.when(same).then(pl.lit(1, m.FX_RATE)),
             amount_reporting=pl.when(same).then(pl.col("amount").round(2).cast(m.MONEY, strict=False)),
         )
-    rates = (fx_rates.select(pl.col("rate_date").alias("_rate_date"), "currency",
-                             pl.col("rate").cast(m.FX_RATE).alias("_rate"))
-             .sort("_rate_date"))
-    joined = (
-        frame.with_row_index("_order").sort("booking_date")
-        .join_asof(rates, left_on="booking_date", right_on="_rate_date", by="currency", strategy="backward",
-                   tolerance=dt.timedelta(days=max_rate_age_days), check_sortedness=False)
-        .sort("_order").drop("_order")
-    )
+    # an equi-join on (currency, day) against a table of every day's rate: the rows stream through it in their
+    # order (an as-of join would sort them all by day, and back)
+    joined = frame.join(daily_rates(fx_rates, max_rate_age_days), on=["currency", "booking_date"], how="left",
+                        maintain_order="left")
     rate = pl.when(same).then(pl.lit(1, m.FX_RATE)).otherwise(pl.col("_rate"))
     return joined.with_columns(fx_rate=rate).with_columns(
         amount_reporting=(pl.col("amount") * pl.col("fx_rate")).round(2).cast(m.MONEY, strict=False),
-    ).drop("_rate", "_rate_date")
+    ).drop("_rate")
+
+
+def daily_rates(fx_rates: pl.LazyFrame, max_rate_age_days: int) -> pl.LazyFrame:
+    """``currency, booking_date, _rate``: for each currency, every day from its first rate to ``max_rate_age_days``
+    after its last, with the latest rate on or before that day, null where that rate is older than
+    ``max_rate_age_days`` (a gap in the rates). Its size follows the rates' span (a currency over 20 years:
+    7,300 rows), not the transactions'."""
+    rates = (fx_rates.select(pl.col("rate_date").alias("_rate_date"), "currency",
+                             pl.col("rate").cast(m.FX_RATE).alias("_rate"))
+             .sort("_rate_date"))
+    days = (rates.group_by("currency")
+            .agg(booking_date=pl.date_range(pl.col("_rate_date").min(),
+                                            pl.col("_rate_date").max() + pl.duration(days=max_rate_age_days)))
+            .explode("booking_date").sort("booking_date"))
+    return (days.join_asof(rates, left_on="booking_date", right_on="_rate_date", by="currency", strategy="backward",
+                           tolerance=dt.timedelta(days=max_rate_age_days), check_sortedness=False)
+            .select("currency", "booking_date", "_rate"))
 
 
 def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_currency: str,
