@@ -32,12 +32,18 @@ def where_repeating(frame: pl.LazyFrame, key: pl.Expr, name: str, value: pl.Expr
     distinct, ...): equal keys have equal hashes, so the rows left out have unique keys, and the window or the
     distinct runs on the few rows that repeat instead of grouping every row (10M keys: 12-13 s for a window over
     all of them, a distinct over a struct of them ~1 GB more). The repeats are found on the sorted hashes
-    (``is_duplicated`` took 2.2 s on 10M, this ~1 s)."""
-    hashed = frame.with_row_index("_position").with_columns(_hash=key.hash())
+    (``is_duplicated`` took 2.2 s on 10M, this ~1 s).
+
+    ``frame`` is read three times, each collected apart: the key's hashes (only the columns the key reads), the
+    repeating rows' values, then the frame itself with the values set by position. So the returned plan reads
+    ``frame`` once and streams when ``frame`` does (one plan reading it twice made polars hold all of it: a 30M
+    invoice dump's staging peaked at 6.9 GB), and an in-memory ``frame``'s columns are not copied; collect an
+    expensive ``frame`` first."""
     ordered = pl.col("_hash").sort()
-    marked = hashed.with_columns(
-        _repeats=pl.col("_hash").is_in(ordered.filter(ordered == ordered.shift(1)).implode())).drop("_hash")
-    repeating = marked.filter("_repeats").select("_position", value.alias(name))
-    return (marked.join(repeating, on="_position", how="left", maintain_order="left")
-            .with_columns(pl.when(pl.col("_repeats")).then(pl.col(name)).otherwise(pl.lit(otherwise)).alias(name))
-            .drop("_position", "_repeats"))
+    repeated = frame.select(_hash=key.hash()).select(ordered.filter(ordered == ordered.shift(1))).collect()
+    positioned = frame.with_row_index("_position")
+    values = (positioned.filter(key.hash().is_in(repeated["_hash"].implode()))
+              .select("_position", value.alias(name)).collect())
+    return positioned.with_columns(
+        pl.col("_position").replace_strict(values["_position"], values[name], default=pl.lit(otherwise),
+                                           return_dtype=values.schema[name]).alias(name)).drop("_position")

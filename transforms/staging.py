@@ -137,15 +137,24 @@ def _kept(positioned: pl.LazyFrame, manifest: pl.LazyFrame, txn_key: pl.Expr, fi
     order, and ``_row`` is then the staging order; other input is sorted by every key."""
     referenced_row, pending = pl.col("_referenced"), pl.col("_pending")
     # collected where a plan reads a frame more than once (polars would hold it anyway, beside what follows)
-    positioned = (
-        positioned.with_columns(_pending=pl.col("status") != m.BOOKED).drop("status")
-        .join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
-    ).collect()
+    # the file's place in ingest order set by a lookup, not a join: the columns of an in-memory ``positioned`` are
+    # not copied
+    seq = manifest.select("file_hash", "ingest_seq").collect()
+    positioned = positioned.with_columns(
+        _pending=pl.col("status") != m.BOOKED,
+        ingest_seq=pl.col("file_hash").replace_strict(seq["file_hash"], seq["ingest_seq"], default=None,
+                                                      return_dtype=seq.schema["ingest_seq"]),
+    ).drop("status").collect()
     in_order = crm_staging.in_ingest_order(positioned.lazy())
     order = [] if in_order else ["ingest_seq", "record_number"]
     decided = ["_row", "_referenced", "_pending", "file_hash", *fingerprint, *carry, *order]
-    ordered = (positioned.lazy().drop("ingest_seq", "record_number").sort(pending, maintain_order=True) if in_order
-               else positioned.lazy().sort(pending, "ingest_seq", "record_number"))
+    if in_order and not positioned["_pending"].any():  # nothing to move: booked rows first is ingest order
+        ordered = positioned.lazy().drop("ingest_seq", "record_number")
+    elif in_order:
+        ordered = positioned.lazy().drop("ingest_seq", "record_number").sort(pending, maintain_order=True).collect().lazy()
+    else:
+        ordered = positioned.lazy().sort(pending, "ingest_seq", "record_number").collect().lazy()
+    del positioned
     by_key = _firsts(ordered, txn_key).select(*dict.fromkeys(decided)).collect().lazy()
     # a row without a reference is a copy of a referenced row of another file, unless that one is only pending
     # and this one is booked (the booked copy is what counts as revenue; the booked referenced version, when it
@@ -193,8 +202,8 @@ def dedupe_parts(raw: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(pl.col("file_hash").cast(pl.Categorical), _account=_account().cast(pl.Categorical),
                       currency=pl.col("currency").cast(pl.Categorical))
         .with_row_index("_row")
-    )
-    return _with_occurrence(coded).select(
+    ).collect()  # read once: the occurrence number reads it three times
+    return _with_occurrence(coded.lazy()).select(
         "_row", _referenced().alias("_referenced"), *FINGERPRINT_PARTS, "bank_reference", "file_hash",
         "record_number", "status")
 
