@@ -310,6 +310,10 @@ class Meter:
         seconds = time.perf_counter() - start
         self._bump(self._rss())
         self.stages.append({"stage": name, "seconds": round(seconds, 3), "peak_rss_gb": round(self._stage_peak / 1e9, 3)})
+        progress = os.environ.get("BENCH_PROGRESS")
+        if progress:  # each stage as it ends: a long run that is stopped or cut off keeps what it measured
+            with open(progress, "a") as fh:
+                fh.write(json.dumps(self.stages[-1]) + "\n")
 
     def close(self) -> dict:
         self._stop.set()
@@ -717,6 +721,8 @@ def _spawn(impl: str, inbox: Path, home: Path | None = None, log: Path | None = 
         cmd += ["--home", str(home)]
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
+    if log is not None:
+        env["BENCH_PROGRESS"] = str(log.with_suffix(".stages.jsonl"))
     start, peak, stopped = time.perf_counter(), 0, None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=root)
@@ -802,6 +808,7 @@ def main() -> None:
     work = OUT / f"run_n{n}"
     log = OUT / f"runs_{n}.jsonl"
     log.unlink(missing_ok=True)
+    log.with_suffix(".stages.jsonl").unlink(missing_ok=True)
     for rep in range(args.repeat):
         shutil.rmtree(work, ignore_errors=True)
         inbox, home = work / "inbox", work / "home"
