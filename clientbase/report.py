@@ -136,11 +136,13 @@ def _table(frame: pl.DataFrame, columns: dict[str, tuple[str, object]], *, empty
 
 def render(marts_dir: Path, as_of: dt.date, currency: str, data_docs: dict[str, str] | None = None) -> str:
     """The report's HTML; ``data_docs`` maps a gate to the (relative) link of its GX Data Docs."""
-    published = {mart.NAME: read_mart(marts_dir, mart) for mart in MARTS}
-    card, pareto, whale = (published[n] for n in ("client_scorecard", "pareto_summary", "whale_curve"))
-    matrix, cohorts, retention = (published[n] for n in ("abc_xyz_matrix", "cohort_retention", "retention_period"))
-    ladder, key, dependency = (published[n] for n in ("ladder_transitions", "key_clients", "dependency"))
-    audit, scenarios, segments = (published[n] for n in ("unprofitable_audit", "phase_out_scenarios", "segments"))
+    # only the marts it shows: client_month alone (a row per client and month) is most of a big history's marts
+    shown = ("client_scorecard", "pareto_summary", "whale_curve", "abc_xyz_matrix", "cohort_retention",
+             "retention_period", "ladder_transitions", "key_clients", "dependency", "unprofitable_audit",
+             "phase_out_scenarios", "segments")
+    published = {mart.NAME: read_mart(marts_dir, mart) for mart in MARTS if mart.NAME in shown}
+    card, pareto, whale, matrix, cohorts, retention, ladder, key, dependency, audit, scenarios, segments = (
+        published[name] for name in shown)
     sections: list[str] = []
 
     revenue = pareto.filter(pl.col("measure") == "revenue").to_dicts()[0] if pareto.height else {}
