@@ -148,12 +148,14 @@ def _kept(positioned: pl.LazyFrame, manifest: pl.LazyFrame, txn_key: pl.Expr, fi
     in_order = crm_staging.in_ingest_order(positioned.lazy())
     order = [] if in_order else ["ingest_seq", "record_number"]
     decided = ["_row", "_referenced", "_pending", "file_hash", *fingerprint, *carry, *order]
-    if in_order and not positioned["_pending"].any():  # nothing to move: booked rows first is ingest order
-        ordered = positioned.lazy().drop("ingest_seq", "record_number")
-    elif in_order:
-        ordered = positioned.lazy().drop("ingest_seq", "record_number").sort(pending, maintain_order=True).collect().lazy()
+    ordered = positioned.lazy()
+    if not in_order:
+        ordered = ordered.sort(pending, "ingest_seq", "record_number")
     else:
-        ordered = positioned.lazy().sort(pending, "ingest_seq", "record_number").collect().lazy()
+        ordered = ordered.drop("ingest_seq", "record_number")
+        if positioned["_pending"].any():  # else booked rows first is ingest order already: nothing to move
+            ordered = ordered.sort(pending, maintain_order=True)
+    ordered = ordered.collect().lazy()
     del positioned
     by_key = _firsts(ordered, txn_key).select(*dict.fromkeys(decided)).collect().lazy()
     # a row without a reference is a copy of a referenced row of another file, unless that one is only pending

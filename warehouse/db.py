@@ -88,10 +88,9 @@ def connect(path: Path, *, read_only: bool = False,
         con.close()
 
 
-def open_warehouse(settings: Settings, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+def open_warehouse(settings: Settings) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
     """The run's warehouse (``HOME/warehouse.duckdb``) with the configured DuckDB memory limit."""
-    return connect(settings.warehouse_path, read_only=read_only,
-                   memory_limit=settings.execution.duckdb_memory_limit)
+    return connect(settings.warehouse_path, memory_limit=settings.execution.duckdb_memory_limit)
 
 
 def query_polars(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
