@@ -450,9 +450,9 @@ FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json:
 # does not check a carried-over file again: gate_marts)
 _MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     client_month, m, suites, gx_gate))).hexdigest()
-# <version dir>/_settlement/: the run's FIFO match, as invoice parts (parts.parquet, which the scorecard reads too),
-# the cent-days its paid parts were late per client and month (paid_late.parquet), the digest of each client's
-# settlement inputs (clients.parquet) and what they were computed by (state.json)
+# <version dir>/_settlement/: the run's FIFO match, as invoice parts (parts/, one file per group of clients, which
+# the scorecard reads too), the cent-days its paid parts were late per client and month (paid_late/), the digest of
+# each client's settlement inputs (clients.parquet) and what they were computed by (state.json)
 SETTLEMENT_STATE = "_settlement"
 _MATCH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
     economics, m, digests))).hexdigest()
@@ -609,19 +609,24 @@ def _month_inputs(settings: Settings, as_of: dt.date, previous: Path | None, ver
 
 
 MATCH_GROUP_INVOICES = 2_000_000  # settle matches the clients in groups of about this many invoices
+_SETTLEMENT_LAYOUT = 2  # parts/ and paid_late/ hold one file per group of clients (1: one file each)
 
 
-def _match(won: pl.DataFrame, paid: pl.DataFrame) -> pl.DataFrame:
-    """``economics.match_invoices`` in groups of clients (by a hash of the id) of about ``MATCH_GROUP_INVOICES``
-    invoices each: a client's parts are a function of its own rows, and the match's sorts and as-of joins hold
-    about twice their input (10M invoices in one: ~2.8 GB above the inputs). The parts come group by group, in
-    no order anything downstream reads."""
-    groups = -(-won.height // MATCH_GROUP_INVOICES)
-    if groups <= 1:
-        return economics.match_invoices(won.lazy(), paid.lazy()).collect()
-    group = pl.col("client_id").hash() % groups
-    return pl.concat([economics.match_invoices(won.lazy().filter(group == g), paid.lazy().filter(group == g))
-                      .collect() for g in range(groups)])
+def settled_parts(version_dir: Path) -> pl.LazyFrame:
+    """The version's FIFO match (``settle``'s parts), which the scorecard reads too."""
+    return pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts" / "*.parquet")
+
+
+def _client_groups(frame: pl.LazyFrame, folder: Path, groups: int) -> list[pl.LazyFrame]:
+    """``frame`` cut into ``groups`` groups of clients by a hash of the id, written into ``folder`` in one
+    streaming pass (one directory of files per group), as one scan per group (an empty frame for a group without
+    rows)."""
+    group = (pl.col("client_id").hash() % groups).alias("_group")
+    frame.sink_parquet(pl.PartitionBy(folder, key=group, include_key=False, file_path_provider=lambda args: (
+        f"{args.partition_keys['_group'][0]}/{args.index_in_partition}.parquet")), compression="lz4", mkdir=True)
+    empty = pl.LazyFrame(schema=frame.collect_schema())
+    return [pl.scan_parquet(folder / str(g) / "*.parquet") if (folder / str(g)).is_dir() else empty
+            for g in range(groups)]
 
 
 def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, previous: Path | None,
@@ -636,39 +641,58 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, pr
     the polars version that computed it are this run's); the others are matched now. Neither depends on as-of
     or on a setting (an open remainder's lateness does: the caller computes it every run), so the result has the
     rows of a whole match, in another order (nothing downstream reads an order). A night's new payments touch a
-    few thousand clients; the match of 10M invoices took ~10 s, the cent-days of its parts ~5 s. Both come back
-    as scans of the files written into the version's state: nothing of the match is held while the months are
-    cut (10M: 14M parts, ~0.9 GB)."""
-    won, paid = pl.collect_all(economics.settlement_inputs(invoices, payments, as_of=as_of))
-    clients = pl.collect_all([digests.by_key(won.lazy(), "client_id"), digests.by_key(paid.lazy(), "client_id")])
-    clients = clients[0].join(clients[1], on="client_id", how="full", coalesce=True, suffix="_paid")
-    state = {"code": _MATCH_CODE, "polars": pl.__version__, "won": str(won.schema), "paid": str(paid.schema)}
+    few thousand clients; the match of 10M invoices took ~10 s, the cent-days of its parts ~5 s.
+
+    The inputs are streamed into groups of clients of about ``MATCH_GROUP_INVOICES`` invoices (by a hash of the
+    id) and each group is digested, matched and written on its own, so what is held is one group's inputs and
+    match, whatever the history's size: the match's sorts and as-of joins hold about twice their input, and the
+    whole inputs and parts held together made this the run's peak (100M transactions: 23.05 GB). Both results
+    come back as scans of the files written into the version's state."""
+    target = version_dir / SETTLEMENT_STATE
+    target.mkdir(parents=True, exist_ok=True)
+    won, paid = economics.settlement_inputs(invoices, payments, as_of=as_of)
+    groups = max(1, -(-invoices.select(pl.len()).collect().item() // MATCH_GROUP_INVOICES))  # won ones: fewer
+    state = {"code": _MATCH_CODE, "polars": pl.__version__, "won": str(won.collect_schema()),
+             "paid": str(paid.collect_schema()), "layout": _SETTLEMENT_LAYOUT}
     old = previous / SETTLEMENT_STATE if previous is not None else None
     reusable = (old is not None and (old / "state.json").is_file()
                 and json.loads((old / "state.json").read_text(encoding="utf-8")) == state)
-    if reusable:
-        old_clients = pl.read_parquet(old / "clients.parquet")
-        unchanged = clients.join(old_clients, on=clients.columns, how="semi", nulls_equal=True).select("client_id")
-        fresh = clients.select("client_id").join(unchanged, on="client_id", how="anti")
-        stale = old_clients.select("client_id").join(unchanged, on="client_id", how="anti")  # changed or gone
-        kept = ~pl.col("client_id").is_in(stale["client_id"].implode())
-        # the few changed clients are looked up in the 10M rows, not the 250k unchanged (0.8 s -> 0.01 s)
-        new_parts = _match(won.join(fresh, on="client_id", how="semi"), paid.join(fresh, on="client_id", how="semi"))
-        parts, late = pl.collect_all([
-            pl.concat([pl.scan_parquet(old / "parts.parquet").filter(kept), new_parts.lazy()]),
-            pl.concat([pl.scan_parquet(old / "paid_late.parquet").filter(kept),
-                       economics.paid_late_cent_days(new_parts.lazy())])])
-    else:
-        fresh, parts = clients, _match(won, paid)
-        late = economics.paid_late_cent_days(parts.lazy()).collect()
-    log.info("settlement: %d of %d clients matched", fresh.height, clients.height)
-    target = version_dir / SETTLEMENT_STATE
-    target.mkdir(parents=True, exist_ok=True)
-    parts.write_parquet(target / "parts.parquet", compression="lz4")  # 10M (14M parts): zstd 2.1 s, lz4 1.2 s
-    late.write_parquet(target / "paid_late.parquet")
+    old_clients = pl.read_parquet(old / "clients.parquet") if reusable else None
+    scratch = target / "_inputs"
+    won_groups = _client_groups(won, scratch / "won", groups)
+    paid_groups = _client_groups(paid, scratch / "paid", groups)
+    for folder in ("parts", "paid_late"):
+        (target / folder).mkdir()
+    clients, unchanged, matched = [], [], 0
+    for g, (won_g, paid_g) in enumerate(zip(won_groups, paid_groups, strict=True)):
+        won_g, paid_g = pl.collect_all([won_g, paid_g])
+        both = pl.collect_all([digests.by_key(won_g.lazy(), "client_id"), digests.by_key(paid_g.lazy(), "client_id")])
+        digest = both[0].join(both[1], on="client_id", how="full", coalesce=True, suffix="_paid")
+        fresh = digest.select("client_id")
+        if old_clients is not None:
+            same = digest.join(old_clients, on=digest.columns, how="semi", nulls_equal=True).select("client_id")
+            fresh = fresh.join(same, on="client_id", how="anti")
+            unchanged.append(same)
+            won_g, paid_g = won_g.join(fresh, on="client_id", how="semi"), paid_g.join(fresh, on="client_id", how="semi")
+        parts = economics.match_invoices(won_g.lazy(), paid_g.lazy()).collect()
+        del won_g, paid_g
+        parts.write_parquet(target / "parts" / f"{g}.parquet", compression="lz4")  # zstd took twice as long
+        economics.paid_late_cent_days(parts.lazy()).collect().write_parquet(target / "paid_late" / f"{g}.parquet")
+        clients.append(digest)
+        matched += fresh.height
+        del parts
+    shutil.rmtree(scratch)
+    clients = pl.concat(clients)
+    if old_clients is not None:  # the clients whose digests did not change keep their parts and cent-days
+        stale = old_clients.select("client_id").join(pl.concat(unchanged), on="client_id", how="anti")
+        kept = ~pl.col("client_id").is_in(stale["client_id"].implode())  # changed or gone
+        for folder in ("parts", "paid_late"):
+            pl.scan_parquet(old / folder / "*.parquet").filter(kept).sink_parquet(
+                target / folder / "kept.parquet", compression="lz4")
+    log.info("settlement: %d of %d clients matched", matched, clients.height)
     clients.write_parquet(target / "clients.parquet")
     (target / "state.json").write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
-    return pl.scan_parquet(target / "parts.parquet"), pl.scan_parquet(target / "paid_late.parquet")
+    return settled_parts(version_dir), pl.scan_parquet(target / "paid_late" / "*.parquet")
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
@@ -744,7 +768,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     beh = settings.behaviour
     segment_rules = tuple((r.name, r.team, r.rule) for r in settings.segments)
     ladder, transitions = _ladder(settings, plan, months_all, paid_days, clients, first, regularity, as_of)
-    settlement = economics.invoice_settlement(pl.scan_parquet(version_dir / SETTLEMENT_STATE / "parts.parquet"),
+    settlement = economics.invoice_settlement(settled_parts(version_dir),
                                               as_of=as_of, write_off_days=eco.write_off_days)
     scorecard = client_scorecard.build(
         months_all, clients, settlement, as_of=as_of, window_months=eco.window_months,
