@@ -32,6 +32,7 @@ from warehouse.db import (
     put_staging,
     query_polars,
     staging_files,
+    write_slices,
 )
 
 log = logging.getLogger("clientbase")
@@ -60,6 +61,7 @@ class StageStats:
 STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.counterparty",
                   "staging.invoice", "staging.activity", "staging.ticket", "staging.manager", "staging.crm_client")
 MAX_STAGING_PARTS = 32  # staged increments appended before they are merged into one file
+STAGE_SLICE_ROWS = 1_000_000  # a raw table of more rows is deduplicated into the scratch this many rows at a time
 STAGE_STATE = "_stage.json"  # HOME/staging/_stage.json: the fingerprint of the inputs the staging files are from
 # what staging is a function of besides the raw rows, the settings and the inbox files below: the code computing it
 STAGE_CODE_MODULES = (staging, crm_staging, identity, m, sys.modules[__name__])
@@ -331,7 +333,12 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             parts = staging.dedupe_parts(raw).collect()
             kept = staging.kept_raw_rows(parts.lazy(), manifest).collect()
             del parts
-            staging.gather_kept(raw, kept).sink_parquet(scratch / "keyed.parquet")
+            raw_in_file = raw.select(pl.len()).collect().item()
+            if raw_in_file > STAGE_SLICE_ROWS and kept["_row"].is_sorted():  # a sink held most of the raw file
+                write_slices(scratch / "keyed.parquet", (staging.gather_kept(raw, kept, (offset, STAGE_SLICE_ROWS))
+                                                         for offset in range(0, raw_in_file, STAGE_SLICE_ROWS)))
+            else:
+                staging.gather_kept(raw, kept).sink_parquet(scratch / "keyed.parquet")
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
             # not materialised: the counterparties read a few columns of it, classify streams it to the staged
@@ -391,8 +398,16 @@ def _stage_crm(settings: Settings, raw_crm: dict[str, pl.LazyFrame], manifest: p
                "crm_tickets": crm_staging.stage_tickets, "crm_invoices": _stage_invoices(settings, fx_rates)}
     staged = {}
     for entity, raw in raw_crm.items():
-        staged[CRM_TABLES[entity]] = scratch / f"{entity}.parquet"
-        stagers[entity](raw, manifest).sink_parquet(staged[CRM_TABLES[entity]])
+        staged[CRM_TABLES[entity]] = path = scratch / f"{entity}.parquet"
+        stage_fn = stagers[entity]
+        rows = raw.select(pl.len()).collect().item()
+        dropped = (crm_staging.dropped_rows(raw, manifest, entity.removeprefix("crm_"))
+                   if rows > STAGE_SLICE_ROWS else None)
+        if dropped is None:
+            stage_fn(raw, manifest).sink_parquet(path)
+        else:  # in slices: a sink of the whole table held most of it (polars issue #28569)
+            write_slices(path, (stage_fn(raw, manifest, crm_staging.RawSlice(offset, STAGE_SLICE_ROWS, dropped))
+                                for offset in range(0, rows, STAGE_SLICE_ROWS)))
     return staged
 
 
@@ -582,8 +597,9 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
 
 def _stage_invoices(settings: Settings, fx_rates: pl.LazyFrame | None):
     """raw invoices -> staging.invoice: typed, then amount and cost in the reporting currency."""
-    def stage_fn(raw_invoices: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-        invoices = crm_staging.stage_invoices(raw_invoices, manifest,
+    def stage_fn(raw_invoices: pl.LazyFrame, manifest: pl.LazyFrame,
+                 part: crm_staging.RawSlice | None = None) -> pl.LazyFrame:
+        invoices = crm_staging.stage_invoices(raw_invoices, manifest, part,
                                               payment_terms_days=settings.economics.payment_terms_days)
         return staging.fx_convert(
             invoices.with_columns(booking_date=pl.col("issue_date")), fx_rates,

@@ -348,6 +348,58 @@ def test_a_new_invoice_export_replaces_the_staged_versions_and_reads_only_its_ow
         ("INV-1", Decimal("650.00")), ("INV-2", Decimal("80.00"))]
 
 
+def test_crm_tables_staged_in_slices_equal_them_staged_whole(tmp_path, monkeypatch):
+    """A CRM entity table of more than ``STAGE_SLICE_ROWS`` raw rows is staged a slice at a time (polars then holds
+    one slice, not what a streaming sink of the whole table decodes ahead): the same rows in the same order, of
+    the same types, also where a slice ends between an id's versions."""
+    second = (INVOICES.splitlines()[0] + "\nINV-1,C1,2026-03-02,650.00,EUR,won,100\n"
+              "INV-2,C1,2026-04-01,80.00,EUR,won,10\nINV-3,C1,2026-04-02,1.234,EUR,won,\n"
+              "INV-2,C1,2026-04-01,99.00,EUR,won,10\n")
+    sliced = []
+    write = staging_step.write_slices
+    monkeypatch.setattr(staging_step, "write_slices", lambda path, slices: sliced.append(path.name) or write(
+        path, slices))
+    for home, rows in ((tmp_path / "whole", 1_000_000), (tmp_path / "sliced", 2)):
+        monkeypatch.setattr(staging_step, "STAGE_SLICE_ROWS", rows)
+        (home / "inbox" / "crm").mkdir(parents=True)
+        (home / "inbox" / "crm" / "invoices.csv").write_text(INVOICES, encoding="utf-8")
+        (home / "inbox" / "crm" / "invoices_2.csv").write_text(second, encoding="utf-8")
+        ingest(home, [[BOOKED_ACME]], crm=True)
+        steps.stage(load_settings(home))
+    assert sliced == ["crm_invoices.parquet"]  # 5 raw invoices in 3 slices; the other tables are smaller
+    got, want = staging_tables(tmp_path / "sliced"), staging_tables(tmp_path / "whole")
+    assert_same(got, want)
+    assert {t: f.schema for t, f in got.items()} == {t: f.schema for t, f in want.items()}
+    assert got["staging.invoice"].select("invoice_id", "amount").rows() == [
+        ("INV-1", Decimal("650.00")), ("INV-2", Decimal("80.00")), ("INV-3", Decimal("1.23"))]
+
+
+def test_bank_rows_kept_in_slices_equal_them_kept_whole(tmp_path, monkeypatch):
+    """Past ``STAGE_SLICE_ROWS`` raw rows the rows the dedupe keeps are written a slice at a time (a streaming sink
+    held most of the raw file): a rebuild and the first night of a CRM night give the same staging as written
+    whole, also where a slice ends between an entry and its repeat."""
+    files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3), (0, 4, 70, True, None, 2),
+              (2, 5, 10, True, 3, 4), (0, 6, 70, True, 4, 6), (0, 6, 70, True, 4, 6), (0, 7, -30, True, 5, 4)]]
+    whole = crm_night_and_rebuild(tmp_path / "whole", files)
+    sliced = []
+    write = staging_step.write_slices
+    monkeypatch.setattr(staging_step, "write_slices", lambda path, slices: sliced.append(path.name) or write(
+        path, slices))
+    monkeypatch.setattr(staging_step, "STAGE_SLICE_ROWS", 2)
+    stats, got, want = crm_night_and_rebuild(tmp_path / "sliced", files)
+    assert stats.reclassified
+    assert sliced == ["keyed.parquet", "keyed.parquet"]  # the first night and the rebuild (the night reclassifies)
+    assert_same(got, whole[1])
+    assert_same(want, whole[2])
+    assert_same(got, want)
+    # statement order; the repeated entry (same bank reference) once
+    assert got["staging.bank_transaction"].select("counterparty_name", "category", "client_id").rows() == [
+        ("Acme GmbH", "client_payment", "C1"), ("Supplier Ltd", "excluded", None),
+        ("Nord Handel AG", "client_payment", "C2"), ("ACME GmbH", "client_payment", "C1"),
+        ("Treasury", "own_transfer", None), ("Nord Handel AG", "client_payment", "C2"),
+        ("Treasury", "own_transfer", None)]
+
+
 def test_a_night_with_bank_and_crm_files_appends_when_no_client_changes(tmp_path, caplog):
     """A bank statement and a CRM export in one night: the export changes no counterparty's client, so the
     statement is appended as on a bank-only night (before, any CRM file with a bank file rebuilt staging)."""

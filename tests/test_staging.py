@@ -477,6 +477,26 @@ def test_crm_latest_takes_the_latest_file_and_its_first_record_of_an_id():
         ("b", 2, "I3", "b2"), ("b", 4, None, "b4")]
 
 
+def test_crm_latest_in_slices_gives_the_rows_of_the_whole_table():
+    """``dropped_rows`` names the rows ``latest`` leaves out, by position; slices of any size then give the rows
+    of the whole table, in its order. Rows out of ingest order cannot be sliced (``latest`` sorts them)."""
+    rows = [("a", 1, "I1", "a1"), ("a", 2, "I2", "a2"), ("a", 3, None, "a3"), ("a", 4, "I2", "a4"),
+            ("b", 1, "I2", "b1"), ("b", 2, "I3", "b2"), ("b", 3, "I2", "b3"), ("b", 4, None, "b4"),
+            ("c", 1, "I3", "c1"), ("c", 2, "I4", "c2")]
+    raw_invoices = pl.DataFrame(rows, schema=["file_hash", "record_number", "invoice_id", "amount"],
+                                orient="row").lazy()
+    files = manifest("a", "b", "c")
+    dropped = crm_staging.dropped_rows(raw_invoices, files, "invoices")
+    assert dropped.to_list() == [1, 3, 5, 6]
+    whole = crm_staging.latest(raw_invoices, files, "invoices").collect()
+    for size in (1, 3, 4, 10):
+        parts = [crm_staging.latest(raw_invoices, files, "invoices", crm_staging.RawSlice(offset, size, dropped))
+                 for offset in range(0, len(rows), size)]
+        assert pl.concat(parts).collect().equals(whole), size
+    later_first = pl.LazyFrame({"file_hash": ["c", "a", "b"], "ingest_seq": [1, 2, 3]})
+    assert crm_staging.dropped_rows(raw_invoices, later_first, "invoices") is None
+
+
 _NUMBER_TOKENS = [*"0123456789.,-+ 'e", "\u00a0", "\u202f", "\t", "inf", "nan", "1234", ".5", "1.234,5"]
 
 

@@ -8,6 +8,7 @@ Values that do not parse become null (the raw row stays in raw for inspection); 
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 import polars as pl
 
@@ -18,24 +19,58 @@ _ID = {"managers": "manager_id", "activities": "activity_id", "tickets": "ticket
        "clients": "client_id"}
 
 
-def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.LazyFrame:
+class RawSlice(NamedTuple):
+    """Rows ``offset`` .. ``offset + length`` of a raw entity table in ingest order, with the positions in the whole
+    table of the rows ``latest`` leaves out (``dropped_rows``): a slice of the table can then be staged on its
+    own, and the slices staged one after another give the rows of the whole table staged at once."""
+
+    offset: int
+    length: int
+    dropped: pl.Series
+
+
+def latest(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str, part: RawSlice | None = None) -> pl.LazyFrame:
     """One row per entity id from all dumps: the latest ingested file that has the id wins, with its first record
-    of it; rows without an id are kept; in ingest and record order.
+    of it; rows without an id are kept; in ingest and record order. With ``part``, those of its rows.
 
     When the raw rows are in that order (as ingestion writes them), the rows of an id found once are kept as they
     are, and only the ids whose hash repeats are compared (``digests.where_repeating``; 9.7M invoices of one
     dump, staged: 15.6-21.0 -> 11.3-15.8 s with a window over every id before); other input is sorted first.
     """
-    key = _ID[entity]
-    positioned = raw.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left",
-                          maintain_order="left")
+    if part is not None:
+        first, end = (part.dropped.search_sorted(at) for at in (part.offset, part.offset + part.length))
+        dropped = part.dropped.slice(first, end - first)  # positions increase
+        return (raw.with_row_index("_position").slice(part.offset, part.length)
+                .filter(~pl.col("_position").is_in(dropped.implode())).drop("_position"))
+    positioned = _positioned(raw, manifest)
     if not in_ingest_order(positioned):
         positioned = positioned.sort("ingest_seq", "record_number", maintain_order=True)
+    return _decided(positioned, entity).filter("_keep").drop("_keep", "ingest_seq")
+
+
+def dropped_rows(raw: pl.LazyFrame, manifest: pl.LazyFrame, entity: str) -> pl.Series | None:
+    """The positions of the raw rows ``latest`` leaves out (older versions of an id), for staging the table in
+    slices (``RawSlice``); None when the rows are not in ingest order (``latest`` sorts them first: only the whole
+    table can be staged). Reads the id, the file and the record number."""
+    positioned = _positioned(raw, manifest)
+    if not in_ingest_order(positioned):
+        return None
+    return (_decided(positioned, entity).with_row_index("_position").filter(~pl.col("_keep"))
+            .select("_position").collect().to_series())
+
+
+def _positioned(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+    """The raw rows with their file's ingest order."""
+    return raw.join(manifest.select("file_hash", "ingest_seq"), on="file_hash", how="left", maintain_order="left")
+
+
+def _decided(positioned: pl.LazyFrame, entity: str) -> pl.LazyFrame:
+    """``positioned`` (in ingest order) with ``_keep``: whether ``latest`` keeps the row."""
+    key = _ID[entity]
     latest_file = pl.col("ingest_seq") == pl.col("ingest_seq").max().over(key)
     first_in_file = pl.struct(key, "ingest_seq").is_first_distinct()
     keep = pl.col(key).is_null() | (latest_file & first_in_file)
-    return (digests.where_repeating(positioned, pl.col(key), "_keep", keep, True)
-            .filter("_keep").drop("_keep", "ingest_seq"))
+    return digests.where_repeating(positioned, pl.col(key), "_keep", keep, True)
 
 
 def supersede(staged: pl.LazyFrame, new: pl.LazyFrame, entity: str) -> pl.LazyFrame:
@@ -95,31 +130,32 @@ def _date(column: str) -> pl.Expr:
     return pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
 
 
-def stage_managers(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    return latest(raw, manifest, "managers").select(
+def stage_managers(raw: pl.LazyFrame, manifest: pl.LazyFrame, part: RawSlice | None = None) -> pl.LazyFrame:
+    return latest(raw, manifest, "managers", part).select(
         "manager_id", "name", "department", _money("hourly_cost").alias("hourly_cost"),
         pl.col("currency").str.to_uppercase())
 
 
-def stage_activities(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
+def stage_activities(raw: pl.LazyFrame, manifest: pl.LazyFrame, part: RawSlice | None = None) -> pl.LazyFrame:
     started = pl.col("started_at").str.slice(0, 16).str.to_datetime("%Y-%m-%dT%H:%M", strict=False)
-    return latest(raw, manifest, "activities").select(
+    return latest(raw, manifest, "activities", part).select(
         "activity_id", "client_id", "manager_id", pl.col("activity_type").str.to_lowercase(),
         pl.coalesce(started, _date("started_at").cast(pl.Datetime("us"))).alias("started_at"),
         _number("duration_minutes").alias("duration_minutes"))
 
 
-def stage_tickets(raw: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
-    return latest(raw, manifest, "tickets").select(
+def stage_tickets(raw: pl.LazyFrame, manifest: pl.LazyFrame, part: RawSlice | None = None) -> pl.LazyFrame:
+    return latest(raw, manifest, "tickets", part).select(
         "ticket_id", "client_id", "manager_id", _date("opened_at").alias("opened_at"),
         _date("closed_at").alias("closed_at"), _number("minutes_spent").alias("minutes_spent"))
 
 
-def stage_invoices(raw: pl.LazyFrame, manifest: pl.LazyFrame, *, payment_terms_days: int) -> pl.LazyFrame:
+def stage_invoices(raw: pl.LazyFrame, manifest: pl.LazyFrame, part: RawSlice | None = None, *,
+                   payment_terms_days: int) -> pl.LazyFrame:
     """Invoices and won deals. ``due_date`` defaults to issue date + payment terms; ``cost`` from ``margin``."""
     amount, cost, margin = _money("amount"), _money("cost"), _money("margin")
     issue = _date("issue_date")
-    return latest(raw, manifest, "invoices").select(
+    return latest(raw, manifest, "invoices", part).select(
         "invoice_id", "client_id", issue.alias("issue_date"),
         pl.coalesce(_date("due_date"), issue + dt.timedelta(days=payment_terms_days)).alias("due_date"),
         amount.cast(m.MONEY).alias("amount"), pl.col("currency").str.to_uppercase(),

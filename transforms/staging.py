@@ -220,22 +220,30 @@ def kept_raw_rows(parts: pl.LazyFrame, manifest: pl.LazyFrame) -> pl.LazyFrame:
     return _kept(parts, coded, _txn_parts(), FINGERPRINT_PARTS, carry=["_occurrence"]).select("_row", "_occurrence")
 
 
-def gather_kept(raw: pl.LazyFrame, kept: pl.DataFrame) -> pl.LazyFrame:
+def gather_kept(raw: pl.LazyFrame, kept: pl.DataFrame, rows: tuple[int, int] | None = None) -> pl.LazyFrame:
     """The rows of ``raw`` that ``kept`` (``kept_raw_rows``, collected) names, with their keys, in ``kept``'s
-    order: equal to ``dedupe_transactions(transaction_keys(raw), manifest)``.
+    order: equal to ``dedupe_transactions(transaction_keys(raw), manifest)``. ``rows`` (offset, length), when
+    ``kept``'s ``_row`` increases: only those of raw's rows ``offset`` .. ``offset + length``, so the table can be
+    written a slice at a time.
 
     When ``kept``'s ``_row`` increases (the raw table is in ingest and record order, as ingestion writes it), raw
     order is the staging order: the raw rows are filtered by position, a plan that streams, and ``kept``'s
     occurrences set beside them (a join on ``_row`` held the raw side in memory: 10M rows, peak 4.9 -> 3.3 GB, 10
     -> 7 s); else the joined rows are sorted by their position in ``kept`` (in memory)."""
     names = transaction_keys(raw).collect_schema().names()
-    rows = raw.with_row_index("_row").with_columns(end_to_end_id=_end_to_end_id())
+    positioned = raw.with_row_index("_row")
+    if rows is not None:
+        offset, length = rows
+        assert kept["_row"].is_sorted(), "gather_kept slices raw tables in staging order only"
+        first, end = kept["_row"].search_sorted(offset), kept["_row"].search_sorted(offset + length)
+        positioned, kept = positioned.slice(offset, length), kept.slice(first, end - first)
+    positioned = positioned.with_columns(end_to_end_id=_end_to_end_id())
     if kept["_row"].is_sorted():
-        taken = pl.concat([rows.filter(pl.col("_row").is_in(kept["_row"].implode())),
+        taken = pl.concat([positioned.filter(pl.col("_row").is_in(kept["_row"].implode())),
                            kept.lazy().select("_occurrence")], how="horizontal")
     else:
-        taken = (rows.join(kept.lazy().with_row_index("_position"), on="_row", how="inner", maintain_order="left")
-                 .sort("_position"))
+        taken = (positioned.join(kept.lazy().with_row_index("_position"), on="_row", how="inner",
+                                 maintain_order="left").sort("_position"))
     return taken.with_columns(_account=_account()).with_columns(_key_strings()).select(names)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
 from clientbase.errors import LockedError
 from sources import crm
@@ -135,6 +137,31 @@ def export_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path,
     con.execute(f"COPY (SELECT * FROM {quote_ident(schema)}.{quote_ident(name)}{where}) "  # noqa: S608
                 f"TO {quote_literal(str(path))} (FORMAT parquet, COMPRESSION snappy)")
     return pl.scan_parquet(path)
+
+
+def write_slices(path: Path, slices: Iterator[pl.LazyFrame]) -> None:
+    """Collect each frame in turn and append its rows to one parquet file, a slice being written while the next
+    is computed: what is held is two slices, where a streaming sink of the whole plan holds what its parquet
+    source decodes ahead of slower expressions (polars issue #28569: RSS follows the input's size, e.g. ~1.2 GB
+    per 10M CRM invoices)."""
+    writer, writing = None, None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            for frame in slices:
+                # large strings: pyarrow writes string views ~1.5x slower (1M wide bank rows: 1.56 -> 1.08 s)
+                table = frame.collect().to_arrow(compat_level=pl.CompatLevel.oldest())
+                if writing is not None:
+                    writing.result()
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writing = pool.submit(writer.write_table, table)
+            if writing is not None:
+                writing.result()
+        finally:
+            if writer is not None:
+                if writing is not None and not writing.done():
+                    wait([writing])
+                writer.close()
 
 
 STAGING_DIR = "staging"
