@@ -649,7 +649,8 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, pr
     whole inputs and parts held together made this the run's peak (100M transactions: 23.05 GB). Both results
     come back as scans of the files written into the version's state."""
     target = version_dir / SETTLEMENT_STATE
-    target.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)  # files of an attempt before would join the globs below
+    target.mkdir(parents=True)
     won, paid = economics.settlement_inputs(invoices, payments, as_of=as_of)
     groups = max(1, -(-invoices.select(pl.len()).collect().item() // MATCH_GROUP_INVOICES))  # won ones: fewer
     state = {"code": _MATCH_CODE, "polars": pl.__version__, "won": str(won.collect_schema()),
@@ -681,7 +682,7 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, pr
         clients.append(digest)
         matched += fresh.height
         del parts
-    shutil.rmtree(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)  # no folder when neither input has a row
     clients = pl.concat(clients)
     if old_clients is not None:  # the clients whose digests did not change keep their parts and cent-days
         stale = old_clients.select("client_id").join(pl.concat(unchanged), on="client_id", how="anti")

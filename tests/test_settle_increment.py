@@ -134,3 +134,14 @@ def test_a_settlement_from_other_code_is_not_reused(tmp_path, caplog):
     state.write_text(json.dumps({**json.loads(state.read_text()), "code": "an older release"}))
     again = night(invoices, payments, as_of, tmp_path / "v1", tmp_path / "v3")
     assert matched(caplog) == (n, n) and same(again, whole(invoices, payments, as_of))
+
+
+def test_a_history_without_invoices_or_payments_settles_to_nothing(tmp_path):
+    """Bank-only homes have no invoices (and a new one no payments yet): no parts, no cent-days, on the first
+    night and the next."""
+    first = night([], [], dt.date(2026, 1, 31), None, tmp_path / "v1")
+    assert first[0].height == 0 and first[1].height == 0
+    assert first[0].schema == whole([], [], dt.date(2026, 1, 31))[0].schema
+    again = night([], [("C1", dt.date(2026, 2, 1), Decimal("5.00"))], dt.date(2026, 2, 1), tmp_path / "v1",
+                  tmp_path / "v2")
+    assert again[0].rows() == [] and again[1].height == 0
