@@ -61,7 +61,7 @@ class StageStats:
 STAGING_TABLES = ("staging.bank_transaction", "staging.client", "staging.client_match", "staging.counterparty",
                   "staging.invoice", "staging.activity", "staging.ticket", "staging.manager", "staging.crm_client")
 MAX_STAGING_PARTS = 32  # staged increments appended before they are merged into one file
-STAGE_SLICE_ROWS = 1_000_000  # a raw table of more rows is deduplicated into the scratch this many rows at a time
+STAGE_SLICE_ROWS = 1_000_000  # raw tables past this many rows are staged (CRM) or kept (bank) a slice at a time
 STAGE_STATE = "_stage.json"  # HOME/staging/_stage.json: the fingerprint of the inputs the staging files are from
 # what staging is a function of besides the raw rows, the settings and the inbox files below: the code computing it
 STAGE_CODE_MODULES = (staging, crm_staging, identity, m, sys.modules[__name__])

@@ -158,9 +158,9 @@ def write_slices(path: Path, slices: Iterator[pl.LazyFrame]) -> None:
             if writing is not None:
                 writing.result()
         finally:
+            if writing is not None:
+                wait([writing])  # also when a slice failed: the writer is closed after its last write
             if writer is not None:
-                if writing is not None and not writing.done():
-                    wait([writing])
                 writer.close()
 
 
