@@ -333,10 +333,10 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             parts = staging.dedupe_parts(raw).collect()
             kept = staging.kept_raw_rows(parts.lazy(), manifest).collect()
             del parts
-            raw_in_file = raw.select(pl.len()).collect().item()
-            if raw_in_file > STAGE_SLICE_ROWS and kept["_row"].is_sorted():  # a sink held most of the raw file
+            # raw_rows: the exported table's rows
+            if raw_rows > STAGE_SLICE_ROWS and kept["_row"].is_sorted():  # a sink held most of the raw file
                 write_slices(scratch / "keyed.parquet", (staging.gather_kept(raw, kept, (offset, STAGE_SLICE_ROWS))
-                                                         for offset in range(0, raw_in_file, STAGE_SLICE_ROWS)))
+                                                         for offset in range(0, raw_rows, STAGE_SLICE_ROWS)))
             else:
                 staging.gather_kept(raw, kept).sink_parquet(scratch / "keyed.parquet")
             del kept

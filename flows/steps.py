@@ -609,7 +609,7 @@ def _month_inputs(settings: Settings, as_of: dt.date, previous: Path | None, ver
 
 
 MATCH_GROUP_INVOICES = 2_000_000  # settle matches the clients in groups of about this many invoices
-_SETTLEMENT_LAYOUT = 2  # parts/ and paid_late/ hold one file per group of clients (1: one file each)
+_SETTLEMENT_LAYOUT = 2  # parts/ and paid_late/ hold one file per group (states without it: one file each)
 
 
 def settled_parts(version_dir: Path) -> pl.LazyFrame:
