@@ -1,18 +1,19 @@
 """The fast path for bank CSV files: DuckDB parses and types the rows, Python only transcodes.
 
 Same profiles and the same rules as ``bank_csv.read`` (which stays the reference implementation: a parity
-test runs both on every fixture). The file is transcoded to UTF-8 in Python when its encoding is not UTF-8
+test runs both on every fixture, and a property test on random whitespace and values). The file is transcoded to UTF-8 in Python when its encoding is not UTF-8
 (DuckDB's reader has no cp1250/cp1251/cp1252/cp1257), then one SQL statement reads it with ``read_csv`` (every
 field as text), drops blank and skip rows, numbers the records, types every field, signs the amount and names
 the reason of every row it cannot accept, into a temp table; accepted rows go to ``raw.bank_transaction``, the
 rest to ``ops.quarantine``. Profile values (separators, date format, maps) are bound parameters; only
 generated column names and code constants are SQL text.
 
-Where the time goes (1M generic rows, one thread): ``read_csv`` ~0.3 s, trimming and folding ~0.35 s, typing
+Where the time goes (1M generic rows, one thread): ``read_csv`` ~0.3 s, cleaning whitespace ~0.35 s, typing
 ~0.5 s, the temp table ~0.3 s, the insert into ``raw`` ~1.0 s. What keeps it cheap: no window sort for the
-record numbers, a blank-row test that looks at the first character, one whitespace test per row before
-folding fields, and every sub-expression of the amount as a column of its own (computed once, not once per
-use).
+record numbers, a blank-row test that looks at the first character, one whitespace test per row (a memchr per
+whitespace character, ``columnar.sql_may_need_clean``) before any regex, DuckDB's slow ``trim`` only on values
+with a space at an end, and every sub-expression of the amount as a column of its own (computed once, not once
+per use).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import duckdb
 from clientbase.errors import ParseError
 from sources.bank_csv import Layout, own_account_from_preamble
 from sources.base import MAX_AMOUNT_DIGITS, MAX_AMOUNT_SCALE
+from sources.columnar import SPACE, SQL_NOT_SPACE, sql_clean, sql_literal, sql_may_need_clean
 
 _CHUNK = 1 << 20
 
@@ -45,22 +47,11 @@ def _utf8_copy(path: Path, layout: Layout, scratch: Path) -> tuple[Path, int]:
 
 
 def _field(layout: Layout, name: str, columns: dict[str, str]) -> str:
-    """SQL text of a field: its column(s), trimmed, whitespace folded, empty -> NULL; NULL if unmapped."""
-    parts = [_fold("t" + columns[h]) for h in layout.profile.headers(name) if h in columns]
+    """SQL text of a field: ``base.clean`` of its column(s), joined by a space; NULL if unmapped or empty."""
+    parts = [sql_clean(columns[h], "spaced") for h in layout.profile.headers(name) if h in columns]
     if not parts:
         return "NULL::VARCHAR"
-    joined = parts[0] if len(parts) == 1 else f"concat_ws(' ', {', '.join(f'nullif({p}, {chr(39)}{chr(39)})' for p in parts)})"
-    return f"nullif({joined}, '')"
-
-
-def _fold(trimmed: str) -> str:
-    """Collapse inner whitespace runs of a trimmed column; the regex only runs on values that need it."""
-    return f"(CASE WHEN spaced AND {_needs_fold(trimmed)} THEN regexp_replace({trimmed}, '\\s+', ' ', 'g') ELSE {trimmed} END)"
-
-
-def _needs_fold(text: str) -> str:
-    """Whether ``text`` has a run of spaces, a tab or a line break (``spaced`` tests it once for the whole row)."""
-    return "(" + " OR ".join(f"contains({text}, {w})" for w in ("'  '", "chr(9)", "chr(10)", "chr(13)")) + ")"
+    return parts[0] if len(parts) == 1 else f"nullif(concat_ws(' ', {', '.join(parts)}), '')"
 
 
 def _money(name: str) -> tuple[list[list[str]], str, str]:
@@ -91,6 +82,8 @@ def _money(name: str) -> tuple[list[list[str]], str, str]:
               f"decimal point', {expr}) END)")
     return layers, value, reason
 
+
+_EDGE_SPACE = f"^{SPACE}+|{SPACE}+$"
 
 _READ_CSV = ("read_csv($path, delim=$delim, quote='\"', escape='\"', header=true, all_varchar=true, skip=$skip, "
              "null_padding=true, strict_mode=true, auto_detect=false, columns=$columns, parallel=false)")
@@ -149,7 +142,8 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
     for n, (column, values) in enumerate(profile.skip_rows.items()):
         if column in columns:
             params[f"skip{n}"] = list(values)
-            skips.append(f"list_contains($skip{n}, trim({columns[column]}))")
+            stripped = f"regexp_replace({columns[column]}, {sql_literal(_EDGE_SPACE)}, '', 'g')"  # str.strip()
+            skips.append(f"list_contains($skip{n}, {stripped})")
     f = {name: _field(layout, name, columns) for name in (
         "own_account", "booking_date", "value_date", "amount", "debit", "credit", "direction", "currency",
         "counterparty_name", "counterparty_name_when_debit", "counterparty_tax_id", "counterparty_account",
@@ -160,8 +154,9 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
         credit_layers, credit, credit_reason = _money("credit")
         layers = [d + c for d, c in zip(debit_layers, credit_layers, strict=True)]
         amount = f"(CASE WHEN debit_text IS NOT NULL THEN -abs({debit}) ELSE abs({credit}) END)"
-        amount_reason = ("(CASE WHEN (debit_text IS NULL) = (credit_text IS NULL) THEN 'exactly one of the debit "
-                         f"and credit columns must be filled' ELSE coalesce({debit_reason}, {credit_reason}) END)")
+        # as the reference: each filled column is read (debit first) before exactly one must be filled
+        amount_reason = (f"coalesce({debit_reason}, {credit_reason}, CASE WHEN (debit_text IS NULL) = "
+                         "(credit_text IS NULL) THEN 'exactly one of the debit and credit columns must be filled' END)")
     else:
         layers, signed, signed_reason = _money("amount")
         side = "$dir_sides[list_position($dir_keys, coalesce(direction_text, ''))]"
@@ -188,14 +183,14 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
                      "list_transform(list_sort($status_keys), lambda k: '''' || k || ''''), ', ') || ']') END)")
     account = "replace(coalesce(account_text, $own_account), ' ', '')"
     currency = "upper(coalesce(currency_text, $currency))"
-    # A row is blank when every field trims to ''; most rows start with a printable ASCII character, which
-    # settles it without trimming and concatenating every field.
+    # A row is blank when every field is whitespace (str.strip() gives ''); most rows start with a printable ASCII
+    # character, which settles it without looking at every field.
     kept = (f"(left(coalesce({every[0]}, ''), 1) BETWEEN '!' AND '~' "
-            f"OR concat_ws('', {', '.join(f'trim({c})' for c in every)}) <> '')")
+            f"OR regexp_matches(concat({', '.join(every)}), {sql_literal(SQL_NOT_SPACE)}))")
     mapped = sorted({columns[h] for field in f for h in profile.headers(field) if h in columns},
-                    key=lambda c: int(c[1:]))  # the columns some field reads (trimmed once, in ``kept``)
-    # the trimmed values are parts of the row's text, so a row without such whitespace needs no folding
-    spaced = _needs_fold(f"concat({', '.join(mapped)})") if mapped else "false"
+                    key=lambda c: int(c[1:]))  # the columns some field reads
+    # the values are parts of the row's text, so a row without such whitespace needs at most its ends trimmed
+    spaced = sql_may_need_clean(f"concat({', '.join(mapped)})") if mapped else "false"
     money_layers = "".join(  # generated column names and code constants only
         f"), money{n} AS (SELECT *, {', '.join(layer)} FROM {'numbered' if n == 0 else f'money{n - 1}'}"  # noqa: S608
         for n, layer in enumerate(layers))
@@ -204,8 +199,7 @@ def _type_rows(con: duckdb.DuckDBPyConnection, readable: Path, skip: int, layout
     sql = f"""
     CREATE OR REPLACE TEMP TABLE _csv_typed AS
     WITH kept AS (
-        SELECT {', '.join(every)}{''.join(f', trim({c}) AS t{c}' for c in mapped)},
-               {spaced} AS spaced
+        SELECT {', '.join(every)}, {spaced} AS spaced
         FROM {_READ_CSV}
         WHERE {kept} {''.join(f' AND NOT coalesce({s}, false)' for s in skips)}
     ), rows AS (

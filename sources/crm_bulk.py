@@ -41,16 +41,13 @@ import pyarrow as pa
 
 from sources import crm, text
 from sources.base import BulkResult, clean
-from sources.columnar import SPACE_CHARS
+from sources.columnar import SQL_NOT_SPACE, sql_clean, sql_literal
 from warehouse.db import quote_ident
 from warehouse.load import RecordWriter
 
 _CHUNK = 1 << 20
 _BATCH_ROWS = 100_000
 _MAX_SPACE_RUN = 1 << 20  # longer runs of spaces at a chunk border: the reference reads the file
-_WS_RUN = f"[{SPACE_CHARS}]+"
-_NOT_WS = f"[^{SPACE_CHARS}]"
-_NEEDS_FOLD = f"[{SPACE_CHARS.replace(chr(92) + 'x{20}', '')}]|[{SPACE_CHARS}]{{2}}|^ | $"  # what clean() would change
 _JSON_SPECIAL = '[\\x{1}-\\x{1f}"\\\\]'  # what json.dumps(ensure_ascii=False) escapes (NUL never gets here)
 _JSON_SHORT = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 _NEVER = "\x00"  # DuckDB's null string: files holding NUL go to the reference, so every field is text, never NULL
@@ -60,27 +57,16 @@ class _Fallback(Exception):  # noqa: N818 - control flow, never escapes this mod
     """The file is one the fast path does not reproduce exactly: the reference reader loads it."""
 
 
-def _lit(value: str) -> str:
-    """A SQL literal for a code constant (never a value from a file or a preset)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _fold(expr: str) -> str:
-    """``clean(expr)``: whitespace runs (Python's set) to one space, trimmed, empty -> NULL."""
-    return (f"nullif(CASE WHEN regexp_matches({expr}, {_lit(_NEEDS_FOLD)}) "
-            f"THEN trim(regexp_replace({expr}, {_lit(_WS_RUN)}, ' ', 'g')) ELSE {expr} END, '')")
-
-
 def _json_string(expr: str) -> str:
     """``json.dumps(expr, ensure_ascii=False)`` for a non-NULL text."""
     escaped = f"replace({expr}, '\\', '\\\\')"
     for char, code in _JSON_SHORT.items():
         if char != "\\":
-            escaped = f"replace({escaped}, chr({ord(char)}), {_lit(code)})"
+            escaped = f"replace({escaped}, chr({ord(char)}), {sql_literal(code)})"
     for n in range(1, 32):
         if chr(n) not in _JSON_SHORT:
-            escaped = f"replace({escaped}, chr({n}), {_lit(f'{chr(92)}u{n:04x}')})"
-    return (f"('\"' || CASE WHEN regexp_matches({expr}, {_lit(_JSON_SPECIAL)}) THEN {escaped} ELSE {expr} END "
+            escaped = f"replace({escaped}, chr({n}), {sql_literal(f'{chr(92)}u{n:04x}')})"
+    return (f"('\"' || CASE WHEN regexp_matches({expr}, {sql_literal(_JSON_SPECIAL)}) THEN {escaped} ELSE {expr} END "
             "|| '\"')")
 
 
@@ -193,7 +179,7 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
     width = len(header)
     every = [f"c{i}" for i in range(width + 1)]
     # a row is blank when no field has a non-whitespace character; most rows start with a printable ASCII one
-    blank = f"NOT (left(coalesce(c0, ''), 1) BETWEEN '!' AND '~' OR regexp_matches(concat({', '.join(every)}), {_lit(_NOT_WS)}))"
+    blank = f"NOT (left(coalesce(c0, ''), 1) BETWEEN '!' AND '~' OR regexp_matches(concat({', '.join(every)}), {sql_literal(SQL_NOT_SPACE)}))"
     wanted = crm.columns(preset.entity)
     required = crm.ENTITIES[preset.entity][0]
     sources: dict[str, str] = {}  # canonical -> generated column of its cleaned source
@@ -221,7 +207,7 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
     mem.execute(f"""
         CREATE TEMP VIEW _crm_rows AS
         SELECT ({numbering})::INTEGER AS record_number, {', '.join(f"c{i}" for i in range(width))}
-               {''.join(f', {_fold("c" + s[1:])} AS {s}' for s in cleaned)}
+               {''.join(f', {sql_clean("c" + s[1:])} AS {s}' for s in cleaned)}
         FROM _crm_text {f"WHERE NOT ({blank})" if blanks else ""}""")  # noqa: S608 - generated names and code constants only
     joins, values, errors = [], {}, []
     for canonical in wanted:
@@ -246,7 +232,7 @@ def _map(mem: duckdb.DuckDBPyConnection, found: crm.CsvHead, preset: crm.Preset,
             errors.append(f"{table}.error AS _e{len(errors)}")
         else:
             values[canonical] = source if spec.default is None else f"coalesce({source}, {default})"
-    empty = ", ".join(f"CASE WHEN coalesce({quote_ident(c)}, '') = '' THEN {_lit(c)} END" for c in required)
+    empty = ", ".join(f"CASE WHEN coalesce({quote_ident(c)}, '') = '' THEN {sql_literal(c)} END" for c in required)
     reason = (f"coalesce({', '.join([*(f'_e{n}' for n in range(len(errors))), 'NULL::VARCHAR'])}, CASE WHEN {' OR '.join(f'coalesce({quote_ident(c)}, {chr(39) * 2}) = {chr(39) * 2}' for c in required)} "
               f"THEN 'required field(s) ' || concat_ws(', ', {empty}) || {p(f' empty (preset {preset.name})')} END)")
     # values / extra as the reference's dicts: names in first-occurrence order, the last column's value

@@ -1,11 +1,16 @@
 """The DuckDB fast path for bank CSV gives exactly what the reference reader gives, row for row."""
 
+import itertools
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clientbase.errors import ParseError
 from sources import bank_csv
+from sources.columnar import PY_SPACE
 from warehouse.db import connect, query_polars
 from warehouse.load import FileStats, ingest_bulk, ingest_records
 
@@ -57,6 +62,7 @@ def test_bulk_rejections_match_reference_wording(tmp_path):
                     "A1,2025-03-03,,5.123456,EUR,X\n"       # too many decimals
                     "A1,2025-03-03,,abc,EUR,X\n"            # not a number
                     "A1,2025-03-03,,1e5,EUR,X\n"            # an exponent is not a bank amount either
+                    "A1,2025-03-03,x,12.00,EUR,X\n"         # both filled, one unreadable: read first (fuzzing)
                     "A1,2025-03-04,,7.50,eur,Y\n", encoding="utf-8")   # fine, currency upper-cased
     both = load_both(tmp_path, path)
     assert both["bulk"][2].to_dicts() == both["reference"][2].to_dicts()
@@ -67,6 +73,7 @@ def test_bulk_rejections_match_reference_wording(tmp_path):
         "amount '5.123456' has more than 5 decimals",
         "amount 'abc' is not a number",
         "amount '1e5' is not a number",
+        "amount 'x' is not a number",
     ]
     assert both["bulk"][1].select("amount", "currency").rows() == both["reference"][1].select(
         "amount", "currency").rows()
@@ -108,9 +115,46 @@ def test_blank_rows_numbering_and_whitespace_match_reference(tmp_path):
                     ',,,,,,\n'
                     '  DE02120300000000202051  ,2025-03-05,1.5,,eur, Gamma , x \n'
                     ',,,,,,"only the last"\n'
-                    '\u00a0DE02120300000000202051,2025-03-07,,"1 000.25",EUR,Müller  ,\u00a0ü\u00a0\n',
+                    '\u00a0DE02120300000000202051,2025-03-07,,"1 000.25",EUR,Müller  ,\u00a0ü\u00a0\n'
+                    # ASCII values but for one Unicode space at an end (trimmed), and a tab (not a space)
+                    'DE02120300000000202051,2025-03-08,,2.00,EUR,Delta\u202f,\u2003Epsilon\u3000\n'
+                    'DE02120300000000202051 ,2025-03-09,,3.00,EUR,\tZeta,x\t\n'
+                    '\t,\t,,\x0b,,\u3000,\n'  # whitespace only (str.split's set): blank
+                    'DE02120300000000202051,2025-03-10,,4.00,EUR,Eta\u00a0\u2009Theta,a\x1cb\n',
                     encoding="utf-8")
     both = load_both(tmp_path, path)
     assert both["bulk"][1].to_dicts() == both["reference"][1].to_dicts()
     assert both["bulk"][2].to_dicts() == both["reference"][2].to_dicts()
-    assert both["bulk"][1]["record_number"].to_list() == [1, 3, 5]  # blank rows are not records
+    assert both["bulk"][1]["record_number"].to_list() == [1, 3, 5, 6, 7, 8]  # blank rows are not records
+    assert both["bulk"][1].select("counterparty_name", "purpose").rows()[-3:] == [
+        ("Delta", "Epsilon"), ("Zeta", "x"), ("Eta Theta", "a b")]
+
+
+_counter = itertools.count()
+FUZZ = settings(max_examples=int(os.environ.get("CLIENTBASE_FUZZ_EXAMPLES", "40")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# text of names and purposes: Python's whitespace (every character str.split() splits on), letters, umlauts
+TEXT = st.text(alphabet=st.sampled_from([*PY_SPACE, "a", "Z", "ü", "Я", "1", ",", '"', "-"]), max_size=8)
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(
+    st.sampled_from(["DE02120300000000202051", " DE02 1203\t", "\u00a0", ""]),
+    st.sampled_from(["2025-03-03", "\t2025-03-04 ", "2025-3-5", ""]),
+    st.sampled_from(["", "1.00", " 2.5\u00a0", "x"]), st.sampled_from(["", "12.00", "\u20037"]),
+    st.sampled_from(["EUR", " eur\x0b", ""]), TEXT, TEXT), max_size=6), ending=st.sampled_from(["\n", "\r\n"]))
+def test_random_values_parity(tmp_path, rows, ending):
+    """Whatever whitespace, blank fields and bad values the rows hold, both paths load and quarantine the same."""
+    def cell(value):
+        return '"' + value.replace('"', '""') + '"'
+    folder = tmp_path / f"r{next(_counter)}"  # each example its own warehouses
+    folder.mkdir()
+    path = folder / "statement.csv"
+    path.write_text("account,date,debit,credit,currency,counterparty,description" + ending
+                    + "".join(",".join(cell(v) for v in row) + ending for row in rows), encoding="utf-8", newline="")
+    both = load_both(folder, path)
+    assert both["bulk"][1].to_dicts() == both["reference"][1].to_dicts()
+    assert both["bulk"][2].to_dicts() == both["reference"][2].to_dicts()
+    ref, bulk = both["reference"][0], both["bulk"][0]
+    assert (bulk.records_in, bulk.rows_raw, bulk.rows_quarantined) == (ref.records_in, ref.rows_raw,
+                                                                       ref.rows_quarantined)
