@@ -782,6 +782,9 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
         clv=clv.scores(clv.client_summary(paid_days, as_of=as_of)), key_share=beh.key_client_share,
         ltv_min_segment=eco.ltv_min_segment,
         dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
+    if scorecard.height and scorecard["clv_revenue_12m"].null_count() == scorecard.height:
+        log.warning("client_scorecard: no CLV (fewer than 20 clients bought twice, or the BG/NBD or Gamma-Gamma fit "
+                    "did not converge): the clv_* columns are empty in this run")
     managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
     key = key_clients.build(unit_rows, clients, share=beh.key_client_share).collect()
