@@ -783,7 +783,7 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
         ltv_min_segment=eco.ltv_min_segment,
         dependency_levels=(beh.dependency_diversify, beh.dependency_severe, beh.dependency_critical)).collect()
     if scorecard.height and scorecard["clv_revenue_12m"].null_count() == scorecard.height:
-        log.warning("client_scorecard: no CLV (fewer than 20 clients bought twice, or the BG/NBD or Gamma-Gamma fit "
+        log.warning("client_scorecard: no CLV (too few clients bought twice, or the BG/NBD or Gamma-Gamma fit "
                     "did not converge): the clv_* columns are empty in this run")
     managers = frames_in["managers"]
     unit_rows = key_clients.units(scorecard.lazy(), clients, managers).collect().lazy()
