@@ -1,12 +1,12 @@
 """The fast path for bank CSV files: DuckDB parses and types the rows, Python only transcodes.
 
 Same profiles and the same rules as ``bank_csv.read`` (which stays the reference implementation: a parity
-test runs both on every fixture, and a property test on random whitespace and values). The file is transcoded to UTF-8 in Python when its encoding is not UTF-8
-(DuckDB's reader has no cp1250/cp1251/cp1252/cp1257), then one SQL statement reads it with ``read_csv`` (every
-field as text), drops blank and skip rows, numbers the records, types every field, signs the amount and names
-the reason of every row it cannot accept, into a temp table; accepted rows go to ``raw.bank_transaction``, the
-rest to ``ops.quarantine``. Profile values (separators, date format, maps) are bound parameters; only
-generated column names and code constants are SQL text.
+test runs both on every fixture, a property test on random whitespace and values). The file is transcoded to
+UTF-8 in Python when its encoding is not UTF-8 (DuckDB's reader has no cp1250/cp1251/cp1252/cp1257), then one
+SQL statement reads it with ``read_csv`` (every field as text), drops blank and skip rows, numbers the records,
+types every field, signs the amount and names the reason of every row it cannot accept, into a temp table;
+accepted rows go to ``raw.bank_transaction``, the rest to ``ops.quarantine``. Profile values (separators, date
+format, maps) are bound parameters; only generated column names and code constants are SQL text.
 
 Where the time goes (1M generic rows, one thread): ``read_csv`` ~0.3 s, cleaning whitespace ~0.35 s, typing
 ~0.5 s, the temp table ~0.3 s, the insert into ``raw`` ~1.0 s. What keeps it cheap: no window sort for the
