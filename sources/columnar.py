@@ -33,7 +33,7 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def sql_clean(expr: str, row_may_need: str = "true") -> str:
+def sql_clean(expr: str, row_may_need: str) -> str:
     """DuckDB SQL of ``base.clean(expr)``: whitespace runs (Python's set) to one space, stripped, empty -> NULL.
 
     ``row_may_need`` is a cheaper test that is true of every row in which some value holds whitespace other than

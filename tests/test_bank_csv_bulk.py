@@ -1,16 +1,16 @@
 """The DuckDB fast path for bank CSV gives exactly what the reference reader gives, row for row."""
 
-import itertools
-import os
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from clientbase.errors import ParseError
 from sources import bank_csv
 from sources.columnar import PY_SPACE
+from tests.test_fuzz import FUZZ
 from warehouse.db import connect, query_polars
 from warehouse.load import FileStats, ingest_bulk, ingest_records
 
@@ -130,9 +130,6 @@ def test_blank_rows_numbering_and_whitespace_match_reference(tmp_path):
         ("Delta", "Epsilon"), ("Zeta", "x"), ("Eta Theta", "a b")]
 
 
-_counter = itertools.count()
-FUZZ = settings(max_examples=int(os.environ.get("CLIENTBASE_FUZZ_EXAMPLES", "40")), deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 # text of names and purposes: Python's whitespace (every character str.split() splits on), letters, umlauts
 TEXT = st.text(alphabet=st.sampled_from([*PY_SPACE, "a", "Z", "ü", "Я", "1", ",", '"', "-"]), max_size=8)
 
@@ -147,8 +144,7 @@ def test_random_values_parity(tmp_path, rows, ending):
     """Whatever whitespace, blank fields and bad values the rows hold, both paths load and quarantine the same."""
     def cell(value):
         return '"' + value.replace('"', '""') + '"'
-    folder = tmp_path / f"r{next(_counter)}"  # each example its own warehouses
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))  # each example its own warehouses
     path = folder / "statement.csv"
     path.write_text("account,date,debit,credit,currency,counterparty,description" + ending
                     + "".join(",".join(cell(v) for v in row) + ending for row in rows), encoding="utf-8", newline="")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from clientbase.config import load_settings
 from clientbase.errors import ClientbaseError, ParseError
 from sources import crm, crm_bulk
-from tests.test_fuzz import corrupted_fixture
+from tests.test_fuzz import FUZZ, corrupted_fixture
 from warehouse.db import connect, query_polars
 from warehouse.load import FileStats, ingest_bulk, ingest_records
 
@@ -238,8 +237,6 @@ def test_missing_required_column_is_the_same_error(tmp_path):
                                      "lacks the column 'Amount' needed for amount")
 
 
-FUZZ = settings(max_examples=int(os.environ.get("CLIENTBASE_FUZZ_EXAMPLES", "60")), deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 CELL = st.text(alphabet=st.sampled_from(list('aZ1Я ,;"\r\n\t\\\x01\xa0\u2003x.-')), max_size=8)
 
 
