@@ -56,15 +56,16 @@ def _bgnbd_objective(x, t_x, T):
     (ux, ix), (ut, it), (uT, iT) = _distinct(x), _distinct(t_x), _distinct(T)
     x = ux[ix]
     repeat = x > 0
-    b_shift = ux - 1  # lnB(a + 1, b + x - 1) of x = 0 is never used (S = -inf); kept finite for b + x - 1
+    shift = ux - 1  # lnB(a + 1, b + x - 1) of x = 0 is never used (S = -inf); b + x - 1 kept finite for it
 
     def log_likelihood(params: np.ndarray, gradient: bool = False):
         r, alpha, a, b = params
         common = (special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha))[ix]
         log_T, log_t = np.log(alpha + uT)[iT], np.log(alpha + ut)[it]
         first = (special.betaln(a, b + ux) - special.betaln(a, b))[ix] - (r + x) * log_T
+        b_second = np.maximum(b + shift, 1e-12)
         with np.errstate(divide="ignore"):
-            second = np.where(repeat, (special.betaln(a + 1, np.maximum(b + b_shift, 1e-12))
+            second = np.where(repeat, (special.betaln(a + 1, b_second)
                                        - special.betaln(a, b))[ix] - (r + x) * log_t, -np.inf)
         either = np.logaddexp(first, second)
         if not gradient:
@@ -76,7 +77,7 @@ def _bgnbd_objective(x, t_x, T):
         d_alpha = r / alpha - (r + x) * (w_first / (alpha + uT)[iT] + w_second / (alpha + ut)[it])
         d_a = w_first * base[ix] + w_second * (base + psi(a + 1) - psi(a))[ix]
         d_b = (w_first * (base + psi(b + ux) - psi(b))[ix]
-               + w_second * (base + psi(np.maximum(b + b_shift, 1e-12)) - psi(b))[ix])
+               + w_second * (base + psi(b_second) - psi(b))[ix])
         return common + either, np.array([d_r.mean(), d_alpha.mean(), d_a.mean(), d_b.mean()])
 
     return log_likelihood
