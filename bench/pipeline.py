@@ -393,6 +393,7 @@ def run_ours(home: Path, inbox: Path) -> dict:
     result = meter.close()
     result["numbers"] = _our_numbers(link, stage_stats.rows_staged)
     result["months_computed"] = [sum(r.computed for r in built), len(plan.jobs) + len(plan.kept)]
+    result["groups_built"] = [sum(r.groups[0] for r in built if r.computed), sum(len(j.fingerprint) for j in plan.jobs)]
     return result
 
 
@@ -767,6 +768,8 @@ def _link_inbox(target: Path, *sources: Path) -> None:
 def _table(title: str, result: dict) -> str:
     months = (f", client_month months computed {result['months_computed'][0]} of {result['months_computed'][1]}"
               if "months_computed" in result else "")
+    if "groups_built" in result:  # groups of clients per month: a computed month builds only its changed ones
+        months += f" (groups of clients built {result['groups_built'][0]} of {result['groups_built'][1]})"
     lines = [f"{title}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gb']:.2f} GB{months}",
              f"  {'stage':34} {'seconds':>9} {'peak RSS GB':>12}"]
     lines += [f"  {s['stage']:34} {s['seconds']:>9.2f} {s['peak_rss_gb']:>12.2f}" for s in result["stages"]]

@@ -181,9 +181,13 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                               + [name.split("=", 1)[1].removesuffix(".parquet") for name in plan.kept
                                  if "=" in name]),
             "workers": sorted({r.worker for r in built}),
+            # of the computed months' groups of clients: how many were built, how many taken over unchanged
+            "groups": {"built": sum(r.groups[0] for r in built if r.computed),
+                       "reused": sum(r.groups[1] for r in built if r.computed)},
         }
-        logger.info("client_month: %d month(s) computed, %d carried over unchanged, on %d worker(s)",
-                    len(months_summary["computed"]), len(months_summary["carried"]), len(months_summary["workers"]))
+        logger.info("client_month: %d month(s) computed (%d groups of clients built, %d taken over), %d carried over "
+                    "unchanged, on %d worker(s)", len(months_summary["computed"]), months_summary["groups"]["built"],
+                    months_summary["groups"]["reused"], len(months_summary["carried"]), len(months_summary["workers"]))
         rows = build_asof_marts(settings, run_id, as_of, plan, built)
         fields["rows_marts"] = rows
         gate_marts(settings, run_id, version_dir, as_of,

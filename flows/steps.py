@@ -445,7 +445,7 @@ def month_range(start: str, end: str) -> tuple[dt.date, dt.date]:
     return first, last
 
 
-FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json: {file name: input fingerprint}
+FINGERPRINTS = "_fingerprints"  # <version dir>/_fingerprints/client_month.json: {file name: {group: fingerprint}}
 # what a month's file is a function of besides its inputs and settings, and the checks it passed (the marts gate
 # does not check a carried-over file again: gate_marts)
 _MONTH_CODE = hashlib.sha256(b"".join(Path(mod.__file__).read_bytes() for mod in (
@@ -463,9 +463,12 @@ class MonthJob:
     """One month of client_month to build: its input partition and what the published version has for it."""
 
     month: str  # ISO date of the first day
-    inputs: str | None  # directory with the month's client_month.INPUTS as parquet files (None: carried over)
-    fingerprint: str  # of the month's inputs (month_fingerprint)
+    # directory with the month's client_month.INPUTS as parquet files, of the groups of clients to build (None:
+    # the whole month is carried over)
+    inputs: str | None
+    fingerprint: dict[str, str]  # {group of clients: fingerprint of its inputs (month_fingerprint)}
     previous_file: str | None  # the published version's file of this month, if any
+    reused: tuple[int, ...] = ()  # groups whose rows are taken from previous_file (their fingerprints are its)
 
 
 @dataclass(frozen=True)
@@ -473,7 +476,7 @@ class MonthPlan:
     version_dir: str
     scratch_dir: str
     jobs: list[MonthJob]
-    kept: dict[str, str]  # backfill: {file name: fingerprint} carried over unchanged outside its months
+    kept: dict[str, dict]  # backfill: {file name: fingerprints} carried over unchanged outside its months
     # {ISO month: digest} of the booked client payments and refunds up to as-of (client_month's 'payments'
     # partitions, every month: None for a backfill, whose cut holds its months only)
     payment_digests: dict[str, list] | None = None
@@ -484,9 +487,10 @@ class MonthResult:
     month: str
     file: str
     rows: int
-    fingerprint: str
-    computed: bool  # False: the published file was carried over (same fingerprint)
+    fingerprint: dict[str, str]
+    computed: bool  # False: the published file was carried over (same fingerprints)
     worker: str  # host:pid of the process that ran the task
+    groups: tuple[int, int] = (0, 0)  # (groups of clients built, groups whose published rows were taken over)
 
 
 def scratch_dir(settings: Settings, run_id: str) -> Path:
@@ -501,14 +505,14 @@ def _month_file(month: str) -> str:
     return f"{client_month.PARTITION_BY}={month}.parquet"
 
 
-def _read_fingerprints(version: Path | None, mart: str = client_month.NAME) -> dict[str, str]:
+def _read_fingerprints(version: Path | None, mart: str = client_month.NAME) -> dict:
     path = version / FINGERPRINTS / f"{mart}.json" if version is not None else None
     if path is None or not path.is_file():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_fingerprints(version: Path, mart: str, fingerprints: dict[str, str]) -> None:
+def _write_fingerprints(version: Path, mart: str, fingerprints: dict) -> None:
     """What ``_read_fingerprints`` reads, in the version directory (published and pruned with it)."""
     (version / FINGERPRINTS).mkdir(exist_ok=True)
     (version / FINGERPRINTS / f"{mart}.json").write_text(
@@ -537,50 +541,66 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                   months: tuple[dt.date, dt.date] | None = None) -> MonthPlan:
     """Create the unpublished version directory and cut client_month's inputs into month partitions.
 
-    The pre-steps run once; each month gets one ``build_client_month`` task. A month whose inputs have the
-    fingerprint the published file was computed from is carried over (its task links the file); the others get
-    their inputs written to ``HOME/.work/<run id>/client_month/month=<date>/``. With ``months`` (backfill) only
-    those months get a job (and are recomputed); the published files of the other months are carried over.
+    The pre-steps run once; each month gets one ``build_client_month`` task. Each month's inputs are
+    fingerprinted per group of clients (``client_month.client_group``): a month whose groups all have the
+    fingerprints the published file was computed from is carried over (its task links the file); in the others,
+    the groups whose fingerprints changed get their inputs written to
+    ``HOME/.work/<run id>/client_month/month=<date>/`` and the rest of the month's rows are taken from the
+    published file. With ``months`` (backfill) only those months get a job (and are recomputed whole); the
+    published files of the other months are carried over.
     """
     version_dir = publish.new_version_dir(settings.home, run_id)
     scratch = scratch_dir(settings, run_id) / client_month.NAME
     scratch.mkdir(parents=True)
     previous = publish.current_version_dir(settings.home)
     collected = _month_inputs(settings, as_of, previous, version_dir, months)
-    part_digests = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
-    month_keys = sorted({key for name in ("payments", "costs", "settlement") for key in part_digests[name]})
-    fingerprints = _read_fingerprints(previous)
+    cells = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
+    groups: dict[dt.date, set[int]] = {}
+    for name in ("payments", "costs", "settlement"):  # a margin row exists only beside one of these
+        for month, group in cells[name]:
+            groups.setdefault(month, set()).add(group)
+    published = _read_fingerprints(previous)
     jobs: list[MonthJob] = []
-    dirty: list[tuple[dt.date, Path]] = []
-    for month in month_keys:
+    dirty: list[tuple[dt.date, Path, list[int] | None]] = []  # (month, folder, its groups to build; None: all)
+    for month in sorted(groups):
         name = _month_file(month.isoformat())
-        fingerprint = month_fingerprint(settings, {n: part_digests[n].get(month) for n in client_month.INPUTS})
+        fingerprints = {str(g): month_fingerprint(settings, {n: cells[n].get((month, g)) for n in client_month.INPUTS})
+                        for g in sorted(groups[month])}
         old = previous / client_month.NAME / name if previous is not None else None
         old_file = str(old) if old is not None and old.is_file() else None
-        carried = months is None and old_file is not None and fingerprints.get(name) == fingerprint
-        folder = None if carried else scratch / name.removesuffix(".parquet")
-        if folder is not None:
-            dirty.append((month, folder))
-        jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder) if folder is not None else None,
-                             fingerprint=fingerprint, previous_file=old_file))
-    # only the months to compute get their input partition written (an increment: the few months it touched),
-    # one month at a time, each frame let go when its months are written (a full run: the months of every frame
-    # at once held a second copy of them)
+        before = published.get(name) if months is None and old_file is not None else None
+        before = before if isinstance(before, dict) else {}  # a state from before the groups: nothing to reuse
+        if before == fingerprints:  # carried over whole
+            jobs.append(MonthJob(month=month.isoformat(), inputs=None, fingerprint=fingerprints,
+                                 previous_file=old_file))
+            continue
+        reused = tuple(int(g) for g, fp in fingerprints.items() if before.get(g) == fp)
+        folder = scratch / name.removesuffix(".parquet")
+        dirty.append((month, folder, [g for g in sorted(groups[month]) if g not in reused] if reused else None))
+        jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder), fingerprint=fingerprints,
+                             previous_file=old_file, reused=reused))
+    # only the months to compute get their input partition written (an increment: the groups of clients it
+    # touched in the months it touched), one input at a time, each frame let go when its months are written (a
+    # full run: the months of every frame at once held a second copy of them)
     for name in list(collected):
         frame = collected.pop(name)
-        for month, folder in dirty:
+        for month, folder, todo in dirty:
             folder.mkdir(parents=True, exist_ok=True)
-            frame.filter(pl.col("month") == month).write_parquet(folder / f"{name}.parquet", statistics=True)
+            part = frame.filter(pl.col("month") == month)
+            if todo is not None:
+                part = part.filter(client_month.client_group().is_in(todo))
+            part.write_parquet(folder / f"{name}.parquet", statistics=True)
         del frame
-    kept: dict[str, str] = {}
+    kept: dict[str, dict] = {}
     if months is not None:
         # file names are '<column>=<ISO date>.parquet', so they sort like the months they hold
         lo, hi = (_month_file(d.isoformat()) for d in months)
         publish.carry_over(version_dir, previous, client_month.NAME, lambda name: not lo <= name <= hi)
-        kept = {p.name: fingerprints.get(p.name, "") for p in (version_dir / client_month.NAME).glob("*.parquet")}
+        kept = {p.name: published.get(p.name, {}) for p in (version_dir / client_month.NAME).glob("*.parquet")}
     return MonthPlan(version_dir=str(version_dir), scratch_dir=str(scratch.parent), jobs=jobs, kept=kept,
                      payment_digests=None if months is not None else {
-                         month.isoformat(): list(digest) for month, digest in part_digests["payments"].items()})
+                         month.isoformat(): list(digest)
+                         for month, digest in client_month.month_digests(cells["payments"]).items()})
 
 
 def _month_inputs(settings: Settings, as_of: dt.date, previous: Path | None, version_dir: Path,
@@ -697,9 +717,9 @@ def settle(invoices: pl.LazyFrame, payments: pl.LazyFrame, *, as_of: dt.date, pr
 
 
 def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int, int] | None]) -> str:
-    """sha256 of everything a month's client_month file depends on: the digests of its input partitions
-    (``client_month.partition_digests``; None for an input without rows in the month), the settings
-    build_month reads, and the code that computes it."""
+    """sha256 of everything a month's rows of a group of clients depend on: the digests of their input
+    partitions (``client_month.partition_digests``; None for an input without rows of them in the month), the
+    settings build_month reads, and the code that computes it."""
     return hashlib.sha256(json.dumps({
         "reporting_currency": settings.reporting_currency, "default_margin": settings.economics.default_margin,
         "polars": pl.__version__, "code": _MONTH_CODE, "inputs": [digests[name] for name in client_month.INPUTS]},
@@ -709,10 +729,11 @@ def month_fingerprint(settings: Settings, digests: dict[str, tuple[str, int, int
 def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> MonthResult:
     """Write one month's client_month file into the version directory from its input partition.
 
-    A job without inputs is a month whose fingerprint equals the one the published file was computed from
+    A job without inputs is a month whose fingerprints equal the ones the published file was computed from
     (``prepare_marts`` decides, never for a backfill): the published file is hard-linked instead, the output
-    being a pure function of the inputs. Reads and writes files only (no DuckDB), so it can run in any process
-    that sees HOME.
+    being a pure function of the inputs. A job with ``reused`` groups of clients builds the others from its
+    partition and takes those groups' rows from the published file (``client_month.merge_groups``). Reads and
+    writes files only (no DuckDB), so it can run in any process that sees HOME.
     """
     fingerprint = job.fingerprint
     name = _month_file(job.month)
@@ -727,16 +748,22 @@ def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> M
         except OSError:
             shutil.copy2(job.previous_file, target)
         rows = pl.scan_parquet(target).select(pl.len()).collect().item()
-        return MonthResult(job.month, name, rows, fingerprint, computed=False, worker=worker)
+        return MonthResult(job.month, name, rows, fingerprint, computed=False, worker=worker,
+                           groups=(0, len(fingerprint)))
     inputs = Path(job.inputs)
     frames = {name_: pl.scan_parquet(inputs / f"{name_}.parquet") for name_ in client_month.INPUTS}
-    frame = client_month.build_month(frames, dt.date.fromisoformat(job.month),
+    built = client_month.build_month(frames, dt.date.fromisoformat(job.month),
                                      reporting_currency=settings.reporting_currency,
-                                     default_margin=settings.economics.default_margin).collect()
+                                     default_margin=settings.economics.default_margin)
+    if job.reused:
+        assert job.previous_file is not None
+        built = client_month.merge_groups(built, pl.scan_parquet(job.previous_file), job.reused)
+    frame = built.collect()
     written = publish.write_mart(Path(version_dir), client_month.NAME, frame, client_month.PARTITION_BY)
     if list(written) != [name]:
         raise ValueError(f"client_month for {job.month} wrote {sorted(written)}, expected {name}")
-    return MonthResult(job.month, name, frame.height, fingerprint, computed=True, worker=worker)
+    return MonthResult(job.month, name, frame.height, fingerprint, computed=True, worker=worker,
+                       groups=(len(fingerprint) - len(job.reused), len(job.reused)))
 
 
 def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: MonthPlan,

@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import polars as pl
 
+from transforms import digests
 from transforms.marts import client_month
 
 STAGED = {"client_id": pl.String, "booking_date": pl.Date, "amount_reporting": pl.Decimal(18, 2),
@@ -162,5 +163,44 @@ def test_a_changed_value_changes_its_months_digest_only():
                                     .otherwise(pl.col("amount_reporting"))
                                     .cast(payments.schema["amount_reporting"]))
     after = client_month.partition_digests(changed)
-    assert after[month][0] == before[month][0] and after[month] != before[month]
-    assert {k: v for k, v in after.items() if k != month} == {k: v for k, v in before.items() if k != month}
+    cell = (month, changed.select(client_month.client_group())[row, 0])
+    assert len({g for m_, g in before if m_ == month}) > 1  # the month has other groups, which keep their digests
+    assert after[cell][0] == before[cell][0] and after[cell] != before[cell]
+    assert {k: v for k, v in after.items() if k != cell} == {k: v for k, v in before.items() if k != cell}
+    # a month's digest is its groups' added up: the digest of the month's rows taken at once
+    whole = digests.by_key(payments.lazy(), "month").collect()
+    assert client_month.month_digests(before) == {
+        month_: (str(payments.schema), n, h1, h2) for month_, n, h1, h2 in whole.iter_rows()}
+    assert client_month.month_digests(after)[month] != client_month.month_digests(before)[month]
+
+
+def test_a_month_built_from_its_changed_groups_and_the_published_rest_equals_a_whole_build():
+    """A night rebuilds only the groups of clients whose inputs changed in a month (a payment settling an old
+    invoice changes that client's past months); the other groups' rows come from the published file."""
+    staged_txns, as_of, costs, settlement, margins = _history(seed=7)
+    cut = {name: frame.collect() for name, frame in client_month.month_inputs(
+        staged_txns, as_of=as_of, costs=costs, settlement_costs=settlement, margins=margins).items()}
+    month = cut["payments"]["month"].mode().sort()[0]
+
+    def month_of(frames: dict[str, pl.DataFrame]) -> pl.LazyFrame:
+        return client_month.build_month({n: f.filter(pl.col("month") == month).lazy() for n, f in frames.items()},
+                                        month, reporting_currency="EUR")
+
+    published = month_of(cut).collect()
+    # a client's payment of the month changes; its group is rebuilt, every other group is taken over
+    client = published["client_id"][published.height // 2]
+    changed = {**cut, "payments": cut["payments"].with_columns(
+        amount_reporting=pl.when((pl.col("client_id") == client) & (pl.col("month") == month))
+        .then(pl.col("amount_reporting") * 2).otherwise(pl.col("amount_reporting")))}
+    group = published.filter(pl.col("client_id") == client).select(client_month.client_group()).item()
+    groups = set(published.select(client_month.client_group()).to_series().to_list())
+    assert len(groups) > 5
+    rebuilt = month_of({n: f.filter(client_month.client_group() == group) for n, f in changed.items()})
+    merged = client_month.merge_groups(rebuilt, published.lazy(), sorted(groups - {group})).collect()
+    whole = month_of(changed).collect()
+    assert merged.equals(whole) and not whole.equals(published)
+    assert merged.filter(pl.col("client_id") == client)["revenue"].item() == 2 * published.filter(
+        pl.col("client_id") == client)["revenue"].item()
+    # a group that has no rows any more (its clients gone from the month) is not taken over
+    assert client_month.merge_groups(rebuilt, published.lazy(), []).collect().equals(
+        whole.filter(client_month.client_group() == group))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import html
+import json
 import os
 import shutil
 from decimal import Decimal
@@ -431,6 +432,9 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert len(list((work / "staging" / "bank_transaction").glob("part-*.parquet"))) == 2
     assert summary["months"]["computed"] == ["2026-06-01"]
     assert len(summary["months"]["carried"]) == SPEC.months - 1 and "2026-06-01" not in summary["months"]["carried"]
+    # of June's groups of clients only the new payer's was built, the others' rows taken from the published file
+    june_groups = json.loads((work / "marts" / "_fingerprints" / "client_month.json").read_text())["month=2026-06-01.parquet"]
+    assert summary["months"]["groups"] == {"built": 1, "reused": len(june_groups) - 1} and len(june_groups) > 10
     june = pl.read_parquet(work / "marts" / "client_month" / "month=2026-06-01.parquet")
     assert june.filter(pl.col("revenue") == Decimal("1234.56"))["client_id"].to_list() == ["bank:" + identity.name_digest("zeitungskiosk lindner")]
     # the retention periods ending before June read no June payment: carried over; the others computed

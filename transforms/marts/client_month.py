@@ -10,11 +10,18 @@ concatenating the months gives exactly ``build`` on the whole history (tests/tes
 cumulative parts (FIFO settlement of invoices, how much collection cost each month carries and which month a
 write-off falls in, margin rates from all invoices) are computed once per run before the cut, by
 ``transforms.economics``.
+
+A month's rows are also separable by client: each row reads only its client's input rows. ``GROUPS`` groups of
+clients (``client_group``, a hash of the id) cut each month's partition further, so a night whose changes touch
+a few clients of a past month (a payment settling an old invoice moves its write-off and the late-payment cost
+of every month it was open) rebuilds those clients' groups and takes the other groups' rows from the published
+file (``merge_groups``): the same rows as a whole build of the month (tests/test_client_month.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -135,13 +142,35 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
     return {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
 
 
-def partition_digests(frame: pl.DataFrame) -> dict[dt.date, tuple[str, int, int, int]]:
-    """Per month: the frame's schema and the digest of the month's rows (``digests``: their count and two sums
-    of row hashes, a digest of the rows as a multiset, so the inputs need no sort before they are compared
-    with the published month's; the fingerprint includes the polars version, whose hash it is)."""
-    sums = digests.by_key(frame.lazy(), "month").collect()
+GROUPS = 64  # groups of clients per month that a run rebuilds or takes over on their own
+
+
+def client_group() -> pl.Expr:
+    """The group of clients (0 to GROUPS - 1) of each row: a hash of ``client_id``, stable within a polars version
+    (which every fingerprint records), so the published file's rows fall into the groups they were built in."""
+    return (pl.col("client_id").hash() % GROUPS).cast(pl.UInt8)
+
+
+def partition_digests(frame: pl.DataFrame) -> dict[tuple[dt.date, int], tuple[str, int, int, int]]:
+    """Per month and group of clients (``client_group``): the frame's schema and the digest of those rows
+    (``digests``: their count and two sums of row hashes, a digest of the rows as a multiset, so the inputs
+    need no sort before they are compared with the published month's; the fingerprint includes the polars
+    version, whose hash it is). ``month_digests`` adds a month's groups up."""
+    sums = frame.lazy().group_by("month", client_group().alias("_group")).agg(
+        *digests.row_hash_sums(pl.all().exclude("month"))).collect()
     schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
-    return {month: (schema, n, h1, h2) for month, n, h1, h2 in sums.iter_rows()}
+    return {(month, group): (schema, n, h1, h2) for month, group, n, h1, h2 in sums.iter_rows()}
+
+
+def month_digests(cells: dict[tuple[dt.date, int], tuple[str, int, int, int]]
+                  ) -> dict[dt.date, tuple[str, int, int, int]]:
+    """``partition_digests`` per month: the groups' counts and hash sums added up (the digest of the month's rows
+    as a multiset, as if taken over the month at once)."""
+    months: dict[dt.date, tuple[str, int, int, int]] = {}
+    for (month, _), (schema, n, h1, h2) in sorted(cells.items()):
+        _, n0, a0, b0 = months.get(month, (schema, 0, 0, 0))
+        months[month] = (schema, n0 + n, a0 + h1, b0 + h2)
+    return months
 
 
 def rows_digest(frame: pl.DataFrame) -> tuple[str, int, int, int]:
@@ -157,3 +186,12 @@ def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_cu
     return build(inputs["payments"].drop("month"), as_of=last_day, reporting_currency=reporting_currency,
                  costs=inputs["costs"], settlement_costs=inputs["settlement"],
                  margins=inputs["margins"].drop("month"), default_margin=default_margin)
+
+
+def merge_groups(built: pl.LazyFrame, published: pl.LazyFrame, groups: Sequence[int]) -> pl.LazyFrame:
+    """A month's rows from ``built`` (``build_month`` on the partition of some groups of clients) and the rows of
+    the other ``groups`` from ``published`` (the month's published rows, computed from inputs whose digests are
+    this run's), in ``build``'s order: what ``build_month`` gives on the whole month. Both are one month sorted
+    by client (``build``'s order), so they are merged rather than sorted again."""
+    kept = published.filter(client_group().is_in(list(groups))).select(built.collect_schema().names())
+    return built.merge_sorted(kept, key="client_id")
