@@ -454,6 +454,42 @@ def test_one_new_day_recomputes_only_its_month_and_equals_a_full_rebuild(home, t
     assert len(all_marts_digest(work)["client_month"]) == SPEC.months
 
 
+def test_a_payer_taken_back_leaves_its_group_of_clients_and_the_month_returns_to_its_bytes(home, tmp_path):
+    """A late statement brings a new payer into June, in a group of clients June had no rows of; the file is then
+    taken back (retracted). June is rebuilt from its other groups' published rows alone (the vanished group's rows
+    are not taken over) and every client_month file is again the one the first run wrote, byte for byte."""
+    from clientbase.config import load_settings
+    from transforms.marts import client_month
+
+    home, _ = home
+    work = copy_home(home, tmp_path)
+    june_file = work / "marts" / "client_month" / "month=2026-06-01.parquet"
+    june_groups = set(pl.read_parquet(june_file).select(client_month.client_group())["client_id"].to_list())
+    for n in range(200):  # a payer whose group has no client in June yet
+        name = f"Zeitungskiosk {'abcdefghijklmnopqrstuvwxyz'[n % 26]}{'abcdefghij'[n // 26]}"
+        normalised = pl.select(identity.normalise_company_name(pl.lit(name))).item()
+        client = "bank:" + identity.name_digest(normalised)
+        if pl.DataFrame({"client_id": [client]}).select(client_month.client_group()).item() not in june_groups:
+            break
+    statement = work / "inbox" / "bank" / "day-2026-06-16.csv"
+    statement.write_text("account,booking_date,amount,currency,counterparty_name\n"
+                         f"DE89370400440532013000,2026-06-16,99.90,EUR,{name}\n", encoding="utf-8")
+    added = run(work)
+    assert added["months"]["computed"] == ["2026-06-01"]
+    assert added["months"]["groups"] == {"built": 1, "reused": len(june_groups)}
+    june = pl.read_parquet(june_file)
+    assert june.filter(pl.col("client_id") == client)["revenue"].to_list() == [Decimal("99.90")]
+
+    statement.unlink()
+    assert [path for path, _ in steps.retract_files(load_settings(work), ["bank/day-2026-06-16.csv"])] == [
+        "bank/day-2026-06-16.csv"]
+    taken_back = run(work)
+    assert taken_back["months"]["computed"] == ["2026-06-01"]
+    assert taken_back["months"]["groups"] == {"built": 0, "reused": len(june_groups)}
+    assert client not in pl.read_parquet(june_file)["client_id"].to_list()
+    assert mart_digest(work, "client_month") == mart_digest(home, "client_month")
+
+
 def test_a_night_that_only_moves_as_of_recomputes_only_the_as_of_month(home, tmp_path):
     """Invoices still open accrue their financing cost one more day each night; the months before as-of keep
     their exact figures, so their files are carried over (they were all recomputed while a month's cost was
