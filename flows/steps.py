@@ -26,7 +26,7 @@ import polars as pl
 
 from clientbase.config import Settings
 from clientbase.dictionary import catalog
-from clientbase.errors import GateFailed, InboxError, NotLoaded, ParseError
+from clientbase.errors import ClientbaseError, GateFailed, InboxError, NotLoaded, ParseError
 from expectations import gate as gx_gate
 from expectations import suites
 from expectations.gate import SCRATCH as GATE_SCRATCH
@@ -469,6 +469,7 @@ class MonthJob:
     fingerprint: dict[str, str]  # {group of clients: fingerprint of its inputs (month_fingerprint)}
     previous_file: str | None  # the published version's file of this month, if any
     reused: tuple[int, ...] = ()  # groups whose rows are taken from previous_file (their fingerprints are its)
+    hash_probe: int | None = None  # client_month.hash_probe() where the partitions were cut (with reused groups)
 
 
 @dataclass(frozen=True)
@@ -578,7 +579,8 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
         folder = scratch / name.removesuffix(".parquet")
         dirty.append((month, folder, [g for g in sorted(groups[month]) if g not in reused] if reused else None))
         jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder), fingerprint=fingerprints,
-                             previous_file=old_file, reused=reused))
+                             previous_file=old_file, reused=reused,
+                             hash_probe=client_month.hash_probe() if reused else None))
     # only the months to compute get their input partition written (an increment: the groups of clients it
     # touched in the months it touched), one input at a time, each frame let go when its months are written (a
     # full run: the months of every frame at once held a second copy of them)
@@ -750,6 +752,11 @@ def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> M
         rows = pl.scan_parquet(target).select(pl.len()).collect().item()
         return MonthResult(job.month, name, rows, fingerprint, computed=False, worker=worker,
                            groups=(0, len(fingerprint)))
+    if job.reused and job.hash_probe != client_month.hash_probe():  # e.g. a Dask worker on another polars build
+        raise ClientbaseError(
+            f"client_month {job.month}: this process's polars {pl.__version__} puts clients in other groups than "
+            f"the process that cut the month's partitions; run every worker on the same environment "
+            f"(uv sync --frozen of the same commit)")
     inputs = Path(job.inputs)
     frames = {name_: pl.scan_parquet(inputs / f"{name_}.parquet") for name_ in client_month.INPUTS}
     built = client_month.build_month(frames, dt.date.fromisoformat(job.month),

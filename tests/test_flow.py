@@ -490,6 +490,21 @@ def test_a_payer_taken_back_leaves_its_group_of_clients_and_the_month_returns_to
     assert mart_digest(work, "client_month") == mart_digest(home, "client_month")
 
 
+def test_a_month_built_in_part_refuses_a_process_that_groups_clients_otherwise(tmp_path):
+    """The published rows of a month are taken over by group of clients, the groups a hash of the id: a worker
+    whose polars hashes differently (another build on a Dask worker) would take over the wrong rows, so it stops."""
+    from clientbase.config import load_settings
+    from clientbase.errors import ClientbaseError
+    from transforms.marts import client_month
+
+    job = steps.MonthJob(month="2026-06-01", inputs=str(tmp_path / "inputs"), fingerprint={"3": "f", "7": "g"},
+                         previous_file=str(tmp_path / "month=2026-06-01.parquet"), reused=(7,),
+                         hash_probe=client_month.hash_probe() ^ 1)
+    with pytest.raises(ClientbaseError, match="puts clients in other groups than the process that cut"):
+        steps.build_client_month(load_settings(tmp_path), job, str(tmp_path / "version"))
+    assert not (tmp_path / "version" / "client_month" / "month=2026-06-01.parquet").exists()
+
+
 def test_a_night_that_only_moves_as_of_recomputes_only_the_as_of_month(home, tmp_path):
     """Invoices still open accrue their financing cost one more day each night; the months before as-of keep
     their exact figures, so their files are carried over (they were all recomputed while a month's cost was

@@ -151,6 +151,12 @@ def client_group() -> pl.Expr:
     return (pl.col("client_id").hash() % GROUPS).cast(pl.UInt8)
 
 
+def hash_probe() -> int:
+    """The hash ``client_group`` starts from, of a fixed id: a process that builds a month in part compares it with
+    the one of the process that cut the partitions (so both put every client in the same group)."""
+    return pl.DataFrame({"client_id": ["clientbase:group-probe"]}).select(pl.col("client_id").hash()).item()
+
+
 def partition_digests(frame: pl.DataFrame) -> dict[tuple[dt.date, int], tuple[str, int, int, int]]:
     """Per month and group of clients (``client_group``): the frame's schema and the digest of those rows
     (``digests``: their count and two sums of row hashes, a digest of the rows as a multiset, so the inputs
