@@ -1,6 +1,9 @@
 """XYZ, retention and cohorts on tiny hand-computed cases (DOMAIN §4-5)."""
 
 import datetime as dt
+import itertools
+import random
+import statistics
 from decimal import Decimal
 
 import polars as pl
@@ -109,6 +112,30 @@ def test_at_risk_is_silent_much_longer_than_its_own_cadence():
     # silent for two years: lost, not "at risk"; two payments: no usual gap yet
     assert out["lost"]["is_at_risk"] is False
     assert (out["twice"]["usual_gap_days"], out["twice"]["is_at_risk"]) == (None, False)
+
+
+def test_activity_takes_each_payment_day_once_up_to_as_of():
+    """Against a plain reading of DOMAIN §5 on random payments: several payments on a day are one payment day,
+    days after as-of do not count, the usual gap is the median of the gaps between consecutive days."""
+    rng = random.Random(11)
+    as_of = dt.date(2025, 6, 30)
+    rows = [(f"c{rng.randrange(40)}", dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(600)), 1.0)
+            for _ in range(900)]
+    rows += rows[:150]  # the same client paying again on the same day
+    rows += [("few", dt.date(2025, 1, 5), 1.0), ("few", dt.date(2025, 1, 5), 2.0), ("few", dt.date(2025, 3, 5), 1.0),
+             ("few", dt.date(2025, 7, 5), 1.0)]  # two payment days up to as-of: no usual gap
+    rng.shuffle(rows)
+    out = behaviour.activity(pl.LazyFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date,
+                                                        "amount_reporting": pl.Float64}, orient="row"),
+                             as_of=as_of, at_risk_factor=2.0, window_days=365).collect()
+    expected = {}
+    for client in sorted({c for c, d, _ in rows if d <= as_of}):
+        days = sorted({d for c, d, _ in rows if c == client and d <= as_of})
+        gaps = [(b - a).days for a, b in itertools.pairwise(days)]
+        expected[client] = (days[-1], (as_of - days[-1]).days, statistics.median(gaps) if len(days) >= 3 else None)
+    assert len(expected) == 41 and expected["few"] == (dt.date(2025, 3, 5), 117, None)
+    assert {r["client_id"]: (r["last_payment_date"], r["days_since_last_payment"], r["usual_gap_days"])
+            for r in out.iter_rows(named=True)} == expected
 
 
 def test_at_risk_by_default_is_beyond_the_usual_gap():
@@ -291,7 +318,6 @@ def test_advocate_via_a_referred_client_who_paid():
 def test_per_client_windows_do_not_depend_on_the_row_order():
     """The ladder, its moves, the activity gaps and the CLV summary read each client's rows in date order; the
     inputs arrive in any order (and are not sorted by client), so shuffled inputs must give the same rows."""
-    import random
 
     from transforms import clv
 
@@ -327,7 +353,6 @@ def test_the_ladder_from_a_month_on_equals_those_months_of_the_whole_history():
     """``since`` walks only the regular window before it and sums up the months before that: every step from
     ``since`` on is the whole history's (purchase totals, last payment days, purchase months in the window,
     referrals and exclusivity), whichever month it starts from."""
-    import random
 
     rng = random.Random(7)
     rows = [(f"c{rng.randrange(40):02d}", dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(640)))
@@ -359,7 +384,6 @@ def test_the_ladder_from_a_month_on_equals_those_months_of_the_whole_history():
 ])
 def test_retention_equals_its_definitions_client_by_client(first_month, periods_expected):
     """Random histories against the DOMAIN §5 definitions evaluated client by client in plain Python."""
-    import random
 
     rng = random.Random(11)
     rows = []

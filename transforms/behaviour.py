@@ -245,13 +245,15 @@ def activity(payments: pl.LazyFrame, *, as_of: dt.date, at_risk_factor: float, w
     payment days). At risk: silent for more than ``at_risk_factor`` times its usual gap, yet still inside the
     activity window — slipping, not yet lost.
     """
-    days = payments.filter(pl.col("booking_date") <= as_of).select("client_id", "booking_date").unique()
-    gaps = (days.sort("booking_date")  # a client's days in order (a window over a client keeps the row order)
-            .with_columns(_gap=pl.col("booking_date").diff().over("client_id").dt.total_days()))
+    # each client's distinct payment days in order, as a list of day numbers: no sort of every row and no window
+    # over the clients (the 3M bench's 2.0M client days: 1.3-1.7 s -> 0.7-0.8 s, the same frame)
+    days = (payments.filter(pl.col("booking_date") <= as_of).group_by("client_id")
+            .agg(_days=pl.col("booking_date").cast(pl.Int32).unique().sort()))
     since = (pl.lit(as_of) - pl.col("last_payment_date")).dt.total_days().cast(pl.Int32)
     return (
-        gaps.group_by("client_id")
-        .agg(last_payment_date=pl.col("booking_date").max(), _days=pl.len(), _median=pl.col("_gap").median())
+        days.select("client_id", last_payment_date=pl.col("_days").list.last().cast(pl.Date),
+                    _median=pl.col("_days").list.diff(null_behavior="drop").list.median(),
+                    _days=pl.col("_days").list.len())
         .with_columns(days_since_last_payment=since,
                       usual_gap_days=pl.when(pl.col("_days") >= 3).then(pl.col("_median")))
         .with_columns(is_at_risk=(pl.col("usual_gap_days").is_not_null()
