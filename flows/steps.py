@@ -561,6 +561,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
         for month, group in cells[name]:
             groups.setdefault(month, set()).add(group)
     published = _read_fingerprints(previous)
+    probe = client_month.hash_probe()  # what build_client_month checks before taking groups over
     jobs: list[MonthJob] = []
     dirty: list[tuple[dt.date, Path, list[int] | None]] = []  # (month, folder, its groups to build; None: all)
     for month in sorted(groups):
@@ -580,7 +581,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
         dirty.append((month, folder, [g for g in sorted(groups[month]) if g not in reused] if reused else None))
         jobs.append(MonthJob(month=month.isoformat(), inputs=str(folder), fingerprint=fingerprints,
                              previous_file=old_file, reused=reused,
-                             hash_probe=client_month.hash_probe() if reused else None))
+                             hash_probe=probe if reused else None))
     # only the months to compute get their input partition written (an increment: the groups of clients it
     # touched in the months it touched), one input at a time, each frame let go when its months are written (a
     # full run: the months of every frame at once held a second copy of them)
