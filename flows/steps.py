@@ -790,9 +790,9 @@ def build_asof_marts(settings: Settings, run_id: str, as_of: dt.date, plan: Mont
     fingerprints = {**{k: v for k, v in plan.kept.items() if v}, **{r.file: r.fingerprint for r in built}}
     _write_fingerprints(version_dir, client_month.NAME, fingerprints)
     # small per-client frames that several marts read: computed once (lazy, each plan would recompute them)
-    # first purchases, retention, the ladder's last payment days, the activity gaps and the CLV summary see no
-    # finer grain than a client's payments summed per day: that frame, once (10M: 9.6M payments, 7.1M client days)
-    paid_days = payments.group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum()).collect().lazy()
+    # the payments summed per client and day, which is all the marts below read of them (10M: 9.6M payments,
+    # 7.1M client days)
+    paid_days = behaviour.daily_payments(payments).collect().lazy()
     first = behaviour.first_purchases(paid_days).collect().lazy()
     window = m.window_bounds(as_of, eco.window_months)
     # first, before the settled invoices are read (only the scorecard reads and holds them): a full run's

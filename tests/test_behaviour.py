@@ -33,8 +33,15 @@ def test_xyz_from_the_monthly_coefficient_of_variation():
                                                                 strict=True)]
         + [("new", dt.date(2025, 5, 1), 50.0, 50.0), ("new", dt.date(2025, 6, 1), 50.0, 50.0)]
         + [("late", dt.date(2025, 4, 1), 90.0, 90.0), ("late", dt.date(2025, 6, 1), 30.0, 30.0)]
+        # rows that do not count: before the first purchase's month (a cost), outside the window, a client that
+        # never paid, one whose first payment is after the window
+        + [("late", dt.date(2025, 3, 1), -20.0, 0.0), ("late", dt.date(2025, 7, 1), 500.0, 500.0),
+           ("steady", dt.date(2024, 12, 1), 900.0, 900.0), ("costs only", dt.date(2025, 2, 1), -5.0, 0.0),
+           ("later", dt.date(2025, 7, 1), 10.0, 10.0)]
     )
-    out = {r["client_id"]: r for r in behaviour.xyz(data, FIRST, window=WINDOW).collect().iter_rows(named=True)}
+    first = pl.concat([FIRST, pl.LazyFrame({"client_id": ["later"], "first_payment": [dt.date(2025, 7, 3)]})])
+    out = {r["client_id"]: r for r in behaviour.xyz(data, first, window=WINDOW).collect().iter_rows(named=True)}
+    assert set(out) == {"steady", "wobbly", "new", "late"}
     assert (out["steady"]["xyz"], out["steady"]["revenue_cv"]) == ("X", 0.0)
     # mean 100, population std sqrt((0+400+400+0+400+400)/6) = 16.33: CV 0.163 -> Y
     assert out["wobbly"]["revenue_cv"] == pytest.approx(16.3299 / 100, rel=1e-4)
@@ -339,7 +346,7 @@ def test_per_client_windows_do_not_depend_on_the_row_order():
         return [frame.collect().sort(pl.all()) for frame in (
             history, behaviour.ladder_transitions(history),
             behaviour.activity(pays, as_of=as_of, at_risk_factor=2.0, window_days=90),
-            clv.client_summary(pays, as_of=as_of))]
+            clv.client_summary(behaviour.daily_payments(pays), as_of=as_of))]
 
     first = outputs(rows)
     assert first[0].filter(pl.col("step") == "lost").height > 0 and first[2]["usual_gap_days"].null_count() < 60

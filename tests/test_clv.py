@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from transforms import clv
+from transforms import behaviour, clv
 
 CDNOW = pl.read_csv(Path(__file__).parent / "fixtures" / "cdnow" / "cdnow_customers_summary_with_transactions.csv")
 
@@ -62,7 +62,11 @@ def test_client_summary_from_payments():
         "booking_date": [dt.date(2025, 1, 1), dt.date(2025, 1, 1), dt.date(2025, 3, 2), dt.date(2025, 5, 1),
                          dt.date(2025, 6, 1)],
         "amount_reporting": [10.0, 5.0, 30.0, 50.0, 7.0]})
-    out = {r["client_id"]: r for r in clv.client_summary(payments, as_of=dt.date(2025, 7, 1)).collect()
+    # in reverse order (the first day's value is found by its date, not its row), with a day after as-of
+    payments = pl.concat([payments.reverse(), pl.LazyFrame({
+        "client_id": ["b"], "booking_date": [dt.date(2025, 7, 2)], "amount_reporting": [99.0]})])
+    days = behaviour.daily_payments(payments)
+    out = {r["client_id"]: r for r in clv.client_summary(days, as_of=dt.date(2025, 7, 1)).collect()
            .iter_rows(named=True)}
     # three purchase days -> two repeats worth (30 + 50) / 2; months measured in days / 30.4375
     assert (out["a"]["x"], out["a"]["zbar"]) == (2.0, 40.0)

@@ -189,21 +189,22 @@ def expected_spend(m: GammaGamma, x, zbar) -> np.ndarray:
 DAYS_PER_MONTH = 30.4375
 
 
-def client_summary(payments, *, as_of):
-    """Per client from booked payments up to as-of (a polars LazyFrame in, out): x repeat purchases (payment
-    days after the first), t_x and T in months since the first payment, zbar the average repeat-purchase day
-    value."""
+def client_summary(days, *, as_of):
+    """Per client from its booked payments summed per day up to as-of (``behaviour.daily_payments``: one row per
+    client and payment day; a polars LazyFrame in, out): x repeat purchases (payment days after the first), t_x
+    and T in months since the first payment, zbar the average repeat-purchase day value."""
     import polars as pl
 
     from transforms import metrics as m
 
-    days = (payments.filter(pl.col("booking_date") <= as_of)
-            .group_by("client_id", "booking_date").agg(pl.col("amount_reporting").sum().cast(pl.Float64).alias("_v"))
-            .sort("booking_date"))  # each client's days in order for first/last (sorting by client is slow)
+    # one group-by over the client days, no sort: the first day's value is picked by the day's position (the
+    # 10M bench's 7.1M client days: 2.35 s with a second per-day group-by and a sort of them all -> 1.4 s)
     return (
-        days.group_by("client_id")
-        .agg(_first=pl.col("booking_date").first(), _last=pl.col("booking_date").last(), _n=pl.len(),
-             _total=m.fsum(pl.col("_v")), _first_value=pl.col("_v").first())
+        days.filter(pl.col("booking_date") <= as_of)
+        .with_columns(_v=pl.col("amount_reporting").cast(pl.Float64))
+        .group_by("client_id")
+        .agg(_first=pl.col("booking_date").min(), _last=pl.col("booking_date").max(), _n=pl.len(),
+             _total=m.fsum(pl.col("_v")), _first_value=pl.col("_v").get(pl.col("booking_date").arg_min()))
         .select("client_id",
                 (pl.col("_n") - 1).cast(pl.Float64).alias("x"),
                 ((pl.col("_last") - pl.col("_first")).dt.total_days() / DAYS_PER_MONTH).alias("t_x"),
