@@ -122,7 +122,8 @@ def test_at_risk_is_silent_much_longer_than_its_own_cadence():
 
 
 def test_activity_takes_each_payment_day_once_up_to_as_of():
-    """Against a plain reading of DOMAIN §5 on random payments: several payments on a day are one payment day,
+    """Against a plain reading of DOMAIN §5 on random payments summed per day (``daily_payments``, as the marts
+    step reads them): several payments on a day are one payment day,
     days after as-of do not count, the usual gap is the median of the gaps between consecutive days."""
     rng = random.Random(11)
     as_of = dt.date(2025, 6, 30)
@@ -132,9 +133,10 @@ def test_activity_takes_each_payment_day_once_up_to_as_of():
     rows += [("few", dt.date(2025, 1, 5), 1.0), ("few", dt.date(2025, 1, 5), 2.0), ("few", dt.date(2025, 3, 5), 1.0),
              ("few", dt.date(2025, 7, 5), 1.0)]  # two payment days up to as-of: no usual gap
     rng.shuffle(rows)
-    out = behaviour.activity(pl.LazyFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date,
-                                                        "amount_reporting": pl.Float64}, orient="row"),
-                             as_of=as_of, at_risk_factor=2.0, window_days=365).collect()
+    pays = pl.LazyFrame(rows, schema={"client_id": pl.String, "booking_date": pl.Date, "amount_reporting": pl.Float64},
+                        orient="row")
+    out = behaviour.activity(behaviour.daily_payments(pays), as_of=as_of, at_risk_factor=2.0,
+                             window_days=365).collect()
     expected = {}
     for client in sorted({c for c, d, _ in rows if d <= as_of}):
         days = sorted({d for c, d, _ in rows if c == client and d <= as_of})
@@ -345,7 +347,7 @@ def test_per_client_windows_do_not_depend_on_the_row_order():
         history = behaviour.ladder_history(months_, pays, clients, as_of=as_of, window_days=90)
         return [frame.collect().sort(pl.all()) for frame in (
             history, behaviour.ladder_transitions(history),
-            behaviour.activity(pays, as_of=as_of, at_risk_factor=2.0, window_days=90),
+            behaviour.activity(behaviour.daily_payments(pays), as_of=as_of, at_risk_factor=2.0, window_days=90),
             clv.client_summary(behaviour.daily_payments(pays), as_of=as_of))]
 
     first = outputs(rows)

@@ -252,17 +252,19 @@ def cohorts(client_month: pl.LazyFrame, first: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def activity(payments: pl.LazyFrame, *, as_of: dt.date, at_risk_factor: float, window_days: int) -> pl.LazyFrame:
-    """client_id, last_payment_date, days_since_last_payment, usual_gap_days, is_at_risk (DOMAIN §5).
+def activity(days: pl.LazyFrame, *, as_of: dt.date, at_risk_factor: float, window_days: int) -> pl.LazyFrame:
+    """client_id, last_payment_date, days_since_last_payment, usual_gap_days, is_at_risk (DOMAIN §5), from the
+    booked payments summed per client and day (``daily_payments``: each payment day once).
 
     The usual gap is the median number of days between a client's payment days (null with fewer than three
     payment days). At risk: silent for more than ``at_risk_factor`` times its usual gap, yet still inside the
     activity window — slipping, not yet lost.
     """
-    # each client's distinct payment days in order, as a list of day numbers: no sort of every row and no window
-    # over the clients (the 3M bench's 2.0M client days: 1.3-1.7 s -> 0.7-0.8 s, the same frame)
-    days = (payments.filter(pl.col("booking_date") <= as_of).group_by("client_id")
-            .agg(_day_list=pl.col("booking_date").cast(pl.Int32).unique().sort()))
+    # each client's payment days in order, as a list of day numbers: no sort of every row and no window over the
+    # clients (the 3M bench's 2.0M client days: 1.3-1.7 s -> 0.7-0.8 s, the same frame; without a per-client
+    # unique, the days being distinct already, 10M: ~4.4 -> ~3.3 s beside a full run)
+    days = (days.filter(pl.col("booking_date") <= as_of).group_by("client_id")
+            .agg(_day_list=pl.col("booking_date").cast(pl.Int32).sort()))
     since = (pl.lit(as_of) - pl.col("last_payment_date")).dt.total_days().cast(pl.Int32)
     return (
         days.select("client_id", last_payment_date=pl.col("_day_list").list.last().cast(pl.Date),
