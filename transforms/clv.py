@@ -197,7 +197,7 @@ def client_summary(days, *, as_of):
 
     from transforms import metrics as m
 
-    # one group-by over the client days, no sort: the first day's value is picked by the day's position (the
+    # one group-by over the client days, no sort: the first day's value is the one at the earliest date (the
     # 10M bench's 7.1M client days: 2.35 s with a second per-day group-by and a sort of them all -> 1.4 s)
     return (
         days.filter(pl.col("booking_date") <= as_of)
