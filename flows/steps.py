@@ -555,11 +555,15 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     scratch.mkdir(parents=True)
     previous = publish.current_version_dir(settings.home)
     collected = _month_inputs(settings, as_of, previous, version_dir, months)
-    cells = {name: client_month.partition_digests(frame) for name, frame in collected.items()}
+    cells = {name: client_month.partition_digests(frame) for name, frame in collected.items()
+             if name not in client_month.MONTHLESS}
     groups: dict[dt.date, set[int]] = {}
-    for name in ("payments", "costs", "settlement"):  # a margin row exists only beside one of these
+    for name in cells:  # a month's clients are those with rows in these
         for month, group in cells[name]:
             groups.setdefault(month, set()).add(group)
+    for name in client_month.MONTHLESS:  # the same digest in every month (a client's margin rate)
+        by_group = client_month.group_digests(collected[name])
+        cells[name] = {(month, g): by_group.get(g) for month, month_groups in groups.items() for g in month_groups}
     published = _read_fingerprints(previous)
     probe = client_month.hash_probe()  # what build_client_month checks before taking groups over
     jobs: list[MonthJob] = []
@@ -587,12 +591,23 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
     # full run: the months of every frame at once held a second copy of them)
     for name in list(collected):
         frame = collected.pop(name)
+        whole: Path | None = None  # a MONTHLESS input's file, written once for every month built whole
         for month, folder, todo in dirty:
             folder.mkdir(parents=True, exist_ok=True)
-            part = frame.filter(pl.col("month") == month)
+            target = folder / f"{name}.parquet"
+            if name in client_month.MONTHLESS and todo is None:
+                if whole is None:
+                    whole = scratch / f"{name}.parquet"
+                    frame.write_parquet(whole, statistics=True)
+                try:
+                    os.link(whole, target)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(whole, target)
+                continue
+            part = client_month.month_part(name, frame, month)
             if todo is not None:
                 part = part.filter(client_month.client_group().is_in(todo))
-            part.write_parquet(folder / f"{name}.parquet", statistics=True)
+            part.write_parquet(target, statistics=True)
         del frame
     kept: dict[str, dict] = {}
     if months is not None:
@@ -625,9 +640,10 @@ def _month_inputs(settings: Settings, as_of: dt.date, previous: Path | None, ver
     cut = client_month.month_inputs(frames["staged"], as_of=as_of, costs=costs, settlement_costs=settled,
                                     margins=margins)
     if months is not None:
-        cut = {name: frame.filter(pl.col("month").is_between(months[0], months[1])) for name, frame in cut.items()}
-    # together: the settlement's monthly costs and the payments' months feed two of the frames each, and
-    # collect_all computes shared parts once (10M transactions: 12.6-13.4 s -> 8.4-8.7 s)
+        cut = {name: frame if name in client_month.MONTHLESS else frame.filter(
+            pl.col("month").is_between(months[0], months[1])) for name, frame in cut.items()}
+    # together: collect_all runs the frames' plans side by side and computes shared parts once (10M transactions,
+    # when the margins were repeated per client-month, which read the other three: 12.6-13.4 s -> 8.4-8.7 s)
     return dict(zip(cut, pl.collect_all(list(cut.values())), strict=True))
 
 

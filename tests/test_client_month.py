@@ -124,7 +124,7 @@ def test_concatenated_month_builds_equal_the_whole_build_exactly():
     assert len(months) >= 16 and months[-1] == as_of.replace(day=1)  # open invoices accrue to the as-of month
     parts = []
     for month in months:
-        inputs = {name: frame.filter(pl.col("month") == month).lazy() for name, frame in cut.items()}
+        inputs = {name: client_month.month_part(name, frame, month).lazy() for name, frame in cut.items()}
         parts.append(client_month.build_month(inputs, month, reporting_currency="EUR", default_margin=0.3).collect())
     assert all(part["month"].unique().to_list() == [month] for part, month in zip(parts, months, strict=True))
     assert pl.concat(parts).equals(whole)
@@ -142,9 +142,10 @@ def test_a_month_partition_is_the_same_whatever_the_input_order():
     one, two = ({name: frame.collect() for name, frame in cut.items()} for cut in (one, two))
     for name in client_month.INPUTS:
         assert not one[name].equals(two[name]) or one[name].height < 2, name  # really another order
-        assert client_month.partition_digests(one[name]) == client_month.partition_digests(two[name]), name
+        digest = client_month.group_digests if name in client_month.MONTHLESS else client_month.partition_digests
+        assert digest(one[name]) == digest(two[name]), name
     month = max(one["costs"]["month"])
-    built = [client_month.build_month({name: cut[name].filter(pl.col("month") == month).lazy()
+    built = [client_month.build_month({name: client_month.month_part(name, cut[name], month).lazy()
                                        for name in client_month.INPUTS}, month, reporting_currency="EUR").collect()
              for cut in (one, two)]
     assert built[0].height > 5 and built[0].equals(built[1])
@@ -174,6 +175,22 @@ def test_a_changed_value_changes_its_months_digest_only():
     assert client_month.month_digests(after)[month] != client_month.month_digests(before)[month]
 
 
+def test_a_changed_margin_rate_changes_its_groups_digest_only():
+    """Margin rates are not cut by month: every month's partition of a group of clients holds the rates of all its
+    clients, so a client's new rate changes that group's digest (in every month) and no other group's."""
+    staged_txns, as_of, costs, settlement, margins = _history(seed=5)
+    rates = client_month.month_inputs(staged_txns, as_of=as_of, costs=costs, settlement_costs=settlement,
+                                      margins=margins)["margins"].collect()
+    assert rates.columns == ["client_id", "margin_rate"] and rates["client_id"].is_unique().all()
+    before = client_month.group_digests(rates)
+    client = rates["client_id"][rates.height // 2]
+    after = client_month.group_digests(rates.with_columns(margin_rate=pl.when(pl.col("client_id") == client)
+                                                          .then(0.99).otherwise(pl.col("margin_rate"))))
+    group = rates.filter(pl.col("client_id") == client).select(client_month.client_group()).item()
+    assert len(before) > 5 and after[group] != before[group]
+    assert {g: d for g, d in after.items() if g != group} == {g: d for g, d in before.items() if g != group}
+
+
 def test_a_month_built_from_its_changed_groups_and_the_published_rest_equals_a_whole_build():
     """A night rebuilds only the groups of clients whose inputs changed in a month (a payment settling an old
     invoice changes that client's past months); the other groups' rows come from the published file."""
@@ -183,7 +200,7 @@ def test_a_month_built_from_its_changed_groups_and_the_published_rest_equals_a_w
     month = cut["payments"]["month"].mode().sort()[0]
 
     def month_of(frames: dict[str, pl.DataFrame]) -> pl.LazyFrame:
-        return client_month.build_month({n: f.filter(pl.col("month") == month).lazy() for n, f in frames.items()},
+        return client_month.build_month({n: client_month.month_part(n, f, month).lazy() for n, f in frames.items()},
                                         month, reporting_currency="EUR")
 
     published = month_of(cut).collect()

@@ -4,8 +4,9 @@ Grain: one row per client per calendar month in which the client paid, got a ref
 or settled (or defaulted on) an invoice, up to the run's as-of date. Money in the reporting currency.
 
 The mart is month-separable: every output row is grouped by (client_id, month) and reads only input rows dated
-to that month, plus the client's margin rate. ``month_inputs`` cuts the inputs into per-month partitions (the
-margin rate travels with each month's clients) and ``build_month`` turns one partition into that month's rows;
+to that month, plus the client's margin rate. ``month_inputs`` cuts the inputs into per-month partitions (every
+client's margin rate goes with each month: the rate is the same in every month) and ``build_month`` turns one
+partition into that month's rows;
 concatenating the months gives exactly ``build`` on the whole history (tests/test_client_month.py). The
 cumulative parts (FIFO settlement of invoices, how much collection cost each month carries and which month a
 write-off falls in, margin rates from all invoices) are computed once per run before the cut, by
@@ -119,17 +120,21 @@ def build(
     )
 
 
-# the per-month inputs of build_month, in the order they are fingerprinted
+# the inputs of build_month, in the order they are fingerprinted; all but MONTHLESS are cut by month
 INPUTS = ("payments", "costs", "settlement", "margins")
+MONTHLESS = ("margins",)  # each client's rate, the same in every month: a month's partition holds every client's
 
 
 def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFrame, settlement_costs: pl.LazyFrame,
                  margins: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
-    """``build``'s inputs cut to the columns it reads, each with a ``month`` column to partition on.
+    """``build``'s inputs cut to the columns it reads, each but ``MONTHLESS`` with a ``month`` column to partition
+    on (``month_part``).
 
-    ``margins`` is repeated per month for the clients with rows in that month. Rows are in no particular
-    order: ``build_month`` does not depend on it (exact sums, sorted output) and a month's fingerprint is taken
-    over its rows as a multiset (``partition_digests``).
+    ``margins`` is every client's rate, not repeated per month: ``build`` joins it to the month's rows, so a
+    client without rows in the month adds nothing (repeating it per month for the clients with rows took a
+    unique of every client-month: 10M bench, 1.4 s of the cut's 4.2 s). Rows are in no particular order:
+    ``build_month`` does not depend on it (exact sums, sorted output) and a partition's fingerprint is taken over
+    its rows as a multiset (``partition_digests``, ``group_digests``).
     """
     payments = (
         staged_txns.filter(m.is_booked() & (m.is_client_payment() | m.is_refund()) & (pl.col("booking_date") <= as_of))
@@ -137,9 +142,13 @@ def month_inputs(staged_txns: pl.LazyFrame, *, as_of: dt.date, costs: pl.LazyFra
     )
     costs = costs.select("client_id", "month", "communication_cost", "support_cost", "minutes")
     settlement = settlement_costs.select(list(economics.SETTLEMENT_COSTS_SCHEMA))
-    keys = pl.concat([f.select("client_id", "month") for f in (payments, costs, settlement)]).unique()
-    margins = keys.join(margins.select("client_id", "margin_rate"), on="client_id", how="inner")
-    return {"payments": payments, "costs": costs, "settlement": settlement, "margins": margins}
+    return {"payments": payments, "costs": costs, "settlement": settlement,
+            "margins": margins.select("client_id", "margin_rate")}
+
+
+def month_part(name: str, frame: pl.LazyFrame | pl.DataFrame, month: dt.date) -> pl.LazyFrame | pl.DataFrame:
+    """Input ``name`` of ``month_inputs`` for one month: its rows of the month (``MONTHLESS``: all of them)."""
+    return frame if name in MONTHLESS else frame.filter(pl.col("month") == month)
 
 
 GROUPS = 64  # groups of clients per month that a run rebuilds or takes over on their own
@@ -168,6 +177,13 @@ def partition_digests(frame: pl.DataFrame) -> dict[tuple[dt.date, int], tuple[st
     return {(month, group): (schema, n, h1, h2) for month, group, n, h1, h2 in sums.iter_rows()}
 
 
+def group_digests(frame: pl.DataFrame) -> dict[int, tuple[str, int, int, int]]:
+    """``partition_digests`` of a ``MONTHLESS`` input: per group of clients, the same in every month."""
+    sums = frame.lazy().group_by(client_group().alias("_group")).agg(*digests.row_hash_sums(pl.all())).collect()
+    schema = str(frame.schema)
+    return {group: (schema, n, h1, h2) for group, n, h1, h2 in sums.iter_rows()}
+
+
 def month_digests(cells: dict[tuple[dt.date, int], tuple[str, int, int, int]]
                   ) -> dict[dt.date, tuple[str, int, int, int]]:
     """``partition_digests`` per month: the groups' counts and hash sums added up (the digest of the month's rows
@@ -191,7 +207,7 @@ def build_month(inputs: dict[str, pl.LazyFrame], month: dt.date, *, reporting_cu
     last_day = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
     return build(inputs["payments"].drop("month"), as_of=last_day, reporting_currency=reporting_currency,
                  costs=inputs["costs"], settlement_costs=inputs["settlement"],
-                 margins=inputs["margins"].drop("month"), default_margin=default_margin)
+                 margins=inputs["margins"], default_margin=default_margin)
 
 
 def merge_groups(built: pl.LazyFrame, published: pl.LazyFrame, groups: Sequence[int]) -> pl.LazyFrame:
