@@ -146,3 +146,40 @@ print(outcome.passed, [r["check_name"] for r in outcome.results if not r["succes
                          env={**os.environ, "GX_ANALYTICS_ENABLED": "False"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False ['expect_column_values_to_be_between'] False"
+
+
+def test_data_docs_compile_each_template_once_per_process(tmp_path, monkeypatch):
+    """GX makes a jinja2 environment per Data Docs view, each compiling its templates again; the gate lets them
+    share one cache of compiled templates (``share_gx_templates``), so a second gate's docs compile nothing and
+    still render every page."""
+    import datetime as dt
+
+    import jinja2
+
+    from expectations import gate
+
+    compiled: list[str | None] = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self, source, name=None, *args, **kwargs):
+        compiled.append(name)
+        return compile_(self, source, name, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    frame = pl.DataFrame({"month": [dt.date(2025, 1, 1)], "diff": [Decimal("0.00")]})
+    sites = []
+    for n in range(2):
+        site = tmp_path / f"docs{n}"
+        suite = {k: v for k, v in suites.marts_suite().items() if k == "revenue_reconciliation"}
+        outcome = run_gate("marts", f"r{n}", {"revenue_reconciliation": frame}, suite, docs_dir=site)
+        assert outcome.passed
+        sites.append(site)
+        if n == 0:
+            assert compiled or gate.share_gx_templates().codes  # compiled now, or by a gate run before this test
+            compiled.clear()
+    assert compiled == []  # every template the second site rendered came from the cache
+    assert len(gate.share_gx_templates().codes) >= 20
+    for site in sites:
+        pages = sorted(p.relative_to(site).parts[0] for p in site.rglob("*.html"))
+        assert "index.html" in pages and "validations" in pages
+        assert "revenue_reconciliation" in (site / "index.html").read_text(encoding="utf-8")
