@@ -95,9 +95,9 @@ def share_gx_templates():
     Why: each of GX's views (``DefaultJinjaView``: a page, a section, a content block) makes its own jinja2
     ``Environment``, so every view compiles again the templates it renders: one gate's site compiled its 24
     templates 51 times, and every gate after it again; the three gates' Data Docs of a 1M bench night took
-    ~1.8 s, ~0.8 s with the templates compiled once per process (two interleaved runs each). jinja2's bytecode cache is its own mechanism for this:
-    a template is taken from it only if its source's checksum is the one compiled, so a changed template is
-    compiled again. tests/test_gate.py::test_data_docs_compile_each_template_once_per_process fails if GX stops
+    ~1.8 s, ~0.8 s with the templates compiled once per process (two interleaved runs each). jinja2's bytecode
+    cache is its own mechanism for this: a template is taken from it only if its source's checksum is the one
+    compiled, so a changed template is compiled again. tests/test_gate.py::test_data_docs_compile_each_template_once_per_process fails if GX stops
     making its environments in ``DefaultJinjaView.__init__``."""
     global _TEMPLATES
     import jinja2

@@ -6,11 +6,10 @@ or settled (or defaulted on) an invoice, up to the run's as-of date. Money in th
 The mart is month-separable: every output row is grouped by (client_id, month) and reads only input rows dated
 to that month, plus the client's margin rate. ``month_inputs`` cuts the inputs into per-month partitions (every
 client's margin rate goes with each month: the rate is the same in every month) and ``build_month`` turns one
-partition into that month's rows;
-concatenating the months gives exactly ``build`` on the whole history (tests/test_client_month.py). The
-cumulative parts (FIFO settlement of invoices, how much collection cost each month carries and which month a
-write-off falls in, margin rates from all invoices) are computed once per run before the cut, by
-``transforms.economics``.
+partition into that month's rows; concatenating the months gives exactly ``build`` on the whole history
+(tests/test_client_month.py). The cumulative parts (FIFO settlement of invoices, how much collection cost each
+month carries and which month a write-off falls in, margin rates from all invoices) are computed once per run
+before the cut, by ``transforms.economics``.
 
 A month's rows are also separable by client: each row reads only its client's input rows. ``GROUPS`` groups of
 clients (``client_group``, a hash of the id) cut each month's partition further, so a night whose changes touch
