@@ -599,10 +599,7 @@ def prepare_marts(settings: Settings, run_id: str, as_of: dt.date,
                 if whole is None:
                     whole = scratch / f"{name}.parquet"
                     frame.write_parquet(whole, statistics=True)
-                try:
-                    os.link(whole, target)
-                except OSError:  # a file system without hard links
-                    shutil.copy2(whole, target)
+                publish.link_or_copy(whole, target)
                 continue
             part = client_month.month_part(name, frame, month)
             if todo is not None:
@@ -766,10 +763,7 @@ def build_client_month(settings: Settings, job: MonthJob, version_dir: str) -> M
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if job.inputs is None:
         assert job.previous_file is not None
-        try:
-            os.link(job.previous_file, target)
-        except OSError:
-            shutil.copy2(job.previous_file, target)
+        publish.link_or_copy(Path(job.previous_file), target)
         rows = pl.scan_parquet(target).select(pl.len()).collect().item()
         return MonthResult(job.month, name, rows, fingerprint, computed=False, worker=worker,
                            groups=(0, len(fingerprint)))

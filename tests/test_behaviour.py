@@ -123,8 +123,8 @@ def test_at_risk_is_silent_much_longer_than_its_own_cadence():
 
 def test_activity_takes_each_payment_day_once_up_to_as_of():
     """Against a plain reading of DOMAIN §5 on random payments summed per day (``daily_payments``, as the marts
-    step reads them): several payments on a day are one payment day,
-    days after as-of do not count, the usual gap is the median of the gaps between consecutive days."""
+    step reads them): several payments on a day are one payment day, days after as-of do not count, the usual gap
+    is the median of the gaps between consecutive days."""
     rng = random.Random(11)
     as_of = dt.date(2025, 6, 30)
     rows = [(f"c{rng.randrange(40)}", dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(600)), 1.0)

@@ -79,6 +79,14 @@ def scan_mart(marts_dir: Path, mart) -> pl.LazyFrame:
     return pl.concat([empty, *frames], how="vertical_relaxed") if frames else empty
 
 
+def link_or_copy(src: Path, target: Path) -> None:
+    """Hard-link ``src`` as ``target`` (same content, no copy), or copy it on a file system without hard links."""
+    try:
+        os.link(src, target)
+    except OSError:
+        shutil.copy2(src, target)
+
+
 def carry_over(version_dir: Path, previous: Path | None, mart: str, keep_file) -> int:
     """Hard-link (or copy) the previous version's files of ``mart`` that ``keep_file(name)`` keeps (backfill)."""
     if previous is None or not (previous / mart).is_dir():
@@ -88,10 +96,7 @@ def carry_over(version_dir: Path, previous: Path | None, mart: str, keep_file) -
     carried = 0
     for src in sorted((previous / mart).glob("*.parquet")):
         if keep_file(src.name) and not (out / src.name).exists():
-            try:
-                os.link(src, out / src.name)
-            except OSError:
-                shutil.copy2(src, out / src.name)
+            link_or_copy(src, out / src.name)
             carried += 1
     return carried
 
