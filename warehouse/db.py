@@ -58,12 +58,10 @@ _WIDENED = [("raw", "statement_balance", "entries_total", "DECIMAL(38,5)")]  # (
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_sql("schema.sql"))
     for schema, table, column, wanted in _WIDENED:  # warehouses created before a column was widened
-        found = con.execute("SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
-                            "AND schema_name = ? AND table_name = ? AND column_name = ?",
-                            [schema, table, column]).fetchone()
-        if found and found[0] != wanted:
-            con.execute(f"ALTER TABLE {quote_ident(schema)}.{quote_ident(table)} ALTER COLUMN {quote_ident(column)} "
-                        f"TYPE {wanted}")
+        # the type a query binds the column to: ~1 ms, where a connection's first duckdb_columns() took ~30 ms
+        target, name = f"{quote_ident(schema)}.{quote_ident(table)}", quote_ident(column)
+        if str(con.sql(f"SELECT {name} FROM {target}").types[0]) != wanted:  # noqa: S608 - code constants
+            con.execute(f"ALTER TABLE {target} ALTER COLUMN {name} TYPE {wanted}")
     for statement in crm_table_ddl():
         con.execute(statement)
 
