@@ -183,3 +183,51 @@ def test_data_docs_compile_each_template_once_per_process(tmp_path, monkeypatch)
         pages = {p.relative_to(site).parts[0] for p in site.rglob("*.html")}
         assert {"index.html", "validations"} <= pages
         assert "revenue_reconciliation" in (site / "index.html").read_text(encoding="utf-8")
+
+
+def test_every_suite_lists_each_expectation_once():
+    """The gate hands a dataset's expectations to its GX suite at once, which keeps them all (adding them one by
+    one, GX dropped one equal to an earlier one but for its id, notes and meta): a repeated expectation would be
+    validated and reported twice."""
+    import datetime as dt
+
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    for suite in (suites.raw_suite(dt.date(2020, 1, 1)), suites.staged_suite("EUR"), suites.marts_suite()):
+        for dataset, expectations in suite.items():
+            for n, expectation in enumerate(expectations):
+                assert not any(ExpectationSuite._expectations_are_equalish(expectation, earlier)
+                               for earlier in expectations[:n]), (dataset, expectation)
+
+
+def test_a_gate_stores_each_suite_once_and_no_configuration(monkeypatch):
+    """GX wrote a stored suite back whole after each expectation added to it, and dumped its whole configuration
+    as YAML after each data asset and batch definition: the gate adds each suite with its expectations, and its
+    ephemeral context keeps no copies of its configuration. Fails if GX's way of saving either changes."""
+    import datetime as dt
+
+    from great_expectations.data_context.data_context_variables import DataContextVariables
+    from great_expectations.data_context.store.expectations_store import ExpectationsStore
+
+    calls = {"suite_writes": 0, "config_saves": 0}
+    add, update, save = ExpectationsStore._add, ExpectationsStore.update, DataContextVariables.save
+
+    def counting(name, method):
+        def wrapper(self, *args, **kwargs):
+            calls[name] += 1
+            return method(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(ExpectationsStore, "_add", counting("suite_writes", add))
+    monkeypatch.setattr(ExpectationsStore, "update", counting("suite_writes", update))
+    monkeypatch.setattr(DataContextVariables, "save", counting("config_saves", save))
+    months = [dt.date(2025, 1, 1), dt.date(2025, 2, 1)]
+    datasets = {"revenue_reconciliation": pl.DataFrame({"month": months, "diff": [Decimal("0.00")] * 2}),
+                "ladder_transitions": pl.DataFrame({"month": months, "from_step": ["repeat"] * 2,
+                                                    "to_step": ["regular", "lost"]})}
+    suite = {k: v for k, v in suites.marts_suite().items() if k in datasets}
+    assert [len(suite[name]) for name in datasets] == [1, 2]
+    outcome = run_gate("marts", "r", datasets, suite)
+    assert outcome.passed
+    assert len(outcome.results) == sum(len(v) for v in suite.values())
+    assert calls == {"suite_writes": len(suite), "config_saves": 0}
