@@ -170,17 +170,20 @@ def partition_digests(frame: pl.DataFrame) -> dict[tuple[dt.date, int], tuple[st
     (``digests``: their count and two sums of row hashes, a digest of the rows as a multiset, so the inputs
     need no sort before they are compared with the published month's; the fingerprint includes the polars
     version, whose hash it is). ``month_digests`` adds a month's groups up."""
-    sums = frame.lazy().group_by("month", client_group().alias("_group")).agg(
-        *digests.row_hash_sums(pl.all().exclude("month"))).collect()
-    schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
-    return {(month, group): (schema, n, h1, h2) for month, group, n, h1, h2 in sums.iter_rows()}
+    return {(month, group): digest for (month, group), digest in _group_digests(frame, "month").items()}
 
 
 def group_digests(frame: pl.DataFrame) -> dict[int, tuple[str, int, int, int]]:
     """``partition_digests`` of a ``MONTHLESS`` input: per group of clients, the same in every month."""
-    sums = frame.lazy().group_by(client_group().alias("_group")).agg(*digests.row_hash_sums(pl.all())).collect()
-    schema = str(frame.schema)
-    return {group: (schema, n, h1, h2) for group, n, h1, h2 in sums.iter_rows()}
+    return {group: digest for (group,), digest in _group_digests(frame).items()}
+
+
+def _group_digests(frame: pl.DataFrame, *keys: str) -> dict[tuple, tuple[str, int, int, int]]:
+    """Per ``keys`` and group of clients: the frame's schema and the digest of those rows' other columns."""
+    sums = frame.lazy().group_by(*keys, client_group().alias("_group")).agg(
+        *digests.row_hash_sums(pl.all().exclude(keys))).collect()
+    schema = str(frame.schema)  # a value hashes differently as another type (e.g. Decimal scale)
+    return {tuple(row[:-3]): (schema, *row[-3:]) for row in sums.iter_rows()}
 
 
 def month_digests(cells: dict[tuple[dt.date, int], tuple[str, int, int, int]]
