@@ -342,13 +342,13 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             del kept
             keyed = pl.scan_parquet(scratch / "keyed.parquet")
             # not materialised: the counterparties read a few columns of it, classify streams it to the staged
-            # file (labelling twice is cheaper than writing and reading 10M wide rows)
-            labelled, groups = staging.group_counterparties(
+            # file
+            labelled, groups, found = staging.group_counterparties(
                 keyed, own_accounts=cfg.own_accounts,
                 excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
             own_accounts = _own_account_keys(keyed)
             # collected: classify reads which of them paid us from it instead of reading the rows twice
-            found = paying = staging.counterparties(labelled).collect().lazy()
+            found = paying = found.collect().lazy()
         client_match = identity.resolve(found, crm_clients, overrides,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         _unknown_overrides(settings, overrides, crm_clients, groups)

@@ -326,6 +326,30 @@ def test_a_reversal_is_never_revenue_nor_makes_a_client():
     assert out["client_id"].to_list() == [None] * 3 + ["bank:acct:EE471000001020145685"] * 4
 
 
+_PARTY_ROW = st.fixed_dictionaries({
+    "counterparty_tax_id": st.sampled_from([None, "DE136695976", "de136695976", "0"]),
+    "counterparty_account": st.sampled_from([None, "EE471000001020145685", "EE47 1000 0010 2014 5685",
+                                             "DE02120300000000202051", "DE811208257"]),
+    "counterparty_name": st.sampled_from([None, "Acme GmbH", "ACME", " "]),
+    "purpose": st.sampled_from([None, "Darlehen 4", "rent"]),
+    "amount": st.sampled_from([100, -10]),
+    "status": st.sampled_from(["BOOK", "PDNG"]),
+    "is_reversal": st.booleans(),
+})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_PARTY_ROW, max_size=12))
+def test_counterparties_found_per_label_equal_those_of_the_labelled_rows(rows):
+    """``group_counterparties`` finds the counterparties per distinct identifiers (each key's first row and whether
+    one paid us), without labelling every row: the same as ``counterparties`` of the labelled rows, with spellings
+    of one payer in any order, own accounts, excluded ids and rows excluded by a purpose keyword."""
+    labelled, _, found = staging.group_counterparties(
+        raw([dict(r) for r in rows]), own_accounts=["DE02120300000000202051"], excluded_ids=["DE811208257"],
+        excluded_keywords=["darlehen"])
+    assert found.collect().equals(staging.counterparties(labelled).collect())
+
+
 def test_classify_reads_who_paid_us_from_the_counterparties_or_the_rows_alike():
     """``classify`` knows which clients paid us from ``counterparties`` (the full rebuild: one read of the rows),
     from ``paying_counterparties`` (the staged rows) or from the rows themselves (an increment): the same labels.
@@ -344,8 +368,9 @@ def test_classify_reads_who_paid_us_from_the_counterparties_or_the_rows_alike():
     keyed = staging.transaction_keys(raw([{"file_hash": "a", "record_number": i, **r}
                                           for i, r in enumerate(rows, start=1)]))
     for crm in (crm_clients(), None):
-        labelled, _ = staging.group_counterparties(keyed, excluded_keywords=["darlehen"])
+        labelled, _, grouped = staging.group_counterparties(keyed, excluded_keywords=["darlehen"])
         found = staging.counterparties(labelled).collect()
+        assert grouped.collect().equals(found)
         match = identity.resolve(found.lazy(), crm, None).collect().lazy()
         from_rows = staging.classify(labelled, match, reporting_currency="EUR").collect()
         assert from_rows["category"].to_list() == [

@@ -380,12 +380,16 @@ def _labelled(txns: pl.LazyFrame, labels: pl.LazyFrame, excluded_keywords: Seque
     """``txns`` with the ``labels`` of their identifiers (``identifier_labels``, keyed or not), and excluded also
     by a keyword of their purpose."""
     rows = txns.join(labels, on=IDENTIFIERS, how="left", nulls_equal=True, maintain_order="left")
-    keywords = [k.lower() for k in excluded_keywords if k.strip()]
-    if not keywords:
+    if not any(k.strip() for k in excluded_keywords):
         return rows
+    return rows.with_columns(_excluded=pl.col("_excluded") | _purpose_excluded(excluded_keywords))
+
+
+def _purpose_excluded(excluded_keywords: Sequence[str]) -> pl.Expr:
+    """A row whose purpose contains one of the keywords (any case); false for every row without keywords."""
+    keywords = [k.lower() for k in excluded_keywords if k.strip()]
     purpose = pl.col("purpose").fill_null("").str.to_lowercase()
-    return rows.with_columns(
-        _excluded=pl.col("_excluded") | pl.any_horizontal([purpose.str.contains(k, literal=True) for k in keywords]))
+    return pl.any_horizontal([purpose.str.contains(k, literal=True) for k in keywords] or [pl.lit(False)])
 
 
 def _own_keys(txns: pl.LazyFrame, own_accounts: Sequence[str]) -> pl.LazyFrame:
@@ -422,14 +426,32 @@ def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame, *,
 
 
 def group_counterparties(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (), excluded_ids: Sequence[str] = (),
-                         excluded_keywords: Sequence[str] = ()) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """``label_counterparties`` keyed by the groups of the rows' identifiers, and those groups
-    (``staging.counterparty``). Labelled and keyed per distinct identifiers (``identifier_labels``), then joined
-    to the rows once (labelling each of 10M rows joined them to four lookups: ~3x the time)."""
+                         excluded_keywords: Sequence[str] = ()) -> tuple[pl.LazyFrame, pl.DataFrame, pl.LazyFrame]:
+    """``label_counterparties`` keyed by the groups of the rows' identifiers, those groups
+    (``staging.counterparty``), and the labelled rows' ``counterparties``. Labelled and keyed per distinct
+    identifiers (``identifier_labels``), then joined to the rows once (labelling each of 10M rows joined them to
+    four lookups: ~3x the time)."""
     labels = identifier_labels(txns, own_accounts=own_accounts, excluded_ids=excluded_ids).collect()
     groups = identity.counterparty_groups(_evidence(labels.lazy()).collect().lazy()).collect()
     keyed = key_counterparties(labels.lazy(), groups.lazy(), excluded_ids=excluded_ids).collect()
-    return _labelled(txns, keyed.lazy(), excluded_keywords), groups
+    return (_labelled(txns, keyed.lazy(), excluded_keywords), groups,
+            _keyed_counterparties(txns, keyed, excluded_keywords))
+
+
+def _keyed_counterparties(txns: pl.LazyFrame, keyed: pl.DataFrame, excluded_keywords: Sequence[str]) -> pl.LazyFrame:
+    """``counterparties(_labelled(txns, keyed, excluded_keywords))`` without labelling each row: a row only needs
+    the number of its identifiers' label, so the first row and whether one paid us are found per label (a
+    group-by on that number) and then per key, from the labels (10M rows: ~8 -> ~3.5 s)."""
+    ids = keyed.lazy().with_row_index("_id")
+    rows = (txns.with_row_index("_position").filter(~_purpose_excluded(excluded_keywords))
+            .join(ids.select(*IDENTIFIERS, "_id"), on=IDENTIFIERS, how="left", nulls_equal=True))
+    firsts = (rows.group_by("_id").agg(pl.col("_position").min(), pays_us_row().any().alias("_paid_us"))
+              .join(ids, on="_id").sort("_position"))
+    return _group_tax(
+        firsts.filter(pl.col("counterparty_key").is_not_null() & ~pl.col("_own_transfer") & ~pl.col("_excluded"))
+        .group_by("counterparty_key", maintain_order=True)
+        .agg(pl.col("_tax", "_acct", "_name").first(), pl.col("_paid_us").any())
+    )
 
 
 def statement_accounts(txns: pl.LazyFrame) -> pl.LazyFrame:
@@ -505,8 +527,12 @@ def paying_counterparties(labelled: pl.LazyFrame) -> pl.LazyFrame:
 def pays_us() -> pl.Expr:
     """A labelled row that makes its client one who paid us: money in, booked (a pending payment may never be), not
     a reversal (the bank returning a movement), not our own transfer nor excluded."""
-    return ((pl.col("amount") > 0) & m.is_booked() & ~pl.col("is_reversal").fill_null(False)
-            & ~pl.col("_excluded") & ~pl.col("_own_transfer"))
+    return pays_us_row() & ~pl.col("_excluded") & ~pl.col("_own_transfer")
+
+
+def pays_us_row() -> pl.Expr:
+    """What ``pays_us`` reads of the row itself besides its labels: money in, booked, not a reversal."""
+    return (pl.col("amount") > 0) & m.is_booked() & ~pl.col("is_reversal").fill_null(False)
 
 
 def _group_tax(counterparties: pl.LazyFrame) -> pl.LazyFrame:
@@ -636,9 +662,8 @@ def classify_and_resolve(
 ) -> pl.LazyFrame:
     """label_counterparties -> group_counterparties -> identity.resolve -> classify, for callers that do not need
     the match table."""
-    labelled, _ = group_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
-                                       excluded_keywords=excluded_keywords)
-    found = counterparties(labelled)
+    labelled, _, found = group_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
+                                              excluded_keywords=excluded_keywords)
     match = identity.resolve(found, crm_clients, overrides, threshold=fuzzy_threshold)
     return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates, paying=found)
 
