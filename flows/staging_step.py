@@ -327,23 +327,14 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
             # the keys depend on the bank rows only: the staged groups are still theirs
             groups = pl.read_parquet(staging_files(settings.home, "staging.counterparty"))
         else:
-            # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file
-            # to a file of their own (in memory, the raw table was held twice: as read, and gathered in staging
-            # order)
+            # the dedupe decides on the key columns alone; the wide rows it keeps then stream from the raw file,
+            # labelled and classified, to the staged file (in memory, the raw table was held twice: as read, and
+            # gathered in staging order; through a file of the kept rows, they were written and read once more)
             parts = staging.dedupe_parts(raw).collect()
             kept = staging.kept_raw_rows(parts.lazy(), manifest).collect()
             del parts
-            # raw_rows: the exported table's rows
-            if raw_rows > STAGE_SLICE_ROWS and kept["_row"].is_sorted():  # a sink held most of the raw file
-                write_slices(scratch / "keyed.parquet", (staging.gather_kept(raw, kept, (offset, STAGE_SLICE_ROWS))
-                                                         for offset in range(0, raw_rows, STAGE_SLICE_ROWS)))
-            else:
-                staging.gather_kept(raw, kept).sink_parquet(scratch / "keyed.parquet")
-            del kept
-            keyed = pl.scan_parquet(scratch / "keyed.parquet")
-            # not materialised: the counterparties read a few columns of it, classify streams it to the staged
-            # file
-            labelled, groups, found = staging.group_counterparties(
+            keyed = staging.gather_kept(raw, kept)  # the counterparties read a few of its columns
+            labels, groups, found = staging.group_counterparties(
                 keyed, own_accounts=cfg.own_accounts,
                 excluded_ids=cfg.excluded_counterparty_ids, excluded_keywords=cfg.excluded_purpose_keywords)
             own_accounts = _own_account_keys(keyed)
@@ -353,10 +344,24 @@ def _restage(settings: Settings, manifest: pl.LazyFrame, crm: pl.DataFrame, *,
                                         threshold=settings.identity.fuzzy_threshold).collect()
         _unknown_overrides(settings, overrides, crm_clients, groups)
         staged_files = {"staging.bank_transaction": scratch / "bank_transaction.parquet"}
-        staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
-                         fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
-                         paying=paying,
-                         ).sink_parquet(staged_files["staging.bank_transaction"])
+
+        def classified(labelled: pl.LazyFrame) -> pl.LazyFrame:
+            return staging.classify(labelled, client_match.lazy(), reporting_currency=settings.reporting_currency,
+                                    fx_rates=fx_rates, max_rate_age_days=settings.fx.max_rate_age_days,
+                                    paying=paying)
+
+        def staged_slice(rows: tuple[int, int] | None = None) -> pl.LazyFrame:
+            return classified(staging.label_rows(staging.gather_kept(raw, kept, rows), labels,
+                                                 excluded_keywords=cfg.excluded_purpose_keywords))
+
+        if staged_bank:
+            classified(labelled).sink_parquet(staged_files["staging.bank_transaction"])
+        # raw_rows: the exported table's rows
+        elif raw_rows > STAGE_SLICE_ROWS and kept["_row"].is_sorted():  # a sink held most of the raw file
+            write_slices(staged_files["staging.bank_transaction"],
+                         (staged_slice((offset, STAGE_SLICE_ROWS)) for offset in range(0, raw_rows, STAGE_SLICE_ROWS)))
+        else:
+            staged_slice().sink_parquet(staged_files["staging.bank_transaction"])
         staged = pl.scan_parquet(staged_files["staging.bank_transaction"])
         rows_staged = staged.select(pl.len()).collect().item()
         clients = staging.stage_clients(staged, crm_clients, bank_names=settings.identity.bank_names).collect()

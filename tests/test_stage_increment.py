@@ -375,9 +375,10 @@ def test_crm_tables_staged_in_slices_equal_them_staged_whole(tmp_path, monkeypat
 
 
 def test_bank_rows_kept_in_slices_equal_them_kept_whole(tmp_path, monkeypatch):
-    """Past ``STAGE_SLICE_ROWS`` raw rows the rows the dedupe keeps are written a slice at a time (a streaming sink
-    held most of the raw file): a first night, the CRM night after it and a rebuild give the same staging as
-    written whole, also where a slice ends between an entry and its repeat."""
+    """Past ``STAGE_SLICE_ROWS`` raw rows the rows the dedupe keeps are labelled, classified and written to the
+    staged file a slice at a time (a streaming sink held most of the raw file): a first night, the CRM night after
+    it and a rebuild give the same staging as written whole, also where a slice ends between an entry and its
+    repeat."""
     files = [[BOOKED_ACME, (1, 3, 70, True, None, 2), (0, 3, -20, True, 2, 3), (0, 4, 70, True, None, 2),
               (2, 5, 10, True, 3, 4), (0, 6, 70, True, 4, 6), (0, 6, 70, True, 4, 6), (0, 7, -30, True, 5, 4)]]
     whole = crm_night_and_rebuild(tmp_path / "whole", files)
@@ -388,7 +389,8 @@ def test_bank_rows_kept_in_slices_equal_them_kept_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(staging_step, "STAGE_SLICE_ROWS", 2)
     stats, got, want = crm_night_and_rebuild(tmp_path / "sliced", files)
     assert stats.reclassified
-    assert sliced == ["keyed.parquet", "keyed.parquet"]  # the first night and the rebuild (the night reclassifies)
+    # the first night and the rebuild (the night reclassifies the staged rows)
+    assert sliced == ["bank_transaction.parquet", "bank_transaction.parquet"]
     assert_same(got, whole[1])
     assert_same(want, whole[2])
     assert_same(got, want)

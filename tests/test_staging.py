@@ -344,9 +344,10 @@ def test_counterparties_found_per_label_equal_those_of_the_labelled_rows(rows):
     """``group_counterparties`` finds the counterparties per distinct identifiers (each key's first row and whether
     one paid us), without labelling every row: the same as ``counterparties`` of the labelled rows, with spellings
     of one payer in any order, own accounts, excluded ids and rows excluded by a purpose keyword."""
-    labelled, _, found = staging.group_counterparties(
-        raw([dict(r) for r in rows]), own_accounts=["DE02120300000000202051"], excluded_ids=["DE811208257"],
-        excluded_keywords=["darlehen"])
+    txns = raw([dict(r) for r in rows])
+    labels, _, found = staging.group_counterparties(
+        txns, own_accounts=["DE02120300000000202051"], excluded_ids=["DE811208257"], excluded_keywords=["darlehen"])
+    labelled = staging.label_rows(txns, labels, excluded_keywords=["darlehen"])
     assert found.collect().equals(staging.counterparties(labelled).collect())
 
 
@@ -368,7 +369,8 @@ def test_classify_reads_who_paid_us_from_the_counterparties_or_the_rows_alike():
     keyed = staging.transaction_keys(raw([{"file_hash": "a", "record_number": i, **r}
                                           for i, r in enumerate(rows, start=1)]))
     for crm in (crm_clients(), None):
-        labelled, _, grouped = staging.group_counterparties(keyed, excluded_keywords=["darlehen"])
+        labels, _, grouped = staging.group_counterparties(keyed, excluded_keywords=["darlehen"])
+        labelled = staging.label_rows(keyed, labels, excluded_keywords=["darlehen"])
         found = staging.counterparties(labelled).collect()
         assert grouped.collect().equals(found)
         match = identity.resolve(found.lazy(), crm, None).collect().lazy()

@@ -357,8 +357,8 @@ def label_counterparties(
 
     Own accounts are the configured ones plus every account a statement was issued for.
     """
-    return _labelled(txns, identifier_labels(txns, own_accounts=own_accounts, excluded_ids=excluded_ids),
-                     excluded_keywords)
+    return label_rows(txns, identifier_labels(txns, own_accounts=own_accounts, excluded_ids=excluded_ids),
+                      excluded_keywords=excluded_keywords)
 
 
 def identifier_labels(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (),
@@ -368,18 +368,22 @@ def identifier_labels(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (),
     settings, so they are worked out once per payer's spelling (10M rows: ~250k) and joined to the rows once."""
     excluded = _ids(excluded_ids)
     own_keys = _own_keys(txns, own_accounts).with_columns(_own_transfer=pl.lit(True))
+    # collected: the normalisation reads the distinct identifiers three times, and a plan would find them three
+    # times (10M rows: ~2 s each)
+    ids = txns.select(IDENTIFIERS).unique().collect()
     return (
-        _normalised(txns.select(IDENTIFIERS).unique())
+        _normalised(ids.lazy())
         .join(own_keys, on="_acct", how="left")
         .with_columns(_own_transfer=pl.col("_own_transfer").fill_null(False),
                       _excluded=(pl.col("_tax").is_in(excluded) | pl.col("_acct").is_in(excluded)).fill_null(False))
     )
 
 
-def _labelled(txns: pl.LazyFrame, labels: pl.LazyFrame, excluded_keywords: Sequence[str]) -> pl.LazyFrame:
-    """``txns`` with the ``labels`` of their identifiers (``identifier_labels``, keyed or not), and excluded also
-    by a keyword of their purpose."""
-    rows = txns.join(labels, on=IDENTIFIERS, how="left", nulls_equal=True, maintain_order="left")
+def label_rows(txns: pl.LazyFrame, labels: pl.LazyFrame | pl.DataFrame, *,
+               excluded_keywords: Sequence[str] = ()) -> pl.LazyFrame:
+    """``txns`` with the ``labels`` of their identifiers (``identifier_labels``, keyed or not, of these rows or of
+    rows they are part of, e.g. a slice), and excluded also by a keyword of their purpose."""
+    rows = txns.join(labels.lazy(), on=IDENTIFIERS, how="left", nulls_equal=True, maintain_order="left")
     if not any(k.strip() for k in excluded_keywords):
         return rows
     return rows.with_columns(_excluded=pl.col("_excluded") | _purpose_excluded(excluded_keywords))
@@ -426,20 +430,19 @@ def key_counterparties(labelled: pl.LazyFrame, groups: pl.LazyFrame, *,
 
 
 def group_counterparties(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (), excluded_ids: Sequence[str] = (),
-                         excluded_keywords: Sequence[str] = ()) -> tuple[pl.LazyFrame, pl.DataFrame, pl.LazyFrame]:
-    """``label_counterparties`` keyed by the groups of the rows' identifiers, those groups
-    (``staging.counterparty``), and the labelled rows' ``counterparties``. Labelled and keyed per distinct
-    identifiers (``identifier_labels``), then joined to the rows once (labelling each of 10M rows joined them to
-    four lookups: ~3x the time)."""
+                         excluded_keywords: Sequence[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame, pl.LazyFrame]:
+    """The rows' counterparties, worked out per distinct identifiers (labelling each of 10M rows joined them to
+    four lookups: ~3x the time): (the ``identifier_labels`` of ``txns`` with their ``counterparty_key``, which
+    ``label_rows`` gives the rows: ``label_counterparties`` keyed by the groups; the groups of the identifiers,
+    ``staging.counterparty``; the labelled rows' ``counterparties``)."""
     labels = identifier_labels(txns, own_accounts=own_accounts, excluded_ids=excluded_ids).collect()
     groups = identity.counterparty_groups(_evidence(labels.lazy()).collect().lazy()).collect()
     keyed = key_counterparties(labels.lazy(), groups.lazy(), excluded_ids=excluded_ids).collect()
-    return (_labelled(txns, keyed.lazy(), excluded_keywords), groups,
-            _keyed_counterparties(txns, keyed, excluded_keywords))
+    return keyed, groups, _keyed_counterparties(txns, keyed, excluded_keywords)
 
 
 def _keyed_counterparties(txns: pl.LazyFrame, keyed: pl.DataFrame, excluded_keywords: Sequence[str]) -> pl.LazyFrame:
-    """``counterparties(_labelled(txns, keyed, excluded_keywords))`` without labelling each row: a row only needs
+    """``counterparties(label_rows(txns, keyed, excluded_keywords=...))`` without labelling each row: a row only needs
     the number of its identifiers' label, so the first row and whether one paid us are found per label (a
     group-by on that number) and then per key, from the labels (10M rows: ~8 -> ~3.5 s)."""
     ids = keyed.lazy().with_row_index("_id")
@@ -662,8 +665,9 @@ def classify_and_resolve(
 ) -> pl.LazyFrame:
     """label_counterparties -> group_counterparties -> identity.resolve -> classify, for callers that do not need
     the match table."""
-    labelled, _, found = group_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
-                                              excluded_keywords=excluded_keywords)
+    labels, _, found = group_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
+                                            excluded_keywords=excluded_keywords)
+    labelled = label_rows(txns, labels, excluded_keywords=excluded_keywords)
     match = identity.resolve(found, crm_clients, overrides, threshold=fuzzy_threshold)
     return classify(labelled, match, reporting_currency=reporting_currency, fx_rates=fx_rates, paying=found)
 
