@@ -343,12 +343,18 @@ _PARTY_ROW = st.fixed_dictionaries({
 def test_counterparties_found_per_label_equal_those_of_the_labelled_rows(rows):
     """``group_counterparties`` finds the counterparties per distinct identifiers (each key's first row and whether
     one paid us), without labelling every row: the same as ``counterparties`` of the labelled rows, with spellings
-    of one payer in any order, own accounts, excluded ids and rows excluded by a purpose keyword."""
-    txns = raw([dict(r) for r in rows])
+    of one payer in any order, own accounts, excluded ids and rows excluded by a purpose keyword; and ``classify``
+    reading who paid us from them (one join per row to a table per key) labels the rows as reading the rows does."""
+    txns = staging.transaction_keys(raw([{"file_hash": "a", "record_number": i, **r}
+                                         for i, r in enumerate(rows, start=1)]))
     labels, _, found = staging.group_counterparties(
         txns, own_accounts=["DE02120300000000202051"], excluded_ids=["DE811208257"], excluded_keywords=["darlehen"])
     labelled = staging.label_rows(txns, labels, excluded_keywords=["darlehen"])
-    assert found.collect().equals(staging.counterparties(labelled).collect())
+    found = found.collect()
+    assert found.equals(staging.counterparties(labelled).collect())
+    match = identity.resolve(found.lazy(), crm_clients(), None).collect().lazy()
+    assert staging.classify(labelled, match, reporting_currency="EUR", paying=found.lazy()).collect().equals(
+        staging.classify(labelled, match, reporting_currency="EUR").collect())
 
 
 def test_classify_reads_who_paid_us_from_the_counterparties_or_the_rows_alike():
