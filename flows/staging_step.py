@@ -293,7 +293,7 @@ def _present(crm: pl.DataFrame) -> pl.LazyFrame | None:
 
 
 def _own_account_keys(txns: pl.LazyFrame) -> list[str]:
-    """The accounts statements were issued for (normalised), as label_counterparties counts them own."""
+    """The accounts statements were issued for (normalised), as identifier_labels counts them own."""
     return sorted(staging.statement_accounts(txns).collect()["_acct"].to_list())
 
 
@@ -535,10 +535,9 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
         return "a new file supersedes staged rows (a booked copy of a pending one, or a bank reference)"
     new_rows = decided.filter(~pl.col("_staged")).drop("_staged").lazy()
     known_own = [*cfg.own_accounts, *state["own_accounts"]]
-    labelled = staging.label_counterparties(
-        new_rows, own_accounts=known_own, excluded_ids=cfg.excluded_counterparty_ids,
-        excluded_keywords=cfg.excluded_purpose_keywords).collect()
-    own_accounts = _own_account_keys(labelled.lazy())
+    labels = staging.identifier_labels(new_rows, own_accounts=known_own,
+                                       excluded_ids=cfg.excluded_counterparty_ids).collect()
+    own_accounts = _own_account_keys(new_rows)
     new_own = sorted(set(own_accounts) - set(state["own_accounts"]))
     if new_own and staged.filter(pl.col("category") != m.OWN_TRANSFER).select(
             m.normalise_account(pl.col("counterparty_account")).is_in(new_own).any()).collect().item():
@@ -546,12 +545,13 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
     old_groups = pl.read_parquet(staging_files(home, "staging.counterparty"))
     groups = identity.counterparty_groups(pl.concat([
         old_groups.lazy().select(*identity.EVIDENCE_SCHEMA),
-        staging.counterparty_evidence(new_rows, own_accounts=known_own).collect().lazy()])).collect()
+        staging.counterparty_evidence(labels.lazy()).collect().lazy()])).collect()
     if old_groups.join(groups, on=list(identity.EVIDENCE_SCHEMA), how="left", nulls_equal=True, suffix="_now").filter(
             pl.col("counterparty_key") != pl.col("counterparty_key_now")).height:
         return "a new file joins staged counterparties into one (e.g. an account now seen with a tax id)"
-    labelled = staging.key_counterparties(labelled.lazy(), groups.lazy(),
-                                          excluded_ids=cfg.excluded_counterparty_ids).collect()
+    labelled = staging.label_rows(
+        new_rows, staging.key_counterparties(labels.lazy(), groups.lazy(), excluded_ids=cfg.excluded_counterparty_ids),
+        excluded_keywords=cfg.excluded_purpose_keywords).collect()
     old_match = pl.read_parquet(staging_files(home, "staging.client_match"))
     new_match = identity.resolve(
         staging.counterparties(labelled.lazy()).filter(~pl.col("counterparty_key").is_in(old_match["counterparty_key"])),

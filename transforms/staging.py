@@ -22,7 +22,7 @@ STAGED_BANK_COLUMNS = (
     "category", "client_id", "match_method", "file_hash", "source_file", "record_number",
 )
 
-# what label_counterparties and classify add to the deduplicated rows (the rest of a staged row is the raw row and
+# what label_rows and classify add to the deduplicated rows (the rest of a staged row is the raw row and
 # its keys)
 CLASSIFIED_COLUMNS = ("fx_rate", "amount_reporting", "counterparty_key", "category", "client_id", "match_method")
 
@@ -345,27 +345,13 @@ def supersede_crm_clients(staged: pl.LazyFrame, new: pl.LazyFrame) -> pl.LazyFra
 IDENTIFIERS = ("counterparty_tax_id", "counterparty_account", "counterparty_name")
 
 
-def label_counterparties(
-    txns: pl.LazyFrame,
-    *,
-    own_accounts: Sequence[str] = (),
-    excluded_ids: Sequence[str] = (),
-    excluded_keywords: Sequence[str] = (),
-) -> pl.LazyFrame:
-    """Add the normalised counterparty identifiers and the own-transfer / exclusion flags (DOMAIN §1, §9); the
-    counterparty key comes from ``key_counterparties``.
-
-    Own accounts are the configured ones plus every account a statement was issued for.
-    """
-    return label_rows(txns, identifier_labels(txns, own_accounts=own_accounts, excluded_ids=excluded_ids),
-                      excluded_keywords=excluded_keywords)
-
-
 def identifier_labels(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = (),
                       excluded_ids: Sequence[str] = ()) -> pl.LazyFrame:
-    """One row per distinct ``IDENTIFIERS`` of ``txns``' rows, with what ``label_counterparties`` adds to a row
-    that carries them (its purpose keywords aside): the labels are a function of the identifiers and the
-    settings, so they are worked out once per payer's spelling (10M rows: ~250k) and joined to the rows once."""
+    """One row per distinct ``IDENTIFIERS`` of ``txns``' rows, with the labels of a row that carries them: the
+    normalised counterparty identifiers and the own-transfer / exclusion flags (DOMAIN §1, §9; own accounts are the
+    configured ones plus every account a statement was issued for). A row's labels are a function of its
+    identifiers and the settings, its purpose keywords aside (``label_rows``), so they are worked out once per
+    payer's spelling (10M rows: ~250k) and joined to the rows once; ``key_counterparties`` adds the key."""
     excluded = _ids(excluded_ids)
     own_keys = _own_keys(txns, own_accounts).with_columns(_own_transfer=pl.lit(True))
     # collected: the normalisation reads the distinct identifiers three times, and a plan would find them three
@@ -402,13 +388,9 @@ def _own_keys(txns: pl.LazyFrame, own_accounts: Sequence[str]) -> pl.LazyFrame:
     return pl.concat([statement_accounts(txns), pl.LazyFrame({"_acct": own}, schema={"_acct": pl.String})]).unique()
 
 
-def counterparty_evidence(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = ()) -> pl.LazyFrame:
-    """The distinct combinations of identifiers (``identity.EVIDENCE_SCHEMA``) of the rows that are not own
-    transfers (``label_counterparties``' own accounts): what ``identity.counterparty_groups`` keys."""
-    return _evidence(identifier_labels(txns, own_accounts=own_accounts))
-
-
-def _evidence(labels: pl.LazyFrame) -> pl.LazyFrame:
+def counterparty_evidence(labels: pl.LazyFrame) -> pl.LazyFrame:
+    """The distinct combinations of identifiers (``identity.EVIDENCE_SCHEMA``) of the ``identifier_labels`` that are
+    not own transfers: what ``identity.counterparty_groups`` keys."""
     return labels.filter(~pl.col("_own_transfer")).select(identity.evidence_columns()).unique()
 
 
@@ -433,11 +415,10 @@ def group_counterparties(txns: pl.LazyFrame, *, own_accounts: Sequence[str] = ()
                          excluded_keywords: Sequence[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame, pl.LazyFrame]:
     """The rows' counterparties, worked out per distinct identifiers rather than per row (four lookups joined to
     each of 10M rows took ~3x the time). Returns (labels, groups, counterparties): the ``identifier_labels`` of
-    ``txns`` with their ``counterparty_key`` (``label_rows`` gives them to the rows: ``label_counterparties`` keyed
-    by the groups), the groups of the identifiers (``staging.counterparty``), and ``counterparties`` of the
-    labelled rows."""
+    ``txns`` with their ``counterparty_key`` (``label_rows`` gives them to the rows), the groups of the identifiers
+    (``staging.counterparty``), and ``counterparties`` of the labelled rows."""
     labels = identifier_labels(txns, own_accounts=own_accounts, excluded_ids=excluded_ids).collect()
-    groups = identity.counterparty_groups(_evidence(labels.lazy()).collect().lazy()).collect()
+    groups = identity.counterparty_groups(counterparty_evidence(labels.lazy()).collect().lazy()).collect()
     keyed = key_counterparties(labels.lazy(), groups.lazy(), excluded_ids=excluded_ids).collect()
     return keyed, groups, _keyed_counterparties(txns, keyed, excluded_keywords)
 
@@ -487,11 +468,11 @@ def _normalised(txns: pl.LazyFrame) -> pl.LazyFrame:
 def relabel_staged(staged: pl.LazyFrame) -> pl.LazyFrame:
     """Staged bank rows ready for ``classify`` again (against a new CRM), without labelling them again.
 
-    ``label_counterparties`` depends on the rows and the settings only, never on the CRM, so while neither
-    changed its labels are still those the rows were staged with: the counterparty key is staged, and the two
-    flags are in the category (``classify`` made every own transfer ``own_transfer`` and every other excluded row
-    ``excluded``). Only an own transfer's exclusion flag is not kept, and nothing reads it: every use of
-    ``_excluded`` also requires ``~_own_transfer`` or comes after it. For ``counterparties`` use
+    A row's labels (``identifier_labels``, ``label_rows``) depend on the rows and the settings only, never on the
+    CRM, so while neither changed its labels are still those the rows were staged with: the counterparty key is
+    staged, and the two flags are in the category (``classify`` made every own transfer ``own_transfer`` and every
+    other excluded row ``excluded``). Only an own transfer's exclusion flag is not kept, and nothing reads it: every
+    use of ``_excluded`` also requires ``~_own_transfer`` or comes after it. For ``counterparties`` use
     ``staged_counterparties``.
     """
     return staged.with_columns(_own_transfer=pl.col("category") == m.OWN_TRANSFER,
@@ -500,7 +481,7 @@ def relabel_staged(staged: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def staged_counterparties(staged: pl.LazyFrame) -> pl.LazyFrame:
-    """``counterparties(label_counterparties(...))`` of staged bank rows, from the first row of each counterparty
+    """``counterparties`` of the labelled rows of staged bank rows, from the first row of each counterparty
     that is neither an own transfer nor excluded (the row ``counterparties`` keeps; the normalisation is
     row-wise), so only those rows are normalised (a few hundred thousand instead of every transaction)."""
     first = (staged.filter(pl.col("counterparty_key").is_not_null()
@@ -609,25 +590,26 @@ def classify(labelled: pl.LazyFrame, client_match: pl.LazyFrame, *, reporting_cu
     is_crm = pl.col("_method").is_in(list(identity.METHODS_CRM))
     client_id = (pl.when(is_crm).then(pl.col("_crm_client"))
                  .otherwise(pl.concat_str([pl.lit("bank:"), pl.col("counterparty_key")])).alias("client_id"))
+
+    def paid(payers: pl.LazyFrame) -> pl.LazyFrame:
+        """The clients who paid us: an aggregate joined back (not a window over client_id)."""
+        if paid_before is not None:
+            payers = pl.concat([payers, paid_before.select("client_id")])
+        return payers.unique().with_columns(_has_paid_us=pl.lit(True))
+
     if paying is None:
         frame = labelled.join(match, on="counterparty_key", how="left", maintain_order="left").with_columns(client_id)
-        payers = frame.filter(pays_us()).select("client_id")
-    else:  # the client and whether it paid us are a function of the counterparty key: one join per row
+        frame = frame.join(paid(frame.filter(pays_us()).select("client_id")), on="client_id", how="left",
+                           maintain_order="left")
+    else:
+        # the client and whether it paid us are a function of the counterparty key: one join per row. A key without
+        # a row in ``paying`` has only own transfers and excluded rows, whose client the category drops: they need
+        # no client here
         keys = (paying.select("counterparty_key", "_paid_us").join(match, on="counterparty_key", how="left")
                 .with_columns(client_id))
-        payers = keys.filter("_paid_us").select("client_id")
-    # clients who paid us: an aggregate joined back (not a window over client_id)
-    if paid_before is not None:
-        payers = pl.concat([payers, paid_before.select("client_id")])
-    paid = payers.unique().with_columns(_has_paid_us=pl.lit(True))
-    if paying is None:
-        frame = frame.join(paid, on="client_id", how="left", maintain_order="left")
-    else:
-        # a key without a row in ``paying`` has only own transfers and excluded rows, whose client the category
-        # drops: they need no client here
-        keys = keys.join(paid, on="client_id", how="left").select("counterparty_key", "_method", "client_id",
-                                                                   "_has_paid_us")
-        frame = labelled.join(keys, on="counterparty_key", how="left", maintain_order="left")
+        keys = keys.join(paid(keys.filter("_paid_us").select("client_id")), on="client_id", how="left")
+        frame = labelled.join(keys.select("counterparty_key", "_method", "client_id", "_has_paid_us"),
+                              on="counterparty_key", how="left", maintain_order="left")
     frame = frame.with_columns(
         match_method=pl.when(is_crm | (pl.col("_method") == "override_own")).then(pl.col("_method"))
         .when(pl.col("counterparty_key").is_not_null()).then(pl.lit("bank_counterparty")))
@@ -664,7 +646,7 @@ def classify_and_resolve(
     fx_rates: pl.LazyFrame | None = None,
     fuzzy_threshold: float = 90.0,
 ) -> pl.LazyFrame:
-    """label_counterparties -> group_counterparties -> identity.resolve -> classify, for callers that do not need
+    """group_counterparties -> label_rows -> identity.resolve -> classify, for callers that do not need
     the match table."""
     labels, _, found = group_counterparties(txns, own_accounts=own_accounts, excluded_ids=excluded_ids,
                                             excluded_keywords=excluded_keywords)
