@@ -145,3 +145,36 @@ def test_a_history_without_invoices_or_payments_settles_to_nothing(tmp_path):
     again = night([], [("C1", dt.date(2026, 2, 1), Decimal("5.00"))], dt.date(2026, 2, 1), tmp_path / "v1",
                   tmp_path / "v2")
     assert again[0].rows() == [] and again[1].height == 0
+
+
+def test_a_client_with_only_later_payment_days_goes_on_from_its_open_invoices(tmp_path, caplog):
+    """The second night's match of a client whose invoices and earlier payment days did not change continues from
+    its open remainders (``economics.continue_match``): a new day that ends exactly where an invoice ends, a client
+    paid beyond its invoices, two new days. A day of the first night that gets more money, and a first payment,
+    match the client whole. Both give a whole settlement's parts and costs."""
+    caplog.set_level(logging.INFO, logger="clientbase")
+    jan, feb, mar = dt.date(2026, 1, 10), dt.date(2026, 2, 10), dt.date(2026, 3, 10)
+    invoices = [("C1", "C1-1", jan, jan, Decimal("100.00"), "won"), ("C1", "C1-2", feb, feb, Decimal("200.00"), "won"),
+                ("C1", "C1-3", mar, mar, Decimal("300.00"), "won"), ("C2", "C2-1", jan, jan, Decimal("100.00"), "won"),
+                ("C3", "C3-1", jan, jan, Decimal("100.00"), "won"), ("C3", "C3-2", feb, feb, Decimal("100.00"), "won"),
+                ("C4", "C4-1", jan, jan, Decimal("100.00"), "won"), ("C5", "C5-1", jan, jan, Decimal("100.00"), "won"),
+                ("C5", "C5-2", feb, feb, Decimal("50.00"), "won"), ("C6", "C6-1", jan, jan, Decimal("80.00"), "won")]
+    day = dt.date(2026, 1, 5)
+    payments = [("C1", day, Decimal("150.00")), ("C2", day, Decimal("130.00")), ("C3", day, Decimal("50.00")),
+                ("C5", day, Decimal("100.00")), ("C6", day, Decimal("10.00"))]
+    as_of = dt.date(2026, 3, 31)
+    night(invoices, payments, as_of, None, tmp_path / "v1")
+    later = [("C1", dt.date(2026, 3, 1), Decimal("150.00")),  # C1-2 paid to its end, C1-3 untouched
+             ("C2", dt.date(2026, 2, 1), Decimal("10.00")),  # paid beyond its invoices already
+             ("C3", day, Decimal("20.00")),  # the first night's day gets more money: C3 is matched whole
+             ("C4", dt.date(2026, 2, 1), Decimal("40.00")),  # its first payment: matched whole
+             ("C5", dt.date(2026, 2, 1), Decimal("20.00")), ("C5", dt.date(2026, 2, 2), Decimal("30.00"))]
+    got = night(invoices, payments + later, as_of, tmp_path / "v1", tmp_path / "v2")
+    assert same(got, whole(invoices, payments + later, as_of))
+    message = [r.getMessage() for r in caplog.records if r.getMessage().startswith("settlement:")][-1]
+    assert message == "settlement: 5 of 6 clients matched (3 of them from their last matched payment day on)"
+    parts = got[0].filter(pl.col("client_id") == "C1").sort("invoice_id", "paid_date", nulls_last=True)
+    assert parts.select("invoice_id", "part_amount", "paid_date", "final").rows() == [
+        ("C1-1", Decimal("100.00"), day, True), ("C1-2", Decimal("50.00"), day, False),
+        ("C1-2", Decimal("150.00"), dt.date(2026, 3, 1), True), ("C1-3", Decimal("300.00"), None, True)]
+    assert parts["amount"].to_list() == [Decimal("100.00"), Decimal("200.00"), Decimal("200.00"), Decimal("300.00")]

@@ -103,6 +103,29 @@ def match_invoices(won: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
         for frame in (final, inner)]).cast(PARTS_SCHEMA)
 
 
+def continue_match(remainders: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
+    """The parts that replace a match's open remainders when a client's new payment days all come after the days
+    it already matched (``PARTS_SCHEMA``): ``remainders`` are the match's ``final`` parts without ``paid_date``,
+    ``paid`` the new days in ``settlement_inputs``' shape. With the match's other parts they are the match of all
+    the days, so a night need not match a client's whole history again for one more payment.
+
+    Why: a client's invoices in FIFO order cover consecutive ranges of its cumulative invoiced amount, its payment
+    days in date order consecutive ranges of its cumulative paid amount. Days after all the matched ones (and the
+    same invoices) leave the ranges already paid, and so every paid part, as they were; the new days cover what
+    lies beyond the amount paid so far, i.e. the open remainders, which are in FIFO order the unpaid end of the
+    invoice paid in part and then the unpaid invoices whole. Matching the remainders as invoices of their open
+    amounts against the new days is the same overlap of the same ranges, shifted by the amount paid so far; the
+    parts keep their invoice's amount."""
+    amounts = remainders.select("client_id", "invoice_id", _amount="amount")
+    return (
+        match_invoices(remainders.select("client_id", "invoice_id", "issue_date", "due_date", amount="part_amount"),
+                       paid)
+        .join(amounts, on=["client_id", "invoice_id"], how="left")
+        .with_columns(amount="_amount")
+        .select(list(PARTS_SCHEMA))
+    )
+
+
 def invoice_settlement(parts: pl.LazyFrame, *, as_of: dt.date, write_off_days: int) -> pl.LazyFrame:
     """Each invoice as of ``as_of`` from its final part (``SETTLEMENT_SCHEMA``): the day it was settled, what is
     still open and how many days late it is (to the day it was paid, to as-of while it is open, to its
