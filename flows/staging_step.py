@@ -166,7 +166,7 @@ def stage(settings: Settings) -> StageStats:
             stats, own_accounts = _restage(settings, manifest.lazy(), crm, new_crm=new_crm)
             built = replace(stats, reclassified=True), own_accounts
         elif new_bank:
-            appended = _append(settings, manifest.lazy(), new_bank, state, crm_clients)
+            appended = _append(settings, manifest.lazy(), new_bank, state, crm_clients, crm_changed=crm_changed)
             built, reason = (None, appended) if isinstance(appended, str) else (appended, None)
             if built is not None and refreshed is not None:
                 built = replace(built[0], crm_refreshed=True), built[1]
@@ -496,8 +496,24 @@ def _last_seq(manifest: pl.LazyFrame) -> int:
     return manifest.select(pl.col("ingest_seq").max()).collect().item() or 0
 
 
+def _clients_after_append(home: Path, parts: list[Path], rows: pl.DataFrame, crm_clients: pl.LazyFrame | None, *,
+                          bank_names: str) -> pl.DataFrame:
+    """``staging.stage_clients`` over every part once ``rows`` are appended to the staged ones: one row per client,
+    each worked out from that client's staged rows and CRM row alone, so only the clients of ``rows`` can change
+    (an append keeps every staged row; the caller calls this only when the CRM clients did not change). Their rows are worked out again from their rows in every part;
+    the others are the staged dimension's (10M staged rows, a one-day night: a group-by over every payment took
+    ~3 s)."""
+    ids = rows.select(pl.col("client_id").drop_nulls().unique())["client_id"].implode()
+    mine = pl.col("client_id").is_in(ids)
+    again = staging.stage_clients(pl.scan_parquet(parts).filter(mine),
+                                  None if crm_clients is None else crm_clients.filter(mine),
+                                  bank_names=bank_names).collect()
+    staged = pl.read_parquet(staging_files(home, "staging.client"))
+    return pl.concat([staged.filter(~mine), again]).sort("client_id")
+
+
 def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], state: dict,
-            crm_clients: pl.LazyFrame | None) -> tuple[StageStats, list[str]] | str:
+            crm_clients: pl.LazyFrame | None, *, crm_changed: bool = False) -> tuple[StageStats, list[str]] | str:
     """Stage the rows of newly ingested bank files against the staged rows and append them as a new part.
 
     Equal to a rebuild (``tests/test_stage_increment.py`` checks it on generated sequences of files) because
@@ -515,7 +531,9 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
       CRM (a new CRM file always rebuilds);
     - refunds: money out to a bank counterparty is a refund once it has paid us: ``paid_before`` carries the
       staged payers; gives up when a counterparty pays for the first time and staged rows sent it money;
-    - the client dimension is recomputed from every part (one group-by over the payments).
+    - the client dimension: a client's row reads only the client's rows and its CRM row: the rows of the
+      clients of the new rows are worked out again from every part, the others kept (``_clients_after_append``);
+      all of them when the night's CRM export changed the CRM clients (``crm_changed``).
 
     Returns the stats and the own accounts seen so far, or why it gave up (the caller then rebuilds).
     """
@@ -578,8 +596,9 @@ def _append(settings: Settings, manifest: pl.LazyFrame, new_files: list[str], st
         client_match.write_parquet(built["staging.client_match"])
         groups.write_parquet(built["staging.counterparty"])
         parts = [*parts, built["staging.bank_transaction"]]
-        clients = staging.stage_clients(pl.scan_parquet(parts), crm_clients,
-                                        bank_names=settings.identity.bank_names).collect()
+        clients = (staging.stage_clients(pl.scan_parquet(parts), crm_clients, bank_names=settings.identity.bank_names)
+                   .collect() if crm_changed else
+                   _clients_after_append(home, parts, rows, crm_clients, bank_names=settings.identity.bank_names))
         clients.write_parquet(built["staging.client"])
         compact = len(parts) > MAX_STAGING_PARTS
         if compact:  # one file again, the same rows in the same order (a night's part is small; many slow scans)
