@@ -115,7 +115,8 @@ def continue_match(remainders: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame
     lies beyond the amount paid so far, i.e. the open remainders, which are in FIFO order the unpaid end of the
     invoice paid in part and then the unpaid invoices whole. Matching the remainders as invoices of their open
     amounts against the new days is the same overlap of the same ranges, shifted by the amount paid so far; the
-    parts keep their invoice's amount."""
+    parts keep their invoice's amount (found by client and invoice id: one remainder per invoice, and the ids are
+    unique, as CRM ingestion requires one and staging keeps one row per id)."""
     amounts = remainders.select("client_id", "invoice_id", _amount="amount")
     return (
         match_invoices(remainders.select("client_id", "invoice_id", "issue_date", "due_date", amount="part_amount"),
