@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -20,13 +18,12 @@ import pytest
 
 from clientbase.demo import DemoSpec, generate
 from clientbase.errors import LockedError
+from tests import crash_driver
 from transforms.marts import MARTS
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_api")]
 
 SPEC = DemoSpec(clients=30, months=6, seed=3)
-ROOT = Path(__file__).resolve().parent.parent
-DRIVER = Path(__file__).with_name("crash_driver.py")
 NEW_MONTH = "2026-10"
 
 
@@ -52,13 +49,11 @@ def add_new_month(source_inbox: Path, home: Path) -> None:
         shutil.copy2(path, home / "inbox" / "bank" / path.name)
 
 
-def child(home: Path, step: str, mode: str, go_file: Path | None = None) -> subprocess.Popen:
+def child(home: Path, step: str, mode: str, go_file: Path | None = None) -> crash_driver.Child:
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(DRIVER), str(home), SPEC.end.isoformat(), step, mode,
-                             str(go_file or home / "go")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return crash_driver.start(home, SPEC.end, step, mode, go_file or home / "go", home.parent / f"{home.name}.log",
+                              PREFECT_API_URL.value())
 
 
 @pytest.fixture(scope="module")
