@@ -11,7 +11,7 @@ import pytest
 
 from sources import registry
 from tests import parity
-from warehouse.db import connect, ensure_schema
+from warehouse.db import connect, ensure_schema, schema_digest
 
 BANK = Path(__file__).parent / "fixtures" / "bank"
 # (fixture, encoding, amount as written in it, the same amount's spelling pattern, decimal mark)
@@ -77,14 +77,27 @@ def test_an_entries_total_beyond_one_amount_is_stored(tmp_path):
     assert [row["entries_total"] for row in tables["balances"]] == [Decimal("1.8E18")]
 
 
-def test_an_older_warehouse_gets_the_wider_entries_total(tmp_path):
+@pytest.mark.parametrize("marker", ["DROP TABLE ops.schema_version",  # from before the schema version marker
+                                    "UPDATE ops.schema_version SET version = 'older'"])  # from an older release
+def test_an_older_warehouse_gets_the_wider_entries_total(tmp_path, marker):
     path = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
         ensure_schema(con)
         con.execute("ALTER TABLE raw.statement_balance ALTER COLUMN entries_total TYPE DECIMAL(23, 5)")  # as before
+        con.execute(marker)
         con.execute("INSERT INTO raw.statement_balance VALUES ('h', 'f', 1, 'A', 'S', DATE '2025-03-01', 1, 2, "
                     "'EUR', 1.5)")
     with connect(path) as con:
         assert con.execute("SELECT data_type FROM duckdb_columns() WHERE table_name = 'statement_balance' "
                            "AND column_name = 'entries_total'").fetchall() == [("DECIMAL(38,5)",)]
         assert con.execute("SELECT entries_total FROM raw.statement_balance").fetchall() == [(Decimal("1.5"),)]
+        assert con.execute("SELECT version FROM ops.schema_version").fetchall() == [(schema_digest(),)]
+
+
+def test_a_warehouse_at_this_schema_is_not_altered_at_connect(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    with connect(path) as con:
+        con.execute("ALTER TABLE raw.statement_balance ALTER COLUMN entries_total TYPE DECIMAL(23, 5)")
+    with connect(path) as con:  # the marker says the schema is current: no DDL ran (it would widen the column)
+        assert con.execute("SELECT data_type FROM duckdb_columns() WHERE table_name = 'statement_balance' "
+                           "AND column_name = 'entries_total'").fetchall() == [("DECIMAL(23,5)",)]
