@@ -59,6 +59,22 @@ def _match_regex(column: str, regex: str):
     )
 
 
+def unique_key(columns: list[str]):
+    """ExpectCompoundColumnsToBeUnique as one GROUP BY: each key held by more than one row is an unexpected row
+    (named by its values and row count). GX's own SQL joins every row to its key's count: on a 10M bench's
+    client_month (38 months, 6.8M rows) 4.6 s of the marts gate's 16 s, against ~0.5 s. Rows with a null in a key
+    column are left out, as GX's SQL leaves them out (its join on equal keys never matches a null)."""
+    keys = ", ".join(f'"{c}"' for c in columns)
+    present = " AND ".join(f'"{c}" IS NOT NULL' for c in columns)
+    query = (f"SELECT concat_ws(', ', {keys}) || ' (' || count(*) || ' rows)' AS duplicated_key "  # noqa: S608
+             f"FROM {{batch}} WHERE {present} GROUP BY {keys} HAVING count(*) > 1")  # code constants only
+    return _gx().UnexpectedRowsExpectation(
+        unexpected_rows_query=query,
+        description=f"each ({', '.join(columns)}) is held by one row",
+        meta={"check_name": "expect_compound_columns_to_be_unique", "column": ",".join(columns)},
+    )
+
+
 def raw_suite(earliest_booking_date: dt.date) -> Suite:
     """Raw gate: what this run ingested is parseable, plausible and complete."""
     E = _gx()
@@ -72,7 +88,7 @@ def raw_suite(earliest_booking_date: dt.date) -> Suite:
             # the dedupe would take all of them for one transaction
             _match_regex("own_account", "[0-9A-Za-z]"),
             E.ExpectColumnValuesToBeInSet(column="status", value_set=["BOOK", "PDNG", "INFO"]),
-            E.ExpectCompoundColumnsToBeUnique(column_list=["file_hash", "record_number"]),
+            unique_key(["file_hash", "record_number"]),
         ],
         # rows in = rows raw + rows quarantined, per file (nothing lost)
         "file_accounting": [
@@ -135,7 +151,7 @@ def marts_suite() -> Suite:
     return {
         client_month.NAME: [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(client_month.SCHEMA)),
-            E.ExpectCompoundColumnsToBeUnique(column_list=list(client_month.KEY)),
+            unique_key(list(client_month.KEY)),
             *(E.ExpectColumnValuesToNotBeNull(column=c) for c in client_month.SCHEMA),
             E.ExpectColumnValuesToBeBetween(column="revenue", min_value=0),
             E.ExpectColumnValuesToBeBetween(column="refunds", min_value=0),
@@ -174,27 +190,27 @@ def marts_suite() -> Suite:
             E.ExpectColumnValuesToBeUnique(column="cell"),
         ],
         retention_period.NAME: [
-            E.ExpectCompoundColumnsToBeUnique(column_list=list(retention_period.KEY)),
+            unique_key(list(retention_period.KEY)),
             E.ExpectColumnValuesToBeInSet(column="period_type", value_set=["month", "quarter", "year"]),
             E.ExpectColumnValuesToBeBetween(column="churn_rate", min_value=0, max_value=1),
         ],
         cohort_retention.NAME: [
-            E.ExpectCompoundColumnsToBeUnique(column_list=list(cohort_retention.KEY)),
+            unique_key(list(cohort_retention.KEY)),
             E.ExpectColumnValuesToBeBetween(column="retention_rate", min_value=0, max_value=1),
         ],
         key_clients.NAME: [
-            E.ExpectCompoundColumnsToBeUnique(column_list=list(key_clients.KEY)),
+            unique_key(list(key_clients.KEY)),
             E.ExpectColumnValuesToBeInSet(column="level", value_set=["company", "department", "manager"]),
         ],
         dependency.NAME: [
-            E.ExpectCompoundColumnsToBeUnique(column_list=list(dependency.KEY)),
+            unique_key(list(dependency.KEY)),
             E.ExpectColumnValuesToBeInSet(column="dependency_level",
                                           value_set=["ok", "diversify", "severe", "critical"]),
         ],
         manager_load.NAME: [E.ExpectColumnValuesToBeUnique(column="manager_id")],
         segments.NAME: [E.ExpectColumnValuesToBeUnique(column="priority")],
         ladder_transitions.NAME: [
-            E.ExpectCompoundColumnsToBeUnique(column_list=list(ladder_transitions.KEY)),
+            unique_key(list(ladder_transitions.KEY)),
             E.ExpectColumnValuesToBeInSet(column="to_step", value_set=[
                 "first_purchase", "repeat", "regular", "adherent", "advocate", "lost"]),
         ],

@@ -48,6 +48,9 @@ def test_marts_gate_passes_clean_and_fails_broken_data():
         ("revenue_reconciliation", "expect_column_values_to_be_between", "diff"),
     }
     assert any("revenue_reconciliation.diff" in f for f in bad.failures)
+    # a duplicated key is named once, with its row count
+    assert [r["observed"] for r in bad.results if r["check_name"] == "expect_compound_columns_to_be_unique"] == [
+        '{"unexpected_count": 1, "examples": ["C1, 2025-01-01 (2 rows)"]}']
 
 
 def test_gx_duckdb_patch_keeps_results_readable():
@@ -231,3 +234,14 @@ def test_a_gate_stores_each_suite_once_and_no_configuration(monkeypatch):
     assert outcome.passed
     assert len(outcome.results) == sum(len(v) for v in suite.values())
     assert calls == {"suite_writes": len(suite), "config_saves": 0}
+
+
+def test_a_compound_key_is_unique_unless_two_rows_hold_it_whole():
+    """Rows with a null key column are not duplicates of each other (as in GX's own SQL for the check)."""
+    frame = pl.DataFrame({"client_id": ["C1", "C1", "C2", None, None, "C3"],
+                          "month": ["2025-01", "2025-01", "2025-01", "2025-01", "2025-01", None]})
+    outcome = run_gate("t", "r1", {"t": frame}, {"t": [suites.unique_key(["client_id", "month"])]})
+    assert [(r["check_name"], r["column_name"], r["success"], r["observed"]) for r in outcome.results] == [
+        ("expect_compound_columns_to_be_unique", "client_id,month", False,
+         '{"unexpected_count": 1, "examples": ["C1, 2025-01 (2 rows)"]}')]
+    assert run_gate("t", "r2", {"t": frame.slice(1)}, {"t": [suites.unique_key(["client_id", "month"])]}).passed
