@@ -46,6 +46,7 @@ class Child:
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.process.join(timeout)
         if self.process.exitcode is None:
+            self.process.kill()  # not left running past a failed test
             raise TimeoutError(f"crash driver child {self.process.pid} still running after {timeout} s")
         return "", self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
@@ -53,8 +54,9 @@ class Child:
 def start(home: Path, as_of: dt.date, step: str, mode: str, go_file: Path, log: Path, api_url: str) -> Child:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    # daemonic: a child still running when the test process ends is terminated, not waited for
     process = context.Process(target=_main, args=(str(home), as_of, step, mode, str(go_file), str(log), api_url),
-                              daemon=False)
+                              daemon=True)
     process.start()
     return Child(process, log)
 
