@@ -114,7 +114,9 @@ def api_for_workers(execution: ExecutionConfig) -> Iterator[None]:
 
 
 def run_with_execution(flow_, execution: ExecutionConfig, **parameters) -> dict[str, Any]:
-    """Run ``flow_`` with the task runner of ``execution`` (the CLI's entry point)."""
+    """Run ``flow_`` with the task runner of ``execution`` (the CLI's entry point). GX's import starts here, so
+    it overlaps Prefect starting its API server and the flow run, not only the run's listing and loading."""
+    preload_gates()
     with api_for_workers(execution):
         return with_execution(flow_, execution)(**parameters)
 
@@ -141,7 +143,9 @@ def run_pipeline(settings: Settings, *, command: str, ingest: bool = True,
                  months: tuple[dt.date, dt.date] | None = None, as_of: dt.date | None = None) -> dict[str, Any]:
     """The body shared by every flow; the caller holds the HOME lock. Records the run in ``ops.run_log``."""
     logger = get_run_logger()
-    preload_gates()  # GX's import overlaps the inbox's listing and loading
+    # GX's import overlaps the inbox's listing and loading (a deployment's run starts here; after the CLI's
+    # run_with_execution started it, the modules are loaded and this thread ends at once)
+    preload_gates()
     run_id = steps.new_run_id()
     as_of = as_of or settings.effective_as_of
     summary: dict[str, Any] = {"run_id": run_id, "as_of": as_of.isoformat(), "command": command, "gates": {},
