@@ -1,9 +1,10 @@
 """Runs the nightly flow in a child process and kills it with SIGKILL at a stage boundary (or pauses there).
 
-``start(home, as_of, step, mode, go_file, log)`` starts the child; ``mode`` is kill-before, kill-after or
-pause-before. STEP is a function of ``flows.steps`` (ingest_file, gate_raw, stage, ...). It is wrapped before
-``flows.pipeline`` wraps the steps into Prefect tasks, so the kill happens exactly between two steps of a real
-flow run. ``pause-before`` waits until GO_FILE exists (to hold the HOME lock for a concurrency test).
+``start(home, as_of, step, mode, go_file, log, api_url)`` starts the child against the Prefect API at
+``api_url``; ``mode`` is kill-before, kill-after or pause-before. STEP is a function of ``flows.steps``
+(ingest_file, gate_raw, stage, ...). It is wrapped before ``flows.pipeline`` wraps the steps into Prefect tasks,
+so the kill happens exactly between two steps of a real flow run. ``pause-before`` waits until GO_FILE exists
+(to hold the HOME lock for a concurrency test).
 
 The children are forked from a multiprocessing forkserver that imported Prefect, GX and the steps once (~8 s
 of one core per child otherwise), but not ``flows.pipeline``: each child imports that after wrapping its step.
