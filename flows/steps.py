@@ -1107,11 +1107,12 @@ def gate_marts(settings: Settings, run_id: str, version_dir: str, as_of: dt.date
             FROM staging.bank_transaction
             WHERE status = 'BOOK' AND category IN ('client_payment', 'refund') AND booking_date <= ?
             GROUP BY ALL),
-        mart AS (SELECT month, sum(revenue) AS mart_revenue FROM ({client_month_sql}) GROUP BY month)
-        SELECT month, coalesce(staged_revenue, 0)::DECIMAL(38, 2) AS staged_revenue,
-               coalesce(mart_revenue, 0)::DECIMAL(38, 2) AS mart_revenue,
-               coalesce(staged_revenue, 0)::DECIMAL(38, 2) - coalesce(mart_revenue, 0)::DECIMAL(38, 2) AS diff
-        FROM staged FULL JOIN mart USING (month)
+        mart AS (SELECT month, sum(revenue) AS mart_revenue FROM ({client_month_sql}) GROUP BY month),
+        both_sides AS (
+            SELECT month, coalesce(staged_revenue, 0)::DECIMAL(38, 2) AS staged_revenue,
+                   coalesce(mart_revenue, 0)::DECIMAL(38, 2) AS mart_revenue
+            FROM staged FULL JOIN mart USING (month))
+        SELECT *, staged_revenue - mart_revenue AS diff FROM both_sides
         ORDER BY month"""  # noqa: S608 - the file list is ours, quoted as literals
     with open_warehouse(settings) as con:
         # one row per month, computed once: as a GX query asset it ran for each of GX's four metric queries (each
