@@ -141,27 +141,31 @@ _SETTLED_NS = 2_000_000_000  # a file changed this recently is hashed again at t
 def _file_digests(settings: Settings, paths: list[Path]) -> list[tuple[str, int]]:
     """(sha256, size) of each file. A file that stat finds as it was when hashed before (same device, inode,
     size, modification and status-change time) keeps its hash from ``HOME/.inbox_index.json``; the others are
-    hashed, ``ingest_workers`` at a time (hashlib releases the GIL). The status-change time (ctime) is set by the
-    kernel on every write and no tool can set it back, so a file rewritten with its old size and modification
-    time (``cp -p``, ``touch -r``) is hashed again: git's index relies on the same. As in git, a file changed
-    less than ``_SETTLED_NS`` before the run is not indexed: file systems keep time in ticks of a few
-    milliseconds, and a write in the same tick as the stat would leave every time unchanged. So a night reads
-    the files it has not seen instead of the whole inbox (10M bench: 2.2 GB, ~3 s)."""
+    hashed, ``ingest_workers`` at a time (hashlib releases the GIL). The index knows a file by its device and
+    inode, not by its path, so an inbox of links, or one reached through another folder, reuses the hashes. The
+    status-change time (ctime) is set by the kernel on every write and no tool can set it back, so a file
+    rewritten with its old size and modification time (``cp -p``, ``touch -r``) is hashed again: git's index
+    relies on the same. As in git, a file changed less than ``_SETTLED_NS`` before the run is not indexed: file
+    systems keep time in ticks of a few milliseconds, and a write in the same tick as the stat would leave every
+    time unchanged. So a night reads the files it has not seen instead of the whole inbox (10M bench: 2.2 GB,
+    ~3 s)."""
     settled = time.time_ns() - _SETTLED_NS
     index_path = settings.home / INBOX_INDEX
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none yet, or unreadable: every file is hashed
         index = {}
-    keys = [_stat_key(path) for path in paths]
-    todo = [n for n, (path, key) in enumerate(zip(paths, keys, strict=True))
-            if not isinstance(index.get(str(path)), list) or index[str(path)][:-1] != key]
+    stats = [_stat_key(path) for path in paths]  # (device, inode, size, mtime, ctime)
+    ids = [f"{dev}:{inode}" for dev, inode, *_ in stats]
+    todo = [n for n, (file_id, stat) in enumerate(zip(ids, stats, strict=True))
+            if not isinstance(index.get(file_id), list) or index[file_id][:-1] != stat[2:]]
     with ThreadPoolExecutor(max_workers=settings.execution.ingest_workers) as pool:
         hashed = dict(zip(todo, pool.map(lambda n: _sha256(paths[n]), todo), strict=True))
-    digests = [hashed[n] if n in hashed else index[str(path)][-1] for n, path in enumerate(paths)]
-    write_json(index_path, {str(path): [*key, digest] for path, key, digest in zip(paths, keys, digests, strict=True)
-                             if key[-1] < settled})
-    return [(digest, key[2]) for digest, key in zip(digests, keys, strict=True)]
+    digests = [hashed[n] if n in hashed else index[file_id][-1] for n, file_id in enumerate(ids)]
+    write_json(index_path, {file_id: [*stat[2:], digest] for file_id, stat, digest in zip(ids, stats, digests,
+                                                                                          strict=True)
+                            if stat[-1] < settled})
+    return [(digest, stat[2]) for digest, stat in zip(digests, stats, strict=True)]
 
 
 def _stat_key(path: Path) -> list[int]:

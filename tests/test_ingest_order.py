@@ -179,3 +179,34 @@ def test_discover_hashes_only_the_files_it_has_not_seen(tmp_path, monkeypatch):
     hashed.clear()
     (tmp_path / steps.INBOX_INDEX).write_text("{not json", encoding="utf-8")
     assert steps.discover(settings)[0] == again and sorted(hashed) == ["a.csv", "b.csv"]
+
+
+def test_discover_knows_a_file_by_its_inode_whatever_path_reaches_it(tmp_path, monkeypatch):
+    """An inbox of links (or one reached through another folder) reuses the index: the same device and inode."""
+    from warehouse.load import file_sha256
+
+    store = tmp_path / "store"
+    store.mkdir()
+    header = "account,booking_date,amount,currency,counterparty_name\n"
+    (store / "a.csv").write_text(header + "DE89370400440532013000,2026-06-15,10.00,EUR,Kiosk Lindner\n",
+                                 encoding="utf-8")
+    bank = tmp_path / "inbox" / "bank"
+    bank.mkdir(parents=True)
+    (bank / "2026-06-15.csv").symlink_to(store / "a.csv")
+    monkeypatch.setattr(steps, "_SETTLED_NS", 0)  # index at once: this test is not about the settling time
+    hashed = []
+    monkeypatch.setattr(steps, "file_sha256", lambda path: hashed.append(path.name) or file_sha256(path))
+    settings = load_settings(tmp_path)
+    first, _ = steps.discover(settings)
+    assert hashed == ["2026-06-15.csv"]
+
+    (bank / "2026-06-15.csv").unlink()
+    (bank / "renamed.csv").symlink_to(store / "a.csv")
+    hashed.clear()
+    again, _ = steps.discover(settings)
+    assert hashed == [] and again[0].relative == "bank/renamed.csv" and again[0].sha256 == first[0].sha256
+
+    (bank / "renamed.csv").unlink()
+    (store / "b.csv").write_text((store / "a.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    (bank / "renamed.csv").symlink_to(store / "b.csv")  # another file at the same path: another inode
+    assert steps.discover(settings)[0][0].sha256 == first[0].sha256 and hashed == ["renamed.csv"]
