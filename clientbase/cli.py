@@ -6,6 +6,7 @@ printed as one line naming the file/key, with a non-zero exit code; previous mar
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 import sys
@@ -220,8 +221,20 @@ def docs(out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Pa
     typer.echo(f"wrote {out}")
 
 
+def _quiet_teardown() -> None:
+    """Point stderr at /dev/null once the last exit handler has run, before the interpreter tears its modules
+    down: DuckDB's nanobind bindings print dozens of harmless "leaked instance" lines there after any command
+    that ran a gate (README, Troubleshooting). Errors and tracebacks are printed before exit handlers run, so
+    they still show; ``CLIENTBASE_SHOW_TEARDOWN=1`` keeps the teardown's output too."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+
 def main() -> None:
     prefect_defaults()
+    if os.environ.get("CLIENTBASE_SHOW_TEARDOWN") != "1":
+        atexit.register(_quiet_teardown)  # registered first, so it runs after Prefect's and GX's own handlers
     try:
         app()
     except KeyboardInterrupt:

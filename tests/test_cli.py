@@ -1,5 +1,6 @@
 """The CLI's error paths: one clear line, the right exit code, fast (they fail before Prefect starts)."""
 
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,40 @@ def test_retract_takes_a_file_out_or_says_why_not(tmp_path, fixtures):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("retracted bank/s.xml (sha256 ")
     assert steps.gate_raw(settings, "run-2") is None  # no file left to gate
+
+
+_NOISY_TEARDOWN = """
+import os, sys
+
+
+class Noisy:  # what DuckDB's bindings do: write to stderr while the interpreter tears __main__ down
+    def __del__(self):
+        os.write(2, b"nanobind: leaked 27 instances!\\n")
+
+
+noisy = Noisy()
+from clientbase import cli
+
+sys.argv = ["clientbase", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_teardown_output_is_kept_out_of_the_log_and_errors_are_not(tmp_path):
+    script = tmp_path / "noisy.py"
+    script.write_text(_NOISY_TEARDOWN, encoding="utf-8")
+
+    def run(*args, show=None):
+        env = {k: v for k, v in os.environ.items() if k != "CLIENTBASE_SHOW_TEARDOWN"}
+        if show:
+            env["CLIENTBASE_SHOW_TEARDOWN"] = show
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    quiet = run("docs", "--out", str(tmp_path / "dd.md"))
+    assert quiet.returncode == 0 and quiet.stdout.startswith("wrote ") and quiet.stderr == ""
+    failed = run("backfill", "--home", str(tmp_path), "--start", "2025-13", "--end", "2025-12")
+    assert failed.returncode == 3 and failed.stderr.startswith("clientbase: error: --start '2025-13'")
+    assert "leaked" not in failed.stderr
+    shown = run("docs", "--out", str(tmp_path / "dd.md"), show="1")
+    assert shown.returncode == 0 and shown.stderr == "nanobind: leaked 27 instances!\n"
