@@ -6,7 +6,8 @@
 The first input byte picks the reader (bank formats through content detection, the set-based fast paths
 of 1C, bank CSV and MT940, CRM dumps, the CRM CSV fast path); the rest is the file. libFuzzer adds what it finds to CORPUS. A crash leaves ``crash-<sha1>``
 with the input: ``uv run python fuzz/parsers.py crash-...`` replays it. CI runs it for a bounded time
-(tests/test_fuzz.py::test_atheris_finds_no_crash).
+(tests/test_fuzz.py::test_atheris_finds_no_crash). The readers' scratch files go to ``CLIENTBASE_FUZZ_SCRATCH``
+if set, else to a new ``clientbase-fuzz-*`` folder in the temp directory, which libFuzzer's exit leaves behind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ with atheris.instrument_imports(include=["sources", "warehouse"]):
     from warehouse.db import ensure_schema
     from warehouse.load import FileStats, ingest_bulk
 
-SCRATCH = Path(tempfile.mkdtemp(prefix="clientbase-fuzz-"))
+# the readers' scratch files and the warehouse inputs are loaded into; libFuzzer ends the process without
+# Python's exit handlers, so whoever runs it removes the folder (tests/test_fuzz.py gives one in tmp_path)
+SCRATCH = (Path(os.environ["CLIENTBASE_FUZZ_SCRATCH"]) if os.environ.get("CLIENTBASE_FUZZ_SCRATCH")
+           else Path(tempfile.mkdtemp(prefix="clientbase-fuzz-")))
 TARGETS = ("bank", "bank_bulk", "crm", "crm_bulk")
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 _db = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -11,7 +12,15 @@ from pathlib import Path
 import pytest
 
 # Must happen before anything imports prefect: its settings are read at import time.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="clientbase-test-prefect-")
+_PREFECT_HOME = tempfile.mkdtemp(prefix="clientbase-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+
+
+def _remove_prefect_home() -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+atexit.register(_remove_prefect_home)  # the first handler, so the last to run; pytest_unconfigure calls it too
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
@@ -76,4 +85,5 @@ def pytest_unconfigure(config):
     if _EXIT_STATUS and not full_teardown:
         sys.stdout.flush()
         sys.stderr.flush()
+        _remove_prefect_home()  # os._exit runs no exit handlers
         os._exit(_EXIT_STATUS[0])

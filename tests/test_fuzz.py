@@ -162,10 +162,14 @@ def test_atheris_finds_no_crash(tmp_path):
     seconds = int(os.environ.get("CLIENTBASE_ATHERIS_SECONDS", "20"))
     seed = int(os.environ.get("CLIENTBASE_ATHERIS_SEED", "1"))
     corpus = tmp_path / "corpus"
-    subprocess.run([sys.executable, str(fuzzer), "--seed-corpus", str(corpus)], check=True, capture_output=True)
+    (tmp_path / "scratch").mkdir()
+    env = {**os.environ, "CLIENTBASE_FUZZ_SCRATCH": str(tmp_path / "scratch")}  # not left behind in /tmp
+    subprocess.run([sys.executable, str(fuzzer), "--seed-corpus", str(corpus)], check=True, capture_output=True,
+                   env=env)
     run = subprocess.run([sys.executable, str(fuzzer), f"-max_total_time={seconds}", f"-seed={seed}",
                           "-max_len=16384", "-rss_limit_mb=3072", f"-artifact_prefix={tmp_path}/", str(corpus)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=seconds + 300)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=seconds + 300, env=env)
     crashes = sorted(tmp_path.glob("crash-*"))
     assert run.returncode == 0 and not crashes, run.stderr[-4000:]
     assert "Done " in run.stderr  # it really ran
+    assert any((tmp_path / "scratch").iterdir())  # and used the scratch folder it was given
