@@ -234,7 +234,7 @@ def _quiet_teardown() -> None:
 def main() -> None:
     prefect_defaults()
     if os.environ.get("CLIENTBASE_SHOW_TEARDOWN") != "1":
-        atexit.register(_quiet_teardown)  # registered first, so it runs after Prefect's and GX's own handlers
+        atexit.register(_quiet_teardown)  # before Prefect and GX are imported: runs after their exit handlers
     try:
         app()
     except KeyboardInterrupt:

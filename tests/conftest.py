@@ -14,13 +14,6 @@ import pytest
 # Must happen before anything imports prefect: its settings are read at import time.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="clientbase-test-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
-
-
-def _remove_prefect_home() -> None:
-    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
-
-
-atexit.register(_remove_prefect_home)  # the first handler, so the last to run; pytest_unconfigure calls it too
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
@@ -29,6 +22,15 @@ os.environ["PREFECT_UI_ENABLED"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _remove_prefect_home() -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+# registered before Prefect is imported, so it runs after Prefect's own exit handlers; pytest_unconfigure calls
+# it itself where it ends the process with os._exit
+atexit.register(_remove_prefect_home)
 
 # Property tests draw the same examples on every run (a seed from each test's name), so a red run is the
 # change's doing and replays; CLIENTBASE_FUZZ_RANDOM=1 draws new ones (with CLIENTBASE_FUZZ_EXAMPLES=3000: new
