@@ -146,3 +146,28 @@ def test_scores_do_not_depend_on_the_row_order_of_the_summary():
     for seed in range(2):
         two = clv.scores(summary.sample(fraction=1.0, shuffle=True, seed=seed)).sort("client_id")
         assert one.to_arrow().to_pydict() == two.to_arrow().to_pydict()
+
+
+DEMO = pl.read_csv(Path(__file__).parent / "fixtures" / "clv" / "demo_clients_summary.csv")
+
+
+def test_gamma_gamma_is_fitted_the_same_in_any_money_unit():
+    """gamma is the spend's scale: spend in cents has the same p and q and 100x the gamma."""
+    euros = clv.fit_gamma_gamma(CDNOW["x"], CDNOW["zbar"])
+    cents = clv.fit_gamma_gamma(CDNOW["x"], CDNOW["zbar"] * 100)
+    assert (cents.p, cents.q, cents.gamma) == (pytest.approx(euros.p, rel=1e-6), pytest.approx(euros.q, rel=1e-6),
+                                               pytest.approx(euros.gamma * 100, rel=1e-6))
+
+
+def test_the_demo_clients_get_a_clv():
+    """The demo's spends put the Gamma-Gamma optimum on a flat ridge (p -> infinity): fitted in money units, the
+    fit failed and no client had a CLV. p itself is then arbitrary, but what the model predicts is not."""
+    x, zbar = DEMO["x"].to_numpy(), DEMO["zbar"].to_numpy()
+    spend = clv.fit_gamma_gamma(x, zbar)
+    assert spend.p > 1e4 and spend.q == pytest.approx(1.5561, rel=1e-3)
+    assert float(clv.expected_spend(spend, 0, 0)) == pytest.approx(3034.45, rel=1e-3)  # a new client's spend
+    repeat = (x > 0) & (zbar > 0)
+    assert clv.expected_spend(spend, x[repeat], zbar[repeat]) == pytest.approx(zbar[repeat], rel=1e-3)
+    scores = clv.scores(DEMO)
+    assert scores["clv_revenue_12m"].null_count() == 0 and scores.height == 302
+    assert scores["clv_revenue_12m"].sum() > 0
