@@ -221,11 +221,12 @@ def docs(out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Pa
     typer.echo(f"wrote {out}")
 
 
-def _quiet_teardown() -> None:
+def quiet_teardown() -> None:
     """Point stderr at /dev/null once the last exit handler has run, before the interpreter tears its modules
     down: DuckDB's nanobind bindings print dozens of harmless "leaked instance" lines there after any command
     that ran a gate (README, Troubleshooting). Errors and tracebacks are printed before exit handlers run, so
-    they still show; ``CLIENTBASE_SHOW_TEARDOWN=1`` keeps the teardown's output too."""
+    they still show; ``CLIENTBASE_SHOW_TEARDOWN=1`` keeps the teardown's output too. The test workers end the
+    same way (tests/conftest.py)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
@@ -234,7 +235,7 @@ def _quiet_teardown() -> None:
 def main() -> None:
     prefect_defaults()
     if os.environ.get("CLIENTBASE_SHOW_TEARDOWN") != "1":
-        atexit.register(_quiet_teardown)  # before Prefect and GX are imported: runs after their exit handlers
+        atexit.register(quiet_teardown)  # before Prefect and GX are imported: runs after their exit handlers
     try:
         app()
     except KeyboardInterrupt:

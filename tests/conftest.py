@@ -62,11 +62,6 @@ def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS.append(int(exitstatus))
 
 
-def _close_stderr() -> None:
-    sys.stderr.flush()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """Exit without interpreter teardown once pytest has reported.
@@ -82,7 +77,9 @@ def pytest_unconfigure(config):
     full_teardown = os.environ.get("CLIENTBASE_TEST_FULL_TEARDOWN") == "1"
     if hasattr(config, "workerinput"):
         if not full_teardown:
-            atexit.register(_close_stderr)
+            from clientbase.cli import quiet_teardown  # how the CLI ends too
+
+            atexit.register(quiet_teardown)
         return
     if _EXIT_STATUS and not full_teardown:
         sys.stdout.flush()
