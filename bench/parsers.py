@@ -8,7 +8,9 @@ For each format it writes N synthetic records (bench/out/), then measures on thi
 - cpu: records per CPU-second of parse + load (``time.process_time`` of the measuring process), which other
   processes on a shared machine disturb much less than wall time;
 - reference: DuckDB read_csv of the same rows as a plain UTF-8 CSV (all cores, and on one thread), the speed
-  of light here;
+  of light of parsing here;
+- ceiling: DuckDB alone loading those reference rows into the warehouse's ``raw.bank_transaction`` on one
+  thread (read_csv -> INSERT -> COMMIT), the speed of light of a load: what writing the raw layer costs;
 - peak RSS of the measuring process, and its growth during parse + load (flat growth = streaming).
 
 "Per core": every format is measured in its own process with ``POLARS_MAX_THREADS=1`` and DuckDB
@@ -175,6 +177,31 @@ def reference(path: Path, threads: int | None = None) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
+_CEILING = """
+    INSERT INTO raw.bank_transaction BY NAME
+    SELECT 'reference' AS file_hash, 'reference.csv' AS source_file, row_number() OVER ()::INTEGER AS record_number,
+           'bench' AS reader, account AS own_account, booking_date::DATE AS booking_date,
+           value_date::DATE AS value_date, amount::DECIMAL(23, 5) AS amount, currency, counterparty_name,
+           counterparty_account, purpose, reference AS bank_reference, 'BOOK' AS status, false AS is_reversal
+    FROM read_csv($path, header=true, all_varchar=true)"""
+
+
+def ceiling(path: Path, scratch: Path) -> tuple[int, float, float]:
+    """(rows, seconds, CPU seconds) of DuckDB alone loading the reference rows into the warehouse's raw table on
+    one thread: ``read_csv`` typed straight into ``raw.bank_transaction`` (no Python between) and committed.
+    Bank CSV is parsed by that same ``read_csv``, so no bank CSV load (parse + load) can be faster on this
+    machine; every other reader ends in the same insert and commit after parsing in Python/polars."""
+    with connect(scratch / "ceiling.duckdb") as con:
+        con.execute("SET threads = 1")
+        start, cpu = time.perf_counter(), time.process_time()
+        con.execute("BEGIN TRANSACTION")
+        con.execute(_CEILING, {"path": str(path)})
+        con.execute("COMMIT")
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        (count,), = con.execute("SELECT count(*) FROM raw.bank_transaction").fetchall()
+    return count, seconds, cpu
+
+
 def one(name: str, records: int, threads: int) -> None:
     """Measure one format in this (fresh) process and print a JSON line, peak memory included."""
     import json
@@ -218,6 +245,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; records per format: {args.records}; readers on {args.threads} thread(s)")
     print(f"reference: DuckDB read_csv (typed) {ref_count} rows in {ref_s:.2f} s = {ref_rate:,.0f} rows/s "
           f"(all cores); {ref1_rate:,.0f} rows/s on one thread")
+    with tempfile.TemporaryDirectory() as scratch:
+        ceil_count, ceil_s, ceil_cpu = ceiling(ref_path, Path(scratch))
+    print(f"ceiling: DuckDB alone loading those rows into raw.bank_transaction (read_csv -> INSERT -> COMMIT, one "
+          f"thread) {ceil_count / ceil_s:,.0f} rows/s, {ceil_count / ceil_cpu:,.0f} per CPU-second: the bound of a CSV "
+          f"load here; every other reader pays the same insert and commit after its own parsing")
     print(f"{'format':14} {'records':>9} {'file MB':>8} {'parse rec/s':>12} {'load rec/s':>11} {'cpu rec/s':>10} "
           f"{'vs DuckDB':>10} {'vs 1 thr':>9} {'peak RSS MB':>12} {'RSS growth':>11} {'target':>10}  met")
     env = {**os.environ, "POLARS_MAX_THREADS": str(args.threads)}
