@@ -134,11 +134,13 @@ def write(path: Path, lines: list[str], encoding: str, newline: str = "\r\n", de
     return path
 
 
-@pytest.mark.parametrize(("seed", "encoding", "newline", "chunk"), [
-    (1, "cp1251", "\r\n", 4096), (2, "cp866", "\n", 1 << 20), (3, "utf-8", "\r\n", 1000),
-    (4, "utf-8", "\r", 2048), (5, "cp1251", "\n", 700)])
-def test_generated_files_equal_reference(tmp_path, monkeypatch, seed, encoding, newline, chunk):
+@pytest.mark.parametrize(("seed", "encoding", "newline", "chunk", "block"), [
+    (1, "cp1251", "\r\n", 4096, 1 << 18), (2, "cp866", "\n", 1 << 20, 1 << 18), (3, "utf-8", "\r\n", 1000, 1 << 18),
+    (4, "utf-8", "\r", 2048, 1 << 18), (5, "cp1251", "\n", 700, 1 << 18),
+    (6, "utf-8", "\r\n", 4096, 7), (7, "cp1251", "\r\n", 4096, 5)])  # blocks that cut lines and characters
+def test_generated_files_equal_reference(tmp_path, monkeypatch, seed, encoding, newline, chunk, block):
     monkeypatch.setattr(onec_bulk, "CHUNK_BYTES", chunk)  # many chunks: documents cut at chunk ends carry over
+    monkeypatch.setattr(onec_bulk, "_TRANSCODE_BLOCK", block)
     path = write(tmp_path / f"gen{seed}.txt", generated(seed), encoding, newline)
     ref = both(tmp_path, path)
     assert ref["stats"][3] == encoding
@@ -151,6 +153,32 @@ def test_generated_files_equal_reference(tmp_path, monkeypatch, seed, encoding, 
     assert {r["currency"] for r in ref["rows"]} == {"RUB", "USD"}
     assert any(r["amount"] < 0 for r in ref["rows"]) and any(r["amount"] > 0 for r in ref["rows"])
     assert [b["own_account"] for b in ref["balances"]] == [OWN_RUB, OWN_USD]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1251"])
+def test_whitespace_at_value_edges_is_stripped_as_the_reference_does(tmp_path, encoding):
+    """Every whitespace character of Python's set (that the encoding has) at either end of names, purposes, INNs,
+    accounts, amounts and dates, beside Cyrillic and Latin endings, comes out as the reference strips it. Half the
+    documents have a plain amount and date, so the fast path types them itself rather than the reference code."""
+    spaces = [c for c in onec_bulk.PY_SPACE if c not in "\r\n"]
+    if encoding == "cp1251":
+        spaces = [c for c in spaces if c.encode("cp1251", errors="ignore")]
+    ends = ["ООО Восход т", "ПАО Р", "ИП Я", "ООО Пух", "ООО Ромашка", "Smith & Co"]
+    lines = ["1CClientBankExchange", "ВерсияФормата=1.03", "РасчСчет=" + OWN_RUB]
+    for n, space in enumerate(spaces * 2):
+        name, around = ends[n % len(ends)], (space, "") if n % 3 == 0 else ("", space) if n % 3 == 1 else (space, space)
+        pad = around[0] + "{}" + around[1]
+        lines += ["СекцияДокумент=Платежное поручение", f"Номер={n}", "Дата=" + ("03.03.2025" if n % 2 else pad.format("03.03.2025")),
+                  "Сумма=" + (f"{n + 1}.50" if n % 2 else pad.format(f"{n + 1}.50")),  # plain: the fast path's
+                  "ПлательщикСчет=" + pad.format(OTHER[0]),
+                  "Плательщик1=" + pad.format(name), "ПлательщикИНН=" + pad.format("7707083893"),
+                  "ПолучательСчет=" + OWN_RUB, "Получатель1=" + pad.format(ends[(n + 1) % len(ends)]),
+                  "ДатаПоступило=03.03.2025", "НазначениеПлатежа=" + pad.format(f"Оплата {name}"), "КонецДокумента"]
+    ref = both(tmp_path, write(tmp_path / "edges.txt", [*lines, "КонецФайла"], encoding))
+    assert len(ref["rows"]) == 2 * len(spaces) and not ref["quarantine"]
+    assert {r["counterparty_name"] for r in ref["rows"]} == set(ends)
+    assert {r["counterparty_tax_id"] for r in ref["rows"]} == {"7707083893"}
+    assert {r["counterparty_account"] for r in ref["rows"]} == {OTHER[0]}
 
 
 @pytest.mark.parametrize("known", [0, 5, 1024])
