@@ -44,3 +44,38 @@ def test_line_ends_with_lone_cr_after_crlf():
         buf = text.encode()
         ends = columnar.line_ends(np.frombuffer(buf, np.uint8), buf)
         assert [buf[s:e].decode() for s, e in zip([0, *ends[:-1]], ends, strict=True)] == text.splitlines(True)
+
+
+def _strptime(text):
+    import datetime as dt
+
+    try:
+        return dt.datetime.strptime(text, "%d.%m.%Y").date()
+    except ValueError:
+        return None
+
+
+def test_plain_dates_are_what_strptime_accepts_in_the_plain_shape():
+    days, months = [f"{d:02d}" for d in range(0, 40)], [f"{m:02d}" for m in range(0, 14)]
+    years = ["0000", "0001", "0999", "1900", "1970", "2000", "2023", "2024", "2100", "9999"]
+    shaped = [f"{d}.{m}.{y}" for d in days for m in months for y in years]
+    odd = [None, "", "1.3.2025", "01.3.2025", "01.03.25", "01-03-2025", "01.03.2025 ", " 1.03.2025", "0a.03.2025",
+           "01.03.2O25", "31/12/2025", "01.03.20255", "a much longer text than twelve bytes", "Дата=01.03",
+           "01.03.2025\t", "01.03.20é", "0:.03.2025", "01.03.202:", "01.03/2025", "01.03.20/5", "01.03.2\x00025"]
+    values = pl.Series("d", shaped + odd)
+    dates, plain = columnar.plain_dates(values)
+    expected = [_strptime(t) for t in shaped] + [None] * len(odd)
+    assert plain.tolist() == [e is not None for e in expected]
+    assert dates.to_list() == expected
+    assert dates.name == "d" and dates.dtype == pl.Date
+    assert sum(plain) == 7 * 365 + 2 * 366  # every real day of the nine years from 1 on (2000 and 2024 leap)
+    assert values.to_list() == shaped + odd  # the input is left as it was
+
+
+def test_plain_dates_of_nothing_and_of_a_slice():
+    dates, plain = columnar.plain_dates(pl.Series("d", [], pl.String))
+    assert dates.to_list() == [] and plain.tolist() == []
+    values = pl.Series(["x", "01.03.2025", None, "31.12.1999", "31.11.1999"]).slice(1, 4)  # views from an offset
+    dates, plain = columnar.plain_dates(values)
+    assert plain.tolist() == [True, False, True, False]
+    assert [str(d) if d else d for d in dates.to_list()] == ["2025-03-01", None, "1999-12-31", None]
