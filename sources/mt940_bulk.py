@@ -53,7 +53,17 @@ import pyarrow as pa
 from mt940.processors import GVC_KEYS
 
 from sources import mt940, text
-from sources.columnar import NEEDS_FOLD, PY_SPACE, SPACE, folded, line_ends, read_chunk, string_heads, where
+from sources.columnar import (
+    NEEDS_FOLD,
+    PY_SPACE,
+    SPACE,
+    folded,
+    line_ends,
+    read_chunk,
+    string_heads,
+    transcode,
+    where,
+)
 from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
@@ -120,7 +130,8 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, *, file_hash: str, source_f
 def _chunks(path: Path, encoding: str):
     """UTF-8 bytes of whole messages: each chunk but the last ends before a line starting with ':20:'. Each
     chunk is a fresh ``bytearray`` the file is read into; plain ASCII stays as it is (only the part after the cut
-    is copied to the next chunk), anything else is decoded and re-encoded as UTF-8."""
+    is copied to the next chunk), anything else is decoded and re-encoded as UTF-8 blockwise
+    (``columnar.transcode``)."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     pending = b""
@@ -133,10 +144,9 @@ def _chunks(path: Path, encoding: str):
             else:
                 try:
                     with memoryview(data) as view:
-                        text = decoder.decode(view[len(pending):], final=at_end)
+                        data = transcode(pending, view[len(pending):], decoder, final=at_end)
                 except UnicodeDecodeError:
                     raise _Unusual from None
-                data = bytearray(pending) + text.encode("utf-8")
             if at_end:
                 yield data
                 return

@@ -55,13 +55,23 @@ import pyarrow as pa
 from clientbase.errors import ParseError
 from sources import onec
 from sources.base import BankTxn, Rejected
-from sources.columnar import PY_SPACE, RUST_MISSES, SPACE, folded, line_ends, plain_dates, read_chunk, where
+from sources.columnar import (
+    PY_SPACE,
+    RUST_MISSES,
+    SPACE,
+    decode_blocks,
+    folded,
+    line_ends,
+    plain_dates,
+    read_chunk,
+    transcode,
+    where,
+)
 from warehouse.load import BulkState
 
 CHUNK_BYTES = 8 << 20
 _KNOWN_SPELLINGS = 1024  # line heads coded by an Enum cast
 _DECODE_BLOCK = 8192  # TextIOWrapper decodes the reference's input in blocks of this many bytes
-_TRANSCODE_BLOCK = 256 << 10  # bytes of a chunk decoded and re-encoded at a time (see _utf8)
 
 _INN_PREFIX = "(?i)" + onec.INN_PREFIX.replace("\\s", SPACE)  # Python's \s, \d and IGNORECASE in Rust's regex
 _PLAIN_AMOUNT = r"^[0-9]{1,18}([.,][0-9]{1,5})?$"  # DECIMAL(23, 5) holds it; anything else: reference rules
@@ -168,29 +178,21 @@ def _chunks(path: Path):
 def _utf8(carry: bytes, data: bytearray, position: int, encoding: str,
           name: str) -> tuple[bytes | bytearray, ParseError | None]:
     """``carry`` and then ``data`` (read at file offset ``position``) as UTF-8, and the decoding error to raise after
-    these lines (None: all of ``data`` decodes).
-
-    ``data`` is decoded, and re-encoded unless it is UTF-8 already, ``_TRANSCODE_BLOCK`` bytes at a time: each
-    block's str and bytes reuse heap memory, where a whole chunk's were fresh pages every time (their page faults
-    took ~8% of the CPU time of a cp1251 file)."""
+    these lines (None: all of ``data`` decodes). Decoded blockwise (``columnar.decode_blocks``) and appended to one
+    buffer that starts with the carried lines; UTF-8 is only checked."""
     decoder = codecs.getincrementaldecoder(encoding)()
-    out = None if encoding == "utf-8" else bytearray(carry)
-    view = memoryview(data)
-    for start in range(0, len(data), _TRANSCODE_BLOCK):
-        held = len(decoder.getstate()[0])  # UTF-8 bytes of a character the previous block cut
-        try:
-            text = decoder.decode(view[start:start + _TRANSCODE_BLOCK], final=start + _TRANSCODE_BLOCK >= len(data))
-        except UnicodeDecodeError as exc:
-            # the reference decodes 8 KiB blocks: lines before the failing block are read, the rest is not
-            good = max(0, (position + start - held + exc.start) // _DECODE_BLOCK * _DECODE_BLOCK - position)
-            good = max(data.rfind(b"\n", 0, good), data.rfind(b"\r", 0, good - 1)) + 1 if good else 0
-            head = data[:good] if out is None else data[:good].decode(encoding).encode("utf-8")
-            return carry + head, onec.bad_bytes(encoding, exc.reason, name)
-        if out is not None:
-            out += text.encode("utf-8")
-    if out is None:
+    try:
+        if encoding != "utf-8":
+            return transcode(carry, data, decoder, final=True), None
+        for _ in decode_blocks(data, decoder, final=True):
+            pass
         return (carry + data if carry else data), None
-    return out, None
+    except UnicodeDecodeError as exc:
+        # the reference decodes 8 KiB blocks: lines before the failing block are read, the rest is not
+        good = max(0, (position + exc.start) // _DECODE_BLOCK * _DECODE_BLOCK - position)
+        good = max(data.rfind(b"\n", 0, good), data.rfind(b"\r", 0, good - 1)) + 1 if good else 0
+        head = data[:good] if encoding == "utf-8" else data[:good].decode(encoding).encode("utf-8")
+        return carry + head, onec.bad_bytes(encoding, exc.reason, name)
 
 
 def _process(st: _State, buf: bytes, last: bool) -> bytes:

@@ -1,5 +1,6 @@
 import numpy as np
 import polars as pl
+import pytest
 
 from sources import columnar
 from sources.base import clean
@@ -79,3 +80,38 @@ def test_plain_dates_of_nothing_and_of_a_slice():
     dates, plain = columnar.plain_dates(values)
     assert plain.tolist() == [True, False, True, False]
     assert [str(d) if d else d for d in dates.to_list()] == ["2025-03-01", None, "1999-12-31", None]
+
+
+def test_transcode_blockwise_equals_whole_and_names_the_bad_byte(monkeypatch):
+    import codecs
+
+    text = "Оплата «по счёту» № 15 — ООО Ромашка\r\n" * 50
+    for encoding in ("cp1251", "utf-8", "cp866"):
+        data = text.encode(encoding) if encoding != "cp866" else text.replace("«", '"').replace("»", '"').replace(
+            "—", "-").replace("№", "N").encode(encoding)
+        for block in (1, 2, 5, 1 << 18):
+            monkeypatch.setattr(columnar, "TRANSCODE_BLOCK", block)
+            got = columnar.transcode(b"carried\n", data, codecs.getincrementaldecoder(encoding)(), final=True)
+            assert bytes(got) == b"carried\n" + data.decode(encoding).encode("utf-8")
+    bad = bytearray("Счёт №1\n".encode() * 10)
+    bad[43] = 0xFF  # the second byte of the fourth line's first letter
+    with pytest.raises(UnicodeDecodeError) as whole:
+        bytes(bad).decode("utf-8")
+    assert (whole.value.start, whole.value.reason) == (42, "invalid continuation byte")
+    for block in (1, 3, 4, 1 << 18):
+        monkeypatch.setattr(columnar, "TRANSCODE_BLOCK", block)
+        with pytest.raises(UnicodeDecodeError) as info:
+            columnar.transcode(b"", bad, codecs.getincrementaldecoder("utf-8")(), final=True)
+        assert (info.value.start, info.value.reason) == (42, "invalid continuation byte")
+    truncated = "Счёт".encode()[:-1]  # a character cut at the end: an error only when final
+    monkeypatch.setattr(columnar, "TRANSCODE_BLOCK", 2)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    assert bytes(columnar.transcode(b"", truncated, decoder, final=False)) == "Счё".encode()
+    assert bytes(columnar.transcode(b"", "т".encode()[1:], decoder, final=True)) == "т".encode()
+    with pytest.raises(UnicodeDecodeError) as info:
+        columnar.transcode(b"", truncated, codecs.getincrementaldecoder("utf-8")(), final=True)
+    assert info.value.start == 6 and info.value.reason == "unexpected end of data"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    columnar.transcode(b"", truncated, decoder, final=False)
+    with pytest.raises(UnicodeDecodeError, match="unexpected end of data"):  # no more bytes: the cut one is bad
+        columnar.transcode(b"", b"", decoder, final=True)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clientbase.errors import ParseError
-from sources import mt940, mt940_bulk
+from sources import columnar, mt940, mt940_bulk
 from tests import parity
 from warehouse.db import connect
 
@@ -166,13 +166,14 @@ def generated(seed: int, messages: int = 40) -> tuple[list[str], str]:
 @settings(max_examples=int(os.environ.get("CLIENTBASE_PARITY_EXAMPLES", "25")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**9), newline=st.sampled_from(["\r\n", "\n", "\r"]),
-       chunk=st.sampled_from([300, 2048, 1 << 20]))
-def test_generated_files_equal_reference(tmp_path, seed, newline, chunk):
+       chunk=st.sampled_from([300, 2048, 1 << 20]), block=st.sampled_from([3, 7, 1 << 18]))
+def test_generated_files_equal_reference(tmp_path, seed, newline, chunk, block):
     lines, encoding = generated(seed)
     path = tmp_path / "gen.sta"
     path.write_bytes((newline.join(lines) + newline).encode(encoding))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mt940_bulk, "CHUNK_BYTES", chunk)  # many chunks: messages cut at chunk ends carry over
+        mp.setattr(columnar, "TRANSCODE_BLOCK", block)  # transcoding blocks that cut UTF-8 characters
         ref = both(tmp_path, path)
     assert ref["stats"][3] in (encoding, "utf-8")
 

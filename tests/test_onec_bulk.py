@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clientbase.errors import ParseError
-from sources import onec, onec_bulk
+from sources import columnar, onec, onec_bulk
 from tests import parity
 from warehouse.db import connect
 
@@ -140,7 +140,7 @@ def write(path: Path, lines: list[str], encoding: str, newline: str = "\r\n", de
     (6, "utf-8", "\r\n", 4096, 7), (7, "cp1251", "\r\n", 4096, 5)])  # blocks that cut lines and characters
 def test_generated_files_equal_reference(tmp_path, monkeypatch, seed, encoding, newline, chunk, block):
     monkeypatch.setattr(onec_bulk, "CHUNK_BYTES", chunk)  # many chunks: documents cut at chunk ends carry over
-    monkeypatch.setattr(onec_bulk, "_TRANSCODE_BLOCK", block)
+    monkeypatch.setattr(columnar, "TRANSCODE_BLOCK", block)
     path = write(tmp_path / f"gen{seed}.txt", generated(seed), encoding, newline)
     ref = both(tmp_path, path)
     assert ref["stats"][3] == encoding
